@@ -1,8 +1,350 @@
-"""Placeholder while the core callback is being written (replaced in the next commit)."""
+"""``WandbEvalCallback``: the stock-compatible template, online and offline.
+
+A subclass written for ``wandb.integration.keras.WandbEvalCallback`` runs unchanged:
+it fills ``self.data_table`` once in ``add_ground_truth`` and ``self.pred_table`` in
+``add_model_predictions``, taking cells from ``self.data_table_ref``. What differs is
+underneath: tables are columnar (cheap to fill), pred versions reference the data
+table's media instead of copying them, offline runs work, logging can also run every
+N batches, and a failure inside logging warns instead of killing ``model.fit``.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import keras
+import wandb
+
+from fastevalcb import tables
+
+logger = logging.getLogger("fastevalcb")
 
 
-class WandbEvalCallback:  # pragma: no cover - replaced shortly
-    pass
+class FastEvalWarning(UserWarning):
+    """A logging step failed; training goes on (pass ``strict=True`` to raise)."""
+
+
+class RefRow(Sequence):
+    """One data-table row, indexable by position or by column name."""
+
+    __slots__ = ("_values", "_columns")
+
+    def __init__(self, values: list[Any], columns: list[str]) -> None:
+        self._values = values
+        self._columns = columns
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            try:
+                return self._values[self._columns.index(key)]
+            except ValueError:
+                raise KeyError(
+                    f"data table has no column {key!r}; columns are {self._columns}"
+                ) from None
+        return self._values[key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"RefRow({dict(zip(self._columns, self._values))!r})"
+
+
+class DataTableRef:
+    """The logged data table, as pred tables see it.
+
+    Mirrors what stock returns from ``data_artifact.get(table_name)``: ``.data``
+    (rows), ``.columns``, ``.get_index()``, ``.get_column(name)``, and adds
+    ``ref[idx][column]`` indexing. Media cells are the logged objects themselves;
+    putting one in a pred table stores a reference to the data artifact's file.
+    """
+
+    def __init__(self, table: wandb.Table, media_index: tables.MediaIndex) -> None:
+        self.columns: list[str] = list(table.columns)
+        self.data: list[list[Any]] = table.data
+        self.media_index = media_index
+
+    def get_index(self) -> list[int]:
+        return list(range(len(self.data)))
+
+    def get_column(self, name: str) -> list[Any]:
+        if name not in self.columns:
+            raise KeyError(f"data table has no column {name!r}; columns are {self.columns}")
+        col = self.columns.index(name)
+        return [row[col] for row in self.data]
+
+    def __getitem__(self, idx: int) -> RefRow:
+        return RefRow(self.data[idx], self.columns)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[RefRow]:
+        return (RefRow(row, self.columns) for row in self.data)
+
+
+def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
+    """Whether a bound method takes ``count`` positional arguments (``logs`` compat)."""
+    params = inspect.signature(method).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= count
+
+
+class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
+    """Abstract Keras callback that logs a data table once and a pred table per log.
+
+    Args:
+        data_table_columns: column names of the data (ground truth) table.
+        pred_table_columns: column names of the prediction table.
+        log_every_n_batches: also log a pred-table version every N training batches
+            (alias ``step-S``). ``None`` (default) logs at epoch end only and leaves
+            Keras' batch hooks untouched, so ``fit`` keeps async dispatch.
+        log_on_epoch_end: log a pred-table version at every epoch end (alias ``epoch-E``).
+        strict: re-raise errors from logging instead of warning and going on.
+        *args, **kwargs: passed to ``keras.callbacks.Callback``.
+
+    Raises:
+        wandb.Error: no active run (call ``wandb.init()`` first).
+        TableSchemaError: the column lists are not lists of unique names.
+        ValueError: ``log_every_n_batches`` is not a positive int.
+    """
+
+    def __init__(
+        self,
+        data_table_columns: list[str],
+        pred_table_columns: list[str],
+        *args: Any,
+        log_every_n_batches: int | None = None,
+        log_on_epoch_end: bool = True,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if wandb.run is None:
+            raise wandb.Error(
+                f"{type(self).__name__} needs an active W&B run: call wandb.init() "
+                "(mode='offline' works without an account) before creating the callback."
+            )
+        self.data_table_columns = tables.validate_columns(data_table_columns, "data_table_columns")
+        self.pred_table_columns = tables.validate_columns(pred_table_columns, "pred_table_columns")
+        if log_every_n_batches is not None and (
+            isinstance(log_every_n_batches, bool)
+            or not isinstance(log_every_n_batches, int)
+            or log_every_n_batches < 1
+        ):
+            raise ValueError(
+                f"log_every_n_batches must be a positive int or None, got {log_every_n_batches!r}"
+            )
+        self.log_every_n_batches = log_every_n_batches
+        self.log_on_epoch_end = log_on_epoch_end
+        self.strict = strict
+
+        self._data_table: tables.ColumnarTable | None = None
+        self._pred_table: tables.ColumnarTable | None = None
+        self._data_table_ref: DataTableRef | None = None
+        self._media_index: tables.MediaIndex | None = None
+        self._gt_takes_logs = _accepts_positional(self.add_ground_truth, 1)
+        self._preds_take_logs = _accepts_positional(self.add_model_predictions, 2)
+        self._epoch = 0
+        self._global_step = 0
+        self._log_context: dict[str, Any] = {}
+        self._failures: dict[str, int] = {}
+        self._first_failure: dict[str, str] = {}
+        self.logged_versions: list[dict[str, Any]] = []
+        if log_every_n_batches is not None:
+            # Only now is the batch hook overridden: Keras turns off async dispatch for
+            # the whole fit when any callback's on_train_batch_end is not the default.
+            self.on_train_batch_end = self._on_train_batch_end  # type: ignore[method-assign]
+
+    # -- stock public surface -----------------------------------------------------
+    @abc.abstractmethod
+    def add_ground_truth(self, logs: dict[str, float] | None = None) -> None:
+        """Fill ``self.data_table`` (called once, at train begin)."""
+        raise NotImplementedError(f"{type(self).__name__}.add_ground_truth")
+
+    @abc.abstractmethod
+    def add_model_predictions(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Fill ``self.pred_table`` (called at every log)."""
+        raise NotImplementedError(f"{type(self).__name__}.add_model_predictions")
+
+    def init_data_table(self, column_names: list[str]) -> None:
+        """Start a new data table with these columns."""
+        self._data_table = tables.ColumnarTable(column_names, allow_mixed_types=True)
+
+    def init_pred_table(self, column_names: list[str]) -> None:
+        """Start a new pred table with these columns."""
+        self._pred_table = tables.ColumnarTable(column_names)
+
+    def log_data_table(
+        self, name: str = "val", type: str = "dataset", table_name: str = "val_data"
+    ) -> None:
+        """Log ``data_table`` as an artifact and make ``data_table_ref`` point at it."""
+        run = self._run()
+        table = self.data_table
+        if not table.data:
+            warnings.warn(
+                "fastevalcb: the data table is empty; add_ground_truth added no rows",
+                FastEvalWarning,
+                stacklevel=2,
+            )
+        self._media_index = tables.log_data_artifact(run, table, name, type, table_name)
+        self._data_table_ref = DataTableRef(table, self._media_index)
+
+    def log_pred_table(
+        self,
+        type: str = "evaluation",
+        table_name: str = "eval_data",
+        aliases: list[str] | None = None,
+    ) -> None:
+        """Log ``pred_table`` as a new version of ``run_<id>_pred``.
+
+        Default aliases: ``latest`` plus ``epoch-E`` (epoch-end logs) or ``step-S``
+        (per-N-batch logs). Metadata records the epoch and global step.
+        """
+        run = self._run()
+        context = dict(self._log_context)
+        if aliases is None:
+            aliases = ["latest"] + ([context["alias"]] if "alias" in context else [])
+        metadata = {k: v for k, v in context.items() if k != "alias"}
+        metadata["rows"] = len(self.pred_table.data)
+        tables.log_pred_artifact(
+            run, self.pred_table, self._media_index, type, table_name, list(aliases), metadata
+        )
+        self.logged_versions.append({"aliases": list(aliases), **metadata})
+
+    @property
+    def data_table(self) -> tables.ColumnarTable:
+        if self._data_table is None:
+            raise RuntimeError("data_table is not initialised: call init_data_table(columns) first")
+        return self._data_table
+
+    @data_table.setter
+    def data_table(self, table: tables.ColumnarTable) -> None:
+        self._data_table = table
+
+    @property
+    def pred_table(self) -> tables.ColumnarTable:
+        if self._pred_table is None:
+            raise RuntimeError("pred_table is not initialised: call init_pred_table(columns) first")
+        return self._pred_table
+
+    @pred_table.setter
+    def pred_table(self, table: tables.ColumnarTable) -> None:
+        self._pred_table = table
+
+    @property
+    def data_table_ref(self) -> DataTableRef:
+        if self._data_table_ref is None:
+            raise RuntimeError(
+                "data_table_ref is only available after log_data_table(): it points at the "
+                "logged data artifact. It is set at train begin, after add_ground_truth()."
+            )
+        return self._data_table_ref
+
+    @data_table_ref.setter
+    def data_table_ref(self, ref: DataTableRef) -> None:
+        self._data_table_ref = ref
+
+    # -- Keras hooks ----------------------------------------------------------------
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._global_step = self._optimizer_step()
+        with self._guard("data table"):
+            self.init_data_table(column_names=self.data_table_columns)
+            if self._gt_takes_logs:
+                self.add_ground_truth(logs)
+            else:
+                self.add_ground_truth()
+            self.log_data_table()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._epoch = epoch
+        if not self.log_on_epoch_end:
+            return
+        self._global_step = max(self._global_step, self._optimizer_step())
+        self._log_predictions(epoch, logs, alias=f"epoch-{epoch}", trigger="epoch_end")
+
+    def _on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        self._global_step += 1
+        if self._global_step % self.log_every_n_batches == 0:  # type: ignore[operator]
+            self._log_predictions(
+                self._epoch, logs, alias=f"step-{self._global_step}", trigger="batch"
+            )
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        for stage, count in self._failures.items():
+            if count > 1:
+                warnings.warn(
+                    f"fastevalcb: {stage} logging failed {count} times during fit; "
+                    f"first cause: {self._first_failure[stage]}",
+                    FastEvalWarning,
+                    stacklevel=2,
+                )
+
+    # -- helpers ------------------------------------------------------------------------
+    def _log_predictions(
+        self, epoch: int, logs: dict[str, float] | None, alias: str, trigger: str
+    ) -> None:
+        if self._data_table_ref is None and "data table" in self._failures:
+            return  # already warned: nothing to reference
+        self._log_context = {
+            "epoch": epoch,
+            "global_step": self._global_step,
+            "trigger": trigger,
+            "alias": alias,
+        }
+        with self._guard("pred table"):
+            self.init_pred_table(column_names=self.pred_table_columns)
+            if self._preds_take_logs:
+                self.add_model_predictions(epoch, logs)
+            else:
+                self.add_model_predictions(epoch)
+            self.log_pred_table()
+
+    @contextmanager
+    def _guard(self, stage: str) -> Iterator[None]:
+        """Turn an exception into one warning per stage, unless strict."""
+        try:
+            yield
+        except Exception as exc:
+            if self.strict:
+                raise
+            count = self._failures.get(stage, 0) + 1
+            self._failures[stage] = count
+            cause = f"{type(exc).__name__}: {exc}"
+            if count == 1:
+                self._first_failure[stage] = cause
+                warnings.warn(
+                    f"fastevalcb: {stage} logging failed and was skipped; training goes on "
+                    f"(strict=True raises instead). Cause: {cause}",
+                    FastEvalWarning,
+                    stacklevel=3,
+                )
+            logger.debug("%s logging failed", stage, exc_info=True)
+
+    def _optimizer_step(self) -> int:
+        optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+        iterations = getattr(optimizer, "iterations", None)
+        try:
+            return int(iterations) if iterations is not None else self._global_step
+        except (TypeError, ValueError):
+            return self._global_step
+
+    @staticmethod
+    def _run() -> Any:
+        if wandb.run is None:
+            raise wandb.Error("the W&B run has finished; call wandb.init() before fit()")
+        return wandb.run
 
 
 FastEvalCallback = WandbEvalCallback

@@ -1,0 +1,307 @@
+"""Tables, artifacts and media references: the one module that talks to wandb.
+
+Everything here that touches a private wandb attribute is marked ``# wandb-internal``
+and covered by ``tests/test_tables.py``, which fails loudly when a wandb release
+changes it (the supported wandb range in ``pyproject.toml`` is what those tests cover).
+
+How references work, online and offline alike:
+
+* The data table is added to a ``wandb.Artifact``; wandb stages every media file and
+  remembers, per artifact, which local file became which entry
+  (``Artifact.get_added_local_path_name``).
+* A pred-table artifact never copies those files. For every media cell whose file is
+  already an entry of the data artifact, the pred artifact gets a *reference* entry
+  with the same name whose ``ref`` is ``wandb-client-artifact://<data client id>/<name>``
+  (what ``wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler`` produces).
+  wandb-core's ``ArtifactSaver.resolveClientIDReferences`` turns those into
+  ``wandb-artifact://<server id>/<name>`` when the version is uploaded, live or by
+  ``wandb sync`` of an offline run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import wandb
+from wandb.sdk.data_types import _dtypes
+from wandb.sdk.data_types.base_types.media import Media
+from wandb.sdk.data_types.base_types.wb_value import WBValue
+from wandb.sdk.data_types.utils import _json_helper
+
+CLIENT_REF_SCHEME = "wandb-client-artifact"
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class TableSchemaError(ValueError):
+    """A row or a column set does not match the table's declared columns."""
+
+
+def validate_columns(columns: Any, what: str) -> list[str]:
+    """Check a declared column list: a non-empty list of unique str/int names."""
+    if isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence):
+        raise TableSchemaError(
+            f"{what} must be a list of column names, got {type(columns).__name__}: {columns!r}"
+        )
+    columns = list(columns)
+    if not columns:
+        raise TableSchemaError(f"{what} must name at least one column, got []")
+    bad = [c for c in columns if type(c) not in (str, int)]
+    if bad:
+        raise TableSchemaError(f"{what} names must be str or int, got {bad!r}")
+    dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise TableSchemaError(f"{what} has duplicate column names: {dupes}")
+    return columns
+
+
+class ColumnarTable(wandb.Table):
+    """A ``wandb.Table`` that is filled cheaply and serialized column by column.
+
+    ``wandb.Table.add_data`` re-infers and merges the type of every column for every
+    row; this table only checks the row length, and infers each column's wandb type
+    once at serialization, from one representative per Python type (every cell for
+    media columns, whose types carry class maps). It is a real ``wandb.Table``:
+    it can be added to an artifact or passed to ``wandb.log``.
+
+    Fill it row by row (``add_data``, stock-compatible) or from whole columns
+    (``add_columns``), e.g. numpy arrays straight from a model.
+    """
+
+    def __init__(self, columns: Sequence[str], allow_mixed_types: bool = False) -> None:
+        columns = validate_columns(columns, "columns")
+        super().__init__(columns=columns, allow_mixed_types=allow_mixed_types)
+        self._allow_mixed = allow_mixed_types
+
+    # -- filling ------------------------------------------------------------------
+    def add_data(self, *data: Any) -> None:
+        """Append one row; its values must match the declared columns in order."""
+        if len(data) != len(self.columns):
+            raise TableSchemaError(
+                f"add_data got {len(data)} values, expected {len(self.columns)} "
+                f"for columns {self.columns}"
+            )
+        self.data.append(list(data))
+
+    def add_columns(self, columns: Mapping[str, Any]) -> None:
+        """Append rows given as whole columns: ``{name: array or list}``.
+
+        Every declared column must be present, each with the same length. numpy
+        arrays are converted once per column (``tolist``), not cell by cell.
+        """
+        given, declared = list(columns), list(self.columns)
+        if set(given) != set(declared):
+            missing = [c for c in declared if c not in columns]
+            extra = [c for c in given if c not in declared]
+            raise TableSchemaError(
+                f"add_columns expected columns {declared}, got {given} "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        lengths = {name: len(columns[name]) for name in declared}
+        if len(set(lengths.values())) > 1:
+            raise TableSchemaError(f"add_columns got columns of different lengths: {lengths}")
+        values = [_column_to_list(columns[name]) for name in declared]
+        self.data.extend(map(list, zip(*values)))
+
+    def add_column(self, name: str, data: Any, optional: bool = False) -> None:
+        """Add a new column to the existing rows (stock-compatible signature)."""
+        if name in self.columns:
+            raise TableSchemaError(f"column {name!r} already exists in {self.columns}")
+        values = _column_to_list(data)
+        if self.data and len(values) != len(self.data):
+            raise TableSchemaError(
+                f"column {name!r} has {len(values)} values, the table has {len(self.data)} rows"
+            )
+        self.columns.append(name)
+        if not self.data:
+            self.data.extend([v] for v in values)
+        else:
+            for row, value in zip(self.data, values):
+                row.append(value)
+
+    # -- serialization ------------------------------------------------------------
+    def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
+        if not isinstance(run_or_artifact, wandb.Artifact):
+            return super().to_json(run_or_artifact)
+        artifact = run_or_artifact
+        ncols = len(self.columns)
+        by_column = list(zip(*self.data)) if self.data else [() for _ in range(ncols)]
+        json_columns = [_column_to_json(col, artifact) for col in by_column]
+        type_map = {
+            name: self._infer_column_type(name, col)
+            for name, col in zip(self.columns, by_column)
+        }
+        return {
+            "_type": wandb.Table._log_type,
+            "columns": self.columns,
+            "data": [list(row) for row in zip(*json_columns)] if self.data else [],
+            "ncols": ncols,
+            "nrows": len(self.data),
+            "column_types": _dtypes.TypedDictType(type_map).to_json(artifact),
+            "log_mode": self.log_mode,
+        }
+
+    def _infer_column_type(self, name: str, column: Sequence[Any]) -> _dtypes.Type:
+        col_type = self._column_types.params["type_map"][name]
+        for value in _type_representatives(column):
+            merged = col_type.assign(value)
+            if isinstance(merged, _dtypes.InvalidType):
+                if not self._allow_mixed:
+                    raise TypeError(
+                        f"column {name!r} mixes incompatible types: {col_type} and "
+                        f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True"
+                    )
+                merged = _dtypes.UnionType([col_type, _dtypes.TypeRegistry.type_of(value)])
+            col_type = merged
+        return col_type
+
+
+def _column_to_list(data: Any) -> list[Any]:
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            raise TableSchemaError(f"a column must be 1-D or more, got a 0-d array {data!r}")
+        return data.tolist() if data.dtype != object else list(data)
+    if hasattr(data, "numpy"):  # tf.Tensor
+        return _column_to_list(np.asarray(data))
+    return list(data)
+
+
+def _column_to_json(column: Sequence[Any], artifact: wandb.Artifact) -> list[Any]:
+    """JSON-ready values of one column; scalar columns pass through untouched."""
+    kinds = {type(v) for v in column}
+    if all(k in _JSON_SCALARS for k in kinds):
+        return list(column)
+    return [v if type(v) in _JSON_SCALARS else _json_helper(v, artifact) for v in column]
+
+
+def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
+    """One value per Python type, except media/containers whose types carry params."""
+    seen: set[type] = set()
+    for value in column:
+        kind = type(value)
+        if isinstance(value, (WBValue, list, tuple, dict, np.ndarray)):
+            yield value
+        elif kind not in seen:
+            seen.add(kind)
+            yield value
+        elif kind is float and math.isnan(value) and (kind, "nan") not in seen:
+            seen.add((kind, "nan"))  # type: ignore[arg-type]
+            yield value
+
+
+# ---------------------------------------------------------------------------------
+# Media references
+# ---------------------------------------------------------------------------------
+def media_files(value: Any) -> Iterable[Media]:
+    """The file-backed media objects inside a cell: the image and its masks."""
+    if isinstance(value, Media):
+        if value.file_is_set():
+            yield value
+        for mask in (getattr(value, "_masks", None) or {}).values():
+            yield from media_files(mask)
+
+
+class MediaIndex:
+    """Which local media files are entries of a logged data artifact.
+
+    Built once after the data table is added to its artifact; used for every
+    pred-table version to turn those files into reference entries.
+    """
+
+    def __init__(self, artifact: wandb.Artifact, entry_by_local_path: dict[str, str]) -> None:
+        self.artifact = artifact
+        self.client_id: str = artifact._client_id  # wandb-internal
+        self._entry_by_local_path = entry_by_local_path
+
+    @classmethod
+    def from_table(cls, artifact: wandb.Artifact, table: wandb.Table) -> MediaIndex:
+        index: dict[str, str] = {}
+        for row in table.data:
+            for cell in row:
+                for media in media_files(cell):
+                    name = artifact.get_added_local_path_name(media._path)
+                    if name is not None:
+                        index[media._path] = name
+        return cls(artifact, index)
+
+    def __len__(self) -> int:
+        return len(self._entry_by_local_path)
+
+    def entry_name(self, media: Media) -> str | None:
+        return self._entry_by_local_path.get(media._path)
+
+    def reference_uri(self, entry_name: str) -> str:
+        return f"{CLIENT_REF_SCHEME}://{self.client_id}/{entry_name}"
+
+    def add_references(self, target: wandb.Artifact, table: wandb.Table) -> int:
+        """Give ``target`` reference entries for every data-artifact file ``table`` uses.
+
+        Afterwards wandb's own media serialization finds those files already in
+        ``target`` and writes their entry path instead of staging a copy.
+
+        Returns:
+            The number of reference entries added.
+        """
+        added = 0
+        local_paths = target._added_local_paths  # wandb-internal
+        for row in table.data:
+            for cell in row:
+                for media in media_files(cell):
+                    name = self.entry_name(media)
+                    if name is None or media._path in local_paths:
+                        continue
+                    if name not in target.manifest.entries:
+                        target.add_reference(self.reference_uri(name), name=name)
+                        added += 1
+                    local_paths[media._path] = target.manifest.entries[name]
+        return added
+
+
+def new_artifact(name: str, type: str, metadata: dict[str, Any] | None = None) -> wandb.Artifact:
+    return wandb.Artifact(name, type=type, metadata=metadata or {})
+
+
+def log_data_artifact(
+    run: Any, table: wandb.Table, name: str, type: str, table_name: str
+) -> MediaIndex:
+    """Log the data table as an artifact the run uses (online) or produces (offline).
+
+    Online this is stock's ``use_artifact`` + ``wait``: the run is recorded as a
+    consumer of the data. ``use_artifact`` is refused offline, so there the artifact
+    is logged as an output of the run instead; pred versions reference it either way.
+    """
+    artifact = new_artifact(name, type)
+    artifact.add(table, table_name)
+    index = MediaIndex.from_table(artifact, table)
+    if run.offline:
+        run.log_artifact(artifact)
+    else:
+        run.use_artifact(artifact)
+        artifact.wait()
+    for row in table.data:  # pixels now live in wandb's media files, not in RAM
+        for cell in row:
+            if isinstance(cell, wandb.Image):
+                cell._free_ram()
+    return index
+
+
+def log_pred_artifact(
+    run: Any,
+    table: wandb.Table,
+    media_index: MediaIndex | None,
+    type: str,
+    table_name: str,
+    aliases: list[str],
+    metadata: dict[str, Any],
+) -> wandb.Artifact:
+    """Log one pred-table version whose data-table media are references."""
+    artifact = new_artifact(f"run_{run.id}_pred", type, metadata)
+    if media_index is not None:
+        media_index.add_references(artifact, table)
+    artifact.add(table, table_name)
+    run.log_artifact(artifact, aliases=aliases)
+    return artifact
