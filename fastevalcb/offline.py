@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,25 @@ class OfflineRun:
     def latest(cls, wandb_dir: str | Path) -> OfflineRun:
         """The most recent offline run under a ``wandb/`` folder (or its parent)."""
         return cls(find_runs(wandb_dir)[-1])
+
+    @property
+    def complete(self) -> bool:
+        """Whether the log ends with the run's exit record (the writer is done)."""
+        return any(record.HasField("exit") for record in self.records)
+
+    def wait_complete(self, timeout: float = 60.0) -> OfflineRun:
+        """Re-read until the exit record is on disk.
+
+        ``run.finish()`` can return before wandb-core has flushed the log's tail,
+        so a reader started right after it may see a prefix of the records.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.complete:
+            if time.monotonic() > deadline:
+                raise OfflineRunError(f"{self.wandb_file} has no exit record after {timeout}s")
+            time.sleep(0.1)
+            self._records = None
+        return self
 
     @property
     def records(self) -> list[wandb_internal_pb2.Record]:

@@ -1,0 +1,70 @@
+"""Shared fixtures: real wandb in offline mode inside tmp_path, tiny seeded Keras models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Offline, silent wandb whose every folder lives under tmp_path."""
+    for var, sub in [
+        ("WANDB_DIR", "run"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    return tmp_path
+
+
+@pytest.fixture
+def offline_run(wandb_env):
+    """A real offline run; yields (run, reader) where reader() finishes it and reads it."""
+    import wandb
+
+    from fastevalcb.offline import OfflineRun
+
+    run = wandb.init(
+        project="fastevalcb-tests", dir=str(wandb_env / "run"), reinit="finish_previous"
+    )
+
+    def finish_and_read() -> OfflineRun:
+        if wandb.run is not None:
+            run.finish()
+        return OfflineRun.latest(wandb_env / "run").wait_complete()
+
+    yield run, finish_and_read
+    if wandb.run is not None:
+        run.finish()
+
+
+@pytest.fixture
+def tiny_classifier():
+    """A seeded 3-class classifier on 16x16x3 uint8 images, plus its data."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (20, 16, 16, 3)).astype("uint8")
+    y = rng.integers(0, 3, 20)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model, x, y
