@@ -180,16 +180,20 @@ def _column_to_json(column: Sequence[Any], artifact: wandb.Artifact) -> list[Any
 
 def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
     """One value per Python type, except media/containers whose types carry params."""
-    seen: set[type] = set()
+    seen: set[Any] = set()
     for value in column:
         kind = type(value)
-        if isinstance(value, (WBValue, list, tuple, dict, np.ndarray)):
+        if isinstance(value, wandb.Image) and not (value._boxes or value._masks or value._classes):
+            if "plain image" not in seen:  # identical types: no class map, boxes or masks
+                seen.add("plain image")
+                yield value
+        elif isinstance(value, (WBValue, list, tuple, dict, np.ndarray)):
             yield value
         elif kind not in seen:
             seen.add(kind)
             yield value
         elif kind is float and math.isnan(value) and (kind, "nan") not in seen:
-            seen.add((kind, "nan"))  # type: ignore[arg-type]
+            seen.add((kind, "nan"))
             yield value
 
 
