@@ -1,6 +1,7 @@
 """fastevalcb: fast, offline-capable prediction tables for Keras + Weights & Biases."""
 
 from fastevalcb.callback import DataTableRef, FastEvalCallback, FastEvalWarning, WandbEvalCallback
+from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tables import ColumnarTable, TableSchemaError
 
 __all__ = [
@@ -8,6 +9,8 @@ __all__ = [
     "FastEvalCallback",
     "FastEvalWarning",
     "DataTableRef",
+    "BatchedPredictor",
+    "PredictionBatch",
     "ColumnarTable",
     "TableSchemaError",
 ]

@@ -1,0 +1,489 @@
+"""BatchedPredictor: one cached, compiled, padded, streaming predict step.
+
+The second stage of the pipeline (``source -> predictor -> kernels -> media -> tables``).
+A validation source (see :mod:`fastevalcb.sources`) is run through a Keras model in
+fixed-size batches by a single ``tf.function`` that is traced once per model:
+
+* plain step: ``input_signature`` with a ``None`` batch dim, so a short last batch reuses
+  the same trace;
+* ``jit_compile=True`` (XLA compiles per shape) and multi-replica strategies: the last
+  batch is zero-padded on the host to the fixed batch size and the padding rows are
+  dropped from the outputs;
+* an optional ``output_fn`` (TensorFlow ops: softmax + top-k, argmax, box decode + NMS)
+  and the cast of floating outputs to float32 are fused into the step, so only small
+  tensors cross to the host;
+* results stream back as :class:`PredictionBatch` es of host numpy arrays while a
+  background thread already computes the next batch (bounded queue, ``prefetch`` deep).
+
+Example::
+
+    predictor = BatchedPredictor(model, (x_val, y_val), batch_size=64, max_samples=512,
+                                 output_fn=lambda logits: tf.math.top_k(logits, 5))
+    for batch in predictor.iter_batches():
+        rows = build_rows(batch.index, batch.outputs, batch.y)   # overlaps the next batch
+    probs = predictor.predict_all()                               # outputs only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from fastevalcb import sources as _sources
+
+__all__ = ["BatchedPredictor", "PredictionBatch"]
+
+
+@dataclasses.dataclass
+class PredictionBatch:
+    """Predictions for one batch, as host numpy, padding removed.
+
+    Attributes:
+        index: `(n,)` int64 global sample ids of the rows, in sample order.
+        outputs: numpy arrays with leading dim ``n``, same structure (array / list / dict)
+            as the model output, or as ``output_fn``'s output when one is given. Floating
+            outputs are float32 unless ``float32_outputs=False``.
+        y: labels with leading dim ``n`` (numpy, same structure as the source's ``y``), or
+            ``None`` when the source has no labels.
+        x: inputs with leading dim ``n`` (numpy) when ``return_x=True``, else ``None``.
+    """
+
+    index: np.ndarray
+    outputs: Any
+    y: Any = None
+    x: Any = None
+
+    def __post_init__(self):
+        n = self.index.shape[0]
+        for name, leaf in _sources.named_leaves(self.outputs, "outputs"):
+            if leaf.ndim == 0 or leaf.shape[0] != n:
+                raise ValueError(
+                    f"{name} must have leading dim {n} (one row per sample), got shape "
+                    f"{leaf.shape}; output_fn must return batch-major tensors"
+                )
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+class _Step:
+    """The compiled step for one model: traced once, reused for every batch and pass."""
+
+    def __init__(self, model, x_spec, batch_size, output_fn, jit_compile, float32_outputs):
+        import keras
+        import tensorflow as tf
+
+        self.model = model
+        self.trace_count = 0
+        strategy = model.distribute_strategy
+        self.num_replicas = int(strategy.num_replicas_in_sync)
+        self.distributed = self.num_replicas > 1
+        # XLA compiles per shape and replicas need equal shards: pad to a fixed size.
+        self.pad_to = None
+        if jit_compile or self.distributed:
+            r = self.num_replicas
+            self.pad_to = -(-batch_size // r) * r
+        floatx = keras.backend.floatx()
+
+        def cast_inputs(x):
+            def cast(t):
+                return tf.cast(t, floatx) if t.dtype.is_floating and t.dtype != floatx else t
+
+            return tf.nest.map_structure(cast, x)
+
+        def cast_outputs(out):
+            def cast(t):
+                t = tf.convert_to_tensor(t)
+                return tf.cast(t, tf.float32) if float32_outputs and t.dtype.is_floating else t
+
+            return tf.nest.map_structure(cast, out)
+
+        if output_fn is not None and not hasattr(output_fn, "get_concrete_function"):
+            # A nested tf.function: inlined into the step, with autograph for user code.
+            output_fn = tf.function(output_fn)
+
+        @tf.autograph.experimental.do_not_convert
+        def replica_step(x):
+            out = model(cast_inputs(x), training=False)
+            if output_fn is not None:
+                out = output_fn(out)
+            return cast_outputs(out)
+
+        _build_eagerly(model, x_spec)
+
+        def spec(s):
+            shape = (self.pad_to,) + tuple(s.shape)
+            return tf.TensorSpec(shape, tf.as_dtype(s.dtype))
+
+        signature = [tf.nest.map_structure(spec, x_spec)]
+
+        if not self.distributed:
+
+            @tf.autograph.experimental.do_not_convert
+            def step(x):
+                self.trace_count += 1
+                return replica_step(x)
+
+            self.fn = tf.function(
+                step, input_signature=signature, reduce_retracing=True, jit_compile=jit_compile
+            )
+            return
+
+        per_device = {}
+
+        @tf.autograph.experimental.do_not_convert
+        def xla_replica_step(x):
+            # One XLA function object per replica device: a single traced function would
+            # capture replica 0's variables for every replica.
+            devices = repr(tf.distribute.get_replica_context().devices)
+            if devices not in per_device:
+                per_device[devices] = tf.function(replica_step, jit_compile=True)
+            return per_device[devices](x)
+
+        @tf.autograph.experimental.do_not_convert
+        def distributed_step(x):
+            self.trace_count += 1
+            fn = xla_replica_step if jit_compile else replica_step
+            per_replica = strategy.run(fn, args=(x,))
+            local = strategy.experimental_local_results(per_replica)
+            # Shards are contiguous slices in replica order: concat restores sample order.
+            return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *local)
+
+        self.strategy = strategy
+        self.fn = tf.function(distributed_step, reduce_retracing=True)
+
+    def __call__(self, x):
+        if not self.distributed:
+            return self.fn(x)
+        shard = self.pad_to // self.num_replicas
+
+        def value_fn(ctx):
+            i = ctx.replica_id_in_sync_group
+            return _map(lambda a: a[i * shard : (i + 1) * shard], x)
+
+        return self.fn(self.strategy.experimental_distribute_values_from_function(value_fn))
+
+
+def _build_eagerly(model, x_spec) -> None:
+    """Create an unbuilt model's variables outside the step, so it traces only once.
+
+    (``tf.function`` traces a second time when the first trace creates variables.)
+    """
+    if model.built or any(None in s.shape for s in _sources.flatten(x_spec)):
+        return
+    with model.distribute_strategy.scope():
+        model(_map(lambda s: np.zeros((1,) + tuple(s.shape), s.dtype), x_spec), training=False)
+
+
+def _map(fn, *structures):
+    import keras
+
+    return keras.tree.map_structure(fn, *structures)
+
+
+def _to_numpy(structure):
+    return None if structure is None else _map(np.asarray, structure)
+
+
+def _pad_rows(structure, size):
+    """Zero-pad every leaf (numpy or eager tensor) along axis 0 to ``size`` rows."""
+    import tensorflow as tf
+
+    def pad(a):
+        n = a.shape[0]
+        if n == size:
+            return a
+        if isinstance(a, np.ndarray):
+            return np.concatenate([a, np.zeros((size - n,) + a.shape[1:], a.dtype)])
+        paddings = [[0, size - n]] + [[0, 0]] * (len(a.shape) - 1)
+        return tf.pad(a, paddings)
+
+    return _map(pad, structure)
+
+
+def _unpad(outputs, rows: int, keep: int):
+    """Step outputs -> host numpy, first ``keep`` of ``rows`` rows (padding dropped)."""
+    def to_host(name, t):
+        a = t.numpy()
+        if a.ndim == 0 or a.shape[0] != rows:
+            raise ValueError(
+                f"{name} must be batch-major with leading dim {rows} (the step's batch), got "
+                f"shape {a.shape}; output_fn must keep one row per sample"
+            )
+        return a[:keep]
+
+    names = iter(_sources.named_leaves(outputs, "outputs"))
+    return _map(lambda t: to_host(next(names)[0], t), outputs)
+
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, error):
+        self.error = error
+
+
+class BatchedPredictor:
+    """Runs a Keras model over a validation source through one cached compiled step.
+
+    Args:
+        model: a Keras model (unbuilt models are built on one zero sample first), or
+            ``None`` to pass it later to :meth:`iter_batches` / :meth:`predict_all` (what
+            callbacks do). Models built under a ``tf.distribute`` strategy run on all its
+            replicas.
+        source: numpy array(s) in Keras' ``x`` / ``(x,)`` / ``(x, y)`` layout (dicts or
+            lists of arrays allowed), a ``tf.data.Dataset`` (batched or not, labels or
+            not) or a ``keras.utils.PyDataset``.
+        batch_size: samples per step ``B``. Default 32 for arrays and unbatched datasets,
+            the source's own batch size for batched datasets and PyDatasets.
+        max_samples: evaluate at most this many samples per pass.
+        selection: ``"first"``: the first ``max_samples`` samples; ``"random"``: a fixed
+            ``seed`` subset of ``max_samples`` samples. The same samples every pass.
+        seed: seed of the random subset.
+        output_fn: optional TensorFlow function ``outputs -> structure of tensors``
+            compiled into the step (e.g. softmax + ``tf.math.top_k``). Its outputs must be
+            batch-major (leading dim = batch).
+        jit_compile: compile the step with XLA; batches are padded to ``B`` so one shape
+            is compiled.
+        float32_outputs: cast floating outputs (e.g. float16 under mixed precision) to
+            float32 inside the step.
+        return_x: also hand back each batch's inputs as numpy in ``PredictionBatch.x``.
+        prefetch: results computed ahead of the consumer (bounded queue depth). ``0`` runs
+            synchronously in the caller's thread.
+        batched: for ``tf.data`` sources, whether elements are batched (default: inferred
+            from the model's input rank).
+
+    Raises:
+        TypeError, ValueError: bad source or options (empty source, arrays of different
+            lengths); input rank/shape mismatches against the model are raised when the
+            model is first seen, before any prediction. A batched ``tf.data`` source whose
+            batch dim is not static reads one batch then, to learn ``B``.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        source: Any = None,
+        *,
+        batch_size: Optional[int] = None,
+        max_samples: Optional[int] = None,
+        selection: str = "first",
+        seed: int = 0,
+        output_fn: Optional[Callable] = None,
+        jit_compile: bool = False,
+        float32_outputs: bool = True,
+        return_x: bool = False,
+        prefetch: int = 2,
+        batched: Optional[bool] = None,
+    ):
+        if source is None:
+            raise ValueError("source is required, got None")
+        if output_fn is not None and not callable(output_fn):
+            raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
+        if not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        self.source = _sources.adapt_source(
+            source,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            selection=selection,
+            seed=seed,
+            batched=batched,
+        )
+        self.output_fn = output_fn
+        self.jit_compile = bool(jit_compile)
+        self.float32_outputs = bool(float32_outputs)
+        self.return_x = bool(return_x)
+        self.prefetch = prefetch
+        self.model = model
+        self._step: Optional[_Step] = None
+        if model is not None:
+            self._prepare(model)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def trace_count(self) -> int:
+        """Times the current model's step was traced (1 after any number of passes)."""
+        return 0 if self._step is None else self._step.trace_count
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        """The step batch size ``B`` (``None`` until known for self-batched sources)."""
+        return self.source.batch_size
+
+    def selected_indices(self) -> Optional[np.ndarray]:
+        """`(N,)` int64 global ids one pass evaluates, when known without iterating."""
+        return self.source.selected_indices()
+
+    def warmup(self, model=None) -> "BatchedPredictor":
+        """Build, trace and (for XLA) compile the step now, on one batch of zeros.
+
+        Call at train begin so the first log does not pay the compile cost. Sources whose
+        per-sample shape is not fully known are traced on their first real batch instead.
+        """
+        step = self._prepare(model)
+        spec = self.source.x_spec()
+        leaves = _sources.named_leaves(spec, "x")
+        if all(None not in s.shape for _, s in leaves):
+            rows = step.pad_to or self.source.batch_size
+            zeros = _map(lambda s: np.zeros((rows,) + tuple(s.shape), s.dtype), spec)
+            step(zeros)
+        return self
+
+    def iter_batches(self, model=None) -> Iterator[PredictionBatch]:
+        """Stream one pass of predictions, one :class:`PredictionBatch` per step.
+
+        The source is validated against the model and the step built (once per model)
+        before this returns, so errors surface before any prediction. While the caller
+        processes a batch, the next ``prefetch`` batches are computed in a background
+        thread. Breaking out of the loop stops the thread.
+
+        Args:
+            model: the model to run; defaults to the one given at construction. A
+                different model object rebuilds (and retraces) the step.
+
+        Returns:
+            An iterator of :class:`PredictionBatch`, in sample order.
+        """
+        step = self._prepare(model)
+        produce = self._produce(step)
+        if self.prefetch == 0:
+            return produce
+        return self._threaded(produce)
+
+    def predict_all(self, model=None, return_index: bool = False):
+        """Predictions for every selected sample, concatenated (outputs only, not inputs).
+
+        Args:
+            model: as in :meth:`iter_batches`.
+            return_index: also return the `(N,)` int64 global sample ids.
+
+        Returns:
+            Outputs with leading dim ``N`` (same structure as the model / ``output_fn``
+            output), or ``(index, outputs)`` when ``return_index``.
+        """
+        index, parts = [], []
+        for batch in self.iter_batches(model):
+            index.append(batch.index)
+            parts.append(batch.outputs)
+        if not parts:
+            raise ValueError("source is empty: expected at least 1 sample, got 0")
+        outputs = _map(lambda *leaves: np.concatenate(leaves, axis=0), *parts)
+        if return_index:
+            return np.concatenate(index), outputs
+        return outputs
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(self, model) -> _Step:
+        """Check the source against ``model`` and build its step, unless cached."""
+        model = self.model if model is None else model
+        if model is None:
+            raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
+        if self._step is not None and self._step.model is model:
+            return self._step
+        expected = _sources.model_input_structure(model)
+        ranks = None
+        if expected is not None:
+            ranks = [len(t.shape) for t in _sources.flatten(expected)]
+        self.source.resolve(ranks)
+        x_spec = self.source.x_spec()
+        _sources.check_inputs(x_spec, model)
+        if self.source.batch_size is None:  # batched dataset with unknown static batch dim
+            first = next(iter(self.source.batches()), None)  # reads one batch, once
+            if first is None:
+                raise ValueError("source is empty: expected at least 1 sample, got 0")
+            self.source.batch_size = len(first)
+        self.model = model
+        self._step = _Step(
+            model,
+            x_spec,
+            self.source.batch_size,
+            self.output_fn,
+            self.jit_compile,
+            self.float32_outputs,
+        )
+        return self._step
+
+    def _host_batches(self) -> Iterator[_sources.HostBatch]:
+        """Source batches, split to at most ``B`` rows."""
+        b = self.source.batch_size
+        for batch in self.source.batches():
+            if len(batch) <= b:
+                yield batch
+                continue
+            for s in range(0, len(batch), b):
+                key = slice(s, s + b)
+                yield _sources.HostBatch(
+                    index=batch.index[key],
+                    x=_map(lambda a: a[key], batch.x),
+                    y=None if batch.y is None else _map(lambda a: a[key], batch.y),
+                )
+
+    def _produce(self, step: _Step) -> Iterator[PredictionBatch]:
+        """Synchronous pass: host batch -> (pad) -> compiled step -> numpy -> unpad."""
+        count = 0
+        for batch in self._host_batches():
+            n = len(batch)
+            if n == 0:
+                continue
+            x = batch.x if step.pad_to is None else _pad_rows(batch.x, step.pad_to)
+            outputs = _unpad(step(x), rows=n if step.pad_to is None else step.pad_to, keep=n)
+            count += n
+            yield PredictionBatch(
+                index=batch.index,
+                outputs=outputs,
+                y=_to_numpy(batch.y),
+                x=_to_numpy(batch.x) if self.return_x else None,
+            )
+        if count == 0:
+            raise ValueError("source is empty: expected at least 1 sample, got 0")
+
+    def _threaded(self, produce: Iterator[PredictionBatch]) -> Iterator[PredictionBatch]:
+        """Run ``produce`` in a background thread, ``prefetch`` results ahead."""
+        results: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work():
+            try:
+                for item in produce:
+                    if not put(item):
+                        return
+                put(_DONE)
+            except BaseException as err:  # handed to the consumer, re-raised there
+                put(_Failed(err))
+            finally:
+                produce.close()
+
+        thread = threading.Thread(target=work, name="fastevalcb-predictor", daemon=True)
+        return _consume(results, stop, thread)
+
+
+def _consume(results, stop, thread) -> Iterator[PredictionBatch]:
+    thread.start()  # on the first next(), so an unused iterator leaves no thread behind
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
