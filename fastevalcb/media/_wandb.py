@@ -1,0 +1,111 @@
+"""The one place in ``fastevalcb.media`` that touches wandb's private internals.
+
+``wandb.Image(array, boxes=..., masks=...)`` does all its work eagerly and serially in the
+constructor: it PNG-encodes the image with PIL (holding the GIL), validates every box dict
+in Python, JSON-dumps the boxes to a temp file and PNG-encodes every mask. The functions
+below build the *same* objects (same classes, same attributes, same temp-file layout in
+wandb's media staging directory) from files we already wrote and hashed on worker threads,
+so wandb binds, copies and serializes them exactly as if it had made them itself.
+
+Attribute names mirror wandb 0.31 (``Image._initialize_from_data`` /
+``_set_initialization_meta``, ``JSONMetadata.__init__``, ``ImageMask.__init__`` and
+``Media._set_file``). ``tests/media/test_wandb_compat.py`` compares every attribute with a
+stock-built object and fails loudly when a wandb release changes them.
+"""
+
+from __future__ import annotations
+
+import wandb
+from wandb.sdk.lib import json_util
+from wandb.util import JSONEncoderUncompressed
+from wandb.sdk.data_types._private import MEDIA_TMP
+from wandb.sdk.data_types.base_types.media import Media
+from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D
+from wandb.sdk.data_types.helper_types.classes import Classes
+from wandb.sdk.data_types.helper_types.image_mask import ImageMask
+
+FileInfo = tuple  # (path, sha256 hex, size in bytes)
+
+BOXES_SUFFIX = "." + BoundingBoxes2D.type_name() + ".json"  # ".boxes2D.json"
+MASK_SUFFIX = "." + ImageMask.type_name() + ".png"  # ".mask.png"
+IMAGE_SUFFIX = ".png"
+
+
+def media_tmp_dir() -> str:
+    """wandb's media staging directory, where wandb.Image writes its temp files."""
+    return MEDIA_TMP.name
+
+
+def payload_json(payload: dict) -> bytes:
+    """The exact bytes ``JSONMetadata.__init__`` writes for ``payload`` (utf-8 JSON text).
+
+    wandb 0.31 serializes with ``pydantic_core.to_json`` (compact separators, NaN/Infinity
+    constants, non-ASCII kept), via ``util.json_dump_uncompressed``; we call the same code.
+    """
+    return json_util.dumps(payload, cls=JSONEncoderUncompressed).encode("utf-8")
+
+
+def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
+    """``Media._set_file(path, is_tmp=True, extension)`` with the hash already computed."""
+    media._path, media._sha256, media._size = file
+    media._is_tmp = True
+    media._extension = extension
+
+
+def new_boxes2d(key: str, box_data: list, class_labels: dict, file: FileInfo) -> BoundingBoxes2D:
+    """A ``BoundingBoxes2D`` whose JSON file ``file`` was already written.
+
+    The file must hold ``json.dumps({"box_data": box_data, "class_labels": class_labels})``
+    (the text ``JSONMetadata.__init__`` writes).
+    """
+    boxes = BoundingBoxes2D.__new__(BoundingBoxes2D)
+    Media.__init__(boxes)
+    boxes._val = box_data
+    _set_file(boxes, file, BOXES_SUFFIX)
+    boxes._key = key
+    boxes._class_labels = class_labels
+    return boxes
+
+
+def new_image_mask(key: str, mask, class_labels: dict, file: FileInfo) -> ImageMask:
+    """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written."""
+    m = ImageMask.__new__(ImageMask)
+    Media.__init__(m)
+    m._val = {"mask_data": mask, "class_labels": class_labels}
+    m._key = key
+    _set_file(m, file, MASK_SUFFIX)
+    return m
+
+
+def new_image(
+    file: FileInfo,
+    width: int,
+    height: int,
+    boxes: dict[str, BoundingBoxes2D] | None = None,
+    masks: dict[str, ImageMask] | None = None,
+    caption: str | None = None,
+) -> wandb.Image:
+    """A ``wandb.Image`` backed by the PNG ``file`` we already wrote.
+
+    Equivalent to ``wandb.Image(pixels, caption=caption, boxes=boxes, masks=masks)``.
+    """
+    img = wandb.Image.__new__(wandb.Image)
+    Media.__init__(img, caption=caption)
+    img._grouping = None
+    img._width = width
+    img._height = height
+    img._image = None
+    img._classes = None
+    img._boxes = boxes or None
+    img._masks = masks or None
+    img._file_type = None
+    img.format = "png"
+    _set_file(img, file, None)
+    total_classes: dict = {}
+    for b in (boxes or {}).values():
+        total_classes.update(b._class_labels)
+    for m in (masks or {}).values():
+        total_classes.update(m._val["class_labels"])
+    if total_classes:
+        img._classes = Classes([{"id": k, "name": v} for k, v in total_classes.items()])
+    return img

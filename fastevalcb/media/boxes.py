@@ -1,0 +1,104 @@
+"""Detections -> the box payload ``wandb.Image(boxes={key: payload})`` takes.
+
+The payload built here is exactly what the usual hand-written loop produces (the
+"stock pattern", which tests and benchmarks compare against)::
+
+    {"box_data": [
+        {"position": {"minX": float(x0), "maxX": float(x1),
+                      "minY": float(y0), "maxY": float(y1)},
+         "class_id": int(c),
+         "box_caption": f"{class_labels[c]} {score:.2f}",   # ground truth: class_labels[c]
+         "scores": {"score": float(score)},                 # ground truth: omitted
+         "domain": "pixel"},                                # normalized boxes: omitted
+        ...],
+     "class_labels": class_labels}
+
+Instead of per-box ``float()``/``int()`` calls on numpy scalars and wandb's per-box
+validation, the columns are converted with one ``.tolist()`` per batch; the JSON text
+is produced by wandb's own serializer (:func:`fastevalcb.media._wandb.payload_json`), so
+the file is byte-identical to what ``wandb.Image`` writes for the same payload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastevalcb.types import Detections, PackedDetections
+
+
+def check_class_labels(class_id: np.ndarray, class_labels: dict, name: str = "class_id") -> None:
+    """Raise ValueError naming the first id in ``class_id`` that has no label."""
+    if class_id.size == 0:
+        return
+    keys = np.fromiter(class_labels.keys(), dtype=np.int64, count=len(class_labels))
+    unknown = ~np.isin(class_id, keys)
+    if unknown.any():
+        bad = int(class_id.reshape(-1)[np.flatnonzero(unknown.reshape(-1))[0]])
+        if len(keys) and np.array_equal(np.sort(keys), np.arange(len(keys))):
+            valid = f"in [0, {len(keys)})"
+        else:
+            valid = f"one of the class_labels keys {sorted(class_labels)[:20]}"
+        raise ValueError(f"{name} contains unknown class id {bad}; class ids must be {valid}")
+
+
+def _columns(xyxy: np.ndarray, class_id: np.ndarray, scores: np.ndarray | None):
+    x0, y0, x1, y1 = xyxy.astype(np.float64).T.tolist() if len(xyxy) else ([],) * 4
+    cid = class_id.tolist()
+    sc = None if scores is None else scores.astype(np.float64).tolist()
+    return x0, y0, x1, y1, cid, sc
+
+
+def _box_dicts(cols, s: int, e: int, names: dict, pixel: bool) -> list[dict]:
+    """Stock-pattern box dicts for rows ``s:e`` of the column lists."""
+    x0, y0, x1, y1, cid, sc = cols
+    rows = zip(x0[s:e], x1[s:e], y0[s:e], y1[s:e], cid[s:e])
+    if sc is None:
+        if pixel:
+            return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
+                     "box_caption": names[k], "domain": "pixel"} for a, b, c, d, k in rows]
+        return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
+                 "box_caption": names[k]} for a, b, c, d, k in rows]
+    if pixel:
+        return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
+                 "box_caption": f"{names[k]} {v:.2f}", "scores": {"score": v}, "domain": "pixel"}
+                for (a, b, c, d, k), v in zip(rows, sc[s:e])]
+    return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
+             "box_caption": f"{names[k]} {v:.2f}", "scores": {"score": v}}
+            for (a, b, c, d, k), v in zip(rows, sc[s:e])]
+
+
+def box_payloads(
+    detections: PackedDetections, class_labels: dict[int, str], domain: str = "pixel"
+) -> list[dict]:
+    """One stock-format box payload per image of a packed batch.
+
+    Args:
+        detections: packed boxes; ``xyxy`` in pixels for ``domain="pixel"``, else fractions
+            of the image size.
+        class_labels: ``{class_id: name}`` covering every class id.
+        domain: ``"pixel"`` or ``None`` (normalized coordinates).
+
+    Returns:
+        ``[{"box_data": [...], "class_labels": class_labels}, ...]``, one per image, ready
+        for ``wandb.Image(img, boxes={"predictions": payload})``.
+
+    Raises:
+        ValueError: on a class id missing from ``class_labels`` or a bad ``domain``.
+    """
+    if domain not in ("pixel", None):
+        raise ValueError(f"domain must be 'pixel' or None, got {domain!r}")
+    check_class_labels(detections.class_id, class_labels)
+    cols = _columns(detections.xyxy, detections.class_id, detections.scores)
+    off = detections.offsets.tolist()
+    pixel = domain == "pixel"
+    return [{"box_data": _box_dicts(cols, off[i], off[i + 1], class_labels, pixel),
+             "class_labels": class_labels} for i in range(len(off) - 1)]
+
+
+def box_payload(
+    detections: Detections, class_labels: dict[int, str], domain: str = "pixel"
+) -> dict:
+    """Stock-format box payload of one image (see :func:`box_payloads`)."""
+    packed = PackedDetections(np.array([0, len(detections)]), detections.xyxy,
+                              detections.class_id, detections.scores)
+    return box_payloads(packed, class_labels, domain)[0]

@@ -1,0 +1,78 @@
+"""fastevalcb.kernels.classification vs its numpy twin in tests/reference.py."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import reference
+from fastevalcb import kernels
+
+SETTINGS = settings(max_examples=80, deadline=None)
+finite = st.floats(-50, 50, width=32)
+special = st.one_of(finite, st.sampled_from([np.nan, np.inf, -np.inf]))
+
+
+def logits_strategy(elements=finite, min_classes=1):
+    return st.tuples(st.integers(0, 6), st.integers(min_classes, 12)).flatmap(
+        lambda s: arrays(np.float32, s, elements=elements))
+
+
+@SETTINGS
+@given(logits_strategy(special, min_classes=0))
+def test_softmax_matches_reference(x):
+    np.testing.assert_allclose(kernels.softmax(x), reference.softmax(x), rtol=2e-6, atol=1e-7)
+
+
+@SETTINGS
+@given(logits_strategy())
+def test_softmax_rows_sum_to_one(x):
+    np.testing.assert_allclose(kernels.softmax(x).sum(axis=1), 1.0, rtol=1e-5)
+
+
+@SETTINGS
+@given(logits_strategy(st.one_of(st.sampled_from([0.0, 1.0, np.nan]), finite)), st.integers(1, 12))
+def test_topk_matches_reference_with_ties_and_nan(x, k):
+    k = min(k, x.shape[1])
+    ids, vals = kernels.topk(x, k)
+    rids, rvals = reference.topk(x, k)
+    np.testing.assert_array_equal(ids, rids)
+    np.testing.assert_array_equal(vals, rvals)
+
+
+@SETTINGS
+@given(logits_strategy(), st.data())
+def test_classification_summary_matches_reference(x, data):
+    labels = data.draw(arrays(np.int64, len(x), elements=st.integers(0, x.shape[1] - 1)))
+    k = data.draw(st.integers(1, x.shape[1]))
+    got = kernels.classification_summary(x, labels, k)
+    # softmax agrees to ~1 ulp (checked above); rank the kernel's probabilities with the
+    # reference so near-ties one ulp apart cannot flip the order between the two.
+    want = reference.classification_summary(kernels.softmax(x), labels, k, from_logits=False)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[4], want[4])
+
+
+def test_summary_from_probs_and_without_labels():
+    p = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]], np.float32)
+    pred, conf, ids, vals, correct = kernels.classification_summary(p, None, 2, from_logits=False)
+    assert pred.tolist() == [1, 0] and conf.tolist() == pytest.approx([0.7, 0.5])
+    assert ids.tolist() == [[1, 2], [0, 1]] and not correct.any()
+
+
+@pytest.mark.parametrize("bad", [3, -1, 7])
+def test_unknown_label_raises_naming_id_and_range(bad):
+    with pytest.raises(ValueError, match=rf"unknown class id {bad}.*\[0, 3\)"):
+        kernels.classification_summary(np.zeros((2, 3)), [0, bad])
+
+
+def test_shape_errors_state_expected_and_got():
+    with pytest.raises(ValueError, match=r"logits must have shape \(N, N\), got \(3,\)"):
+        kernels.softmax(np.zeros(3))
+    with pytest.raises(ValueError, match=r"k must be in \[1, 3\]"):
+        kernels.topk(np.zeros((2, 3)), 4)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):
+        kernels.classification_summary(np.zeros((2, 3)), [0, 1, 2])

@@ -1,0 +1,110 @@
+"""fastevalcb.kernels.masks vs its numpy twin in tests/reference.py."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+import reference
+from fastevalcb import kernels
+
+SETTINGS = settings(max_examples=60, deadline=None)
+dims = st.tuples(st.integers(0, 3), st.integers(1, 9), st.integers(1, 9))
+
+
+logit = st.one_of(st.sampled_from([0.0, 1.0, np.nan]), st.floats(-5, 5, width=32))
+
+
+@SETTINGS
+@given(st.tuples(dims, st.integers(1, 6)).flatmap(
+    lambda dc: arrays(np.float32, dc[0] + (dc[1],), elements=logit)))
+def test_argmax_matches_numpy_incl_ties_and_nan(logits):
+    got = kernels.logits_argmax(logits)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, reference.logits_argmax(logits))
+
+
+def test_argmax_float64_and_many_classes():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 300))
+    got = kernels.logits_argmax(x)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(x, -1))
+
+
+@SETTINGS
+@given(dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 20))),
+       st.integers(1, 20), st.integers(1, 20))
+def test_resize_nearest_matches_reference(masks, oh, ow):
+    np.testing.assert_array_equal(kernels.resize_nearest(masks, (oh, ow)),
+                                  reference.resize_nearest(masks, (oh, ow)))
+
+
+@pytest.mark.parametrize("size", [(7, 5), (32, 48), (3, 3), (13, 17)])
+def test_resize_nearest_matches_pil(size):
+    m = np.random.default_rng(1).integers(0, 21, (11, 9)).astype(np.uint8)
+    pil = np.asarray(Image.fromarray(m).resize(size[::-1], Image.NEAREST))
+    np.testing.assert_array_equal(kernels.resize_nearest(m, size), pil)
+
+
+@st.composite
+def pred_target(draw):
+    b, h, w = draw(dims)
+    c = draw(st.integers(1, 5))
+    pred = draw(arrays(np.uint8, (b, h, w), elements=st.integers(0, c - 1)))
+    target = draw(arrays(np.uint8, (b, h, w), elements=st.sampled_from(list(range(c)) + [255])))
+    return pred, target, c
+
+
+@SETTINGS
+@given(pred_target(), st.booleans())
+def test_segmentation_metrics_match_reference(case, use_ignore):
+    pred, target, c = case
+    if not use_ignore:
+        target = np.where(target == 255, 0, target).astype(np.uint8)
+    ignore = 255 if use_ignore else None
+    iou, acc = kernels.segmentation_metrics(pred, target, c, ignore)
+    riou, racc = reference.segmentation_metrics(pred, target, c, ignore)
+    np.testing.assert_array_equal(iou, riou)
+    np.testing.assert_array_equal(acc, racc)
+
+
+def test_segmentation_metrics_unknown_ids():
+    m = np.zeros((1, 2, 2), np.uint8)
+    bad = m.copy()
+    bad[0, 1, 1] = 7
+    with pytest.raises(ValueError, match=r"target contains unknown class id 7.*\[0, 3\)"):
+        kernels.segmentation_metrics(m, bad, 3)
+    with pytest.raises(ValueError, match=r"pred contains unknown class id -2"):
+        kernels.segmentation_metrics(np.full((1, 2, 2), -2), m, 3)
+    with pytest.raises(ValueError, match="target must have the shape"):
+        kernels.segmentation_metrics(m, np.zeros((1, 2, 3), np.uint8), 3)
+
+
+@SETTINGS
+@given(dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 4))),
+       st.floats(0, 1), st.integers(0, 2**32 - 1))
+def test_palette_and_overlay_match_reference(masks, alpha, seed):
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (5, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, masks.shape + (3,), dtype=np.uint8)
+    np.testing.assert_array_equal(kernels.palette_lookup(masks, palette),
+                                  reference.palette_lookup(masks, palette))
+    np.testing.assert_array_equal(kernels.blend_overlay(images, masks, palette, alpha),
+                                  reference.blend_overlay(images, masks, palette, alpha))
+
+
+def test_overlay_extremes_and_unknown_palette_index():
+    img = np.full((1, 2, 2, 3), 10, np.uint8)
+    m = np.zeros((1, 2, 2), np.uint8)
+    pal = np.array([[200, 100, 0]], np.uint8)
+    assert (kernels.blend_overlay(img, m, pal, 0.0) == img).all()
+    assert (kernels.blend_overlay(img, m, pal, 1.0) == pal[0]).all()
+    with pytest.raises(ValueError, match=r"masks contains unknown class id 1.*\[0, 1\)"):
+        kernels.palette_lookup(m + 1, pal)
+
+
+def test_warmup_compiles_everything():
+    timings = kernels.warmup()
+    assert set(timings) == {"classification", "boxes", "nms", "masks"}

@@ -1,0 +1,173 @@
+"""Plain-numpy twins of the kernels in ``fastevalcb.kernels``, same names, same rules.
+
+Written for readability, not speed: the tests assert ``kernel(x) == reference(x)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+# ---------------------------------------------------------------- classification
+def softmax(logits):
+    x = np.asarray(logits, dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(np.where(np.isnan(x), -np.inf, x), axis=1, keepdims=True, initial=-np.inf)
+        e = np.exp(x - m)
+        out = e / e.sum(axis=1, keepdims=True)
+    out[np.isnan(x).any(axis=1)] = np.nan
+    return out.astype(np.float32)
+
+
+def topk(scores, k):
+    s = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return order.astype(np.int32), np.take_along_axis(s, order, axis=1)
+
+
+def classification_summary(logits_or_probs, labels=None, k=1, from_logits=True):
+    probs = softmax(logits_or_probs) if from_logits else np.asarray(logits_or_probs, np.float32)
+    ids, vals = topk(probs, k)
+    correct = np.zeros(len(probs), bool) if labels is None else ids[:, 0] == np.asarray(labels)
+    return ids[:, 0], vals[:, 0], ids, vals, correct
+
+
+# ---------------------------------------------------------------- boxes
+def convert_boxes(boxes, in_format="xyxy", out_format="xyxy", image_size=None,
+                  in_normalized=False, out_normalized=False):
+    b = np.asarray(boxes, dtype=np.float32).astype(np.float64)
+    h, w = (1.0, 1.0) if image_size is None else map(float, image_size)
+    if in_normalized:
+        b = b * np.array([w, h, w, h])
+    a0, a1, a2, a3 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    if in_format == "xyxy":
+        x0, y0, x1, y1 = a0, a1, a2, a3
+    elif in_format == "xywh":
+        x0, y0, x1, y1 = a0, a1, a0 + a2, a1 + a3
+    else:
+        x0, y0, x1, y1 = a0 - a2 / 2, a1 - a3 / 2, a0 + a2 / 2, a1 + a3 / 2
+    if out_format == "xyxy":
+        out = np.stack([x0, y0, x1, y1], -1)
+    elif out_format == "xywh":
+        out = np.stack([x0, y0, x1 - x0, y1 - y0], -1)
+    else:
+        out = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+    if out_normalized:
+        out = out * np.array([1 / w, 1 / h, 1 / w, 1 / h])
+    return out.astype(np.float32)
+
+
+def clip_boxes(xyxy, image_size):
+    h, w = image_size
+    b = np.asarray(xyxy, dtype=np.float32)
+    hi = np.array([w, h, w, h], dtype=np.float32)
+    return np.minimum(np.maximum(b, 0), hi).astype(np.float32)
+
+
+def _iou_matrix(a, b):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _iou_matrix_f64(np.asarray(a, np.float32).astype(np.float64),
+                               np.asarray(b, np.float32).astype(np.float64))
+
+
+def _iou_matrix_f64(a, b):
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = iw * ih
+    ok = (iw > 0) & (ih > 0) & (area_a[:, None] > 0) & (area_b[None, :] > 0)
+    iou = inter / (area_a[:, None] + area_b[None, :] - inter)
+    return np.where(ok, iou, 0.0)
+
+
+def box_iou_batch(boxes_a, boxes_b):
+    return _iou_matrix(boxes_a, boxes_b).astype(np.float32)
+
+
+# ---------------------------------------------------------------- nms
+def nms_keep(xyxy, scores, class_id=None, iou_threshold=0.5, score_threshold=-np.inf,
+             max_detections=-1, num_classes=None, class_agnostic=False):
+    """Greedy NMS in the supervision ``box_non_max_suppression`` style."""
+    boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    s = np.asarray(scores, np.float32)
+    cid = np.zeros(len(s), int) if class_id is None else np.asarray(class_id)
+    with np.errstate(invalid="ignore"):
+        cand = ~np.isnan(s) & (s >= score_threshold) & np.isfinite(boxes).all(axis=1)
+    idx = np.flatnonzero(cand)
+    order = idx[np.argsort(-s[idx].astype(np.float64), kind="stable")]
+    iou = _iou_matrix(boxes, boxes)
+    keep = np.zeros(len(s), bool)
+    kept = []
+    for i in order:
+        if max_detections >= 0 and len(kept) >= max_detections:
+            break
+        same = [k for k in kept if class_agnostic or cid[k] == cid[i]]
+        if iou_threshold < 1.0 and any(iou[k, i] > iou_threshold for k in same):
+            continue
+        kept.append(i)
+        keep[i] = True
+    return keep
+
+
+def batched_nms_keep(xyxy, scores, class_id=None, counts=None, iou_threshold=0.5,
+                     score_threshold=-np.inf, max_detections=-1, num_classes=None,
+                     class_agnostic=False):
+    boxes = np.asarray(xyxy, np.float32)
+    s = np.asarray(scores, np.float32)
+    b, m = s.shape
+    cid = np.zeros((b, m), int) if class_id is None else np.asarray(class_id)
+    cnt = np.full(b, m) if counts is None else np.asarray(counts)
+    keep = np.zeros((b, m), bool)
+    for i in range(b):
+        c = int(cnt[i])
+        keep[i, :c] = nms_keep(boxes[i, :c], s[i, :c], cid[i, :c], iou_threshold,
+                               score_threshold, max_detections, class_agnostic=class_agnostic)
+    return keep
+
+
+# ---------------------------------------------------------------- masks
+def logits_argmax(logits):
+    x = np.asarray(logits)
+    out = np.argmax(x, axis=-1)
+    return out.astype(np.uint8 if x.shape[-1] <= 256 else np.int32)
+
+
+def resize_nearest(masks, size):
+    m = np.asarray(masks)
+    h, w = m.shape[-2:]
+    oh, ow = size
+    ys = ((2 * np.arange(oh) + 1) * h) // (2 * oh)
+    xs = ((2 * np.arange(ow) + 1) * w) // (2 * ow)
+    return m[..., ys[:, None], xs[None, :]]
+
+
+def segmentation_metrics(pred, target, num_classes, ignore_index=None):
+    p = np.asarray(pred).astype(np.int64)
+    p = p.reshape(len(p), int(np.prod(p.shape[1:])))
+    t = np.asarray(target).astype(np.int64).reshape(p.shape)
+    iou = np.full((len(p), num_classes), np.nan, np.float32)
+    acc = np.full(len(p), np.nan, np.float32)
+    for i in range(len(p)):
+        valid = np.ones(p.shape[1], bool) if ignore_index is None else t[i] != ignore_index
+        pi, ti = p[i][valid], t[i][valid]
+        for c in range(num_classes):
+            union = np.sum((pi == c) | (ti == c))
+            if union:
+                iou[i, c] = np.sum((pi == c) & (ti == c)) / union
+        if valid.any():
+            acc[i] = np.mean(pi == ti)
+    return iou, acc
+
+
+def palette_lookup(masks, palette):
+    return np.asarray(palette, np.uint8)[np.asarray(masks)]
+
+
+def blend_overlay(images, masks, palette, alpha=0.5):
+    a = int(round(alpha * 256))
+    col = palette_lookup(masks, palette).astype(np.int32)
+    img = np.asarray(images).astype(np.int32)
+    return ((img * (256 - a) + col * a + 128) >> 8).astype(np.uint8)
