@@ -65,10 +65,9 @@ class DataTableRef:
     putting one in a pred table stores a reference to the data artifact's file.
     """
 
-    def __init__(self, table: wandb.Table, media_index: tables.MediaIndex) -> None:
+    def __init__(self, table: wandb.Table) -> None:
         self.columns: list[str] = list(table.columns)
         self.data: list[list[Any]] = table.data
-        self.media_index = media_index
 
     def get_index(self) -> list[int]:
         return list(range(len(self.data)))
@@ -196,7 +195,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 stacklevel=2,
             )
         self._media_index = tables.log_data_artifact(run, table, name, type, table_name)
-        self._data_table_ref = DataTableRef(table, self._media_index)
+        self._data_table_ref = DataTableRef(table)
 
     def log_pred_table(
         self,

@@ -265,10 +265,6 @@ class MediaIndex:
         return added
 
 
-def new_artifact(name: str, type: str, metadata: dict[str, Any] | None = None) -> wandb.Artifact:
-    return wandb.Artifact(name, type=type, metadata=metadata or {})
-
-
 def log_data_artifact(
     run: Any, table: wandb.Table, name: str, type: str, table_name: str
 ) -> MediaIndex:
@@ -278,7 +274,7 @@ def log_data_artifact(
     consumer of the data. ``use_artifact`` is refused offline, so there the artifact
     is logged as an output of the run instead; pred versions reference it either way.
     """
-    artifact = new_artifact(name, type)
+    artifact = wandb.Artifact(name, type=type)
     artifact.add(table, table_name)
     index = MediaIndex.from_table(artifact, table)
     if run.offline:
@@ -303,7 +299,7 @@ def log_pred_artifact(
     metadata: dict[str, Any],
 ) -> wandb.Artifact:
     """Log one pred-table version whose data-table media are references."""
-    artifact = new_artifact(f"run_{run.id}_pred", type, metadata)
+    artifact = wandb.Artifact(f"run_{run.id}_pred", type=type, metadata=metadata)
     if media_index is not None:
         media_index.add_references(artifact, table)
     artifact.add(table, table_name)
