@@ -1,17 +1,36 @@
 """fastevalcb: fast, offline-capable prediction tables for Keras + Weights & Biases."""
 
-from fastevalcb.callback import DataTableRef, FastEvalCallback, FastEvalWarning, WandbEvalCallback
+from fastevalcb.callback import (
+    DataTableRef,
+    FastEvalCallback,
+    FastEvalInputError,
+    FastEvalWarning,
+    WandbEvalCallback,
+)
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tables import ColumnarTable, TableSchemaError
+
+_TASKS = ("ClassificationEvalCallback", "DetectionEvalCallback", "SegmentationEvalCallback")
 
 __all__ = [
     "WandbEvalCallback",
     "FastEvalCallback",
     "FastEvalWarning",
+    "FastEvalInputError",
     "DataTableRef",
     "BatchedPredictor",
     "PredictionBatch",
     "ColumnarTable",
     "TableSchemaError",
+    *_TASKS,
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The task callbacks pull in numba and the media stack: imported on first use.
+    if name in _TASKS:
+        from fastevalcb import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'fastevalcb' has no attribute {name!r}")

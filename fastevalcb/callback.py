@@ -30,6 +30,14 @@ class FastEvalWarning(UserWarning):
     """A logging step failed; training goes on (pass ``strict=True`` to raise)."""
 
 
+class FastEvalInputError(ValueError):
+    """The validation data, class names or model outputs do not fit the callback.
+
+    Raised at construction or at train begin, before the first epoch, whatever
+    ``strict`` says: it is a configuration error, not a transient logging failure.
+    """
+
+
 class RefRow(Sequence):
     """One data-table row, indexable by position or by column name."""
 
@@ -311,12 +319,14 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             self.log_pred_table()
 
     @contextmanager
-    def _guard(self, stage: str) -> Iterator[None]:
-        """Turn an exception into one warning per stage, unless strict."""
+    def _guard(
+        self, stage: str, fatal: tuple[type[BaseException], ...] = (FastEvalInputError,)
+    ) -> Iterator[None]:
+        """Turn an exception into one warning per stage, unless strict or ``fatal``."""
         try:
             yield
         except Exception as exc:
-            if self.strict:
+            if self.strict or isinstance(exc, fatal):
                 raise
             count = self._failures.get(stage, 0) + 1
             self._failures[stage] = count

@@ -201,12 +201,13 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
 # Media references
 # ---------------------------------------------------------------------------------
 def media_files(value: Any) -> Iterable[Media]:
-    """The file-backed media objects inside a cell: the image and its masks."""
+    """The file-backed media objects inside a cell: the image, its masks and boxes."""
     if isinstance(value, Media):
         if value.file_is_set():
             yield value
-        for mask in (getattr(value, "_masks", None) or {}).values():
-            yield from media_files(mask)
+        for layer in ("_masks", "_boxes"):
+            for media in (getattr(value, layer, None) or {}).values():
+                yield from media_files(media)
 
 
 class MediaIndex:
@@ -282,11 +283,41 @@ def log_data_artifact(
     else:
         run.use_artifact(artifact)
         artifact.wait()
-    for row in table.data:  # pixels now live in wandb's media files, not in RAM
+    for row in table.data:
         for cell in row:
-            if isinstance(cell, wandb.Image):
-                cell._free_ram()
+            release_pixels(cell)
     return index
+
+
+def release_pixels(cell: Any) -> None:
+    """Drop the pixel arrays a logged image keeps (they live in its media files now)."""
+    if isinstance(cell, wandb.Image):
+        cell._free_ram()  # wandb-internal
+        for mask in (cell._masks or {}).values():  # wandb-internal
+            val = getattr(mask, "_val", None)
+            if isinstance(val, dict) and "mask_data" in val:
+                mask._val = {k: v for k, v in val.items() if k != "mask_data"}
+
+
+def define_step_metrics(run: Any, prefix: str) -> str:
+    """Key every ``<prefix>/*`` metric by ``<prefix>/global_step`` (``define_metric``).
+
+    Summary metrics are then logged without an explicit ``step``, so they never clash
+    with other callbacks' ``wandb.log`` calls ("Step must only increase" drops data).
+
+    Returns:
+        The step metric's name.
+    """
+    step_metric = f"{prefix}/global_step"
+    run.define_metric(step_metric, hidden=True)
+    run.define_metric(f"{prefix}/epoch", step_metric=step_metric)
+    run.define_metric(f"{prefix}/*", step_metric=step_metric)
+    return step_metric
+
+
+def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
+    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`)."""
+    run.log(dict(metrics))
 
 
 def log_pred_artifact(

@@ -52,6 +52,23 @@ def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
     media._extension = extension
 
 
+def file_of(media: Media) -> FileInfo | None:
+    """``(path, sha256, size)`` of a file-backed media object, or None."""
+    if not media.file_is_set():
+        return None
+    return media._path, media._sha256, media._size
+
+
+def image_layers(image: wandb.Image) -> tuple[dict, dict]:
+    """The ``(boxes, masks)`` layers of an image, keyed by layer name."""
+    return dict(image._boxes or {}), dict(image._masks or {})
+
+
+def image_size(image: wandb.Image) -> tuple[int, int]:
+    """``(width, height)`` of an image."""
+    return image._width, image._height
+
+
 def new_boxes2d(key: str, box_data: list, class_labels: dict, file: FileInfo) -> BoundingBoxes2D:
     """A ``BoundingBoxes2D`` whose JSON file ``file`` was already written.
 
@@ -67,11 +84,18 @@ def new_boxes2d(key: str, box_data: list, class_labels: dict, file: FileInfo) ->
     return boxes
 
 
-def new_image_mask(key: str, mask, class_labels: dict, file: FileInfo) -> ImageMask:
-    """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written."""
+def new_image_mask(
+    key: str, mask, class_labels: dict, file: FileInfo, keep_data: bool = True
+) -> ImageMask:
+    """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written.
+
+    ``keep_data=False`` does not keep the mask array (wandb only reads it in
+    ``ImageMask.__init__``; the file holds the pixels), so memory stays bounded.
+    """
     m = ImageMask.__new__(ImageMask)
     Media.__init__(m)
-    m._val = {"mask_data": mask, "class_labels": class_labels}
+    m._val = ({"mask_data": mask, "class_labels": class_labels} if keep_data
+              else {"class_labels": class_labels})
     m._key = key
     _set_file(m, file, MASK_SUFFIX)
     return m

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import wandb
 
 from fastevalcb.media import _wandb
 from fastevalcb.media.boxes import box_payloads
@@ -90,6 +91,11 @@ def encode_images(
 
 
 def _write_image(image, path: str, compress_level: int):
+    if isinstance(image, wandb.Image):
+        file = _wandb.file_of(image)
+        if file is None:
+            raise ValueError("a wandb.Image given as a base image must be backed by a file")
+        return (file, *_wandb.image_size(image))
     if isinstance(image, EncodedImage):
         with open(path, "wb") as f:
             f.write(image.data)
@@ -108,6 +114,7 @@ def build_images(
     captions: list[str] | None = None,
     compress_level: int | None = 1,
     max_workers: int | None = None,
+    keep_mask_data: bool = True,
 ) -> list:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
@@ -119,8 +126,12 @@ def build_images(
                            for k in masks})
 
     Args:
-        images: ``(B, H, W[, C])`` array, list of ``(H, W[, C])`` arrays, or list of
-            :class:`EncodedImage` (encoded once, reused: only a file copy per call).
+        images: ``(B, H, W[, C])`` array, list of ``(H, W[, C])`` arrays, list of
+            :class:`EncodedImage` (encoded once, reused: only a file copy per call), or
+            list of file-backed ``wandb.Image`` (e.g. a logged data table's images): the
+            new images share that file (nothing is encoded or copied, so a table in
+            another artifact can reference it) and keep its box and mask layers unless a
+            layer of the same name is given here.
         boxes: ``{layer: PackedDetections}`` with ``B`` images each, e.g.
             ``{"predictions": ..., "ground_truth": ...}``; layers without scores are ground
             truth (caption is the class name, no ``scores``).
@@ -133,6 +144,8 @@ def build_images(
             than PIL's), or None to encode with PIL like wandb (byte-identical files, same
             sha256 and media file names as stock, but serial: PIL holds the GIL).
         max_workers: encoder threads; default ``os.cpu_count()``.
+        keep_mask_data: keep each mask array on its ``ImageMask`` like wandb does; False
+            drops it once its PNG is written (bounded memory for long-lived tables).
 
     Returns:
         ``list[wandb.Image]`` of length ``B``, ready for ``wandb.Table.add_data`` or
@@ -172,10 +185,15 @@ def build_images(
         out = []
         for i in range(n):
             file, width, height = image_futs[i].result()
-            img_boxes = {key: _wandb.new_boxes2d(key, payloads[key][i]["box_data"], class_labels,
-                                                 box_futs[key][i].result()) for key in boxes}
-            img_masks = {key: _wandb.new_image_mask(key, mask_arrays[key][i], class_labels,
-                                                    mask_futs[key][i].result()) for key in masks}
+            img_boxes, img_masks = (_wandb.image_layers(items[i])
+                                    if isinstance(items[i], wandb.Image) else ({}, {}))
+            img_boxes.update({key: _wandb.new_boxes2d(key, payloads[key][i]["box_data"],
+                                                      class_labels, box_futs[key][i].result())
+                              for key in boxes})
+            img_masks.update({key: _wandb.new_image_mask(key, mask_arrays[key][i], class_labels,
+                                                         mask_futs[key][i].result(),
+                                                         keep_mask_data)
+                              for key in masks})
             out.append(_wandb.new_image(file, width, height, img_boxes, img_masks,
                                         None if captions is None else captions[i]))
     return out
