@@ -210,6 +210,33 @@ def segmentation_metrics(pred, target, num_classes: int, ignore_index: int | Non
     return _segmentation_metrics(p, t, int(num_classes), ignore)
 
 
+def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None = None):
+    """Per-image per-class pixel counts, the sums behind IoU and pixel accuracy.
+
+    Summing them over images gives dataset-level IoU (``tp / (pred + target - tp)``).
+
+    Args:
+        pred: ``(B, H, W)`` integer predicted class ids in ``[0, num_classes)``.
+        target: ``(B, H, W)`` integer true class ids in ``[0, num_classes)`` or ``ignore_index``.
+        num_classes: number of classes ``C``.
+        ignore_index: target value to skip (e.g. 255), or None.
+
+    Returns:
+        ``(tp, pred_count, target_count)``, each ``(B, C)`` int64, over non-ignored pixels.
+
+    Raises:
+        ValueError: on shape mismatch or an id outside ``[0, num_classes)``.
+    """
+    p = _as_masks(pred, "pred")
+    t = _as_masks(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"target must have the shape of pred {p.shape}, got {t.shape}")
+    ignore = NO_IGNORE if ignore_index is None else int(ignore_index)
+    check_class_ids(p, num_classes, "pred")
+    check_class_ids(t, num_classes, "target", ignore=ignore)
+    return _class_counts(p, t, int(num_classes), ignore)
+
+
 def _check_palette(palette, masks: np.ndarray) -> np.ndarray:
     pal = as_array(palette, "palette", np.uint8, (None, 3))
     check_class_ids(masks, pal.shape[0], "masks")

@@ -1,0 +1,220 @@
+"""``SegmentationEvalCallback``: semantic segmentation tables with mask overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastevalcb.callback import FastEvalInputError
+from fastevalcb.kernels import blend_overlay, resize_nearest
+from fastevalcb.kernels.masks import segmentation_counts
+from fastevalcb.media import build_images, default_palette
+from fastevalcb.predictor import PredictionBatch
+from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range, to_uint8_images
+
+OUTPUTS = ("logits", "probabilities", "labels")
+
+
+def _class_maps(output: str | Callable, num_classes: int) -> Callable:
+    """The TensorFlow step that turns the model's output into ``(B, H, W)`` uint8 class ids.
+
+    Runs inside the compiled predict step, so only one byte per pixel reaches the host
+    (21-class float32 logits would be 84).
+    """
+    import tensorflow as tf
+
+    def class_maps(out):
+        if callable(output):
+            out = output(out)
+        if isinstance(out, (list, tuple, dict)):
+            raise ValueError(
+                "the model has several outputs; pass output=<tf function> returning the "
+                "(B, H, W, C) logits to use")
+        if output == "labels" or out.shape.rank == 3:
+            if out.shape.rank == 4 and out.shape[-1] == 1:
+                out = out[..., 0]
+            return tf.cast(tf.round(tf.cast(out, tf.float32)), tf.uint8)
+        if out.shape.rank != 4:
+            raise ValueError(f"the model must output (B, H, W, C) scores, got {out.shape}")
+        channels = out.shape[-1]
+        if channels == 1 and num_classes == 2:  # one sigmoid/logit channel
+            cut = 0.0 if output == "logits" else 0.5
+            return tf.cast(out[..., 0] > cut, tf.uint8)
+        if channels != num_classes:
+            raise ValueError(
+                f"the model outputs {channels} channels, but there are {num_classes} "
+                "class_names; they must match")
+        return tf.cast(tf.argmax(out, axis=-1), tf.uint8)
+
+    return class_maps
+
+
+class SegmentationEvalCallback(TaskEvalCallback):
+    """Log validation images with ground-truth masks once and predicted masks every log.
+
+    Data table: ``id, image`` (with a ``ground_truth`` mask layer), ``classes`` (names
+    present). Pred table: ``epoch, step, id, image`` (the data table's image and
+    ground-truth mask by reference plus a new ``predictions`` mask layer),
+    ``pixel_accuracy, mean_iou`` and one ``iou/<class>`` column per class (NaN where the
+    class is in neither mask). Summary metrics ``<prefix>/mIoU``,
+    ``<prefix>/pixel_accuracy`` and ``<prefix>/iou/<class>`` over the logged samples,
+    from summed pixel counts (not a mean of per-image IoUs).
+
+    Args:
+        validation_data: ``(x, masks)`` arrays or a ``tf.data.Dataset`` of them:
+            ``x`` images ``(N, H, W[, C])``; ``masks`` class ids ``(N, H, W)`` or
+            ``(N, H, W, 1)`` of the same ``H, W``.
+        class_names: one name per class id (at most 256).
+        ignore_index: a mask value that marks unlabelled pixels (e.g. 255); they count
+            in no metric and show as ``"ignored"`` in the mask overlay.
+        output: the model's output: ``"logits"`` / ``"probabilities"`` ``(B, h, w, C)``
+            (argmax inside the compiled step), ``"labels"`` (class maps already), or a
+            TensorFlow function mapping the outputs to one of those. Predictions of
+            another size than the image are resized (nearest neighbour).
+        overlay_alpha: when set, the pred table's image is a new picture with the
+            predicted class colours blended in at this opacity (for viewers that don't
+            draw mask layers); by default it is the data table's image, by reference.
+        **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`.
+
+    Raises:
+        FastEvalInputError: masks of another size than their image, class ids outside
+            ``class_names`` (at construction for arrays, at train begin for datasets), or a
+            model whose channel count is not the number of classes (at train begin).
+    """
+
+    task = "segmentation"
+
+    def __init__(
+        self,
+        validation_data: Any,
+        class_names: Sequence[str],
+        *,
+        ignore_index: int | None = None,
+        output: str | Callable = "logits",
+        overlay_alpha: float | None = None,
+        **options: Any,
+    ) -> None:
+        if not (callable(output) or output in OUTPUTS):
+            raise ValueError(f"output must be one of {OUTPUTS} or a callable, got {output!r}")
+        if ignore_index is not None and (
+            not isinstance(ignore_index, int) or not len(class_names) <= ignore_index <= 255
+        ):
+            raise ValueError(
+                f"ignore_index must be an int in [{len(class_names)}, 255] (not a class id), "
+                f"got {ignore_index!r}")
+        if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
+        self.output = output
+        self.ignore_index = ignore_index
+        self.overlay_alpha = overlay_alpha
+        self._class_names_for_columns = list(class_names)
+        super().__init__(validation_data, class_names, return_x=overlay_alpha is not None,
+                         **options)
+        self.mask_labels = dict(self.class_labels)
+        if ignore_index is not None:
+            self.mask_labels[ignore_index] = "ignored"
+        self.palette = default_palette(256)
+
+    @classmethod
+    def data_columns(cls) -> list[str]:
+        return ["id", "image", "classes"]
+
+    def pred_columns(self) -> list[str]:
+        return ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
+                *(f"iou/{name}" for name in self._class_names_for_columns)]
+
+    # -- steps ---------------------------------------------------------------------------
+    def _output_fn(self) -> Callable | None:
+        return _class_maps(self.output, len(self._class_names_for_columns))
+
+    def _check_outputs(self, batch: PredictionBatch) -> None:
+        out = batch.outputs
+        if out.ndim != 3:
+            raise FastEvalInputError(
+                f"the model's class maps must be (B, H, W), got {out.shape}")
+        check_class_range(out.astype(np.int64), self.num_classes, "predicted class",
+                          np.asarray(batch.index))
+
+    def _labels(self, y: Any, index: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        arr = np.asarray(y)
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        expected = (len(index), *image_shape[1:3])
+        if arr.shape != expected:
+            raise FastEvalInputError(
+                f"masks must be class ids of shape (N, H, W) or (N, H, W, 1) matching the "
+                f"images' size {tuple(image_shape[1:3])}; got {tuple(np.shape(y))[1:]} per "
+                "sample")
+        if not np.issubdtype(arr.dtype, np.integer):
+            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                raise FastEvalInputError(
+                    f"masks must hold integer class ids, got non-integral {arr.dtype} values")
+        allowed = () if self.ignore_index is None else (self.ignore_index,)
+        ids = arr.astype(np.int64)
+        check_class_range(ids, self.num_classes, "a mask pixel", index, allowed)
+        return np.ascontiguousarray(ids, dtype=np.uint8)
+
+    def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
+        counts = np.stack([np.bincount(m.reshape(-1), minlength=256) for m in labels])
+        present = [[self.class_names[c] for c in np.flatnonzero(row[: self.num_classes])]
+                   for row in counts]
+        return {
+            "id": index.tolist(),
+            "image": build_images(images, masks={"ground_truth": labels},
+                                  class_labels=self.mask_labels,
+                                  compress_level=self.compress_level, keep_mask_data=False),
+            "classes": present,
+        }
+
+    def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
+                          base_images: list) -> dict:
+        pred = np.asarray(batch.outputs)
+        if pred.shape[1:] != labels.shape[1:]:
+            pred = resize_nearest(pred, labels.shape[1:])
+        tp, pred_count, target_count = segmentation_counts(
+            pred, labels, self.num_classes, self.ignore_index)
+        union = pred_count + target_count - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+            pixel_acc = np.where(target_count.sum(1) > 0,
+                                 tp.sum(1) / np.maximum(target_count.sum(1), 1), np.nan)
+            seen = union > 0
+            mean_iou = np.where(seen.any(1), np.nansum(iou, 1) / np.maximum(seen.sum(1), 1),
+                                np.nan)
+        state = version.state
+        for key, value in (("tp", tp), ("union", union), ("target", target_count)):
+            state[key] = state.get(key, 0) + value.sum(axis=0)
+
+        if self.overlay_alpha is None:
+            images = build_images(base_images, masks={"predictions": pred},
+                                  class_labels=self.mask_labels,
+                                  compress_level=self.compress_level, keep_mask_data=False)
+        else:
+            shown = blend_overlay(to_uint8_images(batch.x)[..., :3], pred, self.palette,
+                                  self.overlay_alpha)
+            images = build_images(shown, masks={"predictions": pred, "ground_truth": labels},
+                                  class_labels=self.mask_labels,
+                                  compress_level=self.compress_level, keep_mask_data=False)
+        columns = {
+            "image": images,
+            "pixel_accuracy": pixel_acc.tolist(),
+            "mean_iou": mean_iou.tolist(),
+        }
+        for c, name in enumerate(self.class_names):
+            columns[f"iou/{name}"] = iou[:, c].tolist()
+        return columns
+
+    def _summary(self, state: dict[str, Any]) -> dict[str, float]:
+        if "tp" not in state:
+            return {}
+        tp, union, target = state["tp"], state["union"], state["target"]
+        seen = union > 0
+        iou = np.where(seen, tp / np.maximum(union, 1), np.nan)
+        out = {"pixel_accuracy": float(tp.sum() / max(target.sum(), 1))}
+        out["mIoU"] = float(iou[seen].mean()) if seen.any() else float("nan")
+        for c, name in enumerate(self.class_names):
+            if seen[c]:
+                out[f"iou/{name}"] = float(iou[c])
+        return out
