@@ -171,3 +171,84 @@ def blend_overlay(images, masks, palette, alpha=0.5):
     col = palette_lookup(masks, palette).astype(np.int32)
     img = np.asarray(images).astype(np.int32)
     return ((img * (256 - a) + col * a + 128) >> 8).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- detection metrics
+def _rank(scores):
+    """Descending score order, ties by lower index; numpy sorts NaN (of ``-s``) last."""
+    return np.argsort(-np.asarray(scores, np.float64), kind="stable")
+
+
+def match_detections(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
+                     gt_class, iou_threshold=0.5, num_classes=None):
+    """Greedy matching in the COCO ``evaluateImg`` style, one image at a time."""
+    po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
+    pb = np.asarray(pred_xyxy, np.float32).reshape(-1, 4)
+    gb = np.asarray(gt_xyxy, np.float32).reshape(-1, 4)
+    s = np.asarray(pred_scores, np.float32)
+    pc, gc = np.asarray(pred_class), np.asarray(gt_class)
+    tp = np.zeros(len(s), bool)
+    counts = np.zeros((len(po) - 1, 3), np.int64)
+    for i in range(len(po) - 1):
+        p = np.arange(po[i], po[i + 1])
+        g = np.arange(go[i], go[i + 1])
+        iou = _iou_matrix(pb[p], gb[g])
+        iou[~np.isfinite(pb[p]).all(axis=1)] = 0.0     # non-finite boxes overlap nothing
+        iou[:, ~np.isfinite(gb[g]).all(axis=1)] = 0.0
+        same_class = pc[p][:, None] == gc[g][None, :]
+        matched = np.zeros(len(g), bool)
+        for j in _rank(s[p]):
+            cand = np.where(same_class[j] & ~matched, iou[j], -1.0)
+            if len(g) and cand.max() >= iou_threshold:
+                k = int(np.argmax(cand))                # first maximum: lower GT index
+                matched[k] = True
+                tp[p[j]] = True
+        n_tp = int(matched.sum())
+        counts[i] = n_tp, len(p) - n_tp, len(g) - n_tp
+    return tp, counts
+
+
+def average_precision(scores, tp, num_gt):
+    """``voc_ap(rec, prec, use_07_metric=False)`` of the PASCAL VOC devkit (py-faster-rcnn)."""
+    if num_gt == 0:
+        return np.nan
+    order = _rank(scores)
+    hits = np.asarray(tp, bool)[order]
+    ctp = np.cumsum(hits)
+    rec = ctp / num_gt
+    prec = ctp / np.arange(1, len(hits) + 1)
+    mrec = np.concatenate([[0.0], rec, [1.0]])
+    mpre = np.concatenate([[0.0], prec, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]      # precision envelope
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_class, num_classes):
+    po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
+    s = np.asarray(pred_scores, np.float64)
+    pc, gc, t = np.asarray(pred_class), np.asarray(gt_class), np.asarray(tp, bool)
+    out = np.full(len(po) - 1, np.nan, np.float32)
+    for i in range(len(po) - 1):
+        p, g = slice(po[i], po[i + 1]), slice(go[i], go[i + 1])
+        aps = [average_precision(s[p][pc[p] == c], t[p][pc[p] == c], np.sum(gc[g] == c))
+               for c in range(num_classes) if np.any(gc[g] == c)]
+        if aps:
+            out[i] = np.mean(aps)
+    return out
+
+
+def mean_average_precision(pred_scores, pred_class, tp, gt_class, num_classes):
+    s = np.asarray(pred_scores, np.float64)
+    pc, gc, t = np.asarray(pred_class), np.asarray(gt_class), np.asarray(tp, bool)
+    ap = np.array([average_precision(s[pc == c], t[pc == c], np.sum(gc == c))
+                   for c in range(num_classes)], np.float64)
+    has_gt = ~np.isnan(ap)
+    return (float(np.mean(ap[has_gt])) if has_gt.any() else np.nan), ap
+
+
+def precision_recall(counts):
+    c = np.asarray(counts, np.int64).reshape(-1, 3)
+    tp, fp, fn = c[:, 0], c[:, 1], c[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (tp / (tp + fp)).astype(np.float32), (tp / (tp + fn)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Pure numba post-processing kernels (classification, boxes, NMS, masks).
+"""Pure numba post-processing kernels (classification, boxes, NMS, masks, detection metrics).
 
 Each public function here is a thin wrapper that validates and coerces its inputs and calls
 a private ``@njit(cache=True)`` kernel. Compiled code is cached in ``__pycache__`` next to
@@ -14,6 +14,13 @@ import numpy as np
 
 from fastevalcb.kernels.boxes import BOX_FORMATS, box_iou_batch, clip_boxes, convert_boxes
 from fastevalcb.kernels.classification import classification_summary, softmax, topk
+from fastevalcb.kernels.detection_metrics import (
+    average_precision,
+    match_detections,
+    mean_average_precision,
+    per_image_ap,
+    precision_recall,
+)
 from fastevalcb.kernels.masks import (
     blend_overlay,
     logits_argmax,
@@ -25,6 +32,7 @@ from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
 
 __all__ = [
     "BOX_FORMATS",
+    "average_precision",
     "batched_nms_keep",
     "blend_overlay",
     "box_iou_batch",
@@ -32,8 +40,12 @@ __all__ = [
     "clip_boxes",
     "convert_boxes",
     "logits_argmax",
+    "match_detections",
+    "mean_average_precision",
     "nms_keep",
     "palette_lookup",
+    "per_image_ap",
+    "precision_recall",
     "resize_nearest",
     "segmentation_metrics",
     "softmax",
@@ -72,4 +84,15 @@ def warmup() -> dict[str, float]:
                             segmentation_metrics(masks, masks, 1),
                             palette_lookup(masks, palette),
                             blend_overlay(np.zeros((1, 2, 2, 3), np.uint8), masks, palette)))
+    offsets = np.array([0, 2], np.int64)
+    cls = np.zeros(2, np.int64)
+
+    def detection_metrics():
+        tp, counts = match_detections(offsets, boxes[0], scores[0], cls, offsets, boxes[0], cls)
+        average_precision(scores[0], tp, 2)
+        per_image_ap(offsets, scores[0], cls, tp, offsets, cls, 1)
+        mean_average_precision(scores[0], cls, tp, cls, 1)
+        precision_recall(counts)
+
+    timed("detection_metrics", detection_metrics)
     return timings

@@ -1,7 +1,5 @@
 """Fixtures for media tests: a real offline wandb run under tmp_path, synthetic batches."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -9,22 +7,10 @@ from fastevalcb.types import PackedDetections
 
 
 @pytest.fixture
-def wandb_offline(tmp_path, monkeypatch):
-    """Real wandb, offline and silent, with every folder under tmp_path; yields a run."""
-    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
-                "WANDB_ARTIFACT_DIR"):
-        path = tmp_path / var.lower()
-        path.mkdir()
-        monkeypatch.setenv(var, str(path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    import wandb
-
-    run = wandb.init(project="t", dir=os.environ["WANDB_DIR"])
-    yield run
-    if wandb.run is not None:
-        run.finish()
+def wandb_offline(offline_run):
+    """The root ``offline_run`` fixture's live run (offline, silent, under tmp_path)."""
+    run, _ = offline_run
+    return run
 
 
 @pytest.fixture

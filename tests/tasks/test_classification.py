@@ -1,0 +1,264 @@
+"""ClassificationEvalCallback end to end: real fit, real offline wandb, read back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
+from fastevalcb.offline import OfflineRun
+from task_helpers import EpochRecorder, metric_definitions, pred_versions
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_tables_references_and_metrics(offline_run, shapes, classifier):
+    run, read = offline_run
+    x, y = shapes.images[:20], shapes.labels[:20]
+    cb = ClassificationEvalCallback((x, y), list(shapes.class_names), top_k=2, batch_size=8,
+                                    verbose=0)
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
+                   verbose=0)
+    # After fit, the weights are those of the last epoch-end log: predict independently.
+    probs = _softmax(classifier.predict(x, verbose=0))
+    log = read()
+
+    data = log.artifact("val")
+    data_table = log.load_table(data, "val_data")
+    assert data_table.columns == ["id", "image", "label"]
+    assert data_table.column("id") == list(range(20))
+    assert data_table.column("label") == [shapes.class_names[i] for i in y]
+
+    versions = pred_versions(log, run.id)
+    assert len(versions) == 2
+    assert "epoch-0" in versions[0].aliases and {"latest", "epoch-1"} <= set(versions[1].aliases)
+    assert [v.metadata["epoch"] for v in versions] == [0, 1]
+    assert [v.metadata["global_step"] for v in versions] == [3, 6]  # 48 samples / 16
+
+    last = versions[-1]
+    table = log.load_table(last, "eval_data")
+    assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "confidence",
+                             "correct", "top_k", "top_k_scores"]
+    names = np.array(shapes.class_names)
+    pred = probs.argmax(1)
+    assert table.column("id") == list(range(20))
+    assert table.column("pred") == names[pred].tolist()
+    np.testing.assert_allclose(table.column("confidence"), probs.max(1), rtol=1e-4)
+    assert table.column("correct") == (pred == y).tolist()
+    top2 = np.argsort(-probs, axis=1, kind="stable")[:, :2]
+    assert table.column("top_k") == names[top2].tolist()
+    np.testing.assert_allclose(table.column("top_k_scores"),
+                               np.take_along_axis(probs, top2, 1), rtol=1e-4)
+
+    # Every image cell is a reference entry into the data artifact, not a copy.
+    paths = {cell["path"] for cell in table.column("image")}
+    assert len(paths) == 20
+    for path in paths:
+        entry = last.entries[path]
+        assert entry.is_reference and entry.referenced_client_id == data.client_id
+        assert data.entries[path].size > 0 and not data.entries[path].is_reference
+    assert last.stored_bytes() < data.stored_bytes() / 2
+
+    # Summary metrics: keyed by eval/global_step through define_metric, no explicit step.
+    rows = [r for r in log.history() if "eval/accuracy" in r]
+    assert [r["eval/global_step"] for r in rows] == [3, 6]
+    assert rows[-1]["eval/accuracy"] == pytest.approx(float((pred == y).mean()))
+    in_top2 = (top2 == y[:, None]).any(1).mean()
+    assert rows[-1]["eval/top_2_accuracy"] == pytest.approx(float(in_top2))
+    defs = metric_definitions(log)
+    assert defs["eval/*"] == "eval/global_step"
+    assert cb.timings[-1]["samples"] == 20 and cb.timings[-1]["logged_s"] > 0
+
+
+def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
+    run, read = offline_run
+    one_hot = np.eye(3, dtype=np.float32)[shapes.labels]
+    ds = tf.data.Dataset.from_tensor_slices((shapes.images, one_hot))
+    cb = ClassificationEvalCallback(ds, shapes.class_names, max_samples=10, selection="random",
+                                    seed=1, output="logits", verbose=0)
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=24, callbacks=[cb],
+                   verbose=0)
+    log = read()
+    tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
+    ids = tables[0].column("id")
+    assert len(ids) == 10 and len(set(ids)) == 10 and ids != list(range(10))
+    assert tables[1].column("id") == ids  # the same subset every log
+    labels = tables[1].column("label")
+    assert labels == [shapes.class_names[shapes.labels[i]] for i in ids]
+
+
+def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
+        offline_run, shapes, classifier):
+    run, read = offline_run
+
+    class Recording(ClassificationEvalCallback):
+        threads: set = set()
+
+        def _pred_columns_for(self, *args):
+            self.threads.add(threading.current_thread().name)
+            return super()._pred_columns_for(*args)
+
+    cb = Recording((shapes.images, shapes.labels), shapes.class_names, batch_size=4,
+                   max_queue=1, log_every_n_batches=2, verbose=0)
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
+                   verbose=0)
+    assert cb.threads == {"fastevalcb-logger"}
+    # fit returned: on_train_end flushed every queued version, in order.
+    steps = [v["global_step"] for v in cb.logged_versions]
+    assert steps == sorted(steps) and len(steps) == 2 + 3  # steps 2, 4, 6 + 2 epoch ends
+    log = read()
+    versions = pred_versions(log, run.id)
+    assert [v.metadata["global_step"] for v in versions] == steps
+    assert {"step-2", "step-4", "step-6", "epoch-0", "epoch-1"} <= {
+        a for v in versions for a in v.aliases}
+
+
+def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier):
+    run, read = offline_run
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb, Interrupt()],
+                       verbose=0)
+    cb.flush()  # what the README says to do after an interrupt, before wandb.finish()
+    log = read()
+    versions = pred_versions(log, run.id)
+    assert [v.metadata["epoch"] for v in versions] == [0]
+    assert len(log.load_table(versions[0], "eval_data").rows) == 48
+
+
+def test_queued_versions_are_written_at_interpreter_exit(tmp_path):
+    """A script that exits right after queueing (no flush, no finish) still logs it."""
+    script = textwrap.dedent(f"""
+        import os, time
+        for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+                    "WANDB_ARTIFACT_DIR"):
+            os.environ[var] = {str(tmp_path)!r}
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", TF_CPP_MIN_LOG_LEVEL="3")
+        import keras, numpy as np, wandb
+        from fastevalcb import ClassificationEvalCallback
+
+        class Slow(ClassificationEvalCallback):
+            def _finish_version(self, version):
+                time.sleep(2)  # still queued when the script ends
+                super()._finish_version(version)
+
+        rng = np.random.default_rng(0)
+        x, y = rng.integers(0, 255, (8, 8, 8, 3), dtype=np.uint8), rng.integers(0, 2, 8)
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(2)])
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        wandb.init(project="exit")
+        cb = Slow((x, y), ["a", "b"], verbose=0)
+        cb.on_train_end = lambda logs=None: None  # as if fit were interrupted
+        model.fit(x, y, epochs=1, callbacks=[cb], verbose=0)
+        print("PENDING", cb._worker.pending)
+    """)
+    # A fresh wandb service: not the one this pytest process saved in WANDB_SERVICE.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "PENDING 1" in proc.stdout or "PENDING 2" in proc.stdout, proc.stdout
+    log = OfflineRun.latest(tmp_path).wait_complete()
+    versions = [a for a in log.artifacts() if a.name.endswith("_pred")]
+    assert len(versions) == 1 and versions[0].metadata["rows"] == 8
+
+
+# -- bad inputs: clear errors before epoch 1 ---------------------------------------------
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.zeros((48, 2), np.int64), r"labels must be class ids of shape \(N,\)"),
+        (np.full(48, 3), r"label of sample 0 is 3, outside class_names \(3 classes"),
+        (np.full(48, 0.5), "integer class ids"),
+    ],
+)
+def test_bad_labels_fail_at_construction(offline_run, shapes, labels, match):
+    with pytest.raises(FastEvalInputError, match=match):
+        ClassificationEvalCallback((shapes.images, labels), shapes.class_names)
+
+
+def test_bad_dataset_labels_fail_at_train_begin(offline_run, shapes, classifier):
+    labels = shapes.labels.copy()
+    labels[30] = 7
+    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
+    cb = ClassificationEvalCallback(ds, shapes.class_names)
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match="label of sample 30 is 7"):
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == []
+
+
+def test_model_output_size_must_match_class_names(offline_run, shapes, classifier):
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels % 2), ["a", "b"])
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match=r"output \(batch, 2\) class scores .* got \("):
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"class_names": "abc"}, "class_names must be a list of str"),
+        ({"class_names": ["a", "a", "b"]}, "duplicates"),
+        ({"top_k": 0}, "top_k must be a positive int"),
+        ({"output": "softmax"}, "output must be one of"),
+        ({"max_queue": 0}, "max_queue must be a positive int"),
+    ],
+)
+def test_bad_options_fail_at_construction(offline_run, shapes, kwargs, match):
+    args = {"class_names": shapes.class_names, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        ClassificationEvalCallback((shapes.images, shapes.labels), **args)
+
+
+def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, classifier):
+    run, read = offline_run
+    class Flaky(ClassificationEvalCallback):
+        def _pred_columns_for(self, version, *args):
+            if version.epoch >= 1:
+                raise RuntimeError("disk full")
+            return super()._pred_columns_for(version, *args)
+
+    cb = Flaky((shapes.images, shapes.labels), shapes.class_names, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb],
+                                 verbose=0)
+    assert len(history.history["loss"]) == 3
+    ours = [w for w in caught if issubclass(w.category, FastEvalWarning)]
+    assert "disk full" in str(ours[0].message)
+    assert "failed 2 times" in str(ours[-1].message)  # the summary at train end
+    log = read()
+    assert [v.metadata["epoch"] for v in pred_versions(log, run.id)] == [0]
+
+
+def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, shapes,
+                                                                 classifier):
+    class Broken(ClassificationEvalCallback):
+        def _pred_columns_for(self, *args):
+            raise RuntimeError("boom")
+
+    cb = Broken((shapes.images, shapes.labels), shapes.class_names, strict=True, verbose=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb], verbose=0)
