@@ -103,3 +103,41 @@ def test_client_reference_entries_resolve_locally(wandb_env):
     pred.add_reference(uri, name=name)
     entry = pred.manifest.entries[name]
     assert entry.ref == uri and entry.digest == data.manifest.entries[name].digest
+
+
+def _image_table(images, labels):
+    table = ColumnarTable(["image", "label", "top"])
+    table.add_columns({"image": images, "label": labels,
+                       "top": [[lab, "x"] for lab in labels]})
+    return table
+
+
+def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
+    """The shortcuts in MediaIndex.reference_entry and add_table write what wandb would."""
+    from fastevalcb.tables import MediaIndex, add_table
+
+    rng = np.random.default_rng(0)
+    images = [wandb.Image(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
+    data = wandb.Artifact("data", "dataset")
+    data_table = _image_table(images, ["a", "b", "c"])
+    data.add(data_table, "val")
+    index = MediaIndex.from_table(data, data_table)
+    assert len(index) == 3
+
+    slow, fast = wandb.Artifact("slow", "evaluation"), wandb.Artifact("fast", "evaluation")
+    for image in images:
+        name = index.entry_name(image)
+        slow.add_reference(index.reference_uri(name), name=name)
+        fast.manifest.entries[name] = index.reference_entry(name)
+    assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
+
+    pred = _image_table(images, ["b", "b", "c"])
+    index.add_references(fast, pred)
+    pred.media_index = index
+    fast_entry = add_table(fast, pred, "eval")
+    stock_pred = _image_table(images, ["b", "b", "c"])
+    index.add_references(slow, stock_pred)
+    slow_entry = slow.add(stock_pred, "eval")
+    assert open(fast_entry.local_path).read() == open(slow_entry.local_path).read()
+    assert fast_entry.path == slow_entry.path == "eval.table.json"
+    assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()

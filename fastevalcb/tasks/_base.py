@@ -109,6 +109,7 @@ class _Version:
     state: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     failed: bool = False
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 class _InlineWorker:
@@ -323,6 +324,11 @@ class TaskEvalCallback(WandbEvalCallback):
             self._predict_and_queue(version)
 
     def _predict_and_queue(self, version: _Version) -> None:
+        version.timing = {"epoch": version.epoch, "global_step": version.global_step,
+                          "trigger": version.trigger, "samples": None, "eval_s": None,
+                          "logged_s": None}
+        with self._lock:
+            self.timings.append(version.timing)
         progbar = self._progbar()
         batches = 0
         for batch in self.predictor.iter_batches(self.model):
@@ -333,11 +339,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
         with self._lock:
-            self.timings.append({
-                "epoch": version.epoch, "global_step": version.global_step,
-                "trigger": version.trigger, "samples": None, "eval_s": eval_s, "logged_s": None,
-            })
-            version.state["timing"] = self.timings[-1]
+            version.timing["eval_s"] = eval_s
         if self._verbosity() == 2:
             print(f"fastevalcb: {self.task} eval ({version.alias}) {batches} batches "
                   f"in {eval_s:.2f} s; writing in the background")
@@ -384,7 +386,7 @@ class TaskEvalCallback(WandbEvalCallback):
         summary[f"{self.metrics_prefix}/global_step"] = version.global_step
         tables.log_metrics(self._run_obj, summary)
         with self._lock:
-            timing = version.state["timing"]
+            timing = version.timing
             timing["samples"] = version.samples
             timing["logged_s"] = time.perf_counter() - version.started
             timing["metrics"] = {k: v for k, v in summary.items()}
