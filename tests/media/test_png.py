@@ -9,18 +9,34 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from fastevalcb.media.png import as_image_array, encode_png, encode_png_pil
+from fastevalcb.media.png import (
+    BACKENDS,
+    as_image_array,
+    default_backend,
+    encode_png,
+    encode_png_pil,
+)
 
 shapes = st.tuples(st.integers(2, 20), st.integers(2, 20), st.sampled_from([None, 1, 3, 4]))
 
 
 @settings(max_examples=60, deadline=None)
 @given(shapes.flatmap(lambda s: arrays(np.uint8, s[:2] if s[2] is None else s)),
-       st.integers(0, 9))
-def test_decodes_to_same_pixels(image, level):
+       st.integers(0, 9), st.sampled_from(BACKENDS))
+def test_decodes_to_same_pixels(image, level, backend):
     arr = as_image_array(image)
-    decoded = np.asarray(Image.open(io.BytesIO(encode_png(arr, level))))
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(arr, level, backend=backend))))
     np.testing.assert_array_equal(decoded, arr)
+
+
+def test_isal_is_the_default_fast_backend_when_installed():
+    pytest.importorskip("isal")
+    assert default_backend(1) == "isal" and default_backend(6) == "zlib"
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert encode_png(image, 1) == encode_png(image, 1, backend="isal")
+    assert encode_png(image, 1) != encode_png(image, 1, backend="zlib")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        encode_png(image, 1, backend="lz4")
 
 
 def test_mode_and_casting_follow_wandb_image():
