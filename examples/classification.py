@@ -9,9 +9,7 @@ per epoch, then reads the offline run back and prints what it recorded.
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -19,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import wandb  # noqa: E402
-from _report import report  # noqa: E402
+from _common import parse_args, report  # noqa: E402
 
 from fastevalcb import ClassificationEvalCallback  # noqa: E402
 from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
@@ -41,18 +39,12 @@ def build_model(size: int) -> keras.Model:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--val-samples", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--dir", default=None, help="where wandb/ goes (default: a temp dir)")
-    args = parser.parse_args()
+    args = parse_args(__doc__, samples=1024, val_samples=256, epochs=3)
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.samples, size=32, seed=0)
     val = make_shapes(args.val_samples, size=32, seed=1)
-    run_dir = args.dir or tempfile.mkdtemp(prefix="fastevalcb-example-")
-    run = wandb.init(project="fastevalcb-examples", dir=run_dir, config=vars(args))
+    run = wandb.init(project="fastevalcb-examples", dir=args.dir, config=vars(args))
 
     eval_callback = ClassificationEvalCallback(
         (val.images, val.labels), CLASS_NAMES, top_k=2, batch_size=64)
@@ -60,7 +52,7 @@ def main() -> None:
     model.fit(train.images, train.labels, epochs=args.epochs, verbose=2,
               callbacks=[eval_callback])
     run.finish()
-    report(run_dir, ["id", "label", "pred", "confidence", "correct", "top_k"])
+    report(args.dir, ["id", "label", "pred", "confidence", "correct", "top_k"])
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ detection layout, so a small ``adapter`` maps them; then the offline run is read
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -21,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import wandb  # noqa: E402
-from _report import report  # noqa: E402
+from _common import parse_args, report  # noqa: E402
 
 from fastevalcb import DetectionEvalCallback  # noqa: E402
 from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
@@ -56,18 +54,12 @@ def adapter(outputs: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--val-samples", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--dir", default=None, help="where wandb/ goes (default: a temp dir)")
-    args = parser.parse_args()
+    args = parse_args(__doc__, samples=1024, val_samples=128, epochs=3)
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.samples, size=SIZE, seed=0)
     val = make_shapes(args.val_samples, size=SIZE, seed=1)
-    run_dir = args.dir or tempfile.mkdtemp(prefix="fastevalcb-example-")
-    run = wandb.init(project="fastevalcb-examples", dir=run_dir, config=vars(args))
+    run = wandb.init(project="fastevalcb-examples", dir=args.dir, config=vars(args))
 
     targets = {"boxes": val.boxes[:, None, :] / SIZE, "classes": val.labels[:, None]}
     eval_callback = DetectionEvalCallback(
@@ -76,7 +68,7 @@ def main() -> None:
     model.fit(train.images, {"box": train.boxes / SIZE, "cls": train.labels},
               epochs=args.epochs, verbose=2, callbacks=[eval_callback])
     run.finish()
-    report(run_dir, ["id", "num_predictions", "tp", "fp", "fn", "ap50"])
+    report(args.dir, ["id", "num_predictions", "tp", "fp", "fn", "ap50"])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ per epoch, then reads the offline run back and prints what it recorded.
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -19,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import wandb  # noqa: E402
-from _report import report  # noqa: E402
+from _common import parse_args, report  # noqa: E402
 
 from fastevalcb import SegmentationEvalCallback  # noqa: E402
 from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
@@ -41,25 +39,19 @@ def build_model(size: int) -> keras.Model:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--val-samples", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--dir", default=None, help="where wandb/ goes (default: a temp dir)")
-    args = parser.parse_args()
+    args = parse_args(__doc__, samples=512, val_samples=64, epochs=4)
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.samples, size=32, seed=0)
     val = make_shapes(args.val_samples, size=32, seed=1)
-    run_dir = args.dir or tempfile.mkdtemp(prefix="fastevalcb-example-")
-    run = wandb.init(project="fastevalcb-examples", dir=run_dir, config=vars(args))
+    run = wandb.init(project="fastevalcb-examples", dir=args.dir, config=vars(args))
 
     eval_callback = SegmentationEvalCallback((val.images, val.masks), NAMES, batch_size=32)
     model = build_model(32)
     model.fit(train.images, train.masks, epochs=args.epochs, verbose=2,
               callbacks=[eval_callback])
     run.finish()
-    report(run_dir, ["id", "pixel_accuracy", "mean_iou", *(f"iou/{n}" for n in NAMES)])
+    report(args.dir, ["id", "pixel_accuracy", "mean_iou", *(f"iou/{n}" for n in NAMES)])
 
 
 if __name__ == "__main__":

@@ -203,13 +203,7 @@ def _per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_clas
         if bad >= 0 and bad_image < 0:
             bad_image = i
             bad_class = bad
-        total = 0.0
-        k = 0
-        for c in range(num_classes):
-            if gt_count[c] > 0:
-                total += ap[c]
-                k += 1
-        out[i] = np.nan if k == 0 else total / k
+        out[i] = _mean_over_present(ap, gt_count)
     return out, bad_image, bad_class
 
 
@@ -220,13 +214,19 @@ def _mean_average_precision(pred_scores, pred_class, tp, gt_class, num_classes):
     for g in range(gt_class.shape[0]):
         gt_count[gt_class[g]] += 1
     ap, bad = _class_ap(pred_scores, pred_class, tp, gt_count)
+    return _mean_over_present(ap, gt_count), ap, bad
+
+
+@njit(cache=True, nogil=True)
+def _mean_over_present(ap, gt_count):
+    """Mean of ``ap`` over classes with ground truth (NaN if none)."""
     total = 0.0
     k = 0
-    for c in range(num_classes):
+    for c in range(ap.shape[0]):
         if gt_count[c] > 0:
             total += ap[c]
             k += 1
-    return (np.nan if k == 0 else total / k), ap, bad
+    return np.nan if k == 0 else total / k
 
 
 @njit(cache=True, nogil=True)

@@ -200,14 +200,7 @@ def segmentation_metrics(pred, target, num_classes: int, ignore_index: int | Non
     Raises:
         ValueError: on shape mismatch or an id outside ``[0, num_classes)``.
     """
-    p = _as_masks(pred, "pred")
-    t = _as_masks(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(f"target must have the shape of pred {p.shape}, got {t.shape}")
-    ignore = NO_IGNORE if ignore_index is None else int(ignore_index)
-    check_class_ids(p, num_classes, "pred")
-    check_class_ids(t, num_classes, "target", ignore=ignore)
-    return _segmentation_metrics(p, t, int(num_classes), ignore)
+    return _segmentation_metrics(*_mask_pair(pred, target, num_classes, ignore_index))
 
 
 def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None = None):
@@ -227,6 +220,11 @@ def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None
     Raises:
         ValueError: on shape mismatch or an id outside ``[0, num_classes)``.
     """
+    return _class_counts(*_mask_pair(pred, target, num_classes, ignore_index))
+
+
+def _mask_pair(pred, target, num_classes: int, ignore_index: int | None):
+    """Validated ``(pred, target, num_classes, ignore)`` kernel arguments."""
     p = _as_masks(pred, "pred")
     t = _as_masks(target, "target")
     if p.shape != t.shape:
@@ -234,7 +232,7 @@ def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None
     ignore = NO_IGNORE if ignore_index is None else int(ignore_index)
     check_class_ids(p, num_classes, "pred")
     check_class_ids(t, num_classes, "target", ignore=ignore)
-    return _class_counts(p, t, int(num_classes), ignore)
+    return p, t, int(num_classes), ignore
 
 
 def _check_palette(palette, masks: np.ndarray) -> np.ndarray:

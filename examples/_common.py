@@ -1,8 +1,23 @@
-"""Print what an example's offline run recorded: artifacts, a few pred rows, metrics."""
+"""What the task examples share: their command line, and printing what the run recorded."""
 
 from __future__ import annotations
 
+import argparse
+import tempfile
+
 from fastevalcb.offline import OfflineRun
+
+
+def parse_args(doc: str, samples: int, val_samples: int, epochs: int) -> argparse.Namespace:
+    """``--samples``, ``--val-samples``, ``--epochs`` and ``--dir`` (where wandb/ goes)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=samples)
+    parser.add_argument("--val-samples", type=int, default=val_samples)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--dir", default=None, help="where wandb/ goes (default: a temp dir)")
+    args = parser.parse_args()
+    args.dir = args.dir or tempfile.mkdtemp(prefix="fastevalcb-example-")
+    return args
 
 
 def report(run_dir: str, columns: list[str], rows: int = 3) -> None:
