@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,52 @@ _JSON_SCALARS = (str, int, float, bool, type(None))
 
 class TableSchemaError(ValueError):
     """A row or a column set does not match the table's declared columns."""
+
+
+class JSONText(list):
+    """A JSON array kept as its text (what ``json.dumps(value, sort_keys=True)`` writes).
+
+    Used as a box layer's ``box_data``: building 100 box dicts per image and encoding them
+    again in the table costs ~1 ms an image; the text is built once, straight from the
+    arrays, and :func:`add_table` splices it into the table's JSON. Anything else that
+    reads it as a list (wandb's type inference) gets the decoded elements.
+
+    Attributes:
+        text: the JSON array text.
+        score_keys: the keys of the elements' ``"scores"`` dicts (for type inference).
+    """
+
+    def __init__(self, text: str, score_keys: frozenset[str] = frozenset()) -> None:
+        super().__init__()  # the list's own storage stays empty: see decoded()
+        self.text = text
+        self.score_keys = score_keys
+
+    def decoded(self) -> list[Any]:
+        return json.loads(self.text)
+
+    def __iter__(self):
+        return iter(self.decoded())
+
+    def __len__(self) -> int:
+        return len(self.decoded())
+
+    def __getitem__(self, index):
+        return self.decoded()[index]
+
+    def __bool__(self) -> bool:
+        return self.text != "[]"
+
+    def __eq__(self, other: object) -> bool:
+        return self.decoded() == (other.decoded() if isinstance(other, JSONText) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JSONText({self.text[:60]!r}{'...' if len(self.text) > 60 else ''})"
+
+
+_FRAGMENT = "\x00fastevalcb-json:{}\x00"
+_FRAGMENT_JSON = re.compile(r'"\\u0000fastevalcb-json:(\d+)\\u0000"')
 
 
 def validate_columns(columns: Any, what: str) -> list[str]:
@@ -128,13 +175,20 @@ class ColumnarTable(wandb.Table):
                 row.append(value)
 
     # -- serialization ------------------------------------------------------------
-    def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
+    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
+        """The table's JSON for an artifact.
+
+        ``fragments``: when given (by :func:`add_table`), :class:`JSONText` values become
+        placeholders indexing into it, to be spliced into the dumped text; otherwise they
+        are decoded into plain lists.
+        """
         if not isinstance(run_or_artifact, wandb.Artifact):
             return super().to_json(run_or_artifact)
         artifact = run_or_artifact
         ncols = len(self.columns)
         by_column = list(zip(*self.data)) if self.data else [() for _ in range(ncols)]
-        json_columns = [_column_to_json(col, artifact, self.media_index) for col in by_column]
+        json_columns = [_column_to_json(col, artifact, self.media_index, fragments)
+                        for col in by_column]
         type_map = {
             name: self._infer_column_type(name, col)
             for name, col in zip(self.columns, by_column)
@@ -179,13 +233,17 @@ def _is_scalar_list(value: Any) -> bool:
 
 
 def _column_to_json(
-    column: Sequence[Any], artifact: wandb.Artifact, media_index: MediaIndex | None = None
+    column: Sequence[Any],
+    artifact: wandb.Artifact,
+    media_index: MediaIndex | None = None,
+    fragments: list[str] | None = None,
 ) -> list[Any]:
     """JSON-ready values of one column.
 
     Scalar columns and lists of scalars pass through untouched. Plain images that are
     data-artifact references serialize to the same JSON in every pred version, so
-    ``media_index`` caches it.
+    ``media_index`` caches it. Box layers kept as :class:`JSONText` become placeholders
+    into ``fragments`` (or plain lists without it).
     """
     kinds = {type(v) for v in column}
     if all(k in _JSON_SCALARS for k in kinds):
@@ -199,8 +257,21 @@ def _column_to_json(
         elif media_index is not None and _is_plain_image(v):
             out.append(media_index.image_json(v, artifact))
         else:
-            out.append(_json_helper(v, artifact))
+            value = _json_helper(v, artifact)
+            if isinstance(v, wandb.Image) and isinstance(value, dict) and value.get("boxes"):
+                value["boxes"] = {key: _fragment(layer, fragments)
+                                  for key, layer in value["boxes"].items()}
+            out.append(value)
     return out
+
+
+def _fragment(value: Any, fragments: list[str] | None) -> Any:
+    if not isinstance(value, JSONText):
+        return value
+    if fragments is None:
+        return value.decoded()
+    fragments.append(value.text)
+    return _FRAGMENT.format(len(fragments) - 1)
 
 
 def _is_plain_image(value: Any) -> bool:
@@ -210,16 +281,22 @@ def _is_plain_image(value: Any) -> bool:
     )
 
 
+def _score_keys(box_data: Any) -> frozenset[str]:
+    if isinstance(box_data, JSONText):
+        return box_data.score_keys
+    return frozenset(k for box in box_data for k in box.get("scores", ()))
+
+
 def _image_signature(image: wandb.Image) -> tuple:
     """What an image's wandb type depends on: layer names, class maps and score keys."""
     boxes = image._boxes or {}  # wandb-internal
     masks = image._masks or {}
+    classes = image._classes
     return (
         "image",
-        id(image._classes._class_set) if image._classes is not None else None,
-        tuple(sorted(
-            (key, id(b._class_labels), frozenset(k for box in b._val for k in box.get("scores", ())))
-            for key, b in boxes.items())),
+        None if classes is None else tuple((c.get("id"), c.get("name")) for c in classes._class_set),
+        tuple(sorted((key, id(b._class_labels), _score_keys(b._val))
+                     for key, b in boxes.items())),
         tuple(sorted((key, id(m._val.get("class_labels"))) for key, m in masks.items())),
     )
 
@@ -364,7 +441,7 @@ def log_data_artifact(
     is logged as an output of the run instead; pred versions reference it either way.
     """
     artifact = wandb.Artifact(name, type=type)
-    artifact.add(table, table_name)
+    add_table(artifact, table, table_name)
     index = MediaIndex.from_table(artifact, table)
     if run.offline:
         run.log_artifact(artifact)
@@ -382,14 +459,21 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
 
     ``Artifact.add`` writes with ``json.dump``, which always takes the pure-Python
     encoder path (~1 s per 10k-row table); ``json.dumps`` with the same options writes
-    the same text. Other objects, and tables already added, go through ``Artifact.add``.
+    the same text. :class:`JSONText` box layers are spliced in as they are. Tables
+    already added go through ``Artifact.add``.
     """
     if id(table) in artifact._added_objs or table._get_artifact_entry_ref_url() is not None:
         return artifact.add(table, name)  # wandb-internal (_added_objs)
     path = table.with_suffix(name)
     if path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path):
         return artifact.add(table, name)
-    text = json.dumps(table.to_json(artifact), sort_keys=True)
+    if isinstance(table, ColumnarTable):
+        fragments: list[str] = []
+        text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
+        if fragments:
+            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+    else:
+        text = json.dumps(table.to_json(artifact), sort_keys=True)
     with artifact.new_file(path, mode="x", encoding="utf-8") as f:
         f.write(text)
     entry = artifact.manifest.get_entry_by_path(path)

@@ -69,16 +69,20 @@ def image_size(image: wandb.Image) -> tuple[int, int]:
     return image._width, image._height
 
 
-def new_boxes2d(key: str, box_data: list, class_labels: dict, file: FileInfo) -> BoundingBoxes2D:
+def new_boxes2d(
+    key: str, box_data: list, class_labels: dict, file: FileInfo | None
+) -> BoundingBoxes2D:
     """A ``BoundingBoxes2D`` whose JSON file ``file`` was already written.
 
     The file must hold ``json.dumps({"box_data": box_data, "class_labels": class_labels})``
-    (the text ``JSONMetadata.__init__`` writes).
+    (the text ``JSONMetadata.__init__`` writes). ``file=None``: no file, for images that
+    only go into artifact tables (which inline ``box_data``; ``wandb.log`` needs the file).
     """
     boxes = BoundingBoxes2D.__new__(BoundingBoxes2D)
     Media.__init__(boxes)
     boxes._val = box_data
-    _set_file(boxes, file, BOXES_SUFFIX)
+    if file is not None:
+        _set_file(boxes, file, BOXES_SUFFIX)
     boxes._key = key
     boxes._class_labels = class_labels
     return boxes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 import wandb
 
 from fastevalcb.media import _wandb
-from fastevalcb.media.boxes import box_payloads
+from fastevalcb.media.boxes import box_data_json, box_payloads
 from fastevalcb.media.masks import as_mask_batch, default_palette
 from fastevalcb.media.png import (
     as_image_array,
@@ -62,6 +63,30 @@ def _encode_one(image, compress_level: int | None) -> EncodedImage:
     return EncodedImage(data, hashlib.sha256(data).hexdigest(), arr.shape[1], arr.shape[0])
 
 
+class _Ready:
+    """An already computed result, with the ``Future.result()`` interface."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide encoder pool per size (made once: thread start-up is not free)."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="fastevalcb-png")
+        return _POOLS[workers]
+
+
 def _image_list(images) -> list:
     if isinstance(images, np.ndarray) or hasattr(images, "numpy"):
         arr = images.numpy() if hasattr(images, "numpy") else images
@@ -86,8 +111,8 @@ def encode_images(
         One :class:`EncodedImage` per image, to pass to :func:`build_images`.
     """
     items = _image_list(images)
-    with ThreadPoolExecutor(max_workers or os.cpu_count()) as pool:
-        return list(pool.map(lambda im: _encode_one(im, compress_level), items))
+    pool = _pool(max_workers or os.cpu_count() or 1)
+    return list(pool.map(lambda im: _encode_one(im, compress_level), items))
 
 
 def _write_image(image, path: str, compress_level: int):
@@ -115,6 +140,7 @@ def build_images(
     compress_level: int | None = 1,
     max_workers: int | None = None,
     keep_mask_data: bool = True,
+    table_only: bool = False,
 ) -> list:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
@@ -146,6 +172,9 @@ def build_images(
         max_workers: encoder threads; default ``os.cpu_count()``.
         keep_mask_data: keep each mask array on its ``ImageMask`` like wandb does; False
             drops it once its PNG is written (bounded memory for long-lived tables).
+        table_only: the images only go into artifact tables (``tables.add_table``): box
+            layers are kept as JSON text (:func:`~fastevalcb.media.boxes.box_data_json`)
+            and no box files are written. Such images cannot be passed to ``wandb.log``.
 
     Returns:
         ``list[wandb.Image]`` of length ``B``, ready for ``wandb.Table.add_data`` or
@@ -171,31 +200,40 @@ def build_images(
             raise ValueError(f"masks[{key!r}] must have {n} images, got {len(mask_arrays[key])}")
 
     tmp = _wandb.media_tmp_dir()
-    with ThreadPoolExecutor(max_workers or os.cpu_count()) as pool:
-        image_futs = [pool.submit(_write_image, im, tmp_name(tmp, _wandb.IMAGE_SUFFIX),
-                                  compress_level) for im in items]
-        mask_futs = {key: [pool.submit(write_png, arr[i], tmp_name(tmp, _wandb.MASK_SUFFIX),
-                                       compress_level) for i in range(n)]
-                     for key, arr in mask_arrays.items()}
-        # Box payloads are GIL-bound Python; build them while the pool deflates.
-        payloads = {key: box_payloads(det, class_labels, box_domain) for key, det in boxes.items()}
-        box_futs = {key: [pool.submit(write_bytes, _wandb.payload_json(p),
-                                      tmp_name(tmp, _wandb.BOXES_SUFFIX)) for p in ps]
-                    for key, ps in payloads.items()}
-        out = []
-        for i in range(n):
-            file, width, height = image_futs[i].result()
-            img_boxes, img_masks = (_wandb.image_layers(items[i])
-                                    if isinstance(items[i], wandb.Image) else ({}, {}))
-            img_boxes.update({key: _wandb.new_boxes2d(key, payloads[key][i]["box_data"],
-                                                      class_labels, box_futs[key][i].result())
-                              for key in boxes})
-            img_masks.update({key: _wandb.new_image_mask(key, mask_arrays[key][i], class_labels,
-                                                         mask_futs[key][i].result(),
-                                                         keep_mask_data)
-                              for key in masks})
-            out.append(_wandb.new_image(file, width, height, img_boxes, img_masks,
-                                        None if captions is None else captions[i]))
+    pool = _pool(max_workers or os.cpu_count() or 1)
+    image_futs = [_Ready(_write_image(im, "", compress_level)) if isinstance(im, wandb.Image)
+                  else pool.submit(_write_image, im, tmp_name(tmp, _wandb.IMAGE_SUFFIX),
+                                   compress_level) for im in items]
+    mask_futs = {key: [pool.submit(write_png, arr[i], tmp_name(tmp, _wandb.MASK_SUFFIX),
+                                   compress_level) for i in range(n)]
+                 for key, arr in mask_arrays.items()}
+    # Box payloads are GIL-bound Python; build them while the pool deflates.
+    if table_only:
+        box_data = {key: box_data_json(det, class_labels, box_domain)
+                    for key, det in boxes.items()}
+        box_files = {key: [None] * n for key in boxes}
+    else:
+        payloads = {key: box_payloads(det, class_labels, box_domain)
+                    for key, det in boxes.items()}
+        box_data = {key: [p["box_data"] for p in ps] for key, ps in payloads.items()}
+        box_files = {key: [pool.submit(write_bytes, _wandb.payload_json(p),
+                                       tmp_name(tmp, _wandb.BOXES_SUFFIX)) for p in ps]
+                     for key, ps in payloads.items()}
+    out = []
+    for i in range(n):
+        file, width, height = image_futs[i].result()
+        img_boxes, img_masks = (_wandb.image_layers(items[i])
+                                if isinstance(items[i], wandb.Image) else ({}, {}))
+        img_boxes.update({key: _wandb.new_boxes2d(key, box_data[key][i], class_labels,
+                                                  box_files[key][i] and
+                                                  box_files[key][i].result())
+                          for key in boxes})
+        img_masks.update({key: _wandb.new_image_mask(key, mask_arrays[key][i], class_labels,
+                                                     mask_futs[key][i].result(),
+                                                     keep_mask_data)
+                          for key in masks})
+        out.append(_wandb.new_image(file, width, height, img_boxes, img_masks,
+                                    None if captions is None else captions[i]))
     return out
 
 

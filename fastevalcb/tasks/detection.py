@@ -224,7 +224,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             "id": index.tolist(),
             "image": build_images(images, boxes={"ground_truth": labels},
                                   class_labels=self.class_labels,
-                                  compress_level=self.compress_level),
+                                  compress_level=self.compress_level, table_only=True),
             "num_objects": np.diff(off).tolist(),
             "classes": [names[labels.class_id[off[i]:off[i + 1]]].tolist()
                         for i in range(len(index))],
@@ -247,7 +247,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         return {
             "image": build_images(base_images, boxes={"predictions": dets},
                                   class_labels=self.class_labels,
-                                  compress_level=self.compress_level),
+                                  compress_level=self.compress_level, table_only=True),
             "num_predictions": np.diff(dets.offsets).tolist(),
             "tp": counts[:, 0].tolist(),
             "fp": counts[:, 1].tolist(),
