@@ -262,3 +262,19 @@ def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, sh
     cb = Broken((shapes.images, shapes.labels), shapes.class_names, strict=True, verbose=0)
     with pytest.raises(RuntimeError, match="boom"):
         classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb], verbose=0)
+
+
+@pytest.mark.parametrize("verbose, expected", [(0, None), (2, "classification eval (epoch-0)"),
+                                               (1, "fastevalcb: classification eval")])
+def test_progress_follows_verbosity(offline_run, shapes, classifier, capsys, verbose, expected):
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    batch_size=8)
+    classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=verbose)
+    out = capsys.readouterr().out
+    if expected is None:
+        assert "fastevalcb" not in out
+    else:
+        assert expected in out
+        assert "table version(s) logged to run_" in out  # the summary line at train end
+    if verbose == 1:
+        assert "6/6" in out  # the eval progress bar reached its last batch (48 / 8)
