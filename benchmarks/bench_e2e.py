@@ -94,6 +94,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import wandb  # noqa: E402
@@ -557,12 +558,7 @@ def derive(res, sides):
 
 # -- report ---------------------------------------------------------------------------------
 def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     import fastevalcb
     return {"cpu": cpu, "cores": os.cpu_count(),
             "memory_gib": psutil.virtual_memory().total / 2**30,

@@ -41,6 +41,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import numpy as np  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 import wandb  # noqa: E402
 from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D  # noqa: E402
 
@@ -230,12 +231,7 @@ def kernel_throughput(boxes, scores, cls, counts, logits):
 
 # -- report -------------------------------------------------------------------------------
 def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     import numba
     import PIL
 

@@ -17,7 +17,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import wandb  # noqa: E402
 from _common import parse_args, report  # noqa: E402
 
