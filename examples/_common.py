@@ -37,7 +37,8 @@ def report(run_dir: str, columns: list[str], rows: int = 3) -> None:
     metrics = [r for r in record.history() if r.get("eval/global_step") is not None]
     for row in metrics:
         shown = {k: round(v, 3) for k, v in row.items()
-                 if k.startswith("eval/") and "/iou/" not in k and isinstance(v, float)}
+                 if k.startswith("eval/") and "/iou/" not in k and isinstance(v, (int, float))
+                 and k not in ("eval/epoch", "eval/global_step")}
         print(f"  step {row['eval/global_step']}: {shown}")
     print(f"\nsync later with: wandb sync {record.run_dir}")
 
