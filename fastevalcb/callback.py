@@ -111,9 +111,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     Args:
         data_table_columns: column names of the data (ground truth) table.
         pred_table_columns: column names of the prediction table.
-        log_every_n_batches: also log a pred-table version every N training batches
-            (alias ``step-S``). ``None`` (default) logs at epoch end only and leaves
-            Keras' batch hooks untouched, so ``fit`` keeps async dispatch.
+        log_every_n_batches: also log a pred-table version every N training steps
+            (alias ``step-S``; with ``steps_per_execution=k``, at the first execution end
+            past each multiple of N). A log due at an epoch's last step is left to the
+            epoch-end log. ``None`` (default) logs at epoch end only and leaves Keras'
+            batch hooks untouched, so ``fit`` keeps async dispatch.
         log_on_epoch_end: log a pred-table version at every epoch end (alias ``epoch-E``).
         strict: re-raise errors from logging instead of warning and going on.
         *args, **kwargs: passed to ``keras.callbacks.Callback``.
@@ -162,6 +164,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._preds_take_logs = _accepts_positional(self.add_model_predictions, 2)
         self._epoch = 0
         self._global_step = 0
+        self._epoch_start_step = 0
         self._log_context: dict[str, Any] = {}
         self._failures: dict[str, int] = {}
         self._first_failure: dict[str, str] = {}
@@ -273,6 +276,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._epoch = epoch
+        self._epoch_start_step = self._global_step
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._epoch = epoch
@@ -282,11 +286,20 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._log_predictions(epoch, logs, alias=f"epoch-{epoch}", trigger="epoch_end")
 
     def _on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        self._global_step += 1
-        if self._global_step % self.log_every_n_batches == 0:  # type: ignore[operator]
-            self._log_predictions(
-                self._epoch, logs, alias=f"step-{self._global_step}", trigger="batch"
-            )
+        # Keras calls this once per execution: with steps_per_execution=k, ``batch`` is the
+        # last of k steps, so the step comes from it, and a log is due when it crosses a
+        # multiple of N.
+        previous = self._global_step
+        self._global_step = self._epoch_start_step + batch + 1
+        every = self.log_every_n_batches
+        if self._global_step // every == previous // every:  # type: ignore[operator]
+            return
+        steps = (self.params or {}).get("steps")
+        if self.log_on_epoch_end and steps and batch + 1 >= steps:
+            return  # the epoch-end log follows at this very step: don't log twice
+        self._log_predictions(
+            self._epoch, logs, alias=f"step-{self._global_step}", trigger="batch"
+        )
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
         for stage, count in self._failures.items():

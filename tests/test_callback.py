@@ -215,6 +215,17 @@ def test_log_every_n_batches_versions_and_async_dispatch(offline_run, tiny_class
     ]
 
 
+def test_batch_logging_counts_steps_with_steps_per_execution(offline_run, tiny_classifier):
+    model, x, y = tiny_classifier
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=2)
+    cb = LogsClfCallback(x, y, log_every_n_batches=3)
+    _fit(model, x, y, cb, epochs=1, batch_size=2)  # 10 steps, hooks after steps 2, 4, ...
+    versions = offline_run[1]().artifacts(type="evaluation")
+    # Crossing 3 is seen at step 4, 6 at 6, 9 at 10: the last step is the epoch end's.
+    assert [v.metadata["global_step"] for v in versions] == [4, 6, 10]
+    assert [v.metadata["trigger"] for v in versions] == ["batch", "batch", "epoch_end"]
+
+
 def test_without_batch_logging_batch_hooks_stay_default(offline_run, tiny_classifier):
     """Keras may dispatch batch callbacks asynchronously only while every hook is default.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import threading
+import zlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,27 +74,54 @@ def check_class_range(ids: np.ndarray, num_classes: int, what: str, index: np.nd
         )
 
 
-def to_uint8_images(x: Any, what: str = "validation images") -> np.ndarray:
-    """A batch of images as ``(B, H, W[, C])`` uint8, scaled the way ``wandb.Image`` does.
+def label_fingerprints(y: Any, n: int) -> list[int]:
+    """One crc32 per sample over all label arrays' rows (to spot a reordered source)."""
+    from fastevalcb.sources import flatten
 
-    uint8 passes through; float images whose maximum is at most 1 are scaled by 255,
-    others are clipped to [0, 255].
+    leaves = [np.ascontiguousarray(np.asarray(leaf)) for leaf in flatten(y)]
+    out = []
+    for i in range(n):
+        crc = 0
+        for leaf in leaves:
+            crc = zlib.crc32(leaf[i].tobytes(), crc)
+        out.append(crc)
+    return out
+
+
+class ImageScaler:
+    """Batches of images -> ``(B, H, W[, C])`` uint8 for display, one rule for all batches.
+
+    uint8 passes through. For other dtypes the rule is fixed by the first batch seen:
+    values within [0, 1] are scaled by 255, within [-1, 1] mapped to [0, 255], anything
+    else clipped to [0, 255]; then rounded. (``wandb.Image`` itself only casts with
+    ``astype(uint8)``, which turns [0, 1] floats black.) Pass uint8 images to decide.
     """
-    arr = np.asarray(x)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
-        raise FastEvalInputError(
-            f"{what} must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4), "
-            f"got {tuple(arr.shape)}"
-        )
-    if arr.dtype == np.uint8:
-        return arr
-    arr = arr.astype(np.float32, copy=False)
-    axes = tuple(range(1, arr.ndim))
-    unit = np.max(arr, axis=axes, keepdims=True) <= 1.0
-    arr = np.where(unit, arr * 255.0, arr)
-    return np.clip(arr, 0, 255).astype(np.uint8)
+
+    def __init__(self) -> None:
+        self.scale: tuple[float, float] | None = None  # (offset, factor)
+
+    def __call__(self, x: Any, what: str = "validation images") -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
+            raise FastEvalInputError(
+                f"{what} must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or "
+                f"(N, H, W, 4), got {tuple(arr.shape)}"
+            )
+        if arr.dtype == np.uint8:
+            return arr
+        arr = arr.astype(np.float32, copy=False)
+        if self.scale is None:
+            low, high = float(np.min(arr)), float(np.max(arr))
+            if low >= 0 and high <= 1:
+                self.scale = (0.0, 255.0)
+            elif low >= -1 and high <= 1:
+                self.scale = (1.0, 127.5)
+            else:
+                self.scale = (0.0, 1.0)
+        offset, factor = self.scale
+        return np.clip(np.rint((arr + offset) * factor), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -209,6 +237,8 @@ class TaskEvalCallback(WandbEvalCallback):
             LoggingWorker(max_queue) if async_logging else _InlineWorker()
         )
         self._images_by_id: dict[int, wandb.Image] = {}
+        self._fingerprints: dict[int, int] = {}
+        self._to_uint8 = ImageScaler()
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -270,31 +300,43 @@ class TaskEvalCallback(WandbEvalCallback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self._global_step = self._optimizer_step()
         self._worker.flush()  # leftovers of an interrupted fit go first
-        self._run_obj = self._run()
-        self._prepare_model()
+        run = self._run()
+        if self._run_obj is not None and run.id != self._run_obj.id:
+            self._forget_data_table()  # a new W&B run gets its own data table to reference
+        self._run_obj = run
+        first = self._prepare_model()
         tables.define_step_metrics(self._run_obj, self.metrics_prefix)
-        if self._data_table_ref is None:  # the data table is logged once per callback
+        if self._data_table_ref is None:  # the data table is logged once per run
             with self._guard("data table"):
                 self.init_data_table(column_names=self.data_table_columns)
                 self.add_ground_truth(logs)
                 self.log_data_table(name=self.data_artifact_name)
+        if self._data_table_ref is not None:
+            self._check_same_samples(first.index, first.y)
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
         self.flush()
         super().on_train_end(logs)
-        if self.timings and self._verbosity() >= 1:
-            last = self.timings[-1]
+        done = [t for t in self.timings if t["logged_s"] is not None]
+        if done and self._verbosity() >= 1:
+            last = done[-1]
             print(
                 f"fastevalcb: {len(self.logged_versions)} {self.task} table version(s) logged "
                 f"to run_{self._run_obj.id}_pred; last: {last['samples']} samples, "
                 f"eval {last['eval_s']:.2f} s, written after {last['logged_s']:.2f} s"
             )
 
+    def _forget_data_table(self) -> None:
+        self._data_table_ref = None
+        self._media_index = None
+        self._images_by_id = {}
+        self._fingerprints = {}
+
     # -- ground truth (once) ---------------------------------------------------------------
     def add_ground_truth(self, logs: dict[str, float] | None = None) -> None:
         """Stream the validation set once into the data table (bounded memory)."""
         for host in self.predictor.source.batches():
-            images = to_uint8_images(host.x)
+            images = self._to_uint8(host.x)
             if self._image_shape is None:
                 self._image_shape = images.shape[1:]
             elif images.shape[1:] != self._image_shape:
@@ -302,6 +344,8 @@ class TaskEvalCallback(WandbEvalCallback):
                     f"validation images must all have one size: got {images.shape[1:]} "
                     f"after {self._image_shape}")
             labels = self._labels(host.y, np.asarray(host.index), images.shape)
+            self._fingerprints.update(zip(np.asarray(host.index).tolist(),
+                                          label_fingerprints(host.y, len(host.index))))
             columns = self._data_columns_for(np.asarray(host.index), images, labels)
             self.data_table.add_columns(columns)
             for i, image in zip(np.asarray(host.index).tolist(), columns["image"]):
@@ -360,6 +404,7 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _add_batch(self, version: _Version, batch: PredictionBatch) -> None:
         index = np.asarray(batch.index)
+        self._check_same_samples(index, batch.y)
         base_images = [self._images_by_id[i] for i in index.tolist()]
         labels = self._labels(batch.y, index, (len(index), *self._image_shape))
         n = len(index)
@@ -413,7 +458,26 @@ class TaskEvalCallback(WandbEvalCallback):
             raise first
 
     # -- helpers ---------------------------------------------------------------------------
-    def _prepare_model(self) -> None:
+    def _check_same_samples(self, index: np.ndarray, y: Any) -> None:
+        """The labels of these sample ids must be those the data table was built from.
+
+        Pred rows show the data table's image for their id: a source that comes back in
+        another order (a shuffled ``tf.data``) would pair images with other samples'
+        predictions, so it is refused.
+        """
+        ids = np.asarray(index).tolist()
+        for i, fingerprint in zip(ids, label_fingerprints(y, len(ids))):
+            expected = self._fingerprints.get(i)
+            if expected is not None and expected != fingerprint:
+                raise FastEvalInputError(
+                    f"validation sample {i} came back with other labels than when the data "
+                    "table was built: the source changes order or content between passes "
+                    "(a shuffled or randomly augmented tf.data?). Pass a deterministic "
+                    "source: no .shuffle() (or shuffle once with reshuffle_each_iteration="
+                    "False) and no random augmentation."
+                )
+
+    def _prepare_model(self) -> PredictionBatch:
         """Build the compiled step and check the model's outputs on one batch."""
         from fastevalcb import kernels
 
@@ -425,6 +489,7 @@ class TaskEvalCallback(WandbEvalCallback):
         except (ValueError, TypeError) as exc:
             raise FastEvalInputError(f"validation_data does not fit the model: {exc}") from exc
         self._check_outputs(first)
+        return first
 
     def _verbosity(self) -> int:
         if self.verbose != "auto":

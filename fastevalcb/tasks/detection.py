@@ -142,7 +142,7 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
-        self._predictions(batch.outputs, len(batch), self._hw_of(batch))
+        self._predictions(batch.outputs, len(batch), self._hw_of(batch), np.asarray(batch.index))
 
     def _hw_of(self, batch: PredictionBatch) -> tuple[int, int]:
         if self._image_shape is not None:
@@ -152,7 +152,8 @@ class DetectionEvalCallback(TaskEvalCallback):
             return int(spec[0]), int(spec[1])
         raise FastEvalInputError(f"cannot tell the image size from the inputs' shape {spec}")
 
-    def _predictions(self, outputs: Any, n: int, hw: tuple[int, int]) -> PackedDetections:
+    def _predictions(self, outputs: Any, n: int, hw: tuple[int, int],
+                     index: np.ndarray | None = None) -> PackedDetections:
         """The model's padded outputs -> thresholded, NMS-ed, packed xyxy pixel boxes."""
         raw = (self.adapter or default_adapter)(outputs)
         if self.adapter is not None and not (isinstance(raw, dict) and "boxes" in raw):
@@ -168,13 +169,15 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"predicted scores and classes must have shape ({n}, {k}) like the boxes, got "
                 f"{scores.shape} and {classes.shape}")
-        padding = classes < 0
-        scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
-        classes = np.where(padding, 0, classes)
         counts = raw.get("num_detections")
+        padding = classes < 0
         if counts is not None:
             counts = np.clip(np.asarray(counts).reshape(n).astype(np.int64), 0, k)
-        check_class_range(classes, self.num_classes, "a predicted class", np.arange(n))
+            padding |= np.arange(k)[None, :] >= counts[:, None]
+        scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
+        classes = np.where(padding, 0, classes)
+        check_class_range(classes, self.num_classes, "a predicted class",
+                          np.arange(n) if index is None else index)
         return PackedDetections.from_padded(
             boxes, classes, scores, counts, box_format=self.box_format,
             normalized=self.normalized, image_size=hw, clip=True,
@@ -191,8 +194,18 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 "detection targets must be a dict {'boxes': (N, M, 4), 'classes': (N, M)} or a "
                 f"tuple (boxes, classes), padded with class -1; got {type(y).__name__}")
-        boxes = np.asarray(boxes, np.float32)
-        classes = np.asarray(classes)
+        try:
+            if hasattr(boxes, "to_tensor") or hasattr(classes, "to_tensor"):
+                raise ValueError("ragged tensors")
+            boxes = np.asarray(boxes, np.float32)
+            classes = np.asarray(classes)
+            if classes.dtype == object:
+                raise ValueError("ragged lists")
+        except (ValueError, TypeError) as exc:
+            raise FastEvalInputError(
+                f"detection targets must be padded arrays, got {exc}: pad each image's boxes "
+                "to (M, 4) with class -1 (e.g. tf.data .padded_batch(..., padding_values=-1) "
+                "or ragged.to_tensor(-1))") from None
         if classes.ndim == 1 and boxes.ndim == 2:  # one box per image
             boxes, classes = boxes[:, None], classes[:, None]
         if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
@@ -232,7 +245,8 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     def _pred_columns_for(self, version: _Version, batch: PredictionBatch,
                           labels: PackedDetections, base_images: list) -> dict:
-        dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2])
+        dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2],
+                                 np.asarray(batch.index))
         tp, counts = match_detections(
             dets.offsets, dets.xyxy, dets.scores, dets.class_id,
             labels.offsets, labels.xyxy, labels.class_id, self.match_iou_threshold)

@@ -12,9 +12,9 @@ from fastevalcb.kernels import blend_overlay, resize_nearest
 from fastevalcb.kernels.masks import segmentation_counts
 from fastevalcb.media import build_images, default_palette
 from fastevalcb.predictor import PredictionBatch
-from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range, to_uint8_images
+from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 
-OUTPUTS = ("logits", "probabilities", "labels")
+OUTPUTS = ("auto", "logits", "probabilities", "labels")
 
 
 def _class_maps(output: str | Callable, num_classes: int) -> Callable:
@@ -39,9 +39,15 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
         if out.shape.rank != 4:
             raise ValueError(f"the model must output (B, H, W, C) scores, got {out.shape}")
         channels = out.shape[-1]
-        if channels == 1 and num_classes == 2:  # one sigmoid/logit channel
-            cut = 0.0 if output == "logits" else 0.5
-            return tf.cast(out[..., 0] > cut, tf.uint8)
+        if channels == 1 and num_classes == 2:  # one foreground channel: threshold it
+            if output == "logits":
+                cut = 0.0
+            elif output == "probabilities":
+                cut = 0.5
+            else:  # auto: probabilities when the batch lies in [0, 1]
+                in_unit = tf.logical_and(tf.reduce_min(out) >= 0, tf.reduce_max(out) <= 1)
+                cut = tf.where(in_unit, 0.5, 0.0)
+            return tf.cast(out[..., 0] > tf.cast(cut, out.dtype), tf.uint8)
         if channels != num_classes:
             raise ValueError(
                 f"the model outputs {channels} channels, but there are {num_classes} "
@@ -69,10 +75,13 @@ class SegmentationEvalCallback(TaskEvalCallback):
         class_names: one name per class id (at most 256).
         ignore_index: a mask value that marks unlabelled pixels (e.g. 255); they count
             in no metric and show as ``"ignored"`` in the mask overlay.
-        output: the model's output: ``"logits"`` / ``"probabilities"`` ``(B, h, w, C)``
-            (argmax inside the compiled step), ``"labels"`` (class maps already), or a
-            TensorFlow function mapping the outputs to one of those. Predictions of
-            another size than the image are resized (nearest neighbour).
+        output: the model's output: ``(B, h, w, C)`` scores (argmax inside the compiled
+            step; ``"auto"``, ``"logits"`` and ``"probabilities"`` agree there),
+            ``"labels"`` (class maps already), or a TensorFlow function mapping the outputs
+            to one of those. With 2 classes, one channel is the foreground score,
+            thresholded at 0 (``"logits"``), 0.5 (``"probabilities"``) or, with
+            ``"auto"``, at 0.5 when a batch lies in [0, 1] (sigmoid) and 0 otherwise.
+            Predictions of another size than the image are resized (nearest neighbour).
         overlay_alpha: when set, the pred table's image is a new picture with the
             predicted class colours blended in at this opacity (for viewers that don't
             draw mask layers); by default it is the data table's image, by reference.
@@ -92,7 +101,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         class_names: Sequence[str],
         *,
         ignore_index: int | None = None,
-        output: str | Callable = "logits",
+        output: str | Callable = "auto",
         overlay_alpha: float | None = None,
         **options: Any,
     ) -> None:
@@ -192,7 +201,10 @@ class SegmentationEvalCallback(TaskEvalCallback):
                                   class_labels=self.mask_labels,
                                   compress_level=self.compress_level, keep_mask_data=False)
         else:
-            shown = blend_overlay(to_uint8_images(batch.x)[..., :3], pred, self.palette,
+            pixels = self._to_uint8(batch.x)
+            if pixels.ndim == 3:  # grey: blend in colour
+                pixels = np.repeat(pixels[..., None], 3, axis=-1)
+            shown = blend_overlay(np.ascontiguousarray(pixels[..., :3]), pred, self.palette,
                                   self.overlay_alpha)
             images = build_images(shown, masks={"predictions": pred, "ground_truth": labels},
                                   class_labels=self.mask_labels,

@@ -117,12 +117,13 @@ def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
     assert cb.threads == {"fastevalcb-logger"}
     # fit returned: on_train_end flushed every queued version, in order.
     steps = [v["global_step"] for v in cb.logged_versions]
-    assert steps == sorted(steps) and len(steps) == 2 + 3  # steps 2, 4, 6 + 2 epoch ends
+    # Steps 2 and 4, epoch ends at 3 and 6 (step 6 is left to the epoch-end log).
+    assert steps == [2, 3, 4, 6]
     log = read()
     versions = pred_versions(log, run.id)
     assert [v.metadata["global_step"] for v in versions] == steps
-    assert {"step-2", "step-4", "step-6", "epoch-0", "epoch-1"} <= {
-        a for v in versions for a in v.aliases}
+    assert [a for v in versions for a in v.aliases if a != "latest"] == [
+        "step-2", "epoch-0", "step-4", "epoch-1"]
 
 
 def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier):
@@ -278,3 +279,45 @@ def test_progress_follows_verbosity(offline_run, shapes, classifier, capsys, ver
         assert "table version(s) logged to run_" in out  # the summary line at train end
     if verbose == 1:
         assert "6/6" in out  # the eval progress bar reached its last batch (48 / 8)
+
+
+def test_a_reshuffling_dataset_is_refused_before_epoch_1(offline_run, shapes, classifier):
+    ds = tf.data.Dataset.from_tensor_slices((shapes.images, shapes.labels)).shuffle(48, seed=1)
+    cb = ClassificationEvalCallback(ds.batch(8), shapes.class_names, verbose=0)
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match="changes order or content between passes"):
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == []
+
+
+def test_a_new_run_gets_its_own_data_table(wandb_env, shapes, classifier):
+    import wandb
+
+    cb = None
+    for _ in range(2):
+        run = wandb.init(project="two-runs", dir=str(wandb_env / "run"), reinit="finish_previous")
+        cb = cb or ClassificationEvalCallback((shapes.images[:8], shapes.labels[:8]),
+                                              shapes.class_names, verbose=0)
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=0)
+        run.finish()
+    log = OfflineRun.latest(wandb_env / "run").wait_complete()
+    data = log.artifact("val")
+    last = pred_versions(log, log.run_id)[-1]
+    path = log.load_table(last, "eval_data").column("image")[0]["path"]
+    art, entry = log.resolve(last, path)  # resolvable within this run
+    assert art.client_id == data.client_id and not entry.is_reference
+
+
+def test_image_scaling_is_decided_once_from_the_first_batch():
+    from fastevalcb.tasks._base import ImageScaler
+
+    scaler = ImageScaler()
+    first = scaler(np.full((2, 4, 4, 3), 0.5, np.float32))
+    assert first.dtype == np.uint8 and first.max() == 128  # [0, 1] -> x 255, rounded
+    dark = scaler(np.full((1, 4, 4, 3), 0.2, np.float32))
+    assert dark.max() == 51  # same rule for later batches
+    signed = ImageScaler()(np.array([[[-1.0, 0.0, 1.0]]], np.float32))
+    assert signed.tolist() == [[[0, 128, 255]]]
+    big = ImageScaler()(np.array([[[3.0, 300.0, -5.0]]], np.float32))
+    assert big.tolist() == [[[3, 255, 0]]]
+    assert ImageScaler()(np.zeros((1, 2, 2, 1), np.uint8)).shape == (1, 2, 2)

@@ -196,7 +196,7 @@ def test_adapter_failing_mid_training_warns_once_and_fit_goes_on(offline_run):
         return outputs
 
     cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
-                               NAMES, adapter=adapter, verbose=0)
+                               NAMES, adapter=adapter, verbose=2)  # 2: prints at train end
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = fit(fixed_detector(), [cb], epochs=2)
@@ -204,3 +204,29 @@ def test_adapter_failing_mid_training_warns_once_and_fit_goes_on(offline_run):
     ours = [str(w.message) for w in caught if issubclass(w.category, FastEvalWarning)]
     assert "scores_v2" in ours[0]
     assert pred_versions(read(), run.id) == []
+
+
+def test_ragged_targets_ask_for_padding(offline_run):
+    boxes = tf.ragged.constant([[[1.0, 1, 5, 5]], [[1.0, 1, 5, 5], [2.0, 2, 6, 6]]],
+                               ragged_rank=1)
+    classes = tf.ragged.constant([[0], [0, 1]])
+    ds = tf.data.Dataset.from_tensor_slices((val_images()[:2], (boxes, classes))).batch(2)
+    cb = DetectionEvalCallback(ds, NAMES, verbose=0)
+    with pytest.raises(FastEvalInputError, match="must be padded arrays"):
+        fit(fixed_detector(), [cb])
+
+
+def test_rows_past_num_detections_are_padding(offline_run):
+    run, read = offline_run
+
+    def adapter(outputs):  # only the first prediction counts; the rest carry junk classes
+        classes = outputs["classes"].copy()
+        classes[:, 1:] = 7
+        return {**outputs, "classes": classes, "num_detections": np.ones(len(classes))}
+
+    cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
+                               NAMES, adapter=adapter, verbose=0)
+    fit(fixed_detector(), [cb])
+    table = read().load_table(pred_versions(read(), run.id)[-1], "eval_data")
+    assert table.column("num_predictions") == [1, 1, 1, 1]
+    assert table.column("tp") == [1, 0, 0, 0]  # P0 matches A's box only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -87,11 +88,16 @@ def test_ignore_index_pixels_count_nowhere(offline_run, shapes, segmenter):
                                rtol=1e-6)
 
 
-def test_overlay_alpha_renders_a_new_image(offline_run, shapes, segmenter):
+@pytest.mark.parametrize("grey", [False, True])
+def test_overlay_alpha_renders_a_new_image(offline_run, shapes, grey):
     run, read = offline_run
-    cb = SegmentationEvalCallback((shapes.images[:4], shapes.masks[:4]), NAMES,
+    images = shapes.images[:, :, :, :1] if grey else shapes.images
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(images.shape[1:]), keras.layers.Conv2D(4, 1)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = SegmentationEvalCallback((images[:4], shapes.masks[:4]), NAMES,
                                   overlay_alpha=0.5, verbose=0)
-    segmenter.fit(shapes.images, shapes.masks, epochs=1, callbacks=[cb], verbose=0)
+    model.fit(images, shapes.masks, epochs=1, callbacks=[cb], verbose=0)
     log = read()
     last = pred_versions(log, run.id)[-1]
     cell = log.load_table(last, "eval_data").column("image")[0]
@@ -99,6 +105,26 @@ def test_overlay_alpha_renders_a_new_image(offline_run, shapes, segmenter):
     assert not entry.is_reference
     shown = np.asarray(PILImage.open(entry.local_path))
     assert shown.shape == (16, 16, 3) and not np.array_equal(shown, shapes.images[0])
+
+
+@pytest.mark.parametrize("activation, output", [("sigmoid", "auto"), (None, "auto"),
+                                                ("sigmoid", "probabilities")])
+def test_one_channel_binary_models_are_thresholded_by_their_range(
+        offline_run, shapes, activation, output):
+    run, read = offline_run
+    masks = (shapes.masks > 0).astype(np.uint8)
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(1, 3, padding="same", activation=activation)])
+    model.compile("sgd", "mse")
+    cb = SegmentationEvalCallback((shapes.images[:8], masks[:8]), ["bg", "fg"], output=output,
+                                  verbose=0)
+    model.fit(shapes.images, masks, epochs=1, callbacks=[cb], verbose=0)
+    scores = model.predict(shapes.images[:8], verbose=0)[..., 0]
+    pred = (scores > (0.5 if activation == "sigmoid" else 0.0)).astype(np.uint8)
+    table = read().load_table(pred_versions(read(), run.id)[-1], "eval_data")
+    np.testing.assert_allclose(table.column("pixel_accuracy"),
+                               (pred == masks[:8]).mean(axis=(1, 2)), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
