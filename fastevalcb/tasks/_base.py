@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import threading
-import zlib
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,7 +243,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._run_obj: Any = None
         self._lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
-        self._check_array_data(validation_data)
+        self._check_array_data()
 
     # -- what a task defines ------------------------------------------------------------
     @classmethod
@@ -278,7 +278,7 @@ class TaskEvalCallback(WandbEvalCallback):
         raise NotImplementedError
 
     # -- construction-time checks ---------------------------------------------------------
-    def _check_array_data(self, validation_data: Any) -> None:
+    def _check_array_data(self) -> None:
         """Validate labels of in-memory arrays now, not at train begin."""
         source = self.predictor.source
         if type(source).__name__ != "ArraySource":
