@@ -252,3 +252,29 @@ def precision_recall(counts):
     tp, fp, fn = c[:, 0], c[:, 1], c[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
         return (tp / (tp + fp)).astype(np.float32), (tp / (tp + fn)).astype(np.float32)
+
+
+def box_json(offsets, xyxy, class_id, scores, class_labels, domain="pixel", decimals=2,
+             score_decimals=4):
+    """json.dumps of the stock box dicts, numbers rounded half-even to fixed decimals."""
+    import json
+
+    def rounded(x, d):
+        return int(np.rint(float(x) * 10**d)) / 10**d
+
+    out = []
+    for i in range(len(offsets) - 1):
+        boxes = []
+        for b in range(offsets[i], offsets[i + 1]):
+            x0, y0, x1, y1 = (rounded(v, decimals) for v in xyxy[b])
+            k = int(class_id[b])
+            box = {"position": {"minX": x0, "maxX": x1, "minY": y0, "maxY": y1},
+                   "class_id": k, "box_caption": class_labels[k]}
+            if scores is not None:
+                box["box_caption"] = f"{class_labels[k]} {rounded(scores[b], 2):.2f}"
+                box["scores"] = {"score": rounded(scores[b], score_decimals)}
+            if domain == "pixel":
+                box["domain"] = "pixel"
+            boxes.append(box)
+        out.append(json.dumps(boxes, sort_keys=True))
+    return out

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from fastevalcb.kernels.box_json import box_json
 from fastevalcb.kernels.boxes import BOX_FORMATS, box_iou_batch, clip_boxes, convert_boxes
 from fastevalcb.kernels.classification import classification_summary, softmax, topk
 from fastevalcb.kernels.detection_metrics import (
@@ -36,6 +37,7 @@ __all__ = [
     "batched_nms_keep",
     "blend_overlay",
     "box_iou_batch",
+    "box_json",
     "classification_summary",
     "clip_boxes",
     "convert_boxes",
@@ -75,7 +77,9 @@ def warmup() -> dict[str, float]:
     timed("classification", lambda: (softmax(logits), topk(logits, 1),
                                      classification_summary(logits, [0, 1], 1)))
     timed("boxes", lambda: (convert_boxes(boxes, "cxcywh", "xyxy"), clip_boxes(boxes, (2, 2)),
-                            box_iou_batch(boxes[0], boxes[0])))
+                            box_iou_batch(boxes[0], boxes[0]),
+                            box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
+                            box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))
     timed("nms", lambda: (nms_keep(boxes[0], scores[0], [0, 1]),
                           batched_nms_keep(boxes, scores, [[0, 1]], [2])))
     palette = np.zeros((1, 3), np.uint8)

@@ -141,6 +141,7 @@ def build_images(
     max_workers: int | None = None,
     keep_mask_data: bool = True,
     table_only: bool = False,
+    box_decimals: int | None = None,
 ) -> list:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
@@ -175,6 +176,8 @@ def build_images(
         table_only: the images only go into artifact tables (``tables.add_table``): box
             layers are kept as JSON text (:func:`~fastevalcb.media.boxes.box_data_json`)
             and no box files are written. Such images cannot be passed to ``wandb.log``.
+        box_decimals: with ``table_only``, round box positions to this many decimals (and
+            scores to 4) in a numba kernel; None keeps full precision (slower).
 
     Returns:
         ``list[wandb.Image]`` of length ``B``, ready for ``wandb.Table.add_data`` or
@@ -209,7 +212,7 @@ def build_images(
                  for key, arr in mask_arrays.items()}
     # Box payloads are GIL-bound Python; build them while the pool deflates.
     if table_only:
-        box_data = {key: box_data_json(det, class_labels, box_domain)
+        box_data = {key: box_data_json(det, class_labels, box_domain, box_decimals)
                     for key, det in boxes.items()}
         box_files = {key: [None] * n for key in boxes}
     else:
