@@ -20,6 +20,7 @@ How references work, online and offline alike:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -226,8 +227,28 @@ def _column_to_list(data: Any) -> list[Any]:
     return list(data)
 
 
+_SCALAR_SET = frozenset(_JSON_SCALARS)
+
+
 def _is_scalar_list(value: Any) -> bool:
-    return type(value) in (list, tuple) and all(type(v) in _JSON_SCALARS for v in value)
+    return type(value) in (list, tuple) and _SCALAR_SET.issuperset(map(type, value))
+
+
+def _scalar_list_key(value: Any) -> tuple | None:
+    """What a list of JSON scalars' wandb type depends on (None: not such a list)."""
+    if type(value) not in (list, tuple):
+        return None
+    types = tuple(map(type, value))
+    if not _SCALAR_SET.issuperset(types):
+        return None
+    if float not in types:
+        nan = False
+    elif all(t is float for t in types):
+        total = sum(value)  # NaN if any element is (or inf - inf: one extra representative)
+        nan = total != total
+    else:
+        nan = any(type(v) is float and math.isnan(v) for v in value)
+    return (type(value), len(value), types, nan)
 
 
 def _column_to_json(
@@ -243,9 +264,11 @@ def _column_to_json(
     ``media_index`` caches it. Box layers kept as :class:`JSONText` become placeholders
     into ``fragments`` (or plain lists without it).
     """
-    kinds = {type(v) for v in column}
-    if all(k in _JSON_SCALARS for k in kinds):
+    kinds = set(map(type, column))
+    if _SCALAR_SET.issuperset(kinds):
         return list(column)
+    if kinds == {list} and _SCALAR_SET.issuperset(map(type, itertools.chain.from_iterable(column))):
+        return list(column)  # lists of scalars are JSON as they are
     out = []
     for v in column:
         if type(v) in _JSON_SCALARS:
@@ -311,9 +334,8 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
         kind = type(value)
         if isinstance(value, wandb.Image):
             key = "plain image" if _is_plain_image(value) else _image_signature(value)
-        elif _is_scalar_list(value):
-            key = (kind, len(value), tuple(type(v) for v in value),
-                   any(type(v) is float and math.isnan(v) for v in value))
+        elif kind in (list, tuple) and (key := _scalar_list_key(value)) is not None:
+            pass
         elif isinstance(value, (WBValue, list, tuple, dict, np.ndarray)):
             yield value
             continue
@@ -386,6 +408,8 @@ class MediaIndex:
         local_paths = target._added_local_paths  # wandb-internal
         for row in table.data:
             for cell in row:
+                if not isinstance(cell, Media):
+                    continue
                 for media in media_files(cell):
                     name = self.entry_name(media)
                     if name is None or media._path in local_paths:
