@@ -352,13 +352,16 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
 # Media references
 # ---------------------------------------------------------------------------------
 def media_files(value: Any) -> Iterable[Media]:
-    """The file-backed media objects inside a cell: the image, its masks and boxes."""
+    """The file-backed media objects inside a cell: the image and its masks.
+
+    Box layers are not among them: in artifact tables wandb inlines their ``box_data``
+    (``BoundingBoxes2D.to_json``), so their files never become artifact entries.
+    """
     if isinstance(value, Media):
         if value.file_is_set():
             yield value
-        for layer in ("_masks", "_boxes"):
-            for media in (getattr(value, layer, None) or {}).values():
-                yield from media_files(media)
+        for mask in (getattr(value, "_masks", None) or {}).values():
+            yield from media_files(mask)
 
 
 class MediaIndex:
