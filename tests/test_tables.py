@@ -12,7 +12,9 @@ import pytest
 import wandb
 from wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler import WBLocalArtifactHandler
 
+from fastevalcb.media import build_images
 from fastevalcb.tables import CLIENT_REF_SCHEME, ColumnarTable, TableSchemaError
+from fastevalcb.types import PackedDetections
 
 
 def _table_json(artifact, table, name="t"):
@@ -141,3 +143,26 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
     assert open(fast_entry.local_path).read() == open(slow_entry.local_path).read()
     assert fast_entry.path == slow_entry.path == "eval.table.json"
     assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
+
+
+# -- media objects built from our files (tables.new_image & co.) mirror stock's -----
+def test_objects_have_exactly_the_stock_attributes():
+    img = np.zeros((6, 8, 3), np.uint8)
+    labels = {0: "a", 1: "b"}
+    det = PackedDetections([0, 1], [[1, 1, 4, 4]], [1], [0.5])
+    mask = np.zeros((1, 6, 8), np.uint8)
+    (fast,) = build_images(img[None], boxes={"predictions": det}, masks={"m": mask},
+                           class_labels=labels)
+    stock = wandb.Image(img, boxes={"predictions": {"box_data": [], "class_labels": labels}},
+                        masks={"m": {"mask_data": mask[0], "class_labels": labels}})
+    pairs = [(fast, stock), (fast._boxes["predictions"], stock._boxes["predictions"]),
+             (fast._masks["m"], stock._masks["m"]), (fast._classes, stock._classes)]
+    for f, s in pairs:
+        assert type(f) is type(s)
+        assert set(vars(f)) == set(vars(s)), type(s).__name__
+        for k in vars(s):
+            assert type(getattr(f, k)) is type(getattr(s, k)), (type(s).__name__, k)
+    assert fast._classes._class_set == stock._classes._class_set
+    assert (fast._width, fast._height, fast.format) == (stock._width, stock._height, stock.format)
+    assert fast._boxes["predictions"]._extension == stock._boxes["predictions"]._extension
+    assert fast._masks["m"]._extension == stock._masks["m"]._extension

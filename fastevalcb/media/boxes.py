@@ -15,7 +15,7 @@ The payload built here is exactly what the usual hand-written loop produces (the
 
 Instead of per-box ``float()``/``int()`` calls on numpy scalars and wandb's per-box
 validation, the columns are converted with one ``.tolist()`` per batch; the JSON text
-is produced by wandb's own serializer (:func:`fastevalcb.media._wandb.payload_json`), so
+is produced by wandb's own serializer (:func:`fastevalcb.tables.payload_json`), so
 the file is byte-identical to what ``wandb.Image`` writes for the same payload.
 """
 

@@ -8,7 +8,7 @@ thread, and PIL holds the GIL while deflating. :func:`build_images` instead
 2. meanwhile builds the box payloads and their JSON text in the calling thread
    (:mod:`fastevalcb.media.boxes`), and
 3. wraps the finished files in ordinary ``wandb.Image`` / ``BoundingBoxes2D`` /
-   ``ImageMask`` objects (:mod:`fastevalcb.media._wandb`).
+   ``ImageMask`` objects (:mod:`fastevalcb.tables`, the one module touching wandb internals).
 
 The result logs, binds and serializes through wandb exactly like stock objects: box JSON
 files are byte-identical to stock; image and mask PNGs decode to the same pixels but are
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import wandb
 
-from fastevalcb.media import _wandb
+from fastevalcb import tables
 from fastevalcb.media.boxes import box_data_json, box_payloads
 from fastevalcb.media.masks import as_mask_batch, default_palette
 from fastevalcb.media.png import (
@@ -117,10 +117,10 @@ def encode_images(
 
 def _write_image(image, path: str, compress_level: int):
     if isinstance(image, wandb.Image):
-        file = _wandb.file_of(image)
+        file = tables.file_of(image)
         if file is None:
             raise ValueError("a wandb.Image given as a base image must be backed by a file")
-        return (file, *_wandb.image_size(image))
+        return (file, *tables.image_size(image))
     if isinstance(image, EncodedImage):
         with open(path, "wb") as f:
             f.write(image.data)
@@ -202,12 +202,12 @@ def build_images(
         if len(mask_arrays[key]) != n:
             raise ValueError(f"masks[{key!r}] must have {n} images, got {len(mask_arrays[key])}")
 
-    tmp = _wandb.media_tmp_dir()
+    tmp = tables.media_tmp_dir()
     pool = _pool(max_workers or os.cpu_count() or 1)
     image_futs = [_Ready(_write_image(im, "", compress_level)) if isinstance(im, wandb.Image)
-                  else pool.submit(_write_image, im, tmp_name(tmp, _wandb.IMAGE_SUFFIX),
+                  else pool.submit(_write_image, im, tmp_name(tmp, tables.IMAGE_SUFFIX),
                                    compress_level) for im in items]
-    mask_futs = {key: [pool.submit(write_png, arr[i], tmp_name(tmp, _wandb.MASK_SUFFIX),
+    mask_futs = {key: [pool.submit(write_png, arr[i], tmp_name(tmp, tables.MASK_SUFFIX),
                                    compress_level) for i in range(n)]
                  for key, arr in mask_arrays.items()}
     # Box payloads are GIL-bound Python; build them while the pool deflates.
@@ -219,23 +219,23 @@ def build_images(
         payloads = {key: box_payloads(det, class_labels, box_domain)
                     for key, det in boxes.items()}
         box_data = {key: [p["box_data"] for p in ps] for key, ps in payloads.items()}
-        box_files = {key: [pool.submit(write_bytes, _wandb.payload_json(p),
-                                       tmp_name(tmp, _wandb.BOXES_SUFFIX)) for p in ps]
+        box_files = {key: [pool.submit(write_bytes, tables.payload_json(p),
+                                       tmp_name(tmp, tables.BOXES_SUFFIX)) for p in ps]
                      for key, ps in payloads.items()}
     out = []
     for i in range(n):
         file, width, height = image_futs[i].result()
-        img_boxes, img_masks = (_wandb.image_layers(items[i])
+        img_boxes, img_masks = (tables.image_layers(items[i])
                                 if isinstance(items[i], wandb.Image) else ({}, {}))
-        img_boxes.update({key: _wandb.new_boxes2d(key, box_data[key][i], class_labels,
+        img_boxes.update({key: tables.new_boxes2d(key, box_data[key][i], class_labels,
                                                   box_files[key][i] and
                                                   box_files[key][i].result())
                           for key in boxes})
-        img_masks.update({key: _wandb.new_image_mask(key, mask_arrays[key][i], class_labels,
+        img_masks.update({key: tables.new_image_mask(key, mask_arrays[key][i], class_labels,
                                                      mask_futs[key][i].result(),
                                                      keep_mask_data)
                           for key in masks})
-        out.append(_wandb.new_image(file, width, height, img_boxes, img_masks,
+        out.append(tables.new_image(file, width, height, img_boxes, img_masks,
                                     None if captions is None else captions[i]))
     return out
 
