@@ -219,14 +219,33 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         Default aliases: ``latest`` plus ``epoch-E`` (epoch-end logs) or ``step-S``
         (per-N-batch logs). Metadata records the epoch and global step.
         """
-        run = self._run()
-        context = dict(self._log_context)
+        self._write_version(self.pred_table, dict(self._log_context), type=type,
+                            table_name=table_name, aliases=aliases)
+
+    def _write_version(
+        self,
+        table: tables.ColumnarTable,
+        context: dict[str, Any],
+        *,
+        run: Any = None,
+        type: str = "evaluation",
+        table_name: str = "eval_data",
+        aliases: list[str] | None = None,
+    ) -> None:
+        """The one path every pred-table version takes, stock subclass or task callback.
+
+        Args:
+            table: the filled pred table.
+            context: ``{epoch, global_step, trigger, alias}`` of the log it belongs to.
+            run: the run to log to (default: the active one).
+        """
+        run = run if run is not None else self._run()
         if aliases is None:
             aliases = ["latest"] + ([context["alias"]] if "alias" in context else [])
         metadata = {k: v for k, v in context.items() if k != "alias"}
-        metadata["rows"] = len(self.pred_table.data)
+        metadata["rows"] = len(table.data)
         tables.log_pred_artifact(
-            run, self.pred_table, self._media_index, type, table_name, list(aliases), metadata
+            run, table, self._media_index, type, table_name, list(aliases), metadata
         )
         self.logged_versions.append({"aliases": list(aliases), **metadata})
 
@@ -266,7 +285,23 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     # -- Keras hooks ----------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self._global_step = self._optimizer_step()
-        with self._guard("data table"):
+        self._begin_fit()
+        if self._needs_data_table():
+            self._log_ground_truth(logs)
+
+    def _begin_fit(self) -> None:
+        """Checks that must pass before the data table (task callbacks: the model's)."""
+
+    def _needs_data_table(self) -> bool:
+        return True  # as stock: a data table at every train begin
+
+    def _log_ground_truth(
+        self,
+        logs: dict[str, float] | None = None,
+        fatal: tuple[type[BaseException], ...] = (FastEvalInputError,),
+    ) -> None:
+        """``add_ground_truth`` into a new data table, then log it."""
+        with self._guard("data table", fatal):
             self.init_data_table(column_names=self.data_table_columns)
             if self._gt_takes_logs:
                 self.add_ground_truth(logs)
@@ -324,12 +359,16 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             "alias": alias,
         }
         with self._guard("pred table"):
-            self.init_pred_table(column_names=self.pred_table_columns)
-            if self._preds_take_logs:
-                self.add_model_predictions(epoch, logs)
-            else:
-                self.add_model_predictions(epoch)
-            self.log_pred_table()
+            self._make_version(epoch, logs)
+
+    def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
+        """The stock way: the subclass fills ``pred_table``, then it is logged."""
+        self.init_pred_table(column_names=self.pred_table_columns)
+        if self._preds_take_logs:
+            self.add_model_predictions(epoch, logs)
+        else:
+            self.add_model_predictions(epoch)
+        self.log_pred_table()
 
     @contextmanager
     def _guard(

@@ -109,6 +109,27 @@ class PackedDetections:
                    if detections and all(with_scores) else None)
 
     @classmethod
+    def concat(cls, parts: list["PackedDetections"]) -> "PackedDetections":
+        """One packed batch of every image of ``parts``, in order."""
+        if not parts:
+            raise ValueError("concat needs at least one PackedDetections")
+        with_scores = {p.scores is not None for p in parts}
+        if len(with_scores) > 1:
+            raise ValueError("either every part has scores or none has")
+        counts = np.concatenate([np.diff(p.offsets) for p in parts])
+        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                   np.concatenate([p.xyxy for p in parts]),
+                   np.concatenate([p.class_id for p in parts]),
+                   np.concatenate([p.scores for p in parts]) if with_scores == {True} else None)
+
+    def slice(self, start: int, stop: int) -> "PackedDetections":
+        """Images ``start:stop`` (views into the flat arrays)."""
+        s, e = int(self.offsets[start]), int(self.offsets[stop])
+        return PackedDetections(self.offsets[start:stop + 1] - s, self.xyxy[s:e],
+                                self.class_id[s:e],
+                                None if self.scores is None else self.scores[s:e])
+
+    @classmethod
     def from_padded(
         cls,
         boxes,

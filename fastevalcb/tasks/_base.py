@@ -1,19 +1,24 @@
 """The machinery every ready-made task callback shares.
 
 A task callback is a :class:`~fastevalcb.callback.WandbEvalCallback` that needs no
-subclass: give it validation data and class names. Per fit:
+subclass: give it validation data and class names. It goes through the base's one
+train-begin path and one version-writing path (``_write_version``); per fit:
 
-* **train begin** (before epoch 1): the model's compiled predict step is built and run on
-  one batch (output shapes checked), the kernels are compiled or loaded from cache, and
-  the data table is streamed from the source batch by batch: labels validated, images
-  PNG-encoded on threads, ground-truth overlays attached. Bad inputs raise
-  :class:`~fastevalcb.callback.FastEvalInputError` here.
+* **train begin** (before epoch 1, on the training thread): the model's compiled predict
+  step is built and run on one batch (output shapes checked) and the first source batch's
+  labels are validated (arrays: all labels, at construction). Bad inputs raise
+  :class:`~fastevalcb.callback.FastEvalInputError` here. Nothing else: ``fit`` starts.
+* **the data table** (once per W&B run, on the worker): the source is streamed batch by
+  batch into the data table (labels validated, images PNG-encoded on threads, ground-truth
+  overlays) and into an :class:`EvalSet`: sample ids, validated targets and the data
+  table's image handles, which every log reads instead of re-validating.
 * **every log** (epoch end, or every N batches): the training thread only runs the
   compiled forward pass (:class:`~fastevalcb.predictor.BatchedPredictor`) and hands each
-  batch of host outputs to a :class:`~fastevalcb.worker.LoggingWorker`. The worker
-  turns outputs into rows (numba kernels), media (overlays sharing the data table's image
-  files, so the pred version references them) and per-sample metrics, then logs the pred
-  table version and the summary metrics. The bounded queue keeps memory to a few batches.
+  batch of host outputs to a :class:`~fastevalcb.worker.LoggingWorker`, which queues it
+  behind the data table. The worker turns outputs into rows (numba kernels), media
+  (overlays sharing the data table's image files, so the pred version references them)
+  and per-sample metrics, then logs the version and the summary metrics. The bounded
+  queue keeps memory to a few batches.
 
 Subclasses define the columns and five small steps: ``_output_fn``, ``_check_outputs``,
 ``_labels``, ``_data_columns_for`` and ``_pred_columns_for`` (+ ``_summary``).
@@ -35,6 +40,7 @@ import wandb
 from fastevalcb import tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
+from fastevalcb.types import PackedDetections
 from fastevalcb.worker import LoggingWorker
 
 
@@ -125,6 +131,71 @@ class ImageScaler:
 
 
 @dataclass
+class EvalSet:
+    """What every log reads, built once per run while the data table is written.
+
+    Attributes:
+        ids: ``(N,)`` int64 global sample ids, increasing (the source's order).
+        images: the data table's image cell per sample (file-backed ``wandb.Image``,
+            pixels released): pred rows show them by reference.
+        targets: the task's validated targets of all ``N`` samples, concatenated
+            (``(N,)`` class ids, packed boxes), or None when the task reads them from each
+            batch instead (segmentation masks: pixels are never held for the whole set).
+        first_ids, first_fingerprints: the first batch's ids and label crc32s, to refuse
+            a source that comes back in another order.
+    """
+
+    ids: np.ndarray
+    images: list
+    targets: Any
+    first_ids: np.ndarray
+    first_fingerprints: list[int]
+
+    def rows(self, index: np.ndarray) -> slice:
+        """The positions of a batch's (contiguous, increasing) sample ids."""
+        start = int(np.searchsorted(self.ids, index[0])) if len(index) else 0
+        stop = start + len(index)
+        if stop > len(self.ids) or not np.array_equal(self.ids[start:stop], index):
+            raise FastEvalInputError(
+                f"predicted samples {index[:5].tolist()}... are not a run of the data table's "
+                "samples: the source gives other samples on this pass than when the data "
+                "table was built")
+        return slice(start, stop)
+
+    def check_same_samples(self, index: np.ndarray, y: Any) -> None:
+        """The first batch of a pass must be the data table's first batch, same labels.
+
+        Pred rows show the data table's image for their id: a source that comes back in
+        another order (a shuffled ``tf.data``) would pair images with other samples'
+        predictions, so it is refused.
+        """
+        index = np.asarray(index)
+        n = min(len(index), len(self.first_ids))
+        same = np.array_equal(index[:n], self.first_ids[:n]) and (
+            label_fingerprints(y, n) == self.first_fingerprints[:n])
+        if not same:
+            raise FastEvalInputError(
+                "the validation source came back with other samples or labels than when the "
+                "data table was built: it changes order or content between passes (a "
+                "shuffled or randomly augmented tf.data?). Pass a deterministic source: no "
+                ".shuffle() (or shuffle once with reshuffle_each_iteration=False) and no "
+                "random augmentation."
+            )
+
+
+def _concat(parts: list) -> Any:
+    if isinstance(parts[0], PackedDetections):
+        return PackedDetections.concat(parts)
+    return np.concatenate(parts)
+
+
+def _take(targets: Any, rows: slice) -> Any:
+    if isinstance(targets, PackedDetections):
+        return targets.slice(rows.start, rows.stop)
+    return targets[rows]
+
+
+@dataclass
 class _Version:
     """One pred-table version being assembled by the worker."""
 
@@ -181,6 +252,7 @@ class TaskEvalCallback(WandbEvalCallback):
     """
 
     task: str = "task"
+    stores_targets: bool = True  # keep validated targets in the EvalSet (else: per batch)
 
     def __init__(
         self,
@@ -236,8 +308,8 @@ class TaskEvalCallback(WandbEvalCallback):
         self._worker: LoggingWorker | _InlineWorker = (
             LoggingWorker(max_queue) if async_logging else _InlineWorker()
         )
-        self._images_by_id: dict[int, wandb.Image] = {}
-        self._fingerprints: dict[int, int] = {}
+        self._eval_set: EvalSet | None = None  # built with the data table, once per run
+        self._data_table_run: str | None = None
         self._to_uint8 = ImageScaler()
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
@@ -284,88 +356,110 @@ class TaskEvalCallback(WandbEvalCallback):
         if type(source).__name__ != "ArraySource":
             return
         for host in source.batches():
-            images = np.asarray(host.x) if not isinstance(host.x, (dict, list, tuple)) else None
-            if images is None:
-                raise FastEvalInputError(
-                    f"{type(self).__name__} needs x to be one image array (N, H, W[, C]), "
-                    f"got a {type(host.x).__name__} of inputs"
-                )
-            if host.y is None:
-                raise FastEvalInputError(
-                    f"{type(self).__name__} needs labels: pass validation_data=(x, y)"
-                )
-            self._labels(host.y, host.index, images.shape)
+            self._check_batch(host)
 
-    # -- Keras hooks ---------------------------------------------------------------------
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self._global_step = self._optimizer_step()
-        self._worker.flush()  # leftovers of an interrupted fit go first
+    def _check_batch(self, host: Any) -> Any:
+        """Validate one source batch's images and labels; returns the labels."""
+        if isinstance(host.x, (dict, list, tuple)):
+            raise FastEvalInputError(
+                f"{type(self).__name__} needs x to be one image array (N, H, W[, C]), "
+                f"got a {type(host.x).__name__} of inputs"
+            )
+        if host.y is None:
+            raise FastEvalInputError(
+                f"{type(self).__name__} needs labels: pass validation_data=(x, y)"
+            )
+        images = self._to_uint8(host.x)
+        return self._labels(host.y, np.asarray(host.index), images.shape)
+
+    # -- train begin ------------------------------------------------------------------------
+    def _begin_fit(self) -> None:
+        """Before epoch 1: the model's compiled step on one batch, the first labels, metrics.
+
+        Everything slow (reading the whole source, PNG encoding, staging the data table)
+        runs on the worker (:meth:`_log_ground_truth`), so ``fit`` starts at once.
+        """
         run = self._run()
         if self._run_obj is not None and run.id != self._run_obj.id:
+            self._worker.flush()  # the old run's leftovers go to the old run first
             self._forget_data_table()  # a new W&B run gets its own data table to reference
         self._run_obj = run
         first = self._prepare_model()
-        tables.define_step_metrics(self._run_obj, self.metrics_prefix)
-        if self._data_table_ref is None:  # the data table is logged once per run
-            with self._guard("data table"):
-                self.init_data_table(column_names=self.data_table_columns)
-                self.add_ground_truth(logs)
-                self.log_data_table(name=self.data_artifact_name)
-        if self._data_table_ref is not None:
-            self._check_same_samples(first.index, first.y)
+        if self._eval_set is not None:
+            self._eval_set.check_same_samples(first.index, first.y)
+        elif type(self.predictor.source).__name__ != "ArraySource":
+            # A second pass's first batch: its labels, and that the pass gives the same.
+            host = next(iter(self.predictor.source.batches()))
+            self._check_batch(host)
+            index = np.asarray(host.index)
+            EvalSet(index, [], None, index, label_fingerprints(host.y, len(index))
+                    ).check_same_samples(first.index, first.y)
+        tables.define_step_metrics(run, self.metrics_prefix)
 
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-        self.flush()
-        super().on_train_end(logs)
-        done = [t for t in self.timings if t["logged_s"] is not None]
-        if done and self._verbosity() >= 1:
-            last = done[-1]
-            print(
-                f"fastevalcb: {len(self.logged_versions)} {self.task} table version(s) logged "
-                f"to run_{self._run_obj.id}_pred; last: {last['samples']} samples, "
-                f"eval {last['eval_s']:.2f} s, written after {last['logged_s']:.2f} s"
-            )
+    def _needs_data_table(self) -> bool:
+        return self._data_table_run != self._run_obj.id  # once per W&B run
+
+    def _log_ground_truth(self, logs: dict[str, float] | None = None, fatal: Any = ()) -> None:
+        """Stream the data table on the worker; pred versions queue behind it.
+
+        In strict mode it runs here, so a failure raises before epoch 1.
+        """
+        self._data_table_run = self._run_obj.id
+        job = super()._log_ground_truth
+        if self.strict:
+            job(logs, fatal=(Exception,))
+        else:
+            self._worker.submit(job, logs, ())
 
     def _forget_data_table(self) -> None:
         self._data_table_ref = None
         self._media_index = None
-        self._images_by_id = {}
-        self._fingerprints = {}
+        self._eval_set = None
+        self._data_table_run = None
 
-    # -- ground truth (once) ---------------------------------------------------------------
+    # -- ground truth (once per run, on the worker) ------------------------------------------
     def add_ground_truth(self, logs: dict[str, float] | None = None) -> None:
-        """Stream the validation set once into the data table (bounded memory)."""
+        """Stream the validation set once into the data table and the :class:`EvalSet`."""
+        ids, images, targets, first = [], [], [], None
         for host in self.predictor.source.batches():
-            images = self._to_uint8(host.x)
+            pixels = self._to_uint8(host.x)
             if self._image_shape is None:
-                self._image_shape = images.shape[1:]
-            elif images.shape[1:] != self._image_shape:
+                self._image_shape = pixels.shape[1:]
+            elif pixels.shape[1:] != self._image_shape:
                 raise FastEvalInputError(
-                    f"validation images must all have one size: got {images.shape[1:]} "
+                    f"validation images must all have one size: got {pixels.shape[1:]} "
                     f"after {self._image_shape}")
-            labels = self._labels(host.y, np.asarray(host.index), images.shape)
-            self._fingerprints.update(zip(np.asarray(host.index).tolist(),
-                                          label_fingerprints(host.y, len(host.index))))
-            columns = self._data_columns_for(np.asarray(host.index), images, labels)
+            index = np.asarray(host.index)
+            labels = self._labels(host.y, index, pixels.shape)
+            if first is None:
+                first = (index, label_fingerprints(host.y, len(index)))
+            columns = self._data_columns_for(index, pixels, labels)
             self.data_table.add_columns(columns)
-            for i, image in zip(np.asarray(host.index).tolist(), columns["image"]):
-                self._images_by_id[i] = image
+            ids.append(index)
+            images.extend(columns["image"])
+            if self.stores_targets:
+                targets.append(labels)
+        if first is None:
+            raise FastEvalInputError("validation_data is empty")
+        self._eval_set = EvalSet(np.concatenate(ids), images,
+                                 _concat(targets) if self.stores_targets else None, *first)
+
+    def log_data_table(self, name: str | None = None, type: str = "dataset",
+                       table_name: str = "val_data") -> None:
+        super().log_data_table(name or self.data_artifact_name, type, table_name)
 
     # -- predictions (every log) -----------------------------------------------------------
     def add_model_predictions(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         """Run the compiled forward pass; the worker builds and logs the version."""
-        self._predict_and_queue(
-            _Version(epoch, self._global_step, "epoch_end", f"epoch-{epoch}", time.perf_counter())
-        )
+        context = self._log_context or {"epoch": epoch, "global_step": self._global_step,
+                                        "trigger": "epoch_end", "alias": f"epoch-{epoch}"}
+        self._predict_and_queue(_Version(context["epoch"], context["global_step"],
+                                         context["trigger"], context["alias"],
+                                         time.perf_counter()))
 
-    def _log_predictions(self, epoch: int, logs: dict[str, float] | None, alias: str,
-                         trigger: str) -> None:
-        if self._data_table_ref is None:
-            return  # the data table failed (already warned): nothing to reference
+    def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         self._raise_worker_errors()
-        version = _Version(epoch, self._global_step, trigger, alias, time.perf_counter())
-        with self._guard("predictions"):
-            self._predict_and_queue(version)
+        self.add_model_predictions(epoch, logs)
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
@@ -393,6 +487,9 @@ class TaskEvalCallback(WandbEvalCallback):
         and marks the version failed, so its remaining batches are skipped, not logged."""
         if version.failed:
             return
+        if self._eval_set is None:  # the data table failed (warned): nothing to reference
+            version.failed = True
+            return
         done = False
         try:
             with self._guard(stage, fatal=()):
@@ -403,14 +500,18 @@ class TaskEvalCallback(WandbEvalCallback):
                 version.failed = True
 
     def _add_batch(self, version: _Version, batch: PredictionBatch) -> None:
+        eval_set = self._eval_set
         index = np.asarray(batch.index)
-        self._check_same_samples(index, batch.y)
-        base_images = [self._images_by_id[i] for i in index.tolist()]
-        labels = self._labels(batch.y, index, (len(index), *self._image_shape))
+        if version.samples == 0:  # a reordered source shows in its first batch
+            eval_set.check_same_samples(index, batch.y)
+        rows = eval_set.rows(index)
         n = len(index)
+        labels = (_take(eval_set.targets, rows) if self.stores_targets
+                  else self._labels(batch.y, index, (n, *self._image_shape)))
         columns = {"epoch": [version.epoch] * n, "step": [version.global_step] * n,
                    "id": index.tolist()}
-        columns.update(self._pred_columns_for(version, batch, labels, base_images))
+        columns.update(self._pred_columns_for(version, batch, labels,
+                                              eval_set.images[rows]))
         for name, values in columns.items():
             version.columns.setdefault(name, []).extend(values)
         version.samples += n
@@ -419,12 +520,9 @@ class TaskEvalCallback(WandbEvalCallback):
         table = tables.ColumnarTable(self.pred_table_columns)
         if version.samples:
             table.add_columns({name: version.columns[name] for name in self.pred_table_columns})
-        metadata = {"epoch": version.epoch, "global_step": version.global_step,
-                    "trigger": version.trigger, "rows": version.samples}
-        aliases = ["latest", version.alias]
-        tables.log_pred_artifact(self._run_obj, table, self._media_index, "evaluation",
-                                 "eval_data", aliases, metadata)
-        self.logged_versions.append({"aliases": aliases, **metadata})
+        context = {"epoch": version.epoch, "global_step": version.global_step,
+                   "trigger": version.trigger, "alias": version.alias}
+        self._write_version(table, context, run=self._run_obj)
         summary = {f"{self.metrics_prefix}/{k}": v
                    for k, v in self._summary(version.state).items()}
         summary[f"{self.metrics_prefix}/epoch"] = version.epoch
@@ -434,10 +532,22 @@ class TaskEvalCallback(WandbEvalCallback):
             timing = version.timing
             timing["samples"] = version.samples
             timing["logged_s"] = time.perf_counter() - version.started
-            timing["metrics"] = {k: v for k, v in summary.items()}
+            timing["metrics"] = dict(summary)
         version.columns.clear()
 
     # -- flushing and errors --------------------------------------------------------------
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self.flush()
+        super().on_train_end(logs)
+        done = [t for t in self.timings if t["logged_s"] is not None]
+        if done and self._verbosity() >= 1:
+            last = done[-1]
+            print(
+                f"fastevalcb: {len(self.logged_versions)} {self.task} table version(s) logged "
+                f"to run_{self._run_obj.id}_pred; last: {last['samples']} samples, "
+                f"eval {last['eval_s']:.2f} s, written after {last['logged_s']:.2f} s"
+            )
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued version is written. Returns False on timeout.
 
@@ -458,25 +568,6 @@ class TaskEvalCallback(WandbEvalCallback):
             raise first
 
     # -- helpers ---------------------------------------------------------------------------
-    def _check_same_samples(self, index: np.ndarray, y: Any) -> None:
-        """The labels of these sample ids must be those the data table was built from.
-
-        Pred rows show the data table's image for their id: a source that comes back in
-        another order (a shuffled ``tf.data``) would pair images with other samples'
-        predictions, so it is refused.
-        """
-        ids = np.asarray(index).tolist()
-        for i, fingerprint in zip(ids, label_fingerprints(y, len(ids))):
-            expected = self._fingerprints.get(i)
-            if expected is not None and expected != fingerprint:
-                raise FastEvalInputError(
-                    f"validation sample {i} came back with other labels than when the data "
-                    "table was built: the source changes order or content between passes "
-                    "(a shuffled or randomly augmented tf.data?). Pass a deterministic "
-                    "source: no .shuffle() (or shuffle once with reshuffle_each_iteration="
-                    "False) and no random augmentation."
-                )
-
     def _prepare_model(self) -> PredictionBatch:
         """Build the compiled step and check the model's outputs on one batch."""
         from fastevalcb import kernels

@@ -94,6 +94,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
     """
 
     task = "segmentation"
+    stores_targets = False  # masks are pixels: read from each batch, never held
 
     def __init__(
         self,

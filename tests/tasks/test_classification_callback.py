@@ -198,11 +198,39 @@ def test_bad_labels_fail_at_construction(offline_run, shapes, labels, match):
         ClassificationEvalCallback((shapes.images, labels), shapes.class_names)
 
 
-def test_bad_dataset_labels_fail_at_train_begin(offline_run, shapes, classifier):
+def test_bad_dataset_labels_in_the_first_batch_fail_at_train_begin(offline_run, shapes,
+                                                                    classifier):
+    labels = shapes.labels.copy()
+    labels[3] = 7
+    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
+    cb = ClassificationEvalCallback(ds, shapes.class_names)
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match="label of sample 3 is 7"):
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == []
+
+
+def test_bad_dataset_labels_later_warn_without_stopping_fit(offline_run, shapes, classifier):
+    """Only the first batch is read before epoch 1 (the rest streams on the worker while
+    training runs): a bad label further on warns, names the sample, and logs no version."""
+    run, read = offline_run
     labels = shapes.labels.copy()
     labels[30] = 7
     ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
     cb = ClassificationEvalCallback(ds, shapes.class_names)
+    epochs = EpochRecorder()
+    with pytest.warns(FastEvalWarning, match="label of sample 30 is 7"):
+        classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == [0, 1]
+    assert pred_versions(read(), run.id) == []
+
+
+def test_bad_dataset_labels_later_fail_before_epoch_1_when_strict(offline_run, shapes,
+                                                                   classifier):
+    labels = shapes.labels.copy()
+    labels[30] = 7
+    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
+    cb = ClassificationEvalCallback(ds, shapes.class_names, strict=True)
     epochs = EpochRecorder()
     with pytest.raises(FastEvalInputError, match="label of sample 30 is 7"):
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
@@ -321,3 +349,27 @@ def test_image_scaling_is_decided_once_from_the_first_batch():
     big = ImageScaler()(np.array([[[3.0, 300.0, -5.0]]], np.float32))
     assert big.tolist() == [[[3, 255, 0]]]
     assert ImageScaler()(np.zeros((1, 2, 2, 1), np.uint8)).shape == (1, 2, 2)
+
+
+def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
+    """The data table streams on the worker: epoch 0 begins while the worker is still busy
+    (here: held by a job queued first), and the table and every version follow in order."""
+    run, read = offline_run
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    verbose=0)
+    epoch_began = threading.Event()
+    released = []
+    cb._worker.submit(lambda: released.append(epoch_began.wait(timeout=60)))
+
+    class Release(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epoch_began.set()
+
+    classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb, Release()],
+                   verbose=0)
+    assert released == [True]  # train begin returned before the worker got free
+    log = read()
+    versions = pred_versions(log, run.id)
+    assert [a for v in versions for a in v.aliases if a != "latest"] == ["epoch-0", "epoch-1"]
+    assert [v.metadata["rows"] for v in versions] == [len(shapes.labels)] * 2
+    assert len(log.artifacts("val")) == 1
