@@ -315,6 +315,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._run_obj: Any = None
         self._lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
+        self.data_table_seconds: float | None = None  # train begin -> data table logged
         self._check_array_data()
 
     # -- what a task defines ------------------------------------------------------------
@@ -405,11 +406,17 @@ class TaskEvalCallback(WandbEvalCallback):
         In strict mode it runs here, so a failure raises before epoch 1.
         """
         self._data_table_run = self._run_obj.id
-        job = super()._log_ground_truth
+        started = time.perf_counter()
+
+        def job(fatal: tuple[type[BaseException], ...]) -> None:
+            super(TaskEvalCallback, self)._log_ground_truth(logs, fatal)
+            if self._eval_set is not None:
+                self.data_table_seconds = time.perf_counter() - started
+
         if self.strict:
-            job(logs, fatal=(Exception,))
+            job((Exception,))
         else:
-            self._worker.submit(job, logs, ())
+            self._worker.submit(job, ())
 
     def _forget_data_table(self) -> None:
         self._data_table_ref = None
