@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -242,13 +243,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=2,000 only (smoke run)")
     parser.add_argument("--full", action="store_true", help="also N=200,000")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # one N, in this process
     args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("RESULT " + json.dumps(measure(args.one, Path(tmp))), flush=True)
+        return
     sizes = [2000] if args.quick else [10_000, 50_000] + ([200_000] if args.full else [])
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            rows.append(measure(n, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
+    for n in sizes:  # a fresh process per N: RSS growth is not hidden by reused memory
+        out = subprocess.run([sys.executable, __file__, "--one", str(n)], check=True,
+                             capture_output=True, text=True).stdout
+        rows.append(json.loads(next(line for line in out.splitlines()
+                                    if line.startswith("RESULT "))[7:]))
+        print(json.dumps(rows[-1]), flush=True)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
             "keras": keras.__version__, "wandb": wandb.__version__}
     table = markdown(rows)
