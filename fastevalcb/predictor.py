@@ -2,18 +2,30 @@
 
 The second stage of the pipeline (``source -> predictor -> kernels -> media -> tables``).
 A validation source (see :mod:`fastevalcb.sources`) is run through a Keras model in
-fixed-size batches by a single ``tf.function`` that is traced once per model:
+fixed-size batches the way ``model.predict`` runs it, by a single ``tf.function`` traced
+once per model:
 
-* plain step: ``input_signature`` with a ``None`` batch dim, so a short last batch reuses
-  the same trace;
-* ``jit_compile=True`` (XLA compiles per shape) and multi-replica strategies: the last
-  batch is zero-padded on the host to the fixed batch size and the padding rows are
-  dropped from the outputs;
+* the step calls ``model.predict_step(data)`` exactly as ``keras.Model.predict`` does:
+  ``data`` is the bare ``x``, or ``(x,)`` when ``x`` is itself a tuple / list
+  (``keras.utils.pack_x_y_sample_weight``), so models that override ``predict_step``
+  (detectors that decode boxes there, calibrated classifiers) give ``predict``'s outputs;
+* KerasHub tasks (anything with ``preprocess_samples``, e.g. a ``preprocessor``) have
+  each raw batch preprocessed on the host side as ``predict`` maps it over its
+  ``tf.data`` pipeline: a separate (never XLA) ``tf.function`` on the CPU, then the step
+  runs on the preprocessed batch. Labels and ``return_x`` inputs stay the user's own;
+* every batch reaches the step with a static batch size ``B``: the last one is
+  zero-padded on the host and the padding rows are dropped from the outputs. One trace
+  serves ragged sets, XLA (``jit_compile=True``) compiles one shape, replicas of a
+  ``tf.distribute`` strategy get equal shards, and decoders that need a static batch
+  (KerasHub's ``NonMaxSuppression``) work;
 * an optional ``output_fn`` (TensorFlow ops: softmax + top-k, argmax, box decode + NMS)
-  and the cast of floating outputs to float32 are fused into the step, so only small
-  tensors cross to the host;
+  and the cast of floating outputs to float32 are fused after ``predict_step``, so only
+  small tensors cross to the host;
 * results stream back as :class:`PredictionBatch` es of host numpy arrays while a
   background thread already computes the next batch (bounded queue, ``prefetch`` deep).
+
+The step is rebuilt (and retraced once) when the model object, its ``preprocessor`` or
+its ``prediction_decoder`` changes: a step traced earlier would keep the old ones.
 
 Example::
 
@@ -49,13 +61,23 @@ class PredictionBatch:
             outputs are float32 unless ``float32_outputs=False``.
         y: labels with leading dim ``n`` (numpy, same structure as the source's ``y``), or
             ``None`` when the source has no labels.
-        x: inputs with leading dim ``n`` (numpy) when ``return_x=True``, else ``None``.
+        x: inputs with leading dim ``n`` (numpy, the source's raw inputs, before any
+            preprocessor) when ``return_x=True``, else ``None``.
+        image_hw: ``(H, W)`` of the image input of ``x`` as the source gives it (what a
+            table displays), or ``None`` when no input is image-shaped (see
+            :func:`fastevalcb.sources.image_input`) or its size is not static.
+        model_hw: ``(H, W)`` of the image input as the model saw it, after the model's
+            preprocessor (e.g. a resize to ``(96, 96)``); equals ``image_hw`` for models
+            without one. Boxes in model pixels scale to the displayed image by
+            ``image_hw / model_hw``; masks are resized from ``model_hw`` to ``image_hw``.
     """
 
     index: np.ndarray
     outputs: Any
     y: Any = None
     x: Any = None
+    image_hw: Optional[tuple] = None
+    model_hw: Optional[tuple] = None
 
     def __post_init__(self):
         n = self.index.shape[0]
@@ -70,30 +92,95 @@ class PredictionBatch:
         return int(self.index.shape[0])
 
 
-class _Step:
-    """The compiled step for one model: traced once, reused for every batch and pass."""
+class _Preprocess:
+    """A KerasHub task's ``preprocess_samples`` on raw batches, as ``predict`` maps it.
 
-    def __init__(self, model, x_spec, batch_size, output_fn, jit_compile, float32_outputs):
+    Runs as its own (never XLA) ``tf.function`` on the CPU, where ``predict``'s
+    ``tf.data`` map runs it, on batches of a static ``rows`` size; traced once.
+
+    Attributes:
+        data_spec: structure of :class:`~fastevalcb.sources.SampleSpec` of what it
+            returns (the ``data`` the step's ``predict_step`` receives).
+        trace_count: times it was traced.
+    """
+
+    def __init__(self, fn, x_spec, rows):
+        import keras
+        import tensorflow as tf
+
+        self.trace_count = 0
+
+        @tf.autograph.experimental.do_not_convert
+        def preprocess(x):
+            self.trace_count += 1
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(fn(x))
+            return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+        signature = [_map(lambda s: tf.TensorSpec((rows,) + tuple(s.shape), s.dtype), x_spec)]
+        self.fn = tf.function(preprocess, input_signature=signature, reduce_retracing=True)
+        with tf.device("/CPU:0"):
+            out = self.fn.get_concrete_function().structured_outputs
+        self.data_spec = _map(
+            lambda t: _sources.SampleSpec(tuple(t.shape[1:]), t.dtype.name), out
+        )
+
+    def __call__(self, x):
+        import tensorflow as tf
+
+        with tf.device("/CPU:0"):
+            return self.fn(x)
+
+
+def preprocess_fn(model) -> Optional[Callable]:
+    """The host-side preprocessing ``model.predict`` applies to raw inputs, or ``None``.
+
+    KerasHub tasks (``PipelineModel``) map ``model.preprocess_samples`` over the batched
+    inputs of ``predict``; their base versions are the identity when the task has no
+    ``preprocessor``, so those are skipped.
+    """
+    fn = getattr(model, "preprocess_samples", None)
+    if not callable(fn):
+        return None
+    own = getattr(type(model), "preprocess_samples", None)
+    base = getattr(own, "__qualname__", "") in (
+        "Task.preprocess_samples",
+        "PipelineModel.preprocess_samples",
+    ) and getattr(own, "__module__", "").startswith("keras_hub")
+    if base and getattr(model, "preprocessor", None) is None:
+        return None
+    return fn
+
+
+def _model_parts(model) -> tuple:
+    """What a traced step captures besides the model: rebuilt when one changes."""
+    return (getattr(model, "preprocessor", None), getattr(model, "prediction_decoder", None))
+
+
+class _Step:
+    """The compiled step for one model: traced once, reused for every batch and pass.
+
+    Every call gets ``pad_to`` rows (``B`` rounded up to a multiple of the replicas).
+    """
+
+    def __init__(self, model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs):
         import keras
         import tensorflow as tf
 
         self.model = model
+        self.parts = _model_parts(model)
+        self.prep: Optional[_Preprocess] = prep
         self.trace_count = 0
         strategy = model.distribute_strategy
         self.num_replicas = int(strategy.num_replicas_in_sync)
         self.distributed = self.num_replicas > 1
-        # XLA compiles per shape and replicas need equal shards: pad to a fixed size.
-        self.pad_to = None
-        if jit_compile or self.distributed:
-            r = self.num_replicas
-            self.pad_to = -(-batch_size // r) * r
+        self.pad_to = pad_to
         floatx = keras.backend.floatx()
 
-        def cast_inputs(x):
+        def cast_inputs(data):
             def cast(t):
                 return tf.cast(t, floatx) if t.dtype.is_floating and t.dtype != floatx else t
 
-            return tf.nest.map_structure(cast, x)
+            return tf.nest.map_structure(cast, data)
 
         def cast_outputs(out):
             def cast(t):
@@ -107,26 +194,26 @@ class _Step:
             output_fn = tf.function(output_fn)
 
         @tf.autograph.experimental.do_not_convert
-        def replica_step(x):
-            out = model(cast_inputs(x), training=False)
+        def replica_step(data):
+            out = model.predict_step(cast_inputs(data))  # what keras' predict_function runs
             if output_fn is not None:
                 out = output_fn(out)
             return cast_outputs(out)
 
-        _build_eagerly(model, x_spec)
+        _build_eagerly(model, _unpack_x(data_spec))
 
         def spec(s):
             shape = (self.pad_to,) + tuple(s.shape)
             return tf.TensorSpec(shape, tf.as_dtype(s.dtype))
 
-        signature = [tf.nest.map_structure(spec, x_spec)]
+        signature = [tf.nest.map_structure(spec, data_spec)]
 
         if not self.distributed:
 
             @tf.autograph.experimental.do_not_convert
-            def step(x):
+            def step(data):
                 self.trace_count += 1
-                return replica_step(x)
+                return replica_step(data)
 
             self.fn = tf.function(
                 step, input_signature=signature, reduce_retracing=True, jit_compile=jit_compile
@@ -136,19 +223,19 @@ class _Step:
         per_device = {}
 
         @tf.autograph.experimental.do_not_convert
-        def xla_replica_step(x):
+        def xla_replica_step(data):
             # One XLA function object per replica device: a single traced function would
             # capture replica 0's variables for every replica.
             devices = repr(tf.distribute.get_replica_context().devices)
             if devices not in per_device:
                 per_device[devices] = tf.function(replica_step, jit_compile=True)
-            return per_device[devices](x)
+            return per_device[devices](data)
 
         @tf.autograph.experimental.do_not_convert
-        def distributed_step(x):
+        def distributed_step(data):
             self.trace_count += 1
             fn = xla_replica_step if jit_compile else replica_step
-            per_replica = strategy.run(fn, args=(x,))
+            per_replica = strategy.run(fn, args=(data,))
             local = strategy.experimental_local_results(per_replica)
             # Shards are contiguous slices in replica order: concat restores sample order.
             return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *local)
@@ -156,16 +243,48 @@ class _Step:
         self.strategy = strategy
         self.fn = tf.function(distributed_step, reduce_retracing=True)
 
-    def __call__(self, x):
+    def data(self, x):
+        """Raw padded inputs -> the ``data`` ``predict_step`` receives (preprocessed)."""
+        if self.prep is not None:
+            return self.prep(x)
+        import keras
+
+        return keras.utils.pack_x_y_sample_weight(x)
+
+    def __call__(self, data):
         if not self.distributed:
-            return self.fn(x)
+            return self.fn(data)
         shard = self.pad_to // self.num_replicas
 
         def value_fn(ctx):
             i = ctx.replica_id_in_sync_group
-            return _map(lambda a: a[i * shard : (i + 1) * shard], x)
+            return _map(lambda a: a[i * shard : (i + 1) * shard], data)
 
         return self.fn(self.strategy.experimental_distribute_values_from_function(value_fn))
+
+
+def _unpack_x(data):
+    import keras
+
+    return keras.utils.unpack_x_y_sample_weight(data)[0]
+
+
+def _pack(x):
+    import keras
+
+    return keras.utils.pack_x_y_sample_weight(x)
+
+
+def _image_path(x_or_spec, image_key, strict: bool):
+    """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
+    try:
+        return _sources.image_input(x_or_spec, image_key)
+    except ValueError:  # FastEvalInputError
+        if strict:
+            raise
+    if image_key is not None:
+        return _image_path(x_or_spec, None, strict=False)
+    return None
 
 
 def _build_eagerly(model, x_spec) -> None:
@@ -248,8 +367,8 @@ class BatchedPredictor:
         output_fn: optional TensorFlow function ``outputs -> structure of tensors``
             compiled into the step (e.g. softmax + ``tf.math.top_k``). Its outputs must be
             batch-major (leading dim = batch).
-        jit_compile: compile the step with XLA; batches are padded to ``B`` so one shape
-            is compiled.
+        jit_compile: compile the step with XLA (the step always gets ``B`` rows, so one
+            shape is compiled). A KerasHub preprocessor is never compiled.
         float32_outputs: cast floating outputs (e.g. float16 under mixed precision) to
             float32 inside the step.
         return_x: also hand back each batch's inputs as numpy in ``PredictionBatch.x``.
@@ -257,12 +376,18 @@ class BatchedPredictor:
             synchronously in the caller's thread.
         batched: for ``tf.data`` sources, whether elements are batched (default: inferred
             from the model's input rank).
+        image_key: for multi-input models, the input that is the image (a dict key,
+            tuple index or path, see :func:`fastevalcb.sources.image_input`); it gives
+            ``PredictionBatch.image_hw`` / ``model_hw``. Default: the only image-shaped
+            input, if there is exactly one.
 
     Raises:
         TypeError, ValueError: bad source or options (empty source, arrays of different
             lengths); input rank/shape mismatches against the model are raised when the
             model is first seen, before any prediction. A batched ``tf.data`` source whose
             batch dim is not static reads one batch then, to learn ``B``.
+        FastEvalInputError: ``image_key`` names no image input of ``x`` (when the model
+            is first seen).
     """
 
     def __init__(
@@ -280,6 +405,7 @@ class BatchedPredictor:
         return_x: bool = False,
         prefetch: int = 2,
         batched: Optional[bool] = None,
+        image_key: Any = None,
     ):
         if source is None:
             raise ValueError("source is required, got None")
@@ -300,8 +426,10 @@ class BatchedPredictor:
         self.float32_outputs = bool(float32_outputs)
         self.return_x = bool(return_x)
         self.prefetch = prefetch
+        self.image_key = image_key
         self.model = model
         self._step: Optional[_Step] = None
+        self._raw_image = self._model_image = None
         if model is not None:
             self._prepare(model)
 
@@ -324,6 +452,8 @@ class BatchedPredictor:
     def warmup(self, model=None) -> "BatchedPredictor":
         """Build, trace and (for XLA) compile the step now, on one batch of zeros.
 
+        (The model's preprocessor, if any, is traced when the step is built.)
+
         Call at train begin so the first log does not pay the compile cost. Sources whose
         per-sample shape is not fully known are traced on their first real batch instead.
         """
@@ -331,9 +461,8 @@ class BatchedPredictor:
         spec = self.source.x_spec()
         leaves = _sources.named_leaves(spec, "x")
         if all(None not in s.shape for _, s in leaves):
-            rows = step.pad_to or self.source.batch_size
-            zeros = _map(lambda s: np.zeros((rows,) + tuple(s.shape), s.dtype), spec)
-            step(zeros)
+            zeros = _map(lambda s: np.zeros((step.pad_to,) + tuple(s.shape), s.dtype), spec)
+            step(step.data(zeros))
         return self
 
     def iter_batches(self, model=None) -> Iterator[PredictionBatch]:
@@ -346,7 +475,8 @@ class BatchedPredictor:
 
         Args:
             model: the model to run; defaults to the one given at construction. A
-                different model object rebuilds (and retraces) the step.
+                different model object, or a new ``preprocessor`` / ``prediction_decoder``
+                on the same model, rebuilds (and retraces) the step.
 
         Returns:
             An iterator of :class:`PredictionBatch`, in sample order.
@@ -386,25 +516,36 @@ class BatchedPredictor:
         model = self.model if model is None else model
         if model is None:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
-        if self._step is not None and self._step.model is model:
-            return self._step
+        step = self._step
+        if step is not None and step.model is model and step.parts == _model_parts(model):
+            return step
         expected = _sources.model_input_structure(model)
         ranks = None
         if expected is not None:
             ranks = [len(t.shape) for t in _sources.flatten(expected)]
         self.source.resolve(ranks)
         x_spec = self.source.x_spec()
-        _sources.check_inputs(x_spec, model)
         if self.source.batch_size is None:  # batched dataset with unknown static batch dim
             first = next(iter(self.source.batches()), None)  # reads one batch, once
             if first is None:
                 raise ValueError("source is empty: expected at least 1 sample, got 0")
             self.source.batch_size = len(first)
+        self._raw_image = _image_path(x_spec, self.image_key, strict=self.image_key is not None)
+        # One static batch: one trace, one XLA shape, equal shards, static-batch decoders.
+        replicas = int(model.distribute_strategy.num_replicas_in_sync)
+        pad_to = -(-self.source.batch_size // replicas) * replicas
+        prep_fn = preprocess_fn(model)
+        prep = None if prep_fn is None else _Preprocess(prep_fn, x_spec, pad_to)
+        data_spec = _pack(x_spec) if prep is None else prep.data_spec
+        model_x_spec = _unpack_x(data_spec)
+        _sources.check_inputs(model_x_spec, model)
+        self._model_image = _image_path(model_x_spec, self.image_key, strict=False)
         self.model = model
         self._step = _Step(
             model,
-            x_spec,
-            self.source.batch_size,
+            prep,
+            data_spec,
+            pad_to,
             self.output_fn,
             self.jit_compile,
             self.float32_outputs,
@@ -427,20 +568,25 @@ class BatchedPredictor:
                 )
 
     def _produce(self, step: _Step) -> Iterator[PredictionBatch]:
-        """Synchronous pass: host batch -> (pad) -> compiled step -> numpy -> unpad."""
+        """Synchronous pass: host batch -> pad -> (preprocess) -> step -> numpy -> unpad."""
         count = 0
+        raw_image, model_image = self._raw_image, self._model_image
         for batch in self._host_batches():
             n = len(batch)
             if n == 0:
                 continue
-            x = batch.x if step.pad_to is None else _pad_rows(batch.x, step.pad_to)
-            outputs = _unpad(step(x), rows=n if step.pad_to is None else step.pad_to, keep=n)
+            data = step.data(_pad_rows(batch.x, step.pad_to))
+            outputs = _unpad(step(data), rows=step.pad_to, keep=n)
             count += n
             yield PredictionBatch(
                 index=batch.index,
                 outputs=outputs,
                 y=_to_numpy(batch.y),
                 x=_to_numpy(batch.x) if self.return_x else None,
+                image_hw=None if raw_image is None else _sources.image_hw(batch.x, raw_image),
+                model_hw=None
+                if model_image is None
+                else _sources.image_hw(_unpack_x(data), model_image),
             )
         if count == 0:
             raise ValueError("source is empty: expected at least 1 sample, got 0")
