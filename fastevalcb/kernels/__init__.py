@@ -13,7 +13,13 @@ import time
 import numpy as np
 
 from fastevalcb.kernels.box_json import box_json
-from fastevalcb.kernels.boxes import BOX_FORMATS, box_iou_batch, clip_boxes, convert_boxes
+from fastevalcb.kernels.boxes import (
+    BOX_FORMATS,
+    box_format_name,
+    box_iou_batch,
+    clip_boxes,
+    convert_boxes,
+)
 from fastevalcb.kernels.classification import classification_summary, softmax, topk
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
@@ -36,6 +42,7 @@ __all__ = [
     "average_precision",
     "batched_nms_keep",
     "blend_overlay",
+    "box_format_name",
     "box_iou_batch",
     "box_json",
     "classification_summary",
@@ -76,7 +83,7 @@ def warmup() -> dict[str, float]:
 
     timed("classification", lambda: (softmax(logits), topk(logits, 1),
                                      classification_summary(logits, [0, 1], 1)))
-    timed("boxes", lambda: (convert_boxes(boxes, "cxcywh", "xyxy"), clip_boxes(boxes, (2, 2)),
+    timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)), clip_boxes(boxes, (2, 2)),
                             box_iou_batch(boxes[0], boxes[0]),
                             box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
                             box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))
