@@ -35,6 +35,31 @@ def classification_summary(logits_or_probs, labels=None, k=1, from_logits=True):
     return ids[:, 0], vals[:, 0], ids, vals, correct
 
 
+def sigmoid(logits):
+    x = np.asarray(logits, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        pos = 1 / (1 + np.exp(-np.where(x >= 0, x, 0)))
+        e = np.exp(np.where(x < 0, x, 0))
+        neg = e / (1 + e)
+    out = np.where(x >= 0, pos, neg)
+    return np.where(np.isnan(x), np.nan, out).astype(np.float32)
+
+
+def binary_probabilities(scores, from_logits=True):
+    s = np.asarray(scores, dtype=np.float32).reshape(-1, 1)
+    p = sigmoid(s) if from_logits else s
+    return np.concatenate([1 - p, p], axis=1).astype(np.float32)
+
+
+def multilabel_summary(logits_or_probs, labels=None, threshold=0.5, from_logits=True):
+    s = np.asarray(logits_or_probs, np.float32)
+    probs = sigmoid(s) if from_logits else s
+    pred = probs > np.float32(threshold)
+    true = np.zeros_like(pred) if labels is None else np.asarray(labels) != 0
+    return (probs, pred, (pred & true).sum(1).astype(np.int32), pred.sum(1).astype(np.int32),
+            true.sum(1).astype(np.int32))
+
+
 # ---------------------------------------------------------------- boxes
 def convert_boxes(boxes, in_format="xyxy", out_format="xyxy", image_size=None):
     """Any keras format -> any, through xyxy pixels (``cxcywh`` is ``center_xywh``)."""

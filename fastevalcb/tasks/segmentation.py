@@ -94,6 +94,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
     """
 
     task = "segmentation"
+    max_classes = 256  # class maps are uint8
 
     def __init__(
         self,
