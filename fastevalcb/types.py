@@ -137,12 +137,11 @@ class PackedDetections:
         scores=None,
         counts=None,
         box_format: str = "xyxy",
-        normalized: bool = False,
         image_size: tuple[int, int] | None = None,
         clip: bool = True,
         iou_threshold: float | None = None,
-        score_threshold: float = -np.inf,
-        max_detections: int = -1,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
         num_classes: int | None = None,
     ) -> "PackedDetections":
         """Post-process padded model outputs into a packed batch.
@@ -156,13 +155,14 @@ class PackedDetections:
             class_id: ``(B, M)`` integer class ids.
             scores: ``(B, M)`` float scores, or None for ground truth (no filtering).
             counts: ``(B,)`` valid boxes per image (leading rows); None = all ``M``.
-            box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``.
-            normalized: boxes are fractions of ``image_size``.
-            image_size: ``(height, width)``; needed for ``normalized`` and clipping.
+            box_format: one of ``keras.utils.bounding_boxes``' formats
+                (:data:`fastevalcb.kernels.BOX_FORMATS`, e.g. ``"yxyx"``, ``"rel_xyxy"``).
+            image_size: ``(height, width)``; needed for ``rel_*`` formats and clipping.
             clip: clip boxes to the image (when ``image_size`` is given).
             iou_threshold: NMS IoU threshold, or None to skip NMS.
-            score_threshold: drop lower scores (NaN scores are always dropped).
-            max_detections: keep the top-k scores per image; -1 for all.
+            score_threshold: drop lower scores, or None to keep all (NaN scores are always
+                dropped).
+            max_detections: keep the top-k scores per image, or None for all.
             num_classes: when given, class ids must lie in ``[0, num_classes)``.
 
         Returns:
@@ -178,7 +178,7 @@ class PackedDetections:
                else _check(counts, "counts", np.int64, (nb,), f"({nb},)"))
         if np.any((cnt < 0) | (cnt > m)):
             raise ValueError(f"counts must be in [0, {m}], got {cnt}")
-        xyxy = convert_boxes(b, box_format, "xyxy", image_size, in_normalized=normalized)
+        xyxy = convert_boxes(b, box_format, "xyxy", image_size)
         if clip and image_size is not None:
             xyxy = clip_boxes(xyxy, image_size)
         if scores is None:
@@ -190,7 +190,8 @@ class PackedDetections:
             keep = batched_nms_keep(
                 xyxy, s, cid, cnt,
                 iou_threshold=1.0 if iou_threshold is None else iou_threshold,
-                score_threshold=score_threshold, max_detections=max_detections,
+                score_threshold=-np.inf if score_threshold is None else score_threshold,
+                max_detections=-1 if max_detections is None else max_detections,
                 num_classes=num_classes)
         offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
         return cls(offsets, xyxy[keep], cid[keep].astype(np.int32),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMATS = ("xyxy", "xywh", "cxcywh")
+FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
+           "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")
 
 
 # ---------------------------------------------------------------- classification
@@ -34,29 +35,64 @@ def classification_summary(logits_or_probs, labels=None, k=1, from_logits=True):
     return ids[:, 0], vals[:, 0], ids, vals, correct
 
 
+def sigmoid(logits):
+    x = np.asarray(logits, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        pos = 1 / (1 + np.exp(-np.where(x >= 0, x, 0)))
+        e = np.exp(np.where(x < 0, x, 0))
+        neg = e / (1 + e)
+    out = np.where(x >= 0, pos, neg)
+    return np.where(np.isnan(x), np.nan, out).astype(np.float32)
+
+
+def binary_probabilities(scores, from_logits=True):
+    s = np.asarray(scores, dtype=np.float32).reshape(-1, 1)
+    p = sigmoid(s) if from_logits else s
+    return np.concatenate([1 - p, p], axis=1).astype(np.float32)
+
+
+def multilabel_summary(logits_or_probs, labels=None, threshold=0.5, from_logits=True):
+    s = np.asarray(logits_or_probs, np.float32)
+    probs = sigmoid(s) if from_logits else s
+    pred = probs > np.float32(threshold)
+    true = np.zeros_like(pred) if labels is None else np.asarray(labels) != 0
+    return (probs, pred, (pred & true).sum(1).astype(np.int32), pred.sum(1).astype(np.int32),
+            true.sum(1).astype(np.int32))
+
+
 # ---------------------------------------------------------------- boxes
-def convert_boxes(boxes, in_format="xyxy", out_format="xyxy", image_size=None,
-                  in_normalized=False, out_normalized=False):
+def convert_boxes(boxes, in_format="xyxy", out_format="xyxy", image_size=None):
+    """Any keras format -> any, through xyxy pixels (``cxcywh`` is ``center_xywh``)."""
     b = np.asarray(boxes, dtype=np.float32).astype(np.float64)
     h, w = (1.0, 1.0) if image_size is None else map(float, image_size)
-    if in_normalized:
-        b = b * np.array([w, h, w, h])
+    fin = {"cxcywh": "center_xywh"}.get(in_format, in_format)
+    fout = {"cxcywh": "center_xywh"}.get(out_format, out_format)
     a0, a1, a2, a3 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    if in_format == "xyxy":
-        x0, y0, x1, y1 = a0, a1, a2, a3
-    elif in_format == "xywh":
-        x0, y0, x1, y1 = a0, a1, a0 + a2, a1 + a3
-    else:
-        x0, y0, x1, y1 = a0 - a2 / 2, a1 - a3 / 2, a0 + a2 / 2, a1 + a3 / 2
-    if out_format == "xyxy":
-        out = np.stack([x0, y0, x1, y1], -1)
-    elif out_format == "xywh":
-        out = np.stack([x0, y0, x1 - x0, y1 - y0], -1)
-    else:
-        out = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
-    if out_normalized:
-        out = out * np.array([1 / w, 1 / h, 1 / w, 1 / h])
-    return out.astype(np.float32)
+    if fin.startswith("rel_"):
+        fin = fin[4:]
+        sx, sy = (h, w) if fin.startswith(("yx", "center_yx")) else (w, h)
+        a0, a1, a2, a3 = a0 * sx, a1 * sy, a2 * sx, a3 * sy
+    x0, y0, x1, y1 = {
+        "xyxy": lambda: (a0, a1, a2, a3),
+        "yxyx": lambda: (a1, a0, a3, a2),
+        "xywh": lambda: (a0, a1, a0 + a2, a1 + a3),
+        "center_xywh": lambda: (a0 - a2 / 2, a1 - a3 / 2, a0 + a2 / 2, a1 + a3 / 2),
+        "center_yxhw": lambda: (a1 - a3 / 2, a0 - a2 / 2, a1 + a3 / 2, a0 + a2 / 2),
+    }[fin]()
+    rel = fout.startswith("rel_")
+    fout = fout[4:] if rel else fout
+    cx, cy, bw, bh = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    out = {
+        "xyxy": (x0, y0, x1, y1),
+        "yxyx": (y0, x0, y1, x1),
+        "xywh": (x0, y0, bw, bh),
+        "center_xywh": (cx, cy, bw, bh),
+        "center_yxhw": (cy, cx, bh, bw),
+    }[fout]
+    if rel:
+        sx, sy = (h, w) if fout.startswith(("yx", "center_yx")) else (w, h)
+        out = (out[0] / sx, out[1] / sy, out[2] / sx, out[3] / sy)
+    return np.stack(out, -1).astype(np.float32)
 
 
 def clip_boxes(xyxy, image_size):

@@ -13,8 +13,21 @@ import time
 import numpy as np
 
 from fastevalcb.kernels.box_json import box_json
-from fastevalcb.kernels.boxes import BOX_FORMATS, box_iou_batch, clip_boxes, convert_boxes
-from fastevalcb.kernels.classification import classification_summary, softmax, topk
+from fastevalcb.kernels.boxes import (
+    BOX_FORMATS,
+    box_format_name,
+    box_iou_batch,
+    clip_boxes,
+    convert_boxes,
+)
+from fastevalcb.kernels.classification import (
+    binary_probabilities,
+    classification_summary,
+    multilabel_summary,
+    sigmoid,
+    softmax,
+    topk,
+)
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
     match_detections,
@@ -35,7 +48,9 @@ __all__ = [
     "BOX_FORMATS",
     "average_precision",
     "batched_nms_keep",
+    "binary_probabilities",
     "blend_overlay",
+    "box_format_name",
     "box_iou_batch",
     "box_json",
     "classification_summary",
@@ -44,12 +59,14 @@ __all__ = [
     "logits_argmax",
     "match_detections",
     "mean_average_precision",
+    "multilabel_summary",
     "nms_keep",
     "palette_lookup",
     "per_image_ap",
     "precision_recall",
     "resize_nearest",
     "segmentation_metrics",
+    "sigmoid",
     "softmax",
     "topk",
     "warmup",
@@ -75,8 +92,12 @@ def warmup() -> dict[str, float]:
     masks = np.zeros((1, 2, 2), np.uint8)
 
     timed("classification", lambda: (softmax(logits), topk(logits, 1),
-                                     classification_summary(logits, [0, 1], 1)))
-    timed("boxes", lambda: (convert_boxes(boxes, "cxcywh", "xyxy"), clip_boxes(boxes, (2, 2)),
+                                     classification_summary(logits, [0, 1], 1),
+                                     binary_probabilities(logits[:, :1]),
+                                     binary_probabilities(logits[:, :1], False),
+                                     multilabel_summary(logits, logits > 0),
+                                     multilabel_summary(logits, None, 0.5, False)))
+    timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)), clip_boxes(boxes, (2, 2)),
                             box_iou_batch(boxes[0], boxes[0]),
                             box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
                             box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))

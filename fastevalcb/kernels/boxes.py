@@ -1,14 +1,26 @@
 """Box geometry: format conversion, clipping, area and pairwise IoU.
 
-Formats (all ``(N, 4)`` float32, last axis in this order):
+Formats are ``keras.utils.bounding_boxes``' names (case-insensitive), the last axis in this
+order:
 
-* ``"xyxy"``: ``x_min, y_min, x_max, y_max``
-* ``"xywh"``: ``x_min, y_min, width, height``
-* ``"cxcywh"``: ``x_center, y_center, width, height``
+==================== ====================================== =========================
+format               last axis                              units
+==================== ====================================== =========================
+``xyxy``             ``x_min, y_min, x_max, y_max``         pixels
+``yxyx``             ``y_min, x_min, y_max, x_max``         pixels
+``xywh``             ``x_min, y_min, width, height``        pixels
+``center_xywh``      ``x_center, y_center, width, height``  pixels
+``center_yxhw``      ``y_center, x_center, height, width``  pixels
+``rel_xyxy``         as ``xyxy``                            fractions of width/height
+``rel_yxyx``         as ``yxyx``                            fractions of height/width
+``rel_xywh``         as ``xywh``                            fractions of width/height
+``rel_center_xywh``  as ``center_xywh``                     fractions of width/height
+==================== ====================================== =========================
 
-Coordinates are pixels unless ``normalized=True``, in which case x is divided by the image
-width and y by the image height. A box whose ``x_max <= x_min`` or ``y_max <= y_min`` has
-zero area and an IoU of 0 with every box, itself included.
+``cxcywh`` (our old name) is an alias of ``center_xywh``. A ``rel_*`` box is converted
+through the image ``(height, width)``: x times the width, y times the height. A box whose
+``x_max <= x_min`` or ``y_max <= y_min`` has zero area and an IoU of 0 with every box,
+itself included.
 """
 
 from __future__ import annotations
@@ -18,39 +30,64 @@ from numba import njit
 
 from fastevalcb.kernels._common import as_array
 
-BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
+               "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")
+BOX_FORMAT_ALIASES = {"cxcywh": "center_xywh"}
+# Kernel layout codes: the pixel format a (rel_ or not) name is laid out like.
+_LAYOUTS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw")
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_xyxy(a, b, c, d, code):
+    """One box laid out as ``_LAYOUTS[code]`` -> ``x0, y0, x1, y1``."""
+    if code == 0:
+        return a, b, c, d
+    if code == 1:
+        return b, a, d, c
+    if code == 2:
+        return a, b, a + c, b + d
+    if code == 3:
+        return a - c / 2, b - d / 2, a + c / 2, b + d / 2
+    return b - d / 2, a - c / 2, b + d / 2, a + c / 2  # center_yxhw: cy, cx, h, w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _from_xyxy(x0, y0, x1, y1, code):
+    """``x0, y0, x1, y1`` -> one box laid out as ``_LAYOUTS[code]``."""
+    if code == 0:
+        return x0, y0, x1, y1
+    if code == 1:
+        return y0, x0, y1, x1
+    if code == 2:
+        return x0, y0, x1 - x0, y1 - y0
+    if code == 3:
+        return x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2, x1 - x0, y1 - y0
+    return y0 + (y1 - y0) / 2, x0 + (x1 - x0) / 2, y1 - y0, x1 - x0
 
 
 @njit(cache=True, nogil=True)
 def _convert_boxes(boxes, in_code, out_code, in_sx, in_sy, out_sx, out_sy):
-    """Convert ``(N, 4)`` float32 boxes between format codes (index into BOX_FORMATS).
+    """Convert ``(N, 4)`` float32 boxes between layout codes (index into ``_LAYOUTS``).
 
-    Input coordinates are multiplied by ``(in_sx, in_sy)`` (to pixels) and the output by
-    ``(out_sx, out_sy)`` (from pixels).
+    Input x/y coordinates are multiplied by ``(in_sx, in_sy)`` (fractions to pixels; 1
+    for pixels) and the output's by ``(out_sx, out_sy)`` (pixels to fractions).
     """
     n = boxes.shape[0]
     out = np.empty((n, 4), dtype=np.float32)
     for i in range(n):
-        a = boxes[i, 0] * in_sx
-        b = boxes[i, 1] * in_sy
-        c = boxes[i, 2] * in_sx
-        d = boxes[i, 3] * in_sy
-        if in_code == 0:
-            x0, y0, x1, y1 = a, b, c, d
-        elif in_code == 1:
-            x0, y0, x1, y1 = a, b, a + c, b + d
+        a, b, c, d = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        if in_code == 1 or in_code == 4:  # y first
+            a, b, c, d = a * in_sy, b * in_sx, c * in_sy, d * in_sx
         else:
-            x0, y0, x1, y1 = a - c / 2, b - d / 2, a + c / 2, b + d / 2
-        if out_code == 0:
-            r0, r1, r2, r3 = x0, y0, x1, y1
-        elif out_code == 1:
-            r0, r1, r2, r3 = x0, y0, x1 - x0, y1 - y0
+            a, b, c, d = a * in_sx, b * in_sy, c * in_sx, d * in_sy
+        x0, y0, x1, y1 = _to_xyxy(a, b, c, d, in_code)
+        r0, r1, r2, r3 = _from_xyxy(x0, y0, x1, y1, out_code)
+        if out_code == 1 or out_code == 4:
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (r0 * out_sy, r1 * out_sx,
+                                                          r2 * out_sy, r3 * out_sx)
         else:
-            r0, r1, r2, r3 = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        out[i, 0] = r0 * out_sx
-        out[i, 1] = r1 * out_sy
-        out[i, 2] = r2 * out_sx
-        out[i, 3] = r3 * out_sy
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (r0 * out_sx, r1 * out_sy,
+                                                          r2 * out_sx, r3 * out_sy)
     return out
 
 
@@ -93,10 +130,41 @@ def _box_iou_batch(a, b):
     return out
 
 
-def _format_code(fmt: str, name: str) -> int:
-    if fmt not in BOX_FORMATS:
-        raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
-    return BOX_FORMATS.index(fmt)
+def box_format_name(box_format: str, normalized: bool = False) -> str:
+    """The ``keras.utils.bounding_boxes`` name of a format.
+
+    Args:
+        box_format: one of ``BOX_FORMATS`` (any case) or an alias (``"cxcywh"``).
+        normalized: the boxes are fractions of the image (the old ``normalized=True``):
+            returns the ``rel_`` name.
+
+    Returns:
+        A name in ``BOX_FORMATS``.
+
+    Raises:
+        ValueError: an unknown name, or ``normalized`` with a format that has no
+            ``rel_`` version in Keras (``center_yxhw``).
+    """
+    if not isinstance(box_format, str):
+        raise ValueError(f"box format must be a str, one of {BOX_FORMATS}, got {box_format!r}")
+    name = BOX_FORMAT_ALIASES.get(box_format.lower(), box_format.lower())
+    if name not in BOX_FORMATS:
+        raise ValueError(f"box format must be one of {BOX_FORMATS} (or 'cxcywh', an alias of "
+                         f"'center_xywh'), got {box_format!r}")
+    if normalized and not name.startswith("rel_"):
+        if f"rel_{name}" not in BOX_FORMATS:
+            raise ValueError(f"{name!r} has no relative version in keras.utils.bounding_boxes")
+        name = f"rel_{name}"
+    return name
+
+
+def _layout(fmt: str, name: str) -> tuple[int, bool]:
+    try:
+        full = box_format_name(fmt)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    relative = full.startswith("rel_")
+    return _LAYOUTS.index(full[4:] if relative else full), relative
 
 
 def convert_boxes(
@@ -104,18 +172,16 @@ def convert_boxes(
     in_format: str = "xyxy",
     out_format: str = "xyxy",
     image_size: tuple[int, int] | None = None,
-    in_normalized: bool = False,
-    out_normalized: bool = False,
 ) -> np.ndarray:
-    """Convert boxes between xyxy / xywh / cxcywh and pixel / normalized coordinates.
+    """Convert boxes between any two of ``BOX_FORMATS``, like
+    ``keras.utils.bounding_boxes.convert_format(boxes, in_format, out_format, height,
+    width)``.
 
     Args:
         boxes: ``(..., 4)`` float boxes (e.g. ``(N, 4)`` or padded ``(B, M, 4)``).
-        in_format: format of ``boxes``, one of ``BOX_FORMATS``.
+        in_format: format of ``boxes``.
         out_format: wanted format.
-        image_size: ``(height, width)`` in pixels; required when either side is normalized.
-        in_normalized: input coordinates are fractions of the image size.
-        out_normalized: return fractions of the image size.
+        image_size: ``(height, width)`` in pixels; required when either format is ``rel_*``.
 
     Returns:
         float32 array with the shape of ``boxes``.
@@ -123,20 +189,20 @@ def convert_boxes(
     arr = np.asarray(boxes)
     if arr.ndim < 1 or arr.shape[-1] != 4:
         raise ValueError(f"boxes must have shape (..., 4), got {tuple(arr.shape)}")
-    in_code = _format_code(in_format, "in_format")
-    out_code = _format_code(out_format, "out_format")
-    if (in_normalized or out_normalized) and image_size is None:
-        raise ValueError("image_size=(height, width) is required for normalized boxes")
+    in_code, in_rel = _layout(in_format, "in_format")
+    out_code, out_rel = _layout(out_format, "out_format")
+    if (in_rel or out_rel) and image_size is None:
+        raise ValueError("image_size=(height, width) is required for rel_* box formats")
     h, w = (1.0, 1.0) if image_size is None else (float(image_size[0]), float(image_size[1]))
     flat = np.ascontiguousarray(arr.reshape(-1, 4), dtype=np.float32)
     out = _convert_boxes(
         flat,
         in_code,
         out_code,
-        w if in_normalized else 1.0,
-        h if in_normalized else 1.0,
-        1.0 / w if out_normalized else 1.0,
-        1.0 / h if out_normalized else 1.0,
+        w if in_rel else 1.0,
+        h if in_rel else 1.0,
+        1.0 / w if out_rel else 1.0,
+        1.0 / h if out_rel else 1.0,
     )
     return out.reshape(arr.shape)
 

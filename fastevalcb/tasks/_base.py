@@ -44,8 +44,8 @@ from fastevalcb.types import PackedDetections
 from fastevalcb.worker import LoggingWorker
 
 
-def check_class_names(class_names: Any) -> tuple[str, ...]:
-    """A non-empty sequence of unique, non-empty strings (at most 256 classes)."""
+def check_class_names(class_names: Any, max_classes: int | None = None) -> tuple[str, ...]:
+    """A non-empty sequence of unique, non-empty strings (at most ``max_classes``)."""
     if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
         raise FastEvalInputError(
             f"class_names must be a list of str, got {type(class_names).__name__}: "
@@ -60,8 +60,9 @@ def check_class_names(class_names: Any) -> tuple[str, ...]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise FastEvalInputError(f"class_names has duplicates: {dupes}")
-    if len(names) > 256:
-        raise FastEvalInputError(f"at most 256 classes are supported, got {len(names)}")
+    if max_classes is not None and len(names) > max_classes:
+        raise FastEvalInputError(
+            f"at most {max_classes} classes are supported here, got {len(names)}")
     return names
 
 
@@ -253,6 +254,7 @@ class TaskEvalCallback(WandbEvalCallback):
 
     task: str = "task"
     stores_targets: bool = True  # keep validated targets in the EvalSet (else: per batch)
+    max_classes: int | None = None  # segmentation: 256 (uint8 masks)
 
     def __init__(
         self,
@@ -274,7 +276,7 @@ class TaskEvalCallback(WandbEvalCallback):
         compress_level: int = 1,
         return_x: bool = False,
     ) -> None:
-        self.class_names = check_class_names(class_names)
+        self.class_names = check_class_names(class_names, self.max_classes)
         self.class_labels = dict(enumerate(self.class_names))
         self.num_classes = len(self.class_names)
         super().__init__(

@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 
 from fastevalcb.callback import FastEvalInputError
-from fastevalcb.kernels import classification_summary
+from fastevalcb.kernels import (
+    binary_probabilities,
+    classification_summary,
+    multilabel_summary,
+    topk,
+)
 from fastevalcb.media import build_images
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
@@ -16,27 +21,53 @@ from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 OUTPUTS = ("auto", "probabilities", "logits")
 
 
+def _in_unit_range(out: np.ndarray) -> bool:
+    return bool(np.all(out >= 0) and np.all(out <= 1))
+
+
 class ClassificationEvalCallback(TaskEvalCallback):
     """Log a data table of validation images once and a pred table at every log.
 
-    Data table: ``id, image, label``. Pred table: ``epoch, step, id, image`` (the data
-    table's image, by reference: no copy per version), ``label, pred, confidence,
-    correct, top_k, top_k_scores``. Summary metrics ``<prefix>/accuracy`` and
-    ``<prefix>/top_<k>_accuracy`` over the logged samples.
+    Three heads (told apart by the model's output at train begin, and ``multi_label``):
+
+    * **softmax** ``(B, C)``, ``C = len(class_names)``: one class per sample. Pred table
+      ``epoch, step, id, image, label, pred, confidence, correct, top_k,
+      top_k_scores``; summary ``<prefix>/accuracy``, ``<prefix>/top_<k>_accuracy``.
+    * **one-unit sigmoid** ``(B, 1)`` with two ``class_names`` ``[negative, positive]``:
+      ``p`` is p(class 1) and the predicted class is 1 when ``p > threshold``, as
+      ``keras.metrics.BinaryAccuracy`` decides. Same columns and metrics as softmax, with
+      the two classes' probabilities ``[1 - p, p]``.
+    * **multi-label sigmoid** ``(B, C)`` (``multi_label=True``): one independent
+      probability per class (no softmax); a class is predicted when its probability is
+      ``> threshold``. ``label`` and ``pred`` cells are lists of class names; pred table
+      ``epoch, step, id, image, label, pred, hits, f1, exact_match, top_k,
+      top_k_scores`` (``hits``: classes both predicted and true; ``f1``: the sample's F1
+      of the two sets, 1.0 when both are empty). Summary ``<prefix>/subset_accuracy``
+      (exact set matches), ``<prefix>/mean_f1`` (sample-averaged F1) and
+      ``<prefix>/micro_f1`` (over all sample-class pairs, like
+      ``keras.metrics.F1Score(average="micro")``).
+
+    The data table is ``id, image, label``; pred rows reference its images (no copy per
+    version). Any number of classes (ImageNet-1k, LVIS's 1,203).
 
     Args:
         validation_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)``:
             ``x`` images ``(N, H, W[, C])`` (uint8, or float in [0, 1] or [0, 255]);
-            ``y`` class ids ``(N,)`` / ``(N, 1)``, or one-hot ``(N, num_classes)``.
+            ``y`` class ids ``(N,)`` / ``(N, 1)``, or one-hot ``(N, num_classes)``;
+            with ``multi_label=True``, multi-hot ``(N, num_classes)`` of 0/1.
         class_names: one name per class id; the model must output
-            ``(B, len(class_names))`` scores.
+            ``(B, len(class_names))`` scores, or ``(B, 1)`` for two classes.
         top_k: how many best classes the ``top_k`` column lists (capped at the number
             of classes).
-        output: what the model's ``(B, C)`` output is: ``"probabilities"``, ``"logits"``
-            (softmax is applied), ``"auto"`` (probabilities when the first batch's rows
-            are in [0, 1] and sum to 1), or a TensorFlow function ``outputs -> (B, C)``
-            logits compiled into the predict step (e.g. to pick one head of a
-            multi-output model).
+        output: what the model's output is: ``"probabilities"``, ``"logits"``
+            (softmax, or sigmoid for sigmoid heads, is applied), ``"auto"``
+            (probabilities when the first batch's values are in [0, 1], and for a softmax
+            head its rows sum to 1; a sigmoid head of logits that happen to lie in [0, 1]
+            is mistaken for probabilities, so say ``"logits"`` for those), or a TensorFlow
+            function ``outputs -> logits`` compiled into the predict step (e.g. to pick
+            one head of a multi-output model).
+        multi_label: the model is a multi-label sigmoid head and ``y`` multi-hot.
+        threshold: probability above which a sigmoid head predicts a class (0.5).
         **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`
             (``max_samples``, ``batch_size``, ``log_every_n_batches``, ``async_logging``,
             ``strict``, ...).
@@ -44,7 +75,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
     Raises:
         FastEvalInputError: labels of the wrong shape or outside ``class_names``
             (at construction for arrays, at train begin for datasets), or model outputs
-            that are not ``(B, len(class_names))`` (at train begin).
+            that fit no head (at train begin).
     """
 
     task = "classification"
@@ -56,15 +87,24 @@ class ClassificationEvalCallback(TaskEvalCallback):
         *,
         top_k: int = 3,
         output: str | Callable = "auto",
+        multi_label: bool = False,
+        threshold: float = 0.5,
         **options: Any,
     ) -> None:
         if not (callable(output) or output in OUTPUTS):
             raise ValueError(f"output must be one of {OUTPUTS} or a callable, got {output!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not isinstance(multi_label, bool):
+            raise ValueError(f"multi_label must be a bool, got {multi_label!r}")
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
         self.output = output
+        self.multi_label = multi_label
+        self.threshold = float(threshold)
         self.top_k = min(top_k, len(class_names)) if isinstance(class_names, Sequence) else top_k
         self._from_logits = output != "probabilities"
+        self._binary = False  # a one-unit sigmoid head (known at train begin)
         super().__init__(validation_data, class_names, **options)
 
     @classmethod
@@ -72,6 +112,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
         return ["id", "image", "label"]
 
     def pred_columns(self) -> list[str]:
+        if self.multi_label:
+            return ["epoch", "step", "id", "image", "label", "pred", "hits", "f1",
+                    "exact_match", "top_k", "top_k_scores"]
         return ["epoch", "step", "id", "image", "label", "pred", "confidence", "correct",
                 "top_k", "top_k_scores"]
 
@@ -81,20 +124,33 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     def _check_outputs(self, batch: PredictionBatch) -> None:
         out = batch.outputs
-        if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[1] != self.num_classes:
-            shape = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+        shape = out.shape if isinstance(out, np.ndarray) else type(out).__name__
+        c = self.num_classes
+        if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[1] not in (1, c):
             raise FastEvalInputError(
-                f"the model must output (batch, {self.num_classes}) class scores for "
-                f"{self.num_classes} class_names, got {shape}; pass output=<tf function> "
-                "to map the model's outputs to class scores"
-            )
+                f"the model must output (batch, {c}) class scores for {c} class_names"
+                + (" (or (batch, 1) for a one-unit sigmoid head)" if c == 2 else "")
+                + f", got {shape}; pass output=<tf function> to map the model's outputs to "
+                "class scores")
+        self._binary = out.shape[1] == 1 and c != 1
+        if self._binary and c != 2:
+            raise FastEvalInputError(
+                f"a one-unit sigmoid head (batch, 1) needs two class_names [class 0, class "
+                f"1], got {c}; for {c} classes the model must output (batch, {c})")
+        if self.multi_label and self._binary:
+            raise FastEvalInputError(
+                "multi_label=True needs one sigmoid unit per class: (batch, 2) for 2 "
+                "class_names, got (batch, 1)")
         if self.output == "auto":
-            rows = out.sum(axis=1)
-            self._from_logits = not (
-                np.all(out >= 0) and np.all(out <= 1) and np.allclose(rows, 1, atol=1e-3)
-            )
+            if self._binary or self.multi_label:
+                self._from_logits = not _in_unit_range(out)
+            else:
+                self._from_logits = not (
+                    _in_unit_range(out) and np.allclose(out.sum(axis=1), 1, atol=1e-3))
 
     def _labels(self, y: Any, index: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+        if self.multi_label:
+            return self._multi_hot(y, index)
         arr = np.asarray(y)
         n = len(index)
         if arr.ndim == 2 and arr.shape[1] == 1:
@@ -105,6 +161,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"labels must be class ids of shape (N,) or (N, 1), or one-hot (N, "
                 f"{self.num_classes}); got shape {tuple(np.shape(y))[1:]} per batch of {n}"
+                + ("; multi-hot labels want multi_label=True" if arr.ndim == 2 else "")
             )
         if not np.issubdtype(arr.dtype, np.integer):
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
@@ -115,18 +172,45 @@ class ClassificationEvalCallback(TaskEvalCallback):
         check_class_range(ids, self.num_classes, "label", index)
         return ids
 
+    def _multi_hot(self, y: Any, index: np.ndarray) -> np.ndarray:
+        """``(N, C)`` bool from multi-hot 0/1 labels."""
+        arr = np.asarray(y)
+        n, c = len(index), self.num_classes
+        if arr.shape != (n, c):
+            raise FastEvalInputError(
+                f"multi_label=True wants multi-hot labels of shape (N, {c}) (one 0/1 column "
+                f"per class name), got shape {tuple(arr.shape)[1:]} per batch of {n}")
+        bad = ~((arr == 0) | (arr == 1))
+        if np.any(bad):
+            row, col = np.argwhere(bad)[0]
+            raise FastEvalInputError(
+                f"multi-hot labels must be 0 or 1, got {arr[row, col]!r} for sample "
+                f"{int(index[row])}, class {self.class_names[col]!r}")
+        return arr.astype(bool)
+
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
-        names = np.asarray(self.class_names, dtype=object)
         return {
             "id": index.tolist(),
             "image": build_images(images, compress_level=self.compress_level),
-            "label": names[labels].tolist(),
+            "label": self._names(labels),
         }
+
+    def _names(self, labels: np.ndarray) -> list:
+        """Class names of ``(N,)`` ids, or lists of names of ``(N, C)`` bool sets."""
+        names = np.asarray(self.class_names, dtype=object)
+        if labels.ndim == 2:
+            return [names[row].tolist() for row in labels]
+        return names[labels].tolist()
 
     def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
                           base_images: list) -> dict:
+        if self.multi_label:
+            return self._multi_label_columns(version, batch.outputs, labels, base_images)
+        scores, from_logits = batch.outputs, self._from_logits
+        if self._binary:
+            scores, from_logits = binary_probabilities(scores, from_logits), False
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
-            batch.outputs, labels, self.top_k, self._from_logits)
+            scores, labels, self.top_k, from_logits)
         in_top_k = (topk_ids == labels[:, None]).any(axis=1)
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
@@ -143,8 +227,38 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "top_k_scores": topk_scores.tolist(),
         }
 
+    def _multi_label_columns(self, version: _Version, outputs: np.ndarray, labels: np.ndarray,
+                             base_images: list) -> dict:
+        probs, pred, hits, num_pred, num_true = multilabel_summary(
+            outputs, labels, self.threshold, self._from_logits)
+        total = num_pred + num_true
+        f1 = np.where(total > 0, 2 * hits / np.maximum(total, 1), 1.0)
+        exact = (hits == num_pred) & (hits == num_true)
+        topk_ids, topk_scores = topk(probs, self.top_k)
+        state = version.state
+        for key, value in (("n", len(labels)), ("exact", int(exact.sum())),
+                           ("f1", float(f1.sum())), ("tp", int(hits.sum())),
+                           ("fp", int((num_pred - hits).sum())),
+                           ("fn", int((num_true - hits).sum()))):
+            state[key] = state.get(key, 0) + value
+        names = np.asarray(self.class_names, dtype=object)
+        return {
+            "image": base_images,
+            "label": self._names(labels),
+            "pred": self._names(pred),
+            "hits": hits.tolist(),
+            "f1": f1.tolist(),
+            "exact_match": exact.tolist(),
+            "top_k": names[topk_ids].tolist(),
+            "top_k_scores": topk_scores.tolist(),
+        }
+
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         n = state.get("n", 0)
         if not n:
             return {}
+        if self.multi_label:
+            tp, wrong = state["tp"], state["fp"] + state["fn"]
+            return {"subset_accuracy": state["exact"] / n, "mean_f1": state["f1"] / n,
+                    "micro_f1": 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")}
         return {"accuracy": state["correct"] / n, f"top_{self.top_k}_accuracy": state["top_k"] / n}

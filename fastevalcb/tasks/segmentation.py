@@ -95,6 +95,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
 
     task = "segmentation"
     stores_targets = False  # masks are pixels: read from each batch, never held
+    max_classes = 256  # class maps are uint8
 
     def __init__(
         self,

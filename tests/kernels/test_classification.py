@@ -76,3 +76,63 @@ def test_shape_errors_state_expected_and_got():
         kernels.topk(np.zeros((2, 3)), 4)
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):
         kernels.classification_summary(np.zeros((2, 3)), [0, 1, 2])
+
+
+# ---------------------------------------------------------------- sigmoid heads
+@SETTINGS
+@given(logits_strategy(st.one_of(st.floats(-200, 200, width=32),
+                                 st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))))
+def test_sigmoid_matches_reference_without_overflow(x):
+    got = kernels.sigmoid(x)
+    np.testing.assert_allclose(got, reference.sigmoid(x), rtol=2e-6, atol=1e-7)
+    finite = got[~np.isnan(got)]
+    assert ((finite >= 0) & (finite <= 1)).all()
+
+
+@SETTINGS
+@given(st.integers(0, 8).flatmap(lambda n: arrays(np.float32, (n, 1), elements=finite)),
+       st.booleans())
+def test_binary_probabilities_match_reference(x, from_logits):
+    if not from_logits:
+        x = np.abs(x) / 50
+    got = kernels.binary_probabilities(x, from_logits)
+    np.testing.assert_allclose(got, reference.binary_probabilities(x, from_logits),
+                               rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+    assert kernels.binary_probabilities(x[:, 0], from_logits).shape == (len(x), 2)
+
+
+def test_one_unit_head_ties_predict_class_zero_like_keras_binary_accuracy():
+    probs = kernels.binary_probabilities([[0.0], [1e-3], [-1e-3]])  # logits
+    pred, conf, *_ = kernels.classification_summary(probs, None, 1, from_logits=False)
+    assert pred.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(conf, [0.5, 1 / (1 + np.exp(-1e-3)), 1 / (1 + np.exp(-1e-3))],
+                               rtol=1e-6)
+
+
+@SETTINGS
+@given(logits_strategy(st.one_of(finite, st.sampled_from([0.0, np.nan]))), st.data(),
+       st.sampled_from([0.5, 0.3, 0.9]), st.booleans())
+def test_multilabel_summary_matches_reference(x, data, threshold, from_logits):
+    labels = data.draw(arrays(np.bool_, x.shape))
+    if not from_logits:
+        x = np.abs(np.nan_to_num(x)) / 50
+    got = kernels.multilabel_summary(x, labels, threshold, from_logits)
+    want = reference.multilabel_summary(x, labels, threshold, from_logits)
+    np.testing.assert_allclose(got[0], want[0], rtol=2e-6, atol=1e-7)
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(g, w)
+    no_labels = kernels.multilabel_summary(x, None, threshold, from_logits)
+    np.testing.assert_array_equal(no_labels[1], got[1])
+    assert not no_labels[2].any() and not no_labels[4].any()
+
+
+def test_multilabel_summary_by_hand():
+    probs = np.array([[0.9, 0.6, 0.1], [0.2, 0.5, 0.51]], np.float32)
+    labels = np.array([[1, 0, 1], [0, 0, 0]])
+    _, pred, hits, num_pred, num_true = kernels.multilabel_summary(probs, labels,
+                                                                   from_logits=False)
+    assert pred.tolist() == [[True, True, False], [False, False, True]]  # 0.5 is not > 0.5
+    assert hits.tolist() == [1, 0] and num_pred.tolist() == [2, 1] and num_true.tolist() == [2, 0]
+    with pytest.raises(ValueError, match=r"labels must have shape \(2, 3\)"):
+        kernels.multilabel_summary(probs, labels[:, :2])

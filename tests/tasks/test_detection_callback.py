@@ -100,7 +100,8 @@ def _nan_to_none(values):
 def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run):
     run, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
-    cb = DetectionEvalCallback((val_images(), targets), NAMES, batch_size=3, verbose=0)
+    cb = DetectionEvalCallback((val_images(), targets), NAMES, batch_size=3, verbose=0,
+                               score_threshold=0.05)
     fit(fixed_detector(), [cb], epochs=2)
     log = read()
 
@@ -137,7 +138,7 @@ def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run)
     assert row["eval/recall"] == pytest.approx(3 / 5)
 
 
-def test_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
+def test_deprecated_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
     run, read = offline_run
     xyxy = GT_BOXES / SIZE
     cxcywh = np.concatenate([(xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]],
@@ -149,8 +150,10 @@ def test_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
         return boxes, outputs["scores"], outputs["classes"]
 
     ds = tf.data.Dataset.from_tensor_slices((val_images(), (cxcywh, GT_CLASSES)))
-    cb = DetectionEvalCallback(ds, NAMES, box_format="cxcywh", normalized=True,
-                               adapter=adapter, verbose=0)
+    with pytest.warns(DeprecationWarning, match="box_format='rel_xyxy'"):
+        cb = DetectionEvalCallback(ds, NAMES, box_format="cxcywh", normalized=True,
+                                   adapter=adapter, verbose=0, score_threshold=0.05)
+    assert cb.box_format == cb.target_box_format == "rel_center_xywh"
     fit(fixed_detector(), [cb])
     table = read().load_table(pred_versions(read(), run.id)[-1], "eval_data")
     assert table.column("tp") == EXPECTED["tp"]
@@ -163,9 +166,9 @@ def test_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
         ({"boxes": GT_BOXES[:, :, :3], "classes": GT_CLASSES},
          r"target boxes must have shape \(N, M, 4\)"),
         ({"boxes": GT_BOXES, "classes": GT_CLASSES[:, :1]},
-         r"target classes must have shape \(N, 2\)"),
+         r"target labels must have shape \(N, 2\)"),
         ({"boxes": GT_BOXES, "classes": np.where(GT_CLASSES == 1, 2, GT_CLASSES)},
-         r"target box class of sample 0 is 2, outside class_names \(2 classes"),
+         r"target box label of sample 0 is 2, outside class_names \(2 classes"),
         (GT_BOXES, "detection targets must be a dict"),
     ],
 )
