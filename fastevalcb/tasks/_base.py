@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import tables
+from fastevalcb import sources, tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.types import PackedDetections
@@ -250,6 +250,10 @@ class TaskEvalCallback(WandbEvalCallback):
         strict: raise logging errors instead of warning and going on.
         data_artifact_name: name of the data table artifact.
         compress_level: zlib level of the PNGs we write (1: fast; 6: smaller files).
+        return_x: hand each batch's raw inputs to the task's steps (overlays drawn on them).
+        image_key: for multi-input models (``x`` a dict or tuple), the input the tables
+            show: a dict key, a tuple index or a path. Default: the only image-shaped
+            input; ambiguous inputs are a ``FastEvalInputError`` asking for it.
     """
 
     task: str = "task"
@@ -275,6 +279,7 @@ class TaskEvalCallback(WandbEvalCallback):
         data_artifact_name: str = "val",
         compress_level: int = 1,
         return_x: bool = False,
+        image_key: Any = None,
     ) -> None:
         self.class_names = check_class_names(class_names, self.max_classes)
         self.class_labels = dict(enumerate(self.class_names))
@@ -306,6 +311,7 @@ class TaskEvalCallback(WandbEvalCallback):
             seed=seed,
             output_fn=self._output_fn(),
             return_x=return_x,
+            image_key=image_key,
         )
         self._worker: LoggingWorker | _InlineWorker = (
             LoggingWorker(max_queue) if async_logging else _InlineWorker()
@@ -313,6 +319,8 @@ class TaskEvalCallback(WandbEvalCallback):
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
         self._to_uint8 = ImageScaler()
+        self.image_key = image_key
+        self._image_path: tuple | None = None  # where the image is among the inputs
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -363,17 +371,19 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _check_batch(self, host: Any) -> Any:
         """Validate one source batch's images and labels; returns the labels."""
-        if isinstance(host.x, (dict, list, tuple)):
-            raise FastEvalInputError(
-                f"{type(self).__name__} needs x to be one image array (N, H, W[, C]), "
-                f"got a {type(host.x).__name__} of inputs"
-            )
         if host.y is None:
             raise FastEvalInputError(
                 f"{type(self).__name__} needs labels: pass validation_data=(x, y)"
             )
-        images = self._to_uint8(host.x)
+        images = self._display_images(host.x)
         return self._labels(host.y, np.asarray(host.index), images.shape)
+
+    def _display_images(self, x: Any) -> np.ndarray:
+        """The batch's image input (``image_key``, else the only image-shaped one) as
+        ``(B, H, W[, C])`` uint8 for the table."""
+        if self._image_path is None:
+            self._image_path = sources.image_input(x, self.image_key)
+        return self._to_uint8(sources.input_at(x, self._image_path))
 
     # -- train begin ------------------------------------------------------------------------
     def _begin_fit(self) -> None:
@@ -431,7 +441,7 @@ class TaskEvalCallback(WandbEvalCallback):
         """Stream the validation set once into the data table and the :class:`EvalSet`."""
         ids, images, targets, first = [], [], [], None
         for host in self.predictor.source.batches():
-            pixels = self._to_uint8(host.x)
+            pixels = self._display_images(host.x)
             if self._image_shape is None:
                 self._image_shape = pixels.shape[1:]
             elif pixels.shape[1:] != self._image_shape:

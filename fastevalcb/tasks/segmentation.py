@@ -203,7 +203,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
                                   class_labels=self.mask_labels,
                                   compress_level=self.compress_level, keep_mask_data=False)
         else:
-            pixels = self._to_uint8(batch.x)
+            pixels = self._display_images(batch.x)
             if pixels.ndim == 3:  # grey: blend in colour
                 pixels = np.repeat(pixels[..., None], 3, axis=-1)
             shown = blend_overlay(np.ascontiguousarray(pixels[..., :3]), pred, self.palette,
