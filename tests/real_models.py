@@ -160,3 +160,24 @@ def two_input_model(num_classes=3):
     features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
     joined = keras.layers.Concatenate()([features, keras.layers.Dense(4)(meta)])
     return keras.Model({"image": image, "meta": meta}, keras.layers.Dense(num_classes)(joined))
+
+
+def predict_static_batches(model, x, batch_size):
+    """``model.predict`` in batches of static size (the last one smaller).
+
+    KerasHub's NonMaxSuppression needs a static batch dim, which ``model.predict(x)`` on
+    arrays does not give (it batches without ``drop_remainder``): that fails with
+    "Expected int32, but got None". Full batches, then the rest as one batch of its own
+    static size, is ``predict`` on the same samples.
+    """
+    import tensorflow as tf
+
+    full = len(x) // batch_size * batch_size
+    parts = [model.predict(tf.data.Dataset.from_tensor_slices(x[:full]).batch(
+        batch_size, drop_remainder=True), verbose=0)]
+    if full < len(x):
+        # A new predict function: the cached one, retraced with reduce_retracing, would
+        # relax the batch dim to None.
+        model.make_predict_function(force=True)
+        parts.append(model.predict(tf.data.Dataset.from_tensors(x[full:]), verbose=0))
+    return keras.tree.map_structure(lambda *leaves: np.concatenate(leaves), *parts)

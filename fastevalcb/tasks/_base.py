@@ -321,6 +321,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
         self._image_path: tuple | None = None  # where the image is among the inputs
+        self._model_hw: tuple[int, int] | None = None  # the image size the model sees
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -598,8 +599,33 @@ class TaskEvalCallback(WandbEvalCallback):
             raise FastEvalInputError("validation_data is empty") from None
         except (ValueError, TypeError) as exc:
             raise FastEvalInputError(f"validation_data does not fit the model: {exc}") from exc
+        self._check_resize(first)
         self._check_outputs(first)
         return first
+
+    def _check_resize(self, batch: PredictionBatch) -> None:
+        """Predictions are at the model's resolution; the tables show the user's images.
+
+        A preprocessor that resizes (KerasHub image converters) is undone by scaling boxes
+        and nearest-resizing masks, which is exact for a plain resize. One that crops or
+        pads to another aspect ratio cannot be undone that way: refused here.
+        """
+        model_hw, image_hw = batch.model_hw, batch.image_hw
+        self._model_hw = model_hw
+        if model_hw is None or image_hw is None or model_hw == image_hw:
+            return
+        same_aspect = abs(model_hw[0] * image_hw[1] - model_hw[1] * image_hw[0]) < 1e-6
+        resizing = getattr(getattr(getattr(self.model, "preprocessor", None),
+                                   "image_converter", None), "resizing", None)
+        reshapes = [name for name in ("crop_to_aspect_ratio", "pad_to_aspect_ratio")
+                    if getattr(resizing, name, False)]
+        if not same_aspect and reshapes:
+            raise FastEvalInputError(
+                f"the model's preprocessor resizes the {image_hw[0]}x{image_hw[1]} validation "
+                f"images to {model_hw[0]}x{model_hw[1]} with {reshapes[0]}=True, so its "
+                "predictions cannot be mapped back onto the images the tables show. Pass "
+                f"validation images with the model's aspect ratio ({model_hw[0]}:"
+                f"{model_hw[1]}), or an image converter with {reshapes[0]}=False")
 
     def _verbosity(self) -> int:
         if self.verbose != "auto":

@@ -294,7 +294,8 @@ class DetectionEvalCallback(TaskEvalCallback):
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
         self._resolve_box_formats(self.model)
-        self._predictions(batch.outputs, len(batch), self._hw_of(batch), np.asarray(batch.index))
+        self._predictions(batch.outputs, len(batch), self._hw_of(batch), np.asarray(batch.index),
+                          batch.model_hw)
 
     def _resolve_box_formats(self, model: Any) -> None:
         """Fix the predicted and target box formats now that the model is known."""
@@ -325,14 +326,25 @@ class DetectionEvalCallback(TaskEvalCallback):
         raise FastEvalInputError(f"cannot tell the image size from the inputs' shape {spec}")
 
     def _predictions(self, outputs: Any, n: int, hw: tuple[int, int],
-                     index: np.ndarray | None = None) -> PackedDetections:
-        """The model's padded outputs -> packed xyxy pixel boxes (see
-        :func:`detections_from_outputs`)."""
-        return detections_from_outputs(
-            outputs, n, hw, box_format=self.box_format, num_classes=self.num_classes,
+                     index: np.ndarray | None = None,
+                     model_hw: tuple[int, int] | None = None) -> PackedDetections:
+        """The model's padded outputs -> packed xyxy pixel boxes on the displayed image.
+
+        Boxes come in the frame of the image the model saw (``model_hw``, after a resizing
+        preprocessor); they are converted there, then scaled to the displayed ``hw``.
+        See :func:`detections_from_outputs`.
+        """
+        frame = model_hw or hw
+        dets = detections_from_outputs(
+            outputs, n, frame, box_format=self.box_format, num_classes=self.num_classes,
             adapter=self.adapter, score_threshold=self.score_threshold,
             nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
             index=index)
+        if tuple(frame) == tuple(hw):
+            return dets
+        sy, sx = hw[0] / frame[0], hw[1] / frame[1]
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        return PackedDetections(dets.offsets, dets.xyxy * scale, dets.class_id, dets.scores)
 
     def _labels(self, y: Any, index: np.ndarray,
                 image_shape: tuple[int, ...]) -> PackedDetections | None:
@@ -419,7 +431,7 @@ class DetectionEvalCallback(TaskEvalCallback):
     def _pred_columns_for(self, version: _Version, batch: PredictionBatch,
                           labels: PackedDetections, base_images: list) -> dict:
         dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2],
-                                 np.asarray(batch.index))
+                                 np.asarray(batch.index), batch.model_hw)
         tp, counts = match_detections(
             dets.offsets, dets.xyxy, dets.scores, dets.class_id,
             labels.offsets, labels.xyxy, labels.class_id, self.match_iou_threshold)

@@ -173,3 +173,65 @@ def test_keras_hub_segmenters_with_preprocessors(offline_run, family, raw_hw):
     for i in (0, 4):  # the logged mask is predict's argmax, at the displayed image's size
         entry = last.entries[table.column("image")[i]["masks"]["predictions"]["path"]]
         np.testing.assert_array_equal(np.asarray(PILImage.open(entry.local_path)), pred[i])
+
+
+# ------------------------------------------------------------------- detection
+def yxyx_to_xyxy(b):
+    return b[..., [1, 0, 3, 2]]
+
+
+@pytest.mark.parametrize("bounding_box_format", ["yxyx", "xyxy"])
+def test_keras_hub_retinanet_boxes_are_predicts_on_the_shown_image(offline_run,
+                                                                    bounding_box_format):
+    """RetinaNet decodes (anchors + NMS) in predict_step, its preprocessor resizes 48x48 ->
+    32x32, its format is its own: the logged boxes are predict's, scaled to 48x48."""
+    run, read = offline_run
+    model = rm.retinanet(bounding_box_format, image_size=(32, 32))
+    model.prediction_decoder = rm.nms_decoder(bounding_box_format, threshold=0.25)
+    model.compile(optimizer="sgd")
+    train_x = rm.images(4, (32, 32))
+    train_y = {"boxes": np.tile(np.array([[4, 4, 20, 20]], "float32"), (4, 1, 1)),
+               "labels": np.zeros((4, 1), "int32")}
+    x = rm.images(5, (48, 48), seed=4)
+    gt = np.array([[6, 6, 30, 30], [0, 0, 0, 0]], "float32")  # in the model's own format
+    targets = {"boxes": np.tile(gt, (5, 1, 1)), "labels": np.tile([[1, -1]], (5, 1))}
+    cb = DetectionEvalCallback((x, targets), NAMES3, batch_size=2, verbose=0)
+    model.fit(train_x, train_y, epochs=1, batch_size=4, callbacks=[cb], verbose=0)
+    assert cb.box_format == bounding_box_format  # the model's own, by default
+    want = rm.predict_static_batches(model, x, 2)
+    table = last_table(read(), run)
+    counts = want["num_detections"]
+    assert counts.sum() > 0
+    np.testing.assert_array_equal(table.column("num_predictions"), counts)
+    for i, cell in enumerate(table.column("image")):
+        boxes = want["boxes"][i, :counts[i]]
+        if bounding_box_format == "yxyx":
+            boxes = yxyx_to_xyxy(boxes)
+        expected = np.clip(boxes * 1.5, 0, 48)  # 32x32 model frame -> the 48x48 image
+        logged = cell["boxes"]["predictions"]
+        got = np.array([[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
+                        for b in logged]).reshape(-1, 4)
+        np.testing.assert_allclose(got, expected, atol=0.006)  # box_decimals=2
+        np.testing.assert_allclose([b["scores"]["score"] for b in logged],
+                                   want["confidence"][i, :counts[i]], atol=6e-5)
+        assert [b["class_id"] for b in logged] == want["labels"][i, :counts[i]].tolist()
+        gt_boxes = cell["boxes"]["ground_truth"]
+        gt_xyxy = yxyx_to_xyxy(gt[0]) if bounding_box_format == "yxyx" else gt[0]
+        assert [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
+                for b in gt_boxes] == [gt_xyxy.tolist()]
+
+
+def test_a_cropping_preprocessor_of_another_aspect_ratio_is_refused(offline_run):
+    model = rm.retinanet("yxyx", image_size=(32, 32))
+    model.compile(optimizer="sgd")
+    converter = model.preprocessor.image_converter
+    assert converter.resizing.crop_to_aspect_ratio  # KerasHub's default
+    x = rm.images(3, (32, 48))
+    targets = {"boxes": np.zeros((3, 1, 4), "float32"), "labels": np.full((3, 1), -1)}
+    cb = DetectionEvalCallback((x, targets), NAMES3, verbose=0)
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match="crop_to_aspect_ratio=True.*aspect ratio"):
+        model.fit(rm.images(2, (32, 32)), {"boxes": np.zeros((2, 1, 4), "float32"),
+                                            "labels": np.zeros((2, 1), "int32")},
+                  epochs=1, callbacks=[cb, epochs], verbose=0)
+    assert epochs.epochs == []
