@@ -160,6 +160,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._pred_table: tables.ColumnarTable | None = None
         self._data_table_ref: DataTableRef | None = None
         self._media_index: tables.MediaIndex | None = None
+        self._staged_artifact: Any = None  # a data artifact whose media are already staged
         self._gt_takes_logs = _accepts_positional(self.add_ground_truth, 1)
         self._preds_take_logs = _accepts_positional(self.add_model_predictions, 2)
         self._epoch = 0
@@ -205,7 +206,9 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 FastEvalWarning,
                 stacklevel=2,
             )
-        self._media_index = tables.log_data_artifact(run, table, name, type, table_name)
+        artifact, self._staged_artifact = self._staged_artifact, None
+        self._media_index = tables.log_data_artifact(run, table, name, type, table_name,
+                                                     artifact)
         self._data_table_ref = DataTableRef(table)
 
     def log_pred_table(

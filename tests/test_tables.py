@@ -6,6 +6,7 @@ If a wandb release changes one of these, these tests fail first and say which.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -166,3 +167,39 @@ def test_objects_have_exactly_the_stock_attributes():
     assert (fast._width, fast._height, fast.format) == (stock._width, stock._height, stock.format)
     assert fast._boxes["predictions"]._extension == stock._boxes["predictions"]._extension
     assert fast._masks["m"]._extension == stock._masks["m"]._extension
+
+
+# -- Stager: media written straight into the artifact's staging, as add_file would -----
+def _staged_table(artifact, stager):
+    img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    mask = (np.arange(48) % 3).astype(np.uint8).reshape(1, 6, 8)
+    images = build_images(img[None], masks={"m": mask}, class_labels={0: "a", 1: "b", 2: "c"},
+                          stager=stager)
+    table = ColumnarTable(["id", "image"])
+    table.add_columns({"id": [0], "image": images})
+    entry = artifact.add(table, "t")
+    return json.loads(open(entry.local_path).read()), images[0]
+
+
+def test_staged_files_are_the_entries_add_file_makes(wandb_env):
+    from fastevalcb.tables import Stager
+
+    stock_art, ours_art = wandb.Artifact("stock", "dataset"), wandb.Artifact("ours", "dataset")
+    stock_json, _ = _staged_table(stock_art, None)  # temp files, copied by add_file
+    ours_json, image = _staged_table(ours_art, Stager(ours_art))
+    assert ours_json == stock_json  # same names, digests and sizes in the table JSON
+    stock_entries = {k: v for k, v in stock_art.manifest.entries.items() if k != "t.table.json"}
+    ours_entries = {k: v for k, v in ours_art.manifest.entries.items() if k != "t.table.json"}
+    assert sorted(ours_entries) == sorted(stock_entries) and len(ours_entries) == 3  # + classes
+    for name, stock in stock_entries.items():
+        ours = ours_entries[name]
+        assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
+        skip = {"local_path"}
+        assert ({k: v for k, v in vars(ours).items() if k not in skip}
+                == {k: v for k, v in vars(stock).items() if k not in skip}), name
+        # The staging copy is the media file itself, read-only like add_file's copy.
+        assert open(ours.local_path, "rb").read() == open(stock.local_path, "rb").read()
+        assert os.stat(ours.local_path).st_mode & 0o777 == os.stat(stock.local_path).st_mode & 0o777
+    assert image._path == ours_art.manifest.entries[ours_json["data"][0][1]["path"]].local_path
+    assert ours_art._added_local_paths[image._path] is ours_art.manifest.entries[
+        ours_json["data"][0][1]["path"]]  # wandb-internal the Stager fills

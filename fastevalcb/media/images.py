@@ -115,18 +115,34 @@ def encode_images(
     return list(pool.map(lambda im: _encode_one(im, compress_level), items))
 
 
-def _write_image(image, path: str, compress_level: int):
+def _write_image(image, path: str, compress_level: int, stager=None):
     if isinstance(image, wandb.Image):
         file = tables.file_of(image)
         if file is None:
             raise ValueError("a wandb.Image given as a base image must be backed by a file")
         return (file, *tables.image_size(image))
     if isinstance(image, EncodedImage):
+        if stager is not None:
+            return (stager.write(image.data, _IMAGE_DIR, tables.IMAGE_SUFFIX), image.width,
+                    image.height)
         with open(path, "wb") as f:
             f.write(image.data)
         return (path, image.sha256, len(image.data)), image.width, image.height
     arr = as_image_array(image)
+    if stager is not None:
+        data = encode_png_pil(arr) if compress_level is None else encode_png(arr, compress_level)
+        return stager.write(data, _IMAGE_DIR, tables.IMAGE_SUFFIX), arr.shape[1], arr.shape[0]
     return write_png(arr, path, compress_level), arr.shape[1], arr.shape[0]
+
+
+def _write_mask(mask: np.ndarray, path: str, compress_level: int, stager=None):
+    if stager is None:
+        return write_png(mask, path, compress_level)
+    data = encode_png_pil(mask) if compress_level is None else encode_png(mask, compress_level)
+    return stager.write(data, _MASK_DIR, tables.MASK_SUFFIX)
+
+
+_IMAGE_DIR, _MASK_DIR = tables.IMAGE_DIR, tables.MASK_DIR
 
 
 def build_images(
@@ -142,6 +158,7 @@ def build_images(
     keep_mask_data: bool = True,
     table_only: bool = False,
     box_decimals: int | None = None,
+    stager: "tables.Stager | None" = None,
 ) -> list:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
@@ -178,6 +195,10 @@ def build_images(
             and no box files are written. Such images cannot be passed to ``wandb.log``.
         box_decimals: with ``table_only``, round box positions to this many decimals (and
             scores to 4) in a numba kernel; None keeps full precision (slower).
+        stager: write the new image and mask files straight into this artifact's staging
+            (:class:`fastevalcb.tables.Stager`) instead of temp files that adding the
+            table to the artifact would copy and hash again. The images then belong to
+            that artifact's table.
 
     Returns:
         ``list[wandb.Image]`` of length ``B``, ready for ``wandb.Table.add_data`` or
@@ -206,9 +227,9 @@ def build_images(
     pool = _pool(max_workers or os.cpu_count() or 1)
     image_futs = [_Ready(_write_image(im, "", compress_level)) if isinstance(im, wandb.Image)
                   else pool.submit(_write_image, im, tmp_name(tmp, tables.IMAGE_SUFFIX),
-                                   compress_level) for im in items]
-    mask_futs = {key: [pool.submit(write_png, arr[i], tmp_name(tmp, tables.MASK_SUFFIX),
-                                   compress_level) for i in range(n)]
+                                   compress_level, stager) for im in items]
+    mask_futs = {key: [pool.submit(_write_mask, arr[i], tmp_name(tmp, tables.MASK_SUFFIX),
+                                   compress_level, stager) for i in range(n)]
                  for key, arr in mask_arrays.items()}
     # Box payloads are GIL-bound Python; build them while the pool deflates.
     if table_only:

@@ -322,6 +322,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self.image_key = image_key
         self._image_path: tuple | None = None  # where the image is among the inputs
         self._model_hw: tuple[int, int] | None = None  # the image size the model sees
+        self._stager: tables.Stager | None = None  # while the data table is being built
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -439,7 +440,13 @@ class TaskEvalCallback(WandbEvalCallback):
 
     # -- ground truth (once per run, on the worker) ------------------------------------------
     def add_ground_truth(self, logs: dict[str, float] | None = None) -> None:
-        """Stream the validation set once into the data table and the :class:`EvalSet`."""
+        """Stream the validation set once into the data table and the :class:`EvalSet`.
+
+        Image and mask files are written once, straight into the data artifact's staging
+        (:class:`~fastevalcb.tables.Stager`), as the task steps build them.
+        """
+        self._staged_artifact = wandb.Artifact(self.data_artifact_name, type="dataset")
+        self._stager = tables.Stager(self._staged_artifact)
         ids, images, targets, first = [], [], [], None
         for host in self.predictor.source.batches():
             pixels = self._display_images(host.x)
@@ -463,6 +470,7 @@ class TaskEvalCallback(WandbEvalCallback):
             raise FastEvalInputError("validation_data is empty")
         self._eval_set = EvalSet(np.concatenate(ids), images,
                                  _concat(targets) if self.stores_targets else None, *first)
+        self._stager = None
 
     def log_data_table(self, name: str | None = None, type: str = "dataset",
                        table_name: str = "val_data") -> None:

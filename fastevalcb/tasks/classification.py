@@ -191,7 +191,8 @@ class ClassificationEvalCallback(TaskEvalCallback):
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
         return {
             "id": index.tolist(),
-            "image": build_images(images, compress_level=self.compress_level),
+            "image": build_images(images, compress_level=self.compress_level,
+                                  stager=self._stager),
             "label": self._names(labels),
         }
 

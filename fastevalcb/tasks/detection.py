@@ -422,7 +422,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             "image": build_images(images, boxes={"ground_truth": labels},
                                   class_labels=self.class_labels,
                                   compress_level=self.compress_level, table_only=True,
-                                  box_decimals=self.box_decimals),
+                                  box_decimals=self.box_decimals, stager=self._stager),
             "num_objects": np.diff(off).tolist(),
             "classes": [names[labels.class_id[off[i]:off[i + 1]]].tolist()
                         for i in range(len(index))],

@@ -175,7 +175,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
             "id": index.tolist(),
             "image": build_images(images, masks={"ground_truth": labels},
                                   class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False),
+                                  compress_level=self.compress_level, keep_mask_data=False,
+                                  stager=self._stager),
             "classes": present,
         }
 
