@@ -35,7 +35,8 @@ import wandb
 from fastevalcb import tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
-from fastevalcb.worker import LoggingWorker
+from fastevalcb.tasks._quality import NonFiniteCounter
+from fastevalcb.worker import LoggingWorker, RunGuard
 
 
 def check_class_names(class_names: Any) -> tuple[str, ...]:
@@ -181,6 +182,7 @@ class TaskEvalCallback(WandbEvalCallback):
     """
 
     task: str = "task"
+    run_end_timeout: float = 300.0  # seconds the run's end waits for queued versions
 
     def __init__(
         self,
@@ -236,6 +238,8 @@ class TaskEvalCallback(WandbEvalCallback):
         self._worker: LoggingWorker | _InlineWorker = (
             LoggingWorker(max_queue) if async_logging else _InlineWorker()
         )
+        self._run_guard = RunGuard(self._worker, self.run_end_timeout)  # async: run end waits
+        self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._images_by_id: dict[int, wandb.Image] = {}
         self._fingerprints: dict[int, int] = {}
         self._to_uint8 = ImageScaler()
@@ -304,6 +308,8 @@ class TaskEvalCallback(WandbEvalCallback):
         if self._run_obj is not None and run.id != self._run_obj.id:
             self._forget_data_table()  # a new W&B run gets its own data table to reference
         self._run_obj = run
+        self._run_guard.attach(run, timeout=self.run_end_timeout)
+        self._quality.new_fit()
         first = self._prepare_model()
         tables.define_step_metrics(self._run_obj, self.metrics_prefix)
         if self._data_table_ref is None:  # the data table is logged once per run
@@ -363,9 +369,13 @@ class TaskEvalCallback(WandbEvalCallback):
         if self._data_table_ref is None:
             return  # the data table failed (already warned): nothing to reference
         self._raise_worker_errors()
+        if self._run_guard.lost(epoch, self._global_step, alias):
+            return  # the run has finished: reported at train end
         version = _Version(epoch, self._global_step, trigger, alias, time.perf_counter())
         with self._guard("predictions"):
             self._predict_and_queue(version)
+        if self.strict:
+            self.flush()  # strict: a failure building or writing it raises here, now
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
@@ -391,7 +401,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _job(self, stage: str, fn: Callable[..., None], version: _Version, *args: Any) -> None:
         """A worker job. An error warns once (or, strict, is kept for the training thread)
         and marks the version failed, so its remaining batches are skipped, not logged."""
-        if version.failed:
+        if version.failed or self._run_guard.lost(version.epoch, version.global_step,
+                                                  version.alias):
             return
         done = False
         try:
@@ -425,8 +436,8 @@ class TaskEvalCallback(WandbEvalCallback):
         tables.log_pred_artifact(self._run_obj, table, self._media_index, "evaluation",
                                  "eval_data", aliases, metadata)
         self.logged_versions.append({"aliases": aliases, **metadata})
-        summary = {f"{self.metrics_prefix}/{k}": v
-                   for k, v in self._summary(version.state).items()}
+        metrics = self._quality.finish(version, self._summary(version.state))
+        summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
         summary[f"{self.metrics_prefix}/epoch"] = version.epoch
         summary[f"{self.metrics_prefix}/global_step"] = version.global_step
         tables.log_metrics(self._run_obj, summary)
@@ -441,11 +452,13 @@ class TaskEvalCallback(WandbEvalCallback):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued version is written. Returns False on timeout.
 
-        ``on_train_end`` calls it; after an interrupted ``fit`` (e.g. KeyboardInterrupt,
-        which skips ``on_train_end``) call it before ``wandb.finish()``. Queued work is
-        also written at interpreter exit.
+        ``on_train_end`` calls it. It is never required: the run's end (``run.finish()``,
+        ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter exit) waits up to
+        ``run_end_timeout`` seconds for what is queued. Versions that came after their run
+        had finished are warned about here.
         """
         done = self._worker.flush(timeout)
+        self._run_guard.report_lost()
         self._raise_worker_errors()
         return done
 

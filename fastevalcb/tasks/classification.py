@@ -21,8 +21,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     Data table: ``id, image, label``. Pred table: ``epoch, step, id, image`` (the data
     table's image, by reference: no copy per version), ``label, pred, confidence,
-    correct, top_k, top_k_scores``. Summary metrics ``<prefix>/accuracy`` and
-    ``<prefix>/top_<k>_accuracy`` over the logged samples.
+    correct, top_k, top_k_scores, finite`` (False: the model's scores hold NaN/inf).
+    Summary metrics ``<prefix>/accuracy`` and ``<prefix>/top_<k>_accuracy`` over the
+    logged samples (NaN for a version with a non-finite sample).
 
     Args:
         validation_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)``:
@@ -73,7 +74,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     def pred_columns(self) -> list[str]:
         return ["epoch", "step", "id", "image", "label", "pred", "confidence", "correct",
-                "top_k", "top_k_scores"]
+                "top_k", "top_k_scores", "finite"]
 
     # -- steps ---------------------------------------------------------------------------
     def _output_fn(self) -> Callable | None:
@@ -127,7 +128,8 @@ class ClassificationEvalCallback(TaskEvalCallback):
                           base_images: list) -> dict:
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
             batch.outputs, labels, self.top_k, self._from_logits)
-        in_top_k = (topk_ids == labels[:, None]).any(axis=1)
+        finite = np.isfinite(batch.outputs).all(axis=1)  # NaN/inf rows: never correct
+        correct, in_top_k = correct & finite, (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
         state["correct"] = state.get("correct", 0) + int(correct.sum())
@@ -141,6 +143,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "correct": correct.tolist(),
             "top_k": names[topk_ids].tolist(),
             "top_k_scores": topk_scores.tolist(),
+            "finite": self._quality.add(version, batch.index, finite),
         }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:

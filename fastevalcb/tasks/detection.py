@@ -18,6 +18,7 @@ from fastevalcb.kernels import (
 from fastevalcb.media import build_images
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._quality import BoxCheck
 from fastevalcb.types import PackedDetections
 
 _SCORE_KEYS = ("scores", "confidence")
@@ -68,8 +69,11 @@ class DetectionEvalCallback(TaskEvalCallback):
     Data table: ``id, image`` (with a ``ground_truth`` box layer), ``num_objects``,
     ``classes``. Pred table: ``epoch, step, id, image`` (the data table's image and its
     ground-truth boxes by reference, plus a new ``predictions`` box layer with scores),
-    ``num_predictions, tp, fp, fn, precision, recall, ap50``: predictions are matched
-    greedily by score to same-class ground truth at ``match_iou_threshold``. Summary
+    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: predictions are matched
+    greedily by score to same-class ground truth at ``match_iou_threshold``. Predicted
+    boxes with a NaN/inf coordinate or score (``finite`` False, the version's summary
+    metrics NaN) or that are inverted or zero-area are dropped from the overlay and the
+    metrics, and warned about once per fit. Summary
     metrics over the logged samples: ``<prefix>/mAP50`` (all-point interpolated AP per
     class, averaged over classes with ground truth), ``<prefix>/precision``,
     ``<prefix>/recall``.
@@ -139,6 +143,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise ValueError(
                 f"box_decimals must be an int in [0, 9] or None, got {box_decimals!r}")
         self.box_decimals = box_decimals
+        self._box_check = BoxCheck()  # NaN/inf, inverted, zero-area boxes: counted, dropped
         super().__init__(validation_data, class_names, **options)
 
     @classmethod
@@ -147,7 +152,7 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     def pred_columns(self) -> list[str]:
         return ["epoch", "step", "id", "image", "num_predictions", "tp", "fp", "fn",
-                "precision", "recall", "ap50"]
+                "precision", "recall", "ap50", "finite"]
 
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
@@ -183,6 +188,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         if counts is not None:
             counts = np.clip(np.asarray(counts).reshape(n).astype(np.int64), 0, k)
             padding |= np.arange(k)[None, :] >= counts[:, None]
+        padding |= self._box_check(boxes, scores, padding, self.box_format)  # bad: dropped
         scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
         classes = np.where(padding, 0, classes)
         check_class_range(classes, self.num_classes, "a predicted class",
@@ -257,6 +263,9 @@ class DetectionEvalCallback(TaskEvalCallback):
                           labels: PackedDetections, base_images: list) -> dict:
         dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2],
                                  np.asarray(batch.index))
+        check = self._box_check  # what _predictions just dropped, per sample
+        finite = self._quality.add(version, batch.index, check.finite, check.non_finite,
+                                   check.degenerate)
         tp, counts = match_detections(
             dets.offsets, dets.xyxy, dets.scores, dets.class_id,
             labels.offsets, labels.xyxy, labels.class_id, self.match_iou_threshold)
@@ -280,6 +289,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             "precision": precision.tolist(),
             "recall": recall.tolist(),
             "ap50": ap.tolist(),
+            "finite": finite,
         }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:

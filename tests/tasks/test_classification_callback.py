@@ -50,7 +50,8 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     last = versions[-1]
     table = log.load_table(last, "eval_data")
     assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "confidence",
-                             "correct", "top_k", "top_k_scores"]
+                             "correct", "top_k", "top_k_scores", "finite"]
+    assert table.column("finite") == [True] * 20
     names = np.array(shapes.class_names)
     pred = probs.argmax(1)
     assert table.column("id") == list(range(20))

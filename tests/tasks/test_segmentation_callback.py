@@ -44,7 +44,8 @@ def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     last = pred_versions(log, run.id)[-1]
     table = log.load_table(last, "eval_data")
     assert table.columns == ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
-                             *(f"iou/{n}" for n in NAMES)]
+                             *(f"iou/{n}" for n in NAMES), "finite"]
+    assert set(table.column("finite")) == {True}
     expected_iou = iou_by_hand(pred, masks, 4)
     got_iou = np.array([table.column(f"iou/{n}") for n in NAMES], float).T
     np.testing.assert_allclose(got_iou, expected_iou, rtol=1e-6)
