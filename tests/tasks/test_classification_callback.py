@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
 from fastevalcb.offline import OfflineRun
-from task_helpers import EpochRecorder, metric_definitions, pred_versions
+from task_helpers import (Diverge, EpochRecorder, fast_eval_warnings, metric_definitions,
+                          pred_versions)
 
 
 def _softmax(z):
@@ -322,3 +323,27 @@ def test_image_scaling_is_decided_once_from_the_first_batch():
     big = ImageScaler()(np.array([[[3.0, 300.0, -5.0]]], np.float32))
     assert big.tolist() == [[[3, 255, 0]]]
     assert ImageScaler()(np.zeros((1, 2, 2, 1), np.uint8)).shape == (1, 2, 2)
+
+
+def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
+        offline_run, shapes, classifier):
+    run, read = offline_run
+    cb = ClassificationEvalCallback((shapes.images[:12], shapes.labels[:12]), shapes.class_names,
+                                    selection="random", max_samples=8, seed=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
+                       callbacks=[Diverge(at=1), cb], verbose=0)
+    log = read()
+    tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
+    assert [t.column("finite") for t in tables] == [[True] * 8, [False] * 8, [False] * 8]
+    assert all(np.isnan(tables[1].column("confidence")))
+    assert not any(tables[1].column("correct"))  # a NaN row is never counted correct
+    rows = [r for r in log.history() if "eval/accuracy" in r]
+    assert [np.isnan(r["eval/accuracy"]) for r in rows] == [False, True, True]
+    assert np.isnan(rows[1]["eval/top_3_accuracy"])
+    nan = [m for m in fast_eval_warnings(caught) if "non-finite" in m]
+    assert len(nan) == 1, nan  # once per fit, at the first NaN version
+    first = tables[1].column("id")[0]
+    assert f"8 of 8 classification samples had non-finite predictions (NaN/inf) at epoch 1 " \
+        f"(step 6); first sample id {first}." in nan[0]
