@@ -149,6 +149,7 @@ def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
     import subprocess
     import sys
     import textwrap
+    from pathlib import Path
 
     script = textwrap.dedent("""
         import atexit
@@ -162,7 +163,8 @@ def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
         worker._live_guards.add(guard)
         worker._register_exit_hook()  # what RunGuard.attach does
     """)
+    root = Path(__file__).parents[1]  # this checkout's fastevalcb
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["GUARD", "WANDB"]

@@ -141,7 +141,7 @@ def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier
     with pytest.raises(KeyboardInterrupt):
         classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb, Interrupt()],
                        verbose=0)
-    cb.flush()  # what the README says to do after an interrupt, before wandb.finish()
+    cb.flush()  # optional: the run's end waits too (tests/tasks/test_logging_faults.py)
     log = read()
     versions = pred_versions(log, run.id)
     assert [v.metadata["epoch"] for v in versions] == [0]
