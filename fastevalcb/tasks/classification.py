@@ -128,8 +128,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
                           base_images: list) -> dict:
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
             batch.outputs, labels, self.top_k, self._from_logits)
-        finite = np.isfinite(batch.outputs).all(axis=1)  # NaN/inf rows: never correct
-        correct, in_top_k = correct & finite, (topk_ids == labels[:, None]).any(axis=1) & finite
+        finite = np.isfinite(batch.outputs).all(axis=1)  # a NaN/inf row is never correct
+        correct = correct & finite
+        in_top_k = (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
         state["correct"] = state.get("correct", 0) + int(correct.sum())

@@ -69,14 +69,13 @@ class DetectionEvalCallback(TaskEvalCallback):
     Data table: ``id, image`` (with a ``ground_truth`` box layer), ``num_objects``,
     ``classes``. Pred table: ``epoch, step, id, image`` (the data table's image and its
     ground-truth boxes by reference, plus a new ``predictions`` box layer with scores),
-    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: predictions are matched
-    greedily by score to same-class ground truth at ``match_iou_threshold``. Predicted
-    boxes with a NaN/inf coordinate or score (``finite`` False, the version's summary
-    metrics NaN) or that are inverted or zero-area are dropped from the overlay and the
-    metrics, and warned about once per fit. Summary
+    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: predictions are
+    matched greedily by score to same-class ground truth at ``match_iou_threshold``. Summary
     metrics over the logged samples: ``<prefix>/mAP50`` (all-point interpolated AP per
     class, averaged over classes with ground truth), ``<prefix>/precision``,
-    ``<prefix>/recall``.
+    ``<prefix>/recall``. Predicted boxes with a NaN/inf coordinate or score (the row's
+    ``finite`` is False, the version's summary metrics NaN), or inverted or zero-area, are
+    dropped from the overlay and the metrics, and warned about once per fit.
 
     Args:
         validation_data: ``(x, targets)`` arrays or a ``tf.data.Dataset`` of them: ``x``
