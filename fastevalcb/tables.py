@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,7 +104,7 @@ _FRAGMENT_JSON = re.compile(r'"\\u0000fastevalcb-json:(\d+)\\u0000"')
 
 
 def validate_columns(columns: Any, what: str) -> list[str]:
-    """Check a declared column list: a non-empty list of unique str/int names."""
+    """Check a declared column list: a non-empty list of unique, non-blank str/int names."""
     if isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence):
         raise TableSchemaError(
             f"{what} must be a list of column names, got {type(columns).__name__}: {columns!r}"
@@ -115,6 +115,11 @@ def validate_columns(columns: Any, what: str) -> list[str]:
     bad = [c for c in columns if type(c) not in (str, int)]
     if bad:
         raise TableSchemaError(f"{what} names must be str or int, got {bad!r}")
+    blank = [i for i, c in enumerate(columns) if type(c) is str and not c.strip()]
+    if blank:
+        raise TableSchemaError(
+            f"{what} names must be non-empty, got {columns[blank[0]]!r} at position "
+            f"{blank[0]} of {columns}")
     dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
     if dupes:
         raise TableSchemaError(f"{what} has duplicate column names: {dupes}")
@@ -574,6 +579,28 @@ def log_pred_artifact(
     add_table(artifact, table, table_name)
     run.log_artifact(artifact, aliases=aliases)
     return artifact
+
+
+# ---------------------------------------------------------------------------------
+# The run's lifetime
+# ---------------------------------------------------------------------------------
+def on_run_finish(run: Any, fn: Callable[[], None]) -> None:
+    """Call ``fn()`` when ``run`` finishes, while it still accepts ``log``/``log_artifact``.
+
+    ``run.finish()``, ``wandb.finish()`` and ``wandb.init(reinit="finish_previous")`` all
+    end in ``Run._finish``, which first calls the run's ``EARLY`` teardown hooks, then
+    marks the run finished and sends its last messages. (Interpreter exit does not go
+    through it: wandb's service ends the run from an ``atexit`` hook; see
+    :mod:`fastevalcb.worker`.) ``fn`` must not raise: an exception would abort the finish.
+    """
+    from wandb.sdk.wandb_run import TeardownHook, TeardownStage  # wandb-internal
+
+    run._teardown_hooks.append(TeardownHook(call=fn, stage=TeardownStage.EARLY))  # wandb-internal
+
+
+def run_finished(run: Any) -> bool:
+    """Whether ``run`` has finished (its ``log``/``log_artifact`` raise ``UsageError``)."""
+    return bool(run._is_finished)  # wandb-internal
 
 
 # ---------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ artifact writing) batch by batch, so ``model.fit`` continues while W&B files are
 The queue is bounded: when the worker falls behind, ``submit`` blocks (back-pressure), so
 memory stays at most ``max_queue`` batches of predictions. Jobs run one at a time in
 submission order, so pred-table versions are logged in order.
+
+A :class:`RunGuard` ties a worker to the W&B run its jobs write to: however the run ends
+(``run.finish()``, ``wandb.finish()``, ``wandb.init(reinit="finish_previous")``, interpreter
+exit), what was queued before is written to it first, and what comes too late is reported.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +33,8 @@ class LoggingWorker:
 
     A job that raises does not stop the worker: the exception is kept (``errors``) for the
     owner to report, and the next job runs. Everything still queued when the interpreter
-    exits is run first (``atexit``), so an interrupted ``fit`` loses no queued data.
+    exits is run first (``atexit``, ahead of wandb's), so an interrupted ``fit`` loses no
+    queued data; a :class:`RunGuard` does the same when the run is finished earlier.
 
     Args:
         max_queue: jobs that may wait; ``submit`` blocks beyond that.
@@ -101,21 +107,137 @@ class LoggingWorker:
                 self._queue.task_done()
 
 
+class RunGuard:
+    """Holds a W&B run open until a worker has written what was queued for it.
+
+    :meth:`attach` registers with the run's own teardown (:func:`fastevalcb.tables.on_run_finish`)
+    and with interpreter exit. When the run ends, the guard waits up to ``timeout`` seconds
+    for the worker's queue (warning when it gives up), then marks the run ended. From then
+    on the owner's versions for that run are refused (:meth:`lost`) and reported once, with
+    their epochs and steps (:meth:`report_lost`).
+
+    Args:
+        worker: the worker whose queue is flushed (anything with ``pending`` and
+            ``flush(timeout)``).
+        timeout: seconds the run's end waits for the queue.
+        what: what one queued item is, for the warnings.
+    """
+
+    def __init__(self, worker: Any, timeout: float = 300.0,
+                 what: str = "pred-table version") -> None:
+        self.worker = worker
+        self.timeout = timeout
+        self.what = what
+        self.run: Any = None
+        self._ended = False
+        self._lost: dict[str, tuple[int, int]] = {}  # alias -> (epoch, step), in order
+        self._reported = 0
+        self._lock = threading.Lock()
+        _live_guards.add(self)
+
+    def attach(self, run: Any, timeout: float | None = None) -> None:
+        """Guard ``run`` (the run the owner's next versions go to); once per run."""
+        if timeout is not None:
+            self.timeout = timeout
+        if run is self.run:
+            return
+        from fastevalcb import tables
+
+        self.run, self._ended = run, False
+        ref = weakref.ref(self)  # the run's hook list must not keep the owner alive
+
+        def on_finish() -> None:
+            guard = ref()
+            if guard is not None:
+                guard._wait_for_queue(run, "finishes")
+
+        tables.on_run_finish(run, on_finish)
+        _register_exit_hook()  # again: atexit is last in, first out, wandb's came earlier
+
+    @property
+    def ended(self) -> bool:
+        """Whether the guarded run has ended (what is queued for it now is lost)."""
+        if self._ended:
+            return True
+        if self.run is None:
+            return False
+        from fastevalcb import tables
+
+        return tables.run_finished(self.run)
+
+    def lost(self, epoch: int, step: int, alias: str) -> bool:
+        """True (and the version is recorded as lost) when the guarded run has ended."""
+        if not self.ended:
+            return False
+        with self._lock:
+            self._lost.setdefault(alias, (epoch, step))
+        return True
+
+    def report_lost(self) -> None:
+        """Warn once about the versions lost since the last report (none: no warning)."""
+        with self._lock:
+            new = list(self._lost.items())[self._reported:]
+            self._reported = len(self._lost)
+        if not new:
+            return
+        from fastevalcb.callback import FastEvalWarning
+
+        run_id = getattr(self.run, "id", "?")
+        listed = ", ".join(f"epoch {epoch} step {step} ({alias})"
+                           for alias, (epoch, step) in new)
+        warnings.warn(
+            f"fastevalcb: {len(new)} {self.what}(s) not written: W&B run {run_id} had "
+            f"already finished: {listed}. Finish the run after fit() returns (or call "
+            "cb.flush() first) to keep them.", FastEvalWarning, stacklevel=2)
+
+    def _wait_for_queue(self, run: Any, how: str) -> None:
+        """Write what is queued for ``run`` before it ends; never raises."""
+        if run is not self.run or self._ended:
+            return
+        if getattr(self.worker, "_thread", None) is threading.current_thread():
+            self._ended = True  # finished from inside a job: waiting would deadlock
+            return
+        try:
+            pending = self.worker.pending
+            if pending and not self.worker.flush(self.timeout):
+                from fastevalcb.callback import FastEvalWarning
+
+                warnings.warn(
+                    f"fastevalcb: W&B run {getattr(run, 'id', '?')} {how} while "
+                    f"{self.worker.pending} logging job(s) are still running after waiting "
+                    f"{self.timeout:g} s; what is left is not written to it (raise "
+                    "cb.run_end_timeout to wait longer).", FastEvalWarning, stacklevel=2)
+        except BaseException:  # noqa: BLE001 - must not abort wandb's finish or exit
+            logger.warning("fastevalcb: waiting for the logging queue failed", exc_info=True)
+        finally:
+            self._ended = True
+
+    def _at_exit(self) -> None:
+        if self.run is not None:
+            self._wait_for_queue(self.run, "ends at interpreter exit")
+        self.report_lost()
+
+
 _live_workers: weakref.WeakSet = weakref.WeakSet()
-_exit_hook_registered = False
+_live_guards: weakref.WeakSet = weakref.WeakSet()
 
 
 def _register_exit_flush(worker: LoggingWorker) -> None:
-    """Flush every live worker at interpreter exit (before wandb's own exit hook runs:
-    atexit is last-in first-out and wandb registers its hook at ``wandb.init``)."""
-    global _exit_hook_registered
+    """Flush every live worker at interpreter exit, before wandb's own exit hook."""
     _live_workers.add(worker)
-    if not _exit_hook_registered:
-        atexit.register(_flush_all_at_exit)
-        _exit_hook_registered = True
+    _register_exit_hook()
+
+
+def _register_exit_hook() -> None:
+    """(Re-)register the exit hook last, so it runs first: ``atexit`` is last in, first
+    out, and wandb registers the hook that ends its runs when its service starts."""
+    atexit.unregister(_flush_all_at_exit)
+    atexit.register(_flush_all_at_exit)
 
 
 def _flush_all_at_exit() -> None:
+    for guard in list(_live_guards):
+        guard._at_exit()
     for worker in list(_live_workers):
         if worker.pending:
             logger.warning("fastevalcb: writing %d queued logging jobs before exit", worker.pending)

@@ -253,6 +253,7 @@ def test_construction_without_run_is_a_clear_error(wandb_env):
         ("image", "must be a list of column names"),
         ([], "at least one column"),
         (["a", "a"], "duplicate column names"),
+        (["epoch", "", "pred"], "names must be non-empty, got '' at position 1"),
         (["a", 1.5], "str or int"),
     ],
 )

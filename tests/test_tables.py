@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,53 @@ def test_staged_files_are_the_entries_add_file_makes(wandb_env):
     assert image._path == ours_art.manifest.entries[ours_json["data"][0][1]["path"]].local_path
     assert ours_art._added_local_paths[image._path] is ours_art.manifest.entries[
         ours_json["data"][0][1]["path"]]  # wandb-internal the Stager fills
+@pytest.mark.parametrize("columns", [["epoch", "", "pred"], ["epoch", "  "]])
+def test_blank_column_names_are_refused_like_duplicates(columns):
+    from fastevalcb.tables import validate_columns
+
+    with pytest.raises(TableSchemaError, match=r"pred_table_columns names must be non-empty, "
+                                               r"got '\s*' at position 1"):
+        validate_columns(columns, "pred_table_columns")
+    with pytest.raises(TableSchemaError, match="must be non-empty"):
+        ColumnarTable(columns)
+
+
+# --- the run's lifetime (wandb internals: Run._teardown_hooks, TeardownHook, _is_finished) --
+def test_wandb_teardown_hooks_we_rely_on_exist(wandb_env):
+    """``Run._finish`` calls EARLY hooks while the run still logs, then marks it finished."""
+    from wandb.sdk.wandb_run import TeardownHook, TeardownStage
+
+    assert TeardownHook._fields == ("call", "stage") and TeardownStage.EARLY < TeardownStage.LATE
+    run = wandb.init(project="canary", dir=str(wandb_env / "run"))
+    assert isinstance(run._teardown_hooks, list)
+    assert run._is_finished is False
+    seen = []
+    run._teardown_hooks.append(TeardownHook(call=lambda: seen.append(run._is_finished),
+                                            stage=TeardownStage.EARLY))
+    run.finish()
+    assert seen == [False] and run._is_finished is True
+
+
+@pytest.mark.parametrize("end", ["run.finish", "wandb.finish", "reinit"])
+def test_on_run_finish_runs_while_the_run_still_logs(wandb_env, end):
+    from fastevalcb.offline import OfflineRun
+    from fastevalcb.tables import on_run_finish, run_finished
+
+    run = wandb.init(project="canary", dir=str(wandb_env / "run"))
+    states = []
+
+    def log_last():
+        states.append(run_finished(run))
+        run.log({"last": 1})  # raises UsageError once the run is finished
+
+    on_run_finish(run, log_last)
+    if end == "run.finish":
+        run.finish()
+    elif end == "wandb.finish":
+        wandb.finish()
+    else:
+        wandb.init(project="canary", dir=str(wandb_env / "run"), reinit="finish_previous")
+        wandb.finish()
+    assert states == [False] and run_finished(run)
+    log = OfflineRun(Path(run.dir).parent).wait_complete()
+    assert [r["last"] for r in log.history() if "last" in r] == [1]

@@ -1,9 +1,10 @@
-"""LoggingWorker: order, back-pressure, errors, flush and close."""
+"""LoggingWorker: order, back-pressure, errors, flush and close; RunGuard: the run's end."""
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -70,3 +71,100 @@ def test_close_runs_what_is_queued_then_stops():
 def test_bad_queue_size_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="max_queue must be a positive int"):
         LoggingWorker(max_queue=bad)
+
+
+# --- RunGuard: the run's end waits for the queue ----------------------------------------
+def _run(wandb_env):
+    import wandb
+
+    return wandb.init(project="guard", dir=str(wandb_env / "run"), reinit="create_new")
+
+
+def _read(run):
+    from pathlib import Path
+
+    from fastevalcb.offline import OfflineRun
+
+    return OfflineRun(Path(run.dir).parent).wait_complete()
+
+
+def test_run_finish_waits_for_every_job_queued_before_it(wandb_env):
+    from fastevalcb.worker import RunGuard
+
+    run = _run(wandb_env)
+    worker = LoggingWorker(max_queue=8)
+    guard = RunGuard(worker)
+    guard.attach(run)
+    for i in range(4):
+        worker.submit(lambda i=i: (time.sleep(0.2), run.log({"job": i})))
+    assert worker.pending == 4
+    run.finish()  # no flush: the guard waits
+    assert worker.pending == 0 and guard.ended
+    assert [r["job"] for r in _read(run).history() if "job" in r] == [0, 1, 2, 3]
+    worker.close()
+
+
+def test_a_run_end_that_times_out_warns_and_later_versions_are_reported_lost(wandb_env):
+    from fastevalcb.callback import FastEvalWarning
+    from fastevalcb.worker import RunGuard
+
+    run = _run(wandb_env)
+    worker = LoggingWorker(max_queue=8)
+    guard = RunGuard(worker, timeout=0.2)
+    guard.attach(run)
+    release = threading.Event()
+    worker.submit(release.wait)
+    with pytest.warns(FastEvalWarning, match=r"finishes while 1 logging job\(s\) are still "
+                                             r"running after waiting 0.2 s"):
+        run.finish()
+    release.set()
+    assert worker.flush(timeout=5)
+    assert guard.ended
+    assert guard.lost(3, 30, "epoch-3") and guard.lost(4, 40, "epoch-4")
+    assert guard.lost(4, 40, "epoch-4")  # the same version (another of its jobs): once
+    with pytest.warns(FastEvalWarning, match=rf"2 pred-table version\(s\) not written: W&B run "
+                                             rf"{run.id} had already finished: epoch 3 step 30 "
+                                             r"\(epoch-3\), epoch 4 step 40 \(epoch-4\)"):
+        guard.report_lost()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guard.report_lost()  # reported once
+    worker.close()
+
+
+def test_a_guard_on_a_live_run_refuses_nothing(wandb_env):
+    from fastevalcb.worker import RunGuard
+
+    run = _run(wandb_env)
+    guard = RunGuard(LoggingWorker())
+    assert not guard.lost(0, 1, "epoch-0")  # not attached
+    guard.attach(run)
+    assert not guard.ended and not guard.lost(0, 1, "epoch-0")
+    run.finish()
+    assert guard.ended
+
+
+def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
+    """atexit is last in, first out: attach() re-registers ours after wandb's service hook."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import atexit
+        from fastevalcb import worker
+        worker._register_exit_hook()  # first registration (an earlier worker)
+        atexit.register(print, "WANDB")  # stands for a wandb service started since
+        class Guard:
+            def _at_exit(self):
+                print("GUARD")
+        guard = Guard()
+        worker._live_guards.add(guard)
+        worker._register_exit_hook()  # what RunGuard.attach does
+    """)
+    root = Path(__file__).parents[1]  # this checkout's fastevalcb
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["GUARD", "WANDB"]

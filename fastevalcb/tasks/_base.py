@@ -40,8 +40,9 @@ import wandb
 from fastevalcb import sources, tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
+from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.types import PackedDetections
-from fastevalcb.worker import LoggingWorker
+from fastevalcb.worker import LoggingWorker, RunGuard
 
 
 def check_class_names(class_names: Any, max_classes: int | None = None) -> tuple[str, ...]:
@@ -259,6 +260,7 @@ class TaskEvalCallback(WandbEvalCallback):
     task: str = "task"
     stores_targets: bool = True  # keep validated targets in the EvalSet (else: per batch)
     max_classes: int | None = None  # segmentation: 256 (uint8 masks)
+    run_end_timeout: float = 300.0  # seconds the run's end waits for queued versions
 
     def __init__(
         self,
@@ -318,6 +320,8 @@ class TaskEvalCallback(WandbEvalCallback):
         )
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
+        self._run_guard = RunGuard(self._worker, self.run_end_timeout)  # async: run end waits
+        self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
         self._image_path: tuple | None = None  # where the image is among the inputs
@@ -399,6 +403,8 @@ class TaskEvalCallback(WandbEvalCallback):
             self._worker.flush()  # the old run's leftovers go to the old run first
             self._forget_data_table()  # a new W&B run gets its own data table to reference
         self._run_obj = run
+        self._run_guard.attach(run, timeout=self.run_end_timeout)
+        self._quality.new_fit()
         first = self._prepare_model()
         if self._eval_set is not None:
             self._eval_set.check_same_samples(first.index, first.y)
@@ -487,7 +493,12 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         self._raise_worker_errors()
+        alias = self._log_context.get("alias", f"epoch-{epoch}")
+        if self._run_guard.lost(epoch, self._global_step, alias):
+            return  # the run has finished: reported at train end
         self.add_model_predictions(epoch, logs)
+        if self.strict:
+            self.flush()  # strict: a failure building or writing it raises here, now
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
@@ -513,7 +524,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _job(self, stage: str, fn: Callable[..., None], version: _Version, *args: Any) -> None:
         """A worker job. An error warns once (or, strict, is kept for the training thread)
         and marks the version failed, so its remaining batches are skipped, not logged."""
-        if version.failed:
+        if version.failed or self._run_guard.lost(version.epoch, version.global_step,
+                                                  version.alias):
             return
         if self._eval_set is None:  # the data table failed (warned): nothing to reference
             version.failed = True
@@ -551,8 +563,8 @@ class TaskEvalCallback(WandbEvalCallback):
         context = {"epoch": version.epoch, "global_step": version.global_step,
                    "trigger": version.trigger, "alias": version.alias}
         self._write_version(table, context, run=self._run_obj)
-        summary = {f"{self.metrics_prefix}/{k}": v
-                   for k, v in self._summary(version.state).items()}
+        metrics = self._quality.finish(version, self._summary(version.state))
+        summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
         summary[f"{self.metrics_prefix}/epoch"] = version.epoch
         summary[f"{self.metrics_prefix}/global_step"] = version.global_step
         tables.log_metrics(self._run_obj, summary)
@@ -579,11 +591,13 @@ class TaskEvalCallback(WandbEvalCallback):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued version is written. Returns False on timeout.
 
-        ``on_train_end`` calls it; after an interrupted ``fit`` (e.g. KeyboardInterrupt,
-        which skips ``on_train_end``) call it before ``wandb.finish()``. Queued work is
-        also written at interpreter exit.
+        ``on_train_end`` calls it. It is never required: the run's end (``run.finish()``,
+        ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter exit) waits up to
+        ``run_end_timeout`` seconds for what is queued. Versions that came after their run
+        had finished are warned about here.
         """
         done = self._worker.flush(timeout)
+        self._run_guard.report_lost()
         self._raise_worker_errors()
         return done
 

@@ -48,7 +48,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
       ``keras.metrics.F1Score(average="micro")``).
 
     The data table is ``id, image, label``; pred rows reference its images (no copy per
-    version). Any number of classes (ImageNet-1k, LVIS's 1,203).
+    version). Every pred table also has ``finite`` (False: the model's scores for
+    the sample hold NaN/inf; such a sample is never correct, and the version's summary
+    metrics are NaN). Any number of classes (ImageNet-1k, LVIS's 1,203).
 
     Args:
         validation_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)``:
@@ -114,9 +116,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
     def pred_columns(self) -> list[str]:
         if self.multi_label:
             return ["epoch", "step", "id", "image", "label", "pred", "hits", "f1",
-                    "exact_match", "top_k", "top_k_scores"]
+                    "exact_match", "top_k", "top_k_scores", "finite"]
         return ["epoch", "step", "id", "image", "label", "pred", "confidence", "correct",
-                "top_k", "top_k_scores"]
+                "top_k", "top_k_scores", "finite"]
 
     # -- steps ---------------------------------------------------------------------------
     def _output_fn(self) -> Callable | None:
@@ -206,13 +208,16 @@ class ClassificationEvalCallback(TaskEvalCallback):
     def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
                           base_images: list) -> dict:
         if self.multi_label:
-            return self._multi_label_columns(version, batch.outputs, labels, base_images)
+            return self._multi_label_columns(version, batch.outputs, labels, base_images,
+                                             batch.index)
         scores, from_logits = batch.outputs, self._from_logits
         if self._binary:
             scores, from_logits = binary_probabilities(scores, from_logits), False
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
             scores, labels, self.top_k, from_logits)
-        in_top_k = (topk_ids == labels[:, None]).any(axis=1)
+        finite = np.isfinite(scores).all(axis=1)  # a NaN/inf row is never correct
+        correct = correct & finite
+        in_top_k = (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
         state["correct"] = state.get("correct", 0) + int(correct.sum())
@@ -226,15 +231,17 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "correct": correct.tolist(),
             "top_k": names[topk_ids].tolist(),
             "top_k_scores": topk_scores.tolist(),
+            "finite": self._quality.add(version, batch.index, finite),
         }
 
     def _multi_label_columns(self, version: _Version, outputs: np.ndarray, labels: np.ndarray,
-                             base_images: list) -> dict:
+                             base_images: list, index: np.ndarray) -> dict:
         probs, pred, hits, num_pred, num_true = multilabel_summary(
             outputs, labels, self.threshold, self._from_logits)
         total = num_pred + num_true
         f1 = np.where(total > 0, 2 * hits / np.maximum(total, 1), 1.0)
-        exact = (hits == num_pred) & (hits == num_true)
+        finite = np.isfinite(outputs).all(axis=1)  # a NaN/inf row never matches
+        exact = (hits == num_pred) & (hits == num_true) & finite
         topk_ids, topk_scores = topk(probs, self.top_k)
         state = version.state
         for key, value in (("n", len(labels)), ("exact", int(exact.sum())),
@@ -252,6 +259,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "exact_match": exact.tolist(),
             "top_k": names[topk_ids].tolist(),
             "top_k_scores": topk_scores.tolist(),
+            "finite": self._quality.add(version, index, finite),
         }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from fastevalcb.kernels import (
 from fastevalcb.media import build_images
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._quality import BoxCheck
 from fastevalcb.types import PackedDetections
 
 _SCORE_KEYS = ("confidence", "scores")
@@ -116,6 +117,7 @@ def detections_from_outputs(
     nms_iou_threshold: float | None = None,
     max_detections: int | None = None,
     index: np.ndarray | None = None,
+    box_check: Callable[..., np.ndarray] | None = None,
 ) -> PackedDetections:
     """A batch of the model's (numpy) outputs -> packed xyxy pixel boxes, padding dropped.
 
@@ -136,6 +138,9 @@ def detections_from_outputs(
         nms_iou_threshold: class-wise NMS at this IoU; None for none.
         max_detections: keep the best this many per image; None for all.
         index: sample ids of the batch, for error messages.
+        box_check: ``(boxes, scores, padding, box_format) -> (B, K) bool`` of the
+            non-padding rows to drop as well (NaN/inf, inverted or zero-area boxes:
+            :class:`fastevalcb.tasks._quality.BoxCheck`, which counts them).
 
     Returns:
         PackedDetections: ``xyxy`` float32 pixels, ``scores`` float32, ``class_id`` int32.
@@ -159,6 +164,8 @@ def detections_from_outputs(
     if counts is not None:
         counts = np.clip(np.asarray(counts).reshape(n).astype(np.int64), 0, k)
         padding |= np.arange(k)[None, :] >= counts[:, None]
+    if box_check is not None:
+        padding |= box_check(boxes, scores, padding, box_format)  # bad boxes: dropped
     scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
     classes = np.where(padding, 0, classes)
     check_class_range(classes, num_classes, "a predicted class",
@@ -175,11 +182,13 @@ class DetectionEvalCallback(TaskEvalCallback):
     Data table: ``id, image`` (with a ``ground_truth`` box layer), ``num_objects``,
     ``classes``. Pred table: ``epoch, step, id, image`` (the data table's image and its
     ground-truth boxes by reference, plus a new ``predictions`` box layer with scores),
-    ``num_predictions, tp, fp, fn, precision, recall, ap50``: predictions are matched
-    greedily by score to same-class ground truth at ``match_iou_threshold``. Summary
+    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: predictions are
+    matched greedily by score to same-class ground truth at ``match_iou_threshold``. Summary
     metrics over the logged samples: ``<prefix>/mAP50`` (all-point interpolated AP per
     class, averaged over classes with ground truth), ``<prefix>/precision``,
-    ``<prefix>/recall``.
+    ``<prefix>/recall``. Predicted boxes with a NaN/inf coordinate or score (the row's
+    ``finite`` is False, the version's summary metrics NaN), or inverted or zero-area, are
+    dropped from the overlay and the metrics, and warned about once per fit.
 
     The predictions logged are those ``model.predict`` returns: a KerasHub detector has
     already decoded, thresholded (its ``NonMaxSuppression``'s ``confidence_threshold``)
@@ -281,6 +290,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise ValueError(
                 f"box_decimals must be an int in [0, 9] or None, got {box_decimals!r}")
         self.box_decimals = box_decimals
+        self._box_check = BoxCheck()  # NaN/inf, inverted, zero-area boxes: counted, dropped
         super().__init__(validation_data, class_names, **options)
 
     @classmethod
@@ -289,7 +299,7 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     def pred_columns(self) -> list[str]:
         return ["epoch", "step", "id", "image", "num_predictions", "tp", "fp", "fn",
-                "precision", "recall", "ap50"]
+                "precision", "recall", "ap50", "finite"]
 
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
@@ -339,7 +349,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             outputs, n, frame, box_format=self.box_format, num_classes=self.num_classes,
             adapter=self.adapter, score_threshold=self.score_threshold,
             nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
-            index=index)
+            index=index, box_check=self._box_check)
         if tuple(frame) == tuple(hw):
             return dets
         sy, sx = hw[0] / frame[0], hw[1] / frame[1]
@@ -432,6 +442,9 @@ class DetectionEvalCallback(TaskEvalCallback):
                           labels: PackedDetections, base_images: list) -> dict:
         dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2],
                                  np.asarray(batch.index), batch.model_hw)
+        check = self._box_check  # what _predictions just dropped, per sample
+        finite = self._quality.add(version, batch.index, check.finite, check.non_finite,
+                                   check.degenerate)
         tp, counts = match_detections(
             dets.offsets, dets.xyxy, dets.scores, dets.class_id,
             labels.offsets, labels.xyxy, labels.class_id, self.match_iou_threshold)
@@ -455,6 +468,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             "precision": precision.tolist(),
             "recall": recall.tolist(),
             "ap50": ap.tolist(),
+            "finite": finite,
         }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:

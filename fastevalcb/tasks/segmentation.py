@@ -21,13 +21,24 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
     """The TensorFlow step that turns the model's output into ``(B, H, W)`` uint8 class ids.
 
     Runs inside the compiled predict step, so only one byte per pixel reaches the host
-    (21-class float32 logits would be 84).
+    (21-class float32 logits would be 84), plus ``(B,)`` bool: every score of the sample
+    is finite (an argmax of NaN scores looks like any other class map).
+
+    Returns:
+        A function ``outputs -> {"class_maps": (B, H, W) uint8, "finite": (B,) bool}``.
     """
     import tensorflow as tf
 
-    def class_maps(out):
+    def with_finite(out):
         if callable(output):
             out = output(out)
+        maps = class_maps(out)
+        if not out.dtype.is_floating:
+            return {"class_maps": maps, "finite": tf.ones(tf.shape(maps)[:1], tf.bool)}
+        finite = tf.reduce_all(tf.reshape(tf.math.is_finite(out), [tf.shape(out)[0], -1]), 1)
+        return {"class_maps": maps, "finite": finite}
+
+    def class_maps(out):
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(
                 "the model has several outputs; pass output=<tf function> returning the "
@@ -54,7 +65,7 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
                 "class_names; they must match")
         return tf.cast(tf.argmax(out, axis=-1), tf.uint8)
 
-    return class_maps
+    return with_finite
 
 
 class SegmentationEvalCallback(TaskEvalCallback):
@@ -64,7 +75,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
     present). Pred table: ``epoch, step, id, image`` (the data table's image and
     ground-truth mask by reference plus a new ``predictions`` mask layer),
     ``pixel_accuracy, mean_iou`` and one ``iou/<class>`` column per class (NaN where the
-    class is in neither mask). Summary metrics ``<prefix>/mIoU``,
+    class is in neither mask), ``finite`` (False: the model's scores for that image hold
+    NaN/inf; its metrics are NaN). Summary metrics ``<prefix>/mIoU``,
     ``<prefix>/pixel_accuracy`` and ``<prefix>/iou/<class>`` over the logged samples,
     from summed pixel counts (not a mean of per-image IoUs).
 
@@ -134,14 +146,14 @@ class SegmentationEvalCallback(TaskEvalCallback):
 
     def pred_columns(self) -> list[str]:
         return ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
-                *(f"iou/{name}" for name in self._class_names_for_columns)]
+                *(f"iou/{name}" for name in self._class_names_for_columns), "finite"]
 
     # -- steps ---------------------------------------------------------------------------
     def _output_fn(self) -> Callable | None:
         return _class_maps(self.output, len(self._class_names_for_columns))
 
     def _check_outputs(self, batch: PredictionBatch) -> None:
-        out = batch.outputs
+        out = batch.outputs["class_maps"]
         if out.ndim != 3:
             raise FastEvalInputError(
                 f"the model's class maps must be (B, H, W), got {out.shape}")
@@ -182,7 +194,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
 
     def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
                           base_images: list) -> dict:
-        pred = np.asarray(batch.outputs)
+        pred = np.asarray(batch.outputs["class_maps"])
+        finite = np.asarray(batch.outputs["finite"], bool)  # False: NaN/inf scores
         if pred.shape[1:] != labels.shape[1:]:
             pred = resize_nearest(pred, labels.shape[1:])
         tp, pred_count, target_count = segmentation_counts(
@@ -195,6 +208,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
             seen = union > 0
             mean_iou = np.where(seen.any(1), np.nansum(iou, 1) / np.maximum(seen.sum(1), 1),
                                 np.nan)
+            pixel_acc, mean_iou = (np.where(finite, v, np.nan) for v in (pixel_acc, mean_iou))
+            iou = np.where(finite[:, None], iou, np.nan)
         state = version.state
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
@@ -216,6 +231,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
             "image": images,
             "pixel_accuracy": pixel_acc.tolist(),
             "mean_iou": mean_iou.tolist(),
+            "finite": self._quality.add(version, batch.index, finite),
         }
         for c, name in enumerate(self.class_names):
             columns[f"iou/{name}"] = iou[:, c].tolist()

@@ -28,3 +28,22 @@ def metric_definitions(run_log) -> dict[str, str]:
             name = record.metric.name or record.metric.glob_name
             out[name] = record.metric.step_metric
     return out
+
+
+class Diverge(keras.callbacks.Callback):
+    """Sets the model's last layer to NaN at the end of epoch ``at`` (list it before ours)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            layer = self.model.layers[-1]
+            layer.set_weights([w * float("nan") for w in layer.get_weights()])
+
+
+def fast_eval_warnings(caught) -> list[str]:
+    from fastevalcb import FastEvalWarning
+
+    return [str(w.message) for w in caught if issubclass(w.category, FastEvalWarning)]

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
 from fastevalcb.offline import OfflineRun
-from task_helpers import EpochRecorder, metric_definitions, pred_versions
+from task_helpers import (Diverge, EpochRecorder, fast_eval_warnings, metric_definitions,
+                          pred_versions)
 
 
 def _softmax(z):
@@ -50,7 +51,8 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     last = versions[-1]
     table = log.load_table(last, "eval_data")
     assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "confidence",
-                             "correct", "top_k", "top_k_scores"]
+                             "correct", "top_k", "top_k_scores", "finite"]
+    assert table.column("finite") == [True] * 20
     names = np.array(shapes.class_names)
     pred = probs.argmax(1)
     assert table.column("id") == list(range(20))
@@ -139,7 +141,7 @@ def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier
     with pytest.raises(KeyboardInterrupt):
         classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb, Interrupt()],
                        verbose=0)
-    cb.flush()  # what the README says to do after an interrupt, before wandb.finish()
+    cb.flush()  # optional: the run's end waits too (tests/tasks/test_logging_faults.py)
     log = read()
     versions = pred_versions(log, run.id)
     assert [v.metadata["epoch"] for v in versions] == [0]
@@ -373,3 +375,27 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     assert [a for v in versions for a in v.aliases if a != "latest"] == ["epoch-0", "epoch-1"]
     assert [v.metadata["rows"] for v in versions] == [len(shapes.labels)] * 2
     assert len(log.artifacts("val")) == 1
+
+
+def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
+        offline_run, shapes, classifier):
+    run, read = offline_run
+    cb = ClassificationEvalCallback((shapes.images[:12], shapes.labels[:12]), shapes.class_names,
+                                    selection="random", max_samples=8, seed=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
+                       callbacks=[Diverge(at=1), cb], verbose=0)
+    log = read()
+    tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
+    assert [t.column("finite") for t in tables] == [[True] * 8, [False] * 8, [False] * 8]
+    assert all(np.isnan(tables[1].column("confidence")))
+    assert not any(tables[1].column("correct"))  # a NaN row is never counted correct
+    rows = [r for r in log.history() if "eval/accuracy" in r]
+    assert [np.isnan(r["eval/accuracy"]) for r in rows] == [False, True, True]
+    assert np.isnan(rows[1]["eval/top_3_accuracy"])
+    nan = [m for m in fast_eval_warnings(caught) if "non-finite" in m]
+    assert len(nan) == 1, nan  # once per fit, at the first NaN version
+    first = tables[1].column("id")[0]
+    assert f"8 of 8 classification samples had non-finite predictions (NaN/inf) at epoch 1 " \
+        f"(step 6); first sample id {first}." in nan[0]

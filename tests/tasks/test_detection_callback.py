@@ -233,3 +233,47 @@ def test_rows_past_num_detections_are_padding(offline_run):
     table = read().load_table(pred_versions(read(), run.id)[-1], "eval_data")
     assert table.column("num_predictions") == [1, 1, 1, 1]
     assert table.column("tp") == [1, 0, 0, 0]  # P0 matches A's box only
+
+
+def test_nan_inf_inverted_and_zero_area_boxes_are_counted_dropped_and_warned_once(offline_run):
+    run, read = offline_run
+    calls = {"n": 0}
+
+    def adapter(outputs):  # clean at the train-begin check, then a model gone bad
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return outputs
+        boxes, scores = outputs["boxes"].copy(), outputs["scores"].copy()
+        boxes[1, 2, 0] = np.nan  # B: P2 has a NaN corner
+        scores[2, 0] = np.inf  # C: P0 scores inf
+        boxes[3, 1] = [12, 2, 2, 11]  # D: P1 inverted (x2 < x1)
+        boxes[3, 2] = [20, 20, 20, 30]  # D: P2 zero-width
+        return {**outputs, "boxes": boxes, "scores": scores}
+
+    cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
+                               NAMES, adapter=adapter, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(fixed_detector(), [cb], epochs=2)
+    log = read()
+    versions = pred_versions(log, run.id)
+    assert len(versions) == 2
+    for version in versions:
+        table = log.load_table(version, "eval_data")
+        assert table.column("finite") == [True, False, False, True]
+        assert table.column("num_predictions") == [3, 2, 2, 1]  # the bad boxes are dropped
+        overlays = [cell["boxes"]["predictions"] for cell in table.column("image")]
+        assert [len(boxes) for boxes in overlays] == [3, 2, 2, 1]
+        assert overlays[3][0]["position"]["minX"] == 2.0  # D keeps P0 only
+    rows = [r for r in log.history() if "eval/mAP50" in r]
+    assert len(rows) == 2 and all(np.isnan(r["eval/mAP50"]) for r in rows)
+    assert all(np.isnan(r["eval/precision"]) for r in rows)
+    ours = [str(w.message) for w in caught if issubclass(w.category, FastEvalWarning)]
+    nan = [m for m in ours if "non-finite" in m]
+    bad = [m for m in ours if "inverted or zero-area" in m]
+    assert len(nan) == 1 and len(bad) == 1, ours  # once per fit each
+    assert "2 of 4 detection samples had non-finite predictions (NaN/inf) (2 boxes or " \
+        "scores, dropped from the overlay and the metrics) at epoch 0 (step 2); first " \
+        "sample id 1." in nan[0]
+    assert "2 predicted boxes in 1 samples were inverted or zero-area at epoch 0 (step 2); " \
+        "first sample id 3." in bad[0]

@@ -44,7 +44,8 @@ def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     last = pred_versions(log, run.id)[-1]
     table = log.load_table(last, "eval_data")
     assert table.columns == ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
-                             *(f"iou/{n}" for n in NAMES)]
+                             *(f"iou/{n}" for n in NAMES), "finite"]
+    assert set(table.column("finite")) == {True}
     expected_iou = iou_by_hand(pred, masks, 4)
     got_iou = np.array([table.column(f"iou/{n}") for n in NAMES], float).T
     np.testing.assert_allclose(got_iou, expected_iou, rtol=1e-6)
@@ -153,3 +154,30 @@ def test_channel_count_must_match_class_names(offline_run, shapes, segmenter):
 def test_ignore_index_must_not_be_a_class_id(offline_run, shapes):
     with pytest.raises(ValueError, match=r"ignore_index must be an int in \[4, 255\]"):
         SegmentationEvalCallback((shapes.images, shapes.masks), NAMES, ignore_index=2)
+
+
+def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(offline_run, shapes,
+                                                                      segmenter):
+    import warnings
+
+    from task_helpers import Diverge, fast_eval_warnings
+
+    run, read = offline_run
+    cb = SegmentationEvalCallback((shapes.images[:6], shapes.masks[:6]), NAMES, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmenter.fit(shapes.images, shapes.masks, epochs=3, batch_size=16,
+                      callbacks=[Diverge(at=1), cb], verbose=0)
+    log = read()
+    tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
+    assert [t.column("finite") for t in tables] == [[True] * 6, [False] * 6, [False] * 6]
+    assert not any(np.isnan(tables[0].column("pixel_accuracy")))
+    for name in ("pixel_accuracy", "mean_iou", f"iou/{NAMES[0]}"):
+        assert all(np.isnan(tables[1].column(name))), name
+    rows = [r for r in log.history() if "eval/mIoU" in r]
+    assert [np.isnan(r["eval/pixel_accuracy"]) for r in rows] == [False, True, True]
+    assert np.isnan(rows[1]["eval/mIoU"])
+    nan = [m for m in fast_eval_warnings(caught) if "non-finite" in m]
+    assert len(nan) == 1, nan
+    assert "6 of 6 segmentation samples had non-finite predictions (NaN/inf) at epoch 1 " \
+        "(step 6); first sample id 0." in nan[0]
