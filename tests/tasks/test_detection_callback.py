@@ -251,7 +251,7 @@ def test_nan_inf_inverted_and_zero_area_boxes_are_counted_dropped_and_warned_onc
         return {**outputs, "boxes": boxes, "scores": scores}
 
     cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
-                               NAMES, adapter=adapter, verbose=0)
+                               NAMES, adapter=adapter, verbose=0, score_threshold=0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(fixed_detector(), [cb], epochs=2)
