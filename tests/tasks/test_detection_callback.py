@@ -413,3 +413,56 @@ def test_detections_from_a_real_retinanet_predict():
         np.testing.assert_allclose(dets.xyxy, np.clip(xyxy[valid], 0, size), atol=1e-4)
         np.testing.assert_array_equal(dets.scores, out["confidence"][valid])
         np.testing.assert_array_equal(dets.class_id, out["labels"][valid])
+
+
+def test_d_fine_predicts_yxyx_whatever_its_bounding_box_format_says():
+    """keras_hub 0.32's D-FINE builds yxyx boxes in predict even when set to "xyxy" (and
+    reads rel_center_xywh targets): model_box_formats says so, and the boxes read back
+    are the model's raw normalized center boxes in xyxy pixels."""
+    pytest.importorskip("keras_hub")
+    import keras_hub
+    from keras_hub.src.models.d_fine.d_fine_backbone import DFineBackbone
+    from keras_hub.src.models.d_fine.d_fine_object_detector import DFineObjectDetector
+    from keras_hub.src.models.hgnetv2.hgnetv2_backbone import HGNetV2Backbone
+
+    from fastevalcb.tasks.detection import detections_from_outputs, model_box_formats
+
+    size = 64
+    keras.utils.set_random_seed(0)
+    hgnet = HGNetV2Backbone(
+        stem_channels=[3, 16, 16],
+        stackwise_stage_filters=[[16, 16, 64, 1, 3, 3], [64, 32, 256, 1, 3, 3],
+                                 [256, 64, 512, 2, 3, 5], [512, 128, 1024, 1, 3, 5]],
+        apply_downsample=[False, True, True, True],
+        use_lightweight_conv_block=[False, False, True, True], depths=[1, 1, 2, 1],
+        hidden_sizes=[64, 256, 512, 1024], embedding_size=16, use_learnable_affine_block=True,
+        hidden_act="relu", image_shape=(size, size, 3), out_features=["stage3", "stage4"])
+    backbone = DFineBackbone(
+        backbone=hgnet, decoder_in_channels=[32, 32], encoder_hidden_dim=32, num_denoising=0,
+        num_labels=3, hidden_dim=32, learn_initial_query=False, num_queries=10,
+        anchor_image_size=(size, size), feat_strides=[16, 32], num_feature_levels=2,
+        encoder_in_channels=[512, 1024], encode_proj_layers=[1], num_attention_heads=2,
+        encoder_ffn_dim=32, num_encoder_layers=1, hidden_expansion=0.34, depth_multiplier=0.5,
+        eval_idx=-1, num_decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32,
+        decoder_n_points=[2, 2], lqe_hidden_dim=8, num_lqe_layers=1,
+        out_features=["stage3", "stage4"], image_shape=(size, size, 3))
+    model = DFineObjectDetector(backbone=backbone, num_classes=3, bounding_box_format="xyxy")
+    model.prediction_decoder = keras_hub.layers.NonMaxSuppression(
+        bounding_box_format="xyxy", from_logits=True, confidence_threshold=0.0,
+        iou_threshold=1.0, max_detections=10)  # keep all 10 queries
+    assert model_box_formats(model) == ("yxyx", "rel_center_xywh")
+
+    x = np.random.RandomState(0).uniform(0, 1, (2, size, size, 3)).astype("float32")
+    out = model.predict(x, verbose=0)
+    dets = detections_from_outputs(out, 2, (size, size), box_format="yxyx", num_classes=3)
+    as_set = detections_from_outputs(out, 2, (size, size), box_format="xyxy", num_classes=3)
+    raw = keras.ops.convert_to_numpy(model(x)["pred_boxes"])  # (2, 10, 4) rel center_xywh
+    for i in range(2):
+        want = np.clip(keras.ops.convert_to_numpy(keras.utils.bounding_boxes.convert_format(
+            raw[i], "rel_center_xywh", "xyxy", height=size, width=size)), 0, size)
+        got = dets.image(i).xyxy
+        assert len(got) == 10
+        distance = np.abs(got[:, None] - want[None]).max(axis=2).min(axis=1)
+        assert distance.max() < 1e-3
+        wrong = np.abs(as_set.image(i).xyxy[:, None] - want[None]).max(axis=2).min(axis=1)
+        assert wrong.max() > 1.0  # read as its setting says, the boxes would be transposed
