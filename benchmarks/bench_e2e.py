@@ -331,7 +331,7 @@ def detection_task(n, size, train_n):
     def ours():
         from fastevalcb import DetectionEvalCallback
         return DetectionEvalCallback((val.images, gt), list(CLASS_NAMES), box_format="xyxy",
-                                     normalized=False, score_threshold=SCORE_THRESHOLD,
+                                     score_threshold=SCORE_THRESHOLD,
                                      max_detections=MAX_BOXES)
 
     return {"model": model, "x": val.images, "train": (train.images, train_y),

@@ -35,7 +35,7 @@ def build_model() -> keras.Model:
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
     outputs = {
-        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(x),  # xyxy, normalized
+        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(x),  # rel_xyxy
         "cls": keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="cls")(x),
     }
     model = keras.Model(inputs, outputs)
@@ -60,9 +60,10 @@ def main() -> None:
     val = make_shapes(args.val_samples, size=SIZE, seed=1)
     run = wandb.init(project="fastevalcb-examples", dir=args.dir, config=vars(args))
 
-    targets = {"boxes": val.boxes[:, None, :] / SIZE, "classes": val.labels[:, None]}
+    targets = {"boxes": val.boxes[:, None, :] / SIZE, "labels": val.labels[:, None]}
     eval_callback = DetectionEvalCallback(
-        (val.images, targets), CLASS_NAMES, normalized=True, adapter=adapter, batch_size=64)
+        (val.images, targets), CLASS_NAMES, box_format="rel_xyxy", adapter=adapter,
+        batch_size=64)
     model = build_model()
     model.fit(train.images, {"box": train.boxes / SIZE, "cls": train.labels},
               epochs=args.epochs, verbose=2, callbacks=[eval_callback])

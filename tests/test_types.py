@@ -47,7 +47,8 @@ def test_from_padded_matches_reference_pipeline(b, m, data):
     p = PackedDetections.from_padded(cxcywh, cls, scores, counts, "rel_center_xywh",
                                      image_size=size, iou_threshold=0.5, score_threshold=0.1,
                                      max_detections=4, num_classes=4)
-    xyxy = reference.clip_boxes(reference.convert_boxes(cxcywh, "rel_center_xywh", "xyxy", size), size)
+    xyxy = reference.clip_boxes(
+        reference.convert_boxes(cxcywh, "rel_center_xywh", "xyxy", size), size)
     keep = reference.batched_nms_keep(xyxy, scores, cls, counts, 0.5, 0.1, 4)
     assert p.offsets.tolist() == [0] + np.cumsum(keep.sum(1)).tolist()
     np.testing.assert_allclose(p.xyxy, xyxy[keep], atol=1e-4)

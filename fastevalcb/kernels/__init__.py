@@ -97,7 +97,8 @@ def warmup() -> dict[str, float]:
                                      binary_probabilities(logits[:, :1], False),
                                      multilabel_summary(logits, logits > 0),
                                      multilabel_summary(logits, None, 0.5, False)))
-    timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)), clip_boxes(boxes, (2, 2)),
+    timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)),
+                            clip_boxes(boxes, (2, 2)),
                             box_iou_batch(boxes[0], boxes[0]),
                             box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
                             box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))

@@ -170,7 +170,7 @@ def box_json(
         xyxy: ``(N, 4)`` float boxes (pixels for ``domain="pixel"``, else fractions).
         class_id: ``(N,)`` integer ids, each a key of ``class_labels``.
         scores: ``(N,)`` float scores, or None (ground truth: no scores, caption = name).
-        class_labels: ``{class_id: name}`` with ids in ``[0, 256)``.
+        class_labels: ``{class_id: name}``, non-negative ids (any number: LVIS has 1,203).
         domain: ``"pixel"`` or None.
         decimals: decimals of positions (2: 1/100 pixel).
         score_decimals: decimals of scores.

@@ -158,6 +158,11 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim == 2 and arr.shape == (n, self.num_classes):
+            hot = (arr == 0) | (arr == 1)
+            if np.all(hot) and np.any(arr.sum(axis=1) != 1):
+                raise FastEvalInputError(
+                    f"labels of shape (N, {self.num_classes}) are 0/1 but not one-hot (a row "
+                    "has other than one 1): multi-hot labels want multi_label=True")
             arr = np.argmax(arr, axis=1)  # one-hot
         if arr.shape != (n,):
             raise FastEvalInputError(
@@ -186,7 +191,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if np.any(bad):
             row, col = np.argwhere(bad)[0]
             raise FastEvalInputError(
-                f"multi-hot labels must be 0 or 1, got {arr[row, col]!r} for sample "
+                f"multi-hot labels must be 0 or 1, got {arr[row, col].tolist()!r} for sample "
                 f"{int(index[row])}, class {self.class_names[col]!r}")
         return arr.astype(bool)
 

@@ -47,6 +47,16 @@ def test_known_text():
     ]
 
 
+def test_class_ids_past_a_byte_lvis_sized():
+    labels = {i: f"c{i}" for i in range(1203)}
+    xyxy = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 1, 1]], np.float64)
+    cid = np.array([1202, 256, 255])
+    scores = np.array([0.5, 0.25, 0.125])
+    got = box_json([0, 3], xyxy, cid, scores, labels)
+    assert got == reference.box_json([0, 3], xyxy, cid, scores, labels, "pixel", 2, 4)
+    assert '"box_caption": "c1202 0.50", "class_id": 1202' in got[0]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
