@@ -147,7 +147,8 @@ def test_ambiguous_or_absent_image_is_a_clear_error():
     ):
         image_input(two)
     with pytest.raises(
-        FastEvalInputError, match=r"no input of x looks like an image.*x\['a'\] \(N, 4\).*image_key="
+        FastEvalInputError,
+        match=r"no input of x looks like an image.*x\['a'\] \(N, 4\).*image_key=",
     ):
         image_input({"a": zeros(2, 4), "b": zeros(2, 3, 3, 7)})
     with pytest.raises(FastEvalInputError, match=r"image_key='img' names no input.*x\['left'\]"):
