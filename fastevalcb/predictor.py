@@ -156,6 +156,10 @@ def _model_parts(model) -> tuple:
     return (getattr(model, "preprocessor", None), getattr(model, "prediction_decoder", None))
 
 
+def _same(parts: tuple, others: tuple) -> bool:
+    return all(a is b for a, b in zip(parts, others))
+
+
 class _Step:
     """The compiled step for one model: traced once, reused for every batch and pass.
 
@@ -245,11 +249,7 @@ class _Step:
 
     def data(self, x):
         """Raw padded inputs -> the ``data`` ``predict_step`` receives (preprocessed)."""
-        if self.prep is not None:
-            return self.prep(x)
-        import keras
-
-        return keras.utils.pack_x_y_sample_weight(x)
+        return _pack(x) if self.prep is None else self.prep(x)
 
     def __call__(self, data):
         if not self.distributed:
@@ -275,11 +275,17 @@ def _pack(x):
     return keras.utils.pack_x_y_sample_weight(x)
 
 
+def _hw(x, path) -> Optional[tuple]:
+    return None if path is None else _sources.image_hw(x, path)
+
+
 def _image_path(x_or_spec, image_key, strict: bool):
     """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
+    from fastevalcb.callback import FastEvalInputError
+
     try:
         return _sources.image_input(x_or_spec, image_key)
-    except ValueError:  # FastEvalInputError
+    except FastEvalInputError:
         if strict:
             raise
     if image_key is not None:
@@ -517,7 +523,7 @@ class BatchedPredictor:
         if model is None:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
         step = self._step
-        if step is not None and step.model is model and step.parts == _model_parts(model):
+        if step is not None and step.model is model and _same(step.parts, _model_parts(model)):
             return step
         expected = _sources.model_input_structure(model)
         ranks = None
@@ -583,10 +589,8 @@ class BatchedPredictor:
                 outputs=outputs,
                 y=_to_numpy(batch.y),
                 x=_to_numpy(batch.x) if self.return_x else None,
-                image_hw=None if raw_image is None else _sources.image_hw(batch.x, raw_image),
-                model_hw=None
-                if model_image is None
-                else _sources.image_hw(_unpack_x(data), model_image),
+                image_hw=_hw(batch.x, raw_image),
+                model_hw=_hw(_unpack_x(data), model_image),
             )
         if count == 0:
             raise ValueError("source is empty: expected at least 1 sample, got 0")

@@ -479,6 +479,30 @@ DISTRIBUTED = textwrap.dedent(
                     np.testing.assert_allclose(got[k], want[k], atol=1e-5)
             assert predictor.trace_count == 1, predictor.trace_count
             assert predictor._step.distributed and predictor._step.pad_to == 8
+
+    # A KerasHub task: its preprocessor runs on the host, then the shards are split.
+    try:
+        import keras_hub
+    except ImportError:
+        keras_hub = None
+    if keras_hub is not None:
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            backbone = keras_hub.models.ResNetBackbone(
+                input_conv_filters=[64], input_conv_kernel_sizes=[3],
+                stackwise_num_filters=[64, 8], stackwise_num_blocks=[1, 1],
+                stackwise_num_strides=[1, 2], block_type="basic_block")
+            converter = keras_hub.layers.ResNetImageConverter(image_size=(24, 24), scale=1 / 255)
+            hub = keras_hub.models.ResNetImageClassifier(
+                backbone=backbone, num_classes=5,
+                preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter))
+        images = np.random.default_rng(0).uniform(0, 255, size=(8, 40, 40, 3)).astype("float32")
+        want = hub.predict(images, batch_size=4, verbose=0)
+        for jit in (False, True):
+            predictor = BatchedPredictor(hub, images, batch_size=3, jit_compile=jit)
+            for _ in range(2):
+                np.testing.assert_allclose(predictor.predict_all(), want, atol=1e-4)
+            assert predictor.trace_count == 1 and predictor._step.prep.trace_count == 1
     print("DISTRIBUTED-OK")
     """
 )

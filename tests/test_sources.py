@@ -11,7 +11,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from fastevalcb.sources import ArraySource, adapt_source, choose_indices  # noqa: E402
+from fastevalcb.callback import FastEvalInputError  # noqa: E402
+from fastevalcb.sources import (  # noqa: E402
+    ArraySource,
+    SampleSpec,
+    adapt_source,
+    choose_indices,
+    image_hw,
+    image_input,
+    input_at,
+    is_image_shape,
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -72,3 +82,78 @@ def test_adapt_source_passes_sources_through_and_rejects_unknown_types():
     assert adapt_source(source) is source
     with pytest.raises(TypeError, match="got int"):
         adapt_source(3)
+
+
+# ---------------------------------------------------------------- image_input
+
+
+def zeros(*shape):
+    return np.zeros(shape, "float32")
+
+
+@pytest.mark.parametrize(
+    "x, path",
+    [
+        (zeros(2, 32, 32, 3), ()),
+        (zeros(2, 28, 28), ()),  # grey, no channel axis
+        (zeros(2, 8, 8, 1), ()),
+        (zeros(2, 8, 8, 4), ()),  # RGBA
+        ({"image": zeros(2, 16, 16, 3), "meta": zeros(2, 4)}, ("image",)),
+        ((zeros(2, 4), zeros(2, 16, 16, 3)), (1,)),
+        ({"inputs": {"image": zeros(2, 9, 9, 3), "ids": zeros(2, 7)}}, ("inputs", "image")),
+        ({"image": zeros(2, 9, 9, 3), "name": np.array(["a", "b"])}, ("image",)),
+    ],
+)
+def test_image_input_finds_the_only_image_shaped_input(x, path):
+    assert image_input(x) == path
+    image = input_at(x, path)
+    assert image.ndim in (3, 4)
+    assert image_hw(x, path) == image.shape[1:3]
+
+
+def test_image_input_reads_specs_tensors_and_keras_inputs():
+    import keras
+
+    specs = {"image": SampleSpec((None, None, 3), "uint8"), "meta": SampleSpec((4,), "float32")}
+    assert image_input(specs) == ("image",)
+    tensors = {"a": tf.zeros((2, 5)), "b": tf.TensorSpec((None, 12, 12, 1))}
+    assert image_input(tensors) == ("b",)
+    inputs = [keras.Input((6,)), keras.Input((20, 20, 3))]
+    assert image_input(inputs) == (1,)
+
+
+def test_image_shapes():
+    assert is_image_shape((32, 32, 3)) and is_image_shape((None, None, 1))
+    assert is_image_shape((5, 7))
+    assert not is_image_shape((32, 32, 5))  # 5 channels
+    assert not is_image_shape((1, 32, 3))  # one row is not an image
+    assert not is_image_shape((10,)) and not is_image_shape((4, 4, 4, 3))
+
+
+def test_image_key_names_the_input():
+    x = {"left": zeros(2, 8, 8, 3), "right": zeros(2, 8, 8, 3), "meta": zeros(2, 3)}
+    assert image_input(x, image_key="right") == ("right",)
+    assert image_input((zeros(2, 8, 8, 3), zeros(2, 8, 8, 3)), image_key=1) == (1,)
+    nested = {"inputs": {"image": zeros(2, 9, 9, 3)}}
+    assert image_input(nested, image_key=("inputs", "image")) == ("inputs", "image")
+
+
+def test_ambiguous_or_absent_image_is_a_clear_error():
+    two = {"left": zeros(2, 8, 8, 3), "right": zeros(2, 6, 6, 1), "meta": zeros(2, 3)}
+    with pytest.raises(
+        FastEvalInputError,
+        match=r"2 image-shaped inputs.*x\['left'\] \(N, 8, 8, 3\), x\['right'\] "
+        r"\(N, 6, 6, 1\).*image_key=.*'left', 'right'",
+    ):
+        image_input(two)
+    with pytest.raises(
+        FastEvalInputError,
+        match=r"no input of x looks like an image.*x\['a'\] \(N, 4\).*image_key=",
+    ):
+        image_input({"a": zeros(2, 4), "b": zeros(2, 3, 3, 7)})
+    with pytest.raises(FastEvalInputError, match=r"image_key='img' names no input.*x\['left'\]"):
+        image_input(two, image_key="img")
+    with pytest.raises(FastEvalInputError, match=r"image_key='meta'.*\(N, 3\).*not an image"):
+        image_input(two, image_key="meta")
+    with pytest.raises(FastEvalInputError, match="names no input"):
+        image_input(zeros(2, 8, 8, 3), image_key="image")  # a single array has no keys
