@@ -107,7 +107,8 @@ def test_multi_label_sigmoid_head(offline_run, shapes, activation):
     assert data.column("label") == [[names[j] for j in np.flatnonzero(r)] for r in true]
     _, table = _last_table(read, run)
     assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "hits", "f1",
-                             "exact_match", "top_k", "top_k_scores"]
+                             "exact_match", "top_k", "top_k_scores", "finite"]
+    assert table.column("finite") == [True] * len(y)
     assert table.column("pred") == [[names[j] for j in np.flatnonzero(r)] for r in pred]
     hits = (pred & true).sum(1)
     assert table.column("hits") == hits.tolist()
