@@ -94,7 +94,8 @@ const FEV = (() => {
     for (const c of a.columns) {
       if (c.kind === "image") out.push({ key: "a:" + c.name, name: c.name, kind: "image", side: a, col: c.name,
         get: i => i });
-      else out.push({ key: "a:" + c.name, name: c.name, kind: c.kind, get: i => a.cells[c.name][i] });
+      else out.push({ key: "a:" + c.name, name: c.name, kind: c.kind, integer: c.integer,
+        get: i => a.cells[c.name][i] });
     }
     if (S.b) {
       const b = S.b, join = joinIndex(b), ids = a.cells.id;
@@ -104,19 +105,23 @@ const FEV = (() => {
         const name = `${c.name} (${versionOf(S.bIndex).label.split(" · ")[0]})`;
         if (c.kind === "image") out.push({ key: "b:" + c.name, name, kind: "image", side: b, col: c.name,
           get: other });
-        else out.push({ key: "b:" + c.name, name, kind: c.kind, compare: "a:" + c.name,
+        else out.push({ key: "b:" + c.name, name, kind: c.kind, integer: c.integer, compare: "a:" + c.name,
           get: i => { const j = other(i); return j === undefined ? null : b.cells[c.name][j]; } });
       }
     }
     return out;
   }
+  // "Changed" ignores floats (confidence, IoU drift every version): a sample changed when a
+  // string, boolean or integer cell differs (pred, correct, tp ...), or its predicted boxes
+  // (count or classes) or predicted mask content do.
+  const discrete = c => c.kind === "string" || c.kind === "bool" || c.integer;
   function rowChanged(i, cols) {
     const byKey = Object.fromEntries(cols.map(c => [c.key, c]));
     for (const c of cols) {
-      if (!c.compare || SKIP_COMPARE.has(c.compare.slice(2)) || !byKey[c.compare]) continue;
+      if (!c.compare || !byKey[c.compare] || !discrete(c)) continue;
       if (JSON.stringify(c.get(i)) !== JSON.stringify(byKey[c.compare].get(i))) return true;
     }
-    for (const c of cols) {  // predicted boxes (count, classes) changed
+    for (const c of cols) {
       if (c.kind !== "image" || c.side !== S.b) continue;
       const j = c.get(i), imgA = S.a.images[c.col], imgB = S.b.images[c.col];
       if (j === undefined || !imgA) return true;
@@ -124,6 +129,9 @@ const FEV = (() => {
         if (layer === "ground_truth") continue;
         const ba = (imgA.boxes[layer] || [])[i] || [], bb = imgB.boxes[layer][j] || [];
         if (ba.length !== bb.length || ba.some((x, k) => x[4] !== bb[k][4])) return true;
+      }
+      for (const layer of Object.keys(imgB.masks)) {
+        if (layer !== "ground_truth" && (imgA.masks[layer] || [])[i] !== imgB.masks[layer][j]) return true;
       }
     }
     return false;
@@ -410,7 +418,7 @@ const FEV = (() => {
         for (const c of cols) {
           if (c.kind === "image") { tr.append($("td", {}, imageCell(c, i))); continue; }
           const v = c.get(i);
-          const changed = c.compare && byKey[c.compare] && !SKIP_COMPARE.has(c.compare.slice(2)) &&
+          const changed = c.compare && byKey[c.compare] &&
             JSON.stringify(v) !== JSON.stringify(byKey[c.compare].get(i));
           tr.append($("td", { class: (c.kind === "number" ? "num" : "") + (changed ? " changed" : ""),
             "data-key": c.key, text: fmt(v) }));

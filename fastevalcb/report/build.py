@@ -185,7 +185,8 @@ def _version_shard(run: OfflineRun, art: LoggedArtifact, path: str, media: _Medi
             out["images"][name] = _image_column(run, art, values, media, table, class_maps)
         else:
             out["cells"][name] = [_scalar(v, kind) for v in values]
-        out["columns"].append({"name": name, "kind": kind})
+        integer = kind == "number" and all(isinstance(v, int) or v is None for v in values)
+        out["columns"].append({"name": name, "kind": kind, "integer": integer})
     return out
 
 
@@ -272,7 +273,7 @@ def _image_column(run: OfflineRun, art: LoggedArtifact, cells: list[Any], media:
                 box_list = box_list.get("box_data") or []
             boxes.setdefault(layer, [None] * n)[i] = [_box(b, w, h) for b in box_list]
         for layer, mask in (cell.get("masks") or {}).items():
-            masks.setdefault(layer, [None] * n)[i] = _mask_id(run, art, mask.get("path"), media)
+            masks.setdefault(layer, [None] * n)[i] = _mask_id(run, art, mask, media)
     layers = table.setdefault("layers", {"boxes": [], "masks": []})
     for kind, found in (("boxes", boxes), ("masks", masks)):
         layers[kind] += [k for k in found if k not in layers[kind]]
@@ -325,21 +326,24 @@ def _image_id(run: OfflineRun, art: LoggedArtifact, path: str | None, media: _Me
     return media.image_ids[key]
 
 
-def _mask_id(run: OfflineRun, art: LoggedArtifact, path: str | None, media: _Media) -> int | None:
+def _mask_id(run: OfflineRun, art: LoggedArtifact, mask: dict[str, Any], media: _Media) -> int | None:
+    """Id of a mask (the same content, by sha256, has one id: versions can be compared)."""
+    path = mask.get("path")
     try:
         local = _local_file(run, art, path)
     except OfflineRunError as exc:
         media.missing.append(f"mask {art.qualified_name}/{path}: {exc}")
         return None
-    if local not in media.mask_ids:
+    key = mask.get("sha256") or local
+    if key not in media.mask_ids:
         try:
             decoded = _decode_mask(local)
         except OSError as exc:
             media.missing.append(f"mask {art.qualified_name}/{path}: unreadable PNG ({exc})")
             decoded = None
-        media.mask_ids[local] = len(media.masks)
+        media.mask_ids[key] = len(media.masks)
         media.masks.append(decoded)
-    return media.mask_ids[local]
+    return media.mask_ids[key]
 
 
 def _decode_mask(path: str) -> tuple[int, int, list[int]]:
