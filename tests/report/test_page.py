@@ -149,7 +149,8 @@ def test_detection_boxes_layers_classes_and_threshold(task_runs, page, tmp_path)
     assert ap == sorted(ap)
 
     _act(page, lambda: page.select_option('select[data-filter="a:image"]', ""))
-    page.set_viewport_size({"width": 1100, "height": 640})
+    page.set_viewport_size({"width": 1200, "height": 720})
+    page.evaluate("window.scrollTo(0, 0)")
     shot = page.screenshot(path=str(tmp_path / "report.png"))
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
     if os.environ.get("FASTEVALCB_SCREENSHOT"):
