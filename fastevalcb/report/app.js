@@ -435,6 +435,8 @@ const FEV = (() => {
           ...[25, 50, 100, 200].map(n => $("option", { value: n, selected: n === S.pageSize, text: n })))));
       host.replaceChildren(pager, $("table", { class: "rows" }, $("thead", {}, head, filters), body));
       if (!rows.length) host.append($("p", { class: "muted", id: "empty", text: "no rows match the filters" }));
+      if (!document.body.dataset.firstRenderMs)  // navigation start -> first rows on screen
+        document.body.dataset.firstRenderMs = performance.now().toFixed(1);
       document.body.dataset.ready = String(token);
     });
   }
@@ -459,11 +461,12 @@ const FEV = (() => {
       S.a = shard; S.aIndex = k; S.page = 0;
       for (const key of Object.keys(S.filters)) if (!columns().some(c => c.key === key)) delete S.filters[key];
       return render();
-    });
+    }).catch(fail);
   }
   function compareWith(k) {
     if (k === null) { S.b = null; S.bIndex = null; S.changedOnly = false; return render(); }
-    return FEV.load(versionOf(k).shard).then(shard => { S.b = shard; S.bIndex = k; S.page = 0; return render(); });
+    return FEV.load(versionOf(k).shard).then(shard => { S.b = shard; S.bIndex = k; S.page = 0; return render(); })
+      .catch(fail);
   }
 
   Promise.all([FEV.load("meta"), FEV.load("images")]).then(([meta, images]) => {

@@ -54,6 +54,7 @@ class _Media:
     masks: list[Any] = field(default_factory=list)  # (h, w, rle) or None (missing)
     mask_ids: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    by_client_id: dict[str, LoggedArtifact] = field(default_factory=dict)
 
 
 def open_run(path: str | os.PathLike | None) -> OfflineRun:
@@ -124,7 +125,9 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
         problems.append("the run has no exit record: it is still running, or was killed "
                         "before wandb finished writing; showing what was logged so far")
     series: dict[tuple[str, str], list[LoggedArtifact]] = {}
-    for art in run.artifacts():
+    artifacts = run.artifacts()
+    media.by_client_id = {a.client_id: a for a in artifacts}
+    for art in artifacts:
         for path in art.entries:
             if path.endswith(".table.json"):
                 series.setdefault((art.name, path), []).append(art)
@@ -263,7 +266,7 @@ def _image_column(run: OfflineRun, art: LoggedArtifact, cells: list[Any], media:
             image_ids.append(None)
             sizes.append(None)
             continue
-        image_ids.append(_image_id(run, art, cell.get("path"), media))
+        image_ids.append(_image_id(art, cell, media))
         w, h = cell.get("width") or 1, cell.get("height") or 1
         sizes.append([w, h])
         for layer, box_list in (cell.get("boxes") or {}).items():
@@ -273,7 +276,7 @@ def _image_column(run: OfflineRun, art: LoggedArtifact, cells: list[Any], media:
                 box_list = box_list.get("box_data") or []
             boxes.setdefault(layer, [None] * n)[i] = [_box(b, w, h) for b in box_list]
         for layer, mask in (cell.get("masks") or {}).items():
-            masks.setdefault(layer, [None] * n)[i] = _mask_id(run, art, mask, media)
+            masks.setdefault(layer, [None] * n)[i] = _mask_id(art, mask, media)
     layers = table.setdefault("layers", {"boxes": [], "masks": []})
     for kind, found in (("boxes", boxes), ("masks", masks)):
         layers[kind] += [k for k in found if k not in layers[kind]]
@@ -281,7 +284,7 @@ def _image_column(run: OfflineRun, art: LoggedArtifact, cells: list[Any], media:
 
 
 def _box(box: dict[str, Any], w: float, h: float) -> list[Any]:
-    pos = box.get("position") or {}
+    pos = box["position"]
     if "minX" in pos:
         x0, y0, x1, y1 = pos["minX"], pos["minY"], pos["maxX"], pos["maxY"]
     else:  # middle / width / height
@@ -295,42 +298,49 @@ def _box(box: dict[str, Any], w: float, h: float) -> list[Any]:
             None if score is None or not math.isfinite(score) else round(score, 4)]
 
 
-def _local_file(run: OfflineRun, art: LoggedArtifact, path: str | None) -> str:
-    """The staged file of an artifact entry (references followed); raises if gone."""
+def _local_file(by_client_id: dict[str, LoggedArtifact], art: LoggedArtifact,
+                path: str | None) -> str:
+    """The staged file of an artifact entry (references followed); raises if gone.
+
+    (``OfflineRun.resolve`` re-reads every manifest per call: too slow for 100k cells.)
+    """
     if not path:
         raise OfflineRunError("a media cell without a path")
-    try:
-        _, entry = run.resolve(art, path)
-    except KeyError:
-        raise OfflineRunError(f"{art.qualified_name} has no entry {path}") from None
+    entry = art.entries.get(path)
+    while entry is not None and entry.referenced_client_id is not None:
+        target = by_client_id.get(entry.referenced_client_id)
+        entry = target.entries.get(entry.referenced_path) if target else None
+    if entry is None:
+        raise OfflineRunError(f"{art.qualified_name}/{path}: no such entry (or a reference "
+                              "to an artifact this run did not log)")
     if not entry.local_path or not Path(entry.local_path).is_file():
         raise OfflineRunError(f"{art.qualified_name}/{path}: staged file "
                               f"{entry.local_path!r} is gone")
     return entry.local_path
 
 
-def _image_id(run: OfflineRun, art: LoggedArtifact, path: str | None, media: _Media) -> int | None:
-    key = f"{art.client_id}/{path}"
+def _image_id(art: LoggedArtifact, cell: dict[str, Any], media: _Media) -> int | None:
+    """Id of an image file (by content hash: every version shows the data table's files)."""
+    path = cell.get("path")
+    key = cell.get("sha256") or f"{art.client_id}/{path}"
     if key in media.image_ids:
         return media.image_ids[key]
     try:
-        local = _local_file(run, art, path)
+        local = _local_file(media.by_client_id, art, path)
     except OfflineRunError as exc:
         media.missing.append(f"image {art.qualified_name}/{path}: {exc}")
         media.image_ids[key] = None
         return None
-    if local not in media.image_ids:
-        media.image_ids[local] = len(media.images)
-        media.images.append(local)
-    media.image_ids[key] = media.image_ids[local]
+    media.image_ids[key] = len(media.images)
+    media.images.append(local)
     return media.image_ids[key]
 
 
-def _mask_id(run: OfflineRun, art: LoggedArtifact, mask: dict[str, Any], media: _Media) -> int | None:
+def _mask_id(art: LoggedArtifact, mask: dict[str, Any], media: _Media) -> int | None:
     """Id of a mask (the same content, by sha256, has one id: versions can be compared)."""
     path = mask.get("path")
     try:
-        local = _local_file(run, art, path)
+        local = _local_file(media.by_client_id, art, path)
     except OfflineRunError as exc:
         media.missing.append(f"mask {art.qualified_name}/{path}: {exc}")
         return None

@@ -59,12 +59,11 @@ def _callback(task: str):
     model.compile("adam", {"box": "mse", "cls": "sparse_categorical_crossentropy"})
 
     def adapter(out):
-        return {"boxes": out["box"][:, None, :], "scores": out["cls"].max(axis=1)[:, None],
+        return {"boxes": out["box"][:, None, :] * SIZE, "scores": out["cls"].max(axis=1)[:, None],
                 "classes": out["cls"].argmax(axis=1)[:, None]}
 
-    targets = {"boxes": val.boxes[:, None, :] / SIZE, "classes": val.labels[:, None]}
-    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, normalized=True,
-                               adapter=adapter, score_threshold=0.0)
+    targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
+    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter, score_threshold=0.0)
     return model, cb, val.images, {"box": val.boxes / SIZE, "cls": val.labels}
 
 

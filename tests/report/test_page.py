@@ -219,3 +219,17 @@ def test_file_report_loads_only_the_version_it_shows(task_runs, page, tmp_path):
     assert set(_natural_widths(page)) == {32}  # the staged files opened by relative path
     _act(page, lambda: page.select_option("#version", "0"))
     assert "t0v0.js" in scripts()
+
+
+def test_missing_data_files_still_give_a_page_that_says_so(task_runs, page, tmp_path):
+    run = task_runs["classification"]
+    html = build_report(run.run_dir, tmp_path / "report.html")
+    (tmp_path / "report_files" / "t0v0.js").unlink()
+    open_report(page, html)
+    _act(page, lambda: page.select_option("#version", "0"))
+    assert "cannot load report_files/t0v0.js" in page.text_content("#error")
+    assert page.evaluate("document.body.dataset.ready") == "error"
+    shutil.rmtree(tmp_path / "report_files")
+    page.goto(html.as_uri())
+    assert "data files (report_files/ next to this page) are missing" in " ".join(
+        page.text_content("#boot").split())
