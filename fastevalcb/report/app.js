@@ -250,8 +250,10 @@ const FEV = (() => {
             height: Math.max(0, y1 - y0), stroke: colour(cls), "data-layer": layer, "data-class": cls,
             "data-score": score === null ? "" : score });
           s.append(r);
-          const label = svg("text", { x: x0 + 1, y: Math.max(y0 - 1, 8), transform: `scale(${1 / scale})`,
-            "transform-origin": `${x0 + 1} ${Math.max(y0 - 1, 8)}` });
+          // Predictions captioned above the box, ground truth inside its bottom edge.
+          const ty = layer === "ground_truth" ? Math.max(y1 - 2, 8) : Math.max(y0 - 1, 8);
+          const label = svg("text", { x: x0 + 1, y: ty, class: `caption ${layer}`,
+            transform: `scale(${1 / scale})`, "transform-origin": `${x0 + 1} ${ty}` });
           label.textContent = (names[cls] ?? cls) + (score === null ? "" : " " + score.toFixed(2));
           s.append(label);
         }

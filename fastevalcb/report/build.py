@@ -396,7 +396,7 @@ def _metrics(run: OfflineRun) -> dict[str, Any]:
                 continue
             series.setdefault(key, []).append(
                 [step, value if math.isfinite(value) else None])
-    return {"series": series}
+    return {"series": dict(sorted(series.items()))}
 
 
 # -- writing ----------------------------------------------------------------------------------

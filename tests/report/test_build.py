@@ -194,3 +194,14 @@ def test_deleted_media_and_tables_give_a_page_that_says_what_is_missing(wandb_en
     assert page.locator(".img img").count() == len(table.rows) - 3
     assert page.eval_on_selector("#version option[value='0']", "o => o.disabled")
     assert page.input_value("#version") == "1"
+
+
+def test_every_page_asset_is_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = set(config["tool"]["setuptools"]["package-data"]["fastevalcb.report"])
+    assets = {p.name for p in (ROOT / "fastevalcb" / "report").iterdir() if p.suffix != ".py"
+              and p.is_file()}
+    assert assets == declared
+    assert config["project"]["scripts"]["fastevalcb"] == "fastevalcb.__main__:main"

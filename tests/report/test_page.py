@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import open_report, ready, rendered
 
 from fastevalcb.report import build_report
@@ -233,3 +234,55 @@ def test_missing_data_files_still_give_a_page_that_says_so(task_runs, page, tmp_
     page.goto(html.as_uri())
     assert "data files (report_files/ next to this page) are missing" in " ".join(
         page.text_content("#boot").split())
+
+
+def test_drop_in_base_tables_with_stock_boxes_and_masks(offline_run, page, tmp_path):
+    """A WandbEvalCallback subclass written the stock way: wandb.Image with box_data
+    (normalized) and mask_data payloads, one new image per pred row."""
+    import keras
+    import wandb
+
+    from fastevalcb import WandbEvalCallback
+
+    names = {0: "bg", 1: "cat", 2: "dog"}
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (6, 20, 20, 3)).astype("uint8")
+    y = np.arange(6) % 3
+
+    class StockStyle(WandbEvalCallback):
+        def __init__(self):
+            super().__init__(["id", "image", "label"], ["epoch", "id", "image", "label", "pred"])
+
+        def add_ground_truth(self, logs=None):
+            for i in range(len(x)):
+                self.data_table.add_data(i, wandb.Image(x[i]), names[int(y[i])])
+
+        def add_model_predictions(self, epoch, logs=None):
+            for i in self.data_table_ref.get_index():
+                box = {"position": {"minX": 0.1, "minY": 0.1, "maxX": 0.6, "maxY": 0.5},
+                       "class_id": int(y[i]), "box_caption": names[int(y[i])],
+                       "scores": {"score": 0.25 + 0.1 * i}}
+                mask = np.zeros((20, 20), np.uint8)
+                mask[:10] = y[i]
+                image = wandb.Image(x[i], boxes={"predictions": {"box_data": [box],
+                                                                 "class_labels": names}},
+                                    masks={"predictions": {"mask_data": mask, "class_labels": names}})
+                self.pred_table.add_data(epoch, i, image, names[int(y[i])], names[(i + epoch) % 3])
+
+    _, read = offline_run
+    model = keras.Sequential([keras.Input((20, 20, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    model.fit(x, np.zeros((6, 3)), epochs=2, verbose=0, callbacks=[StockStyle()])
+    run = read()
+    open_report(page, build_report(run.run_dir, tmp_path / "r.html"))
+    assert _count(page) == 6
+    assert page.locator("rect.box.predictions").count() == 6
+    first = page.eval_on_selector("rect.box.predictions", "r => [+r.getAttribute('x'), +r.getAttribute('width')]")
+    assert first == pytest.approx([2.0, 10.0])  # normalized 0.1..0.6 of 20 px
+    assert page.locator('canvas.mask[data-layer="predictions"]').count() == 6
+    assert [int(v) for v in _cells(page, "a:id")] == list(range(6))
+    _act(page, lambda: _set_range(page, "#threshold", 0.5))
+    assert page.locator("rect.box.predictions").count() == 3  # scores .55, .65, .75
+    _act(page, lambda: page.select_option("#compare", "0"))
+    _act(page, lambda: page.check("#changed"))
+    assert _count(page) == 6  # every pred moved on by one class
