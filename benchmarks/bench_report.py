@@ -67,7 +67,8 @@ def make_run(root: Path, rows: int, versions: int) -> Path:
 
     run = wandb.init(project="fastevalcb-bench-report", dir=str(root / "run"))
     targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
-    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter, score_threshold=0.0, batch_size=1000, verbose=0)
+    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter,
+                               score_threshold=0.0, batch_size=1000, verbose=0)
     model.fit(val.images[:64], {"scores": np.zeros((64, 3))}, epochs=versions, verbose=0,
               callbacks=[cb])
     run.finish()
@@ -83,6 +84,7 @@ def measure_page(html: Path, repeat: int) -> dict:
     out: dict[str, list[float]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        version = browser.version
         for _ in range(repeat):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
@@ -109,6 +111,7 @@ def measure_page(html: Path, repeat: int) -> dict:
     summary = {k: round(statistics.median(v), 1) for k, v in out.items() if None not in v}
     summary["runs"] = {k: [round(x, 1) for x in v if x is not None] for k, v in out.items()}
     summary["rows_shown_of"] = rows
+    summary["chromium"] = version
     return summary
 
 

@@ -185,7 +185,7 @@ def _version_shard(run: OfflineRun, art: LoggedArtifact, path: str, media: _Medi
         values = [row[c] if c < len(row) else None for row in rows]
         kind = _kind(values)
         if kind == "image":
-            out["images"][name] = _image_column(run, art, values, media, table, class_maps)
+            out["images"][name] = _image_column(art, values, media, table, class_maps)
         else:
             out["cells"][name] = [_scalar(v, kind) for v in values]
         integer = kind == "number" and all(isinstance(v, int) or v is None for v in values)
@@ -246,7 +246,7 @@ def _const(params: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _image_column(run: OfflineRun, art: LoggedArtifact, cells: list[Any], media: _Media,
+def _image_column(art: LoggedArtifact, cells: list[Any], media: _Media,
                   table: dict[str, Any], class_maps: dict[str, Any]) -> dict[str, Any]:
     """Image ids, box layers ``[x0, y0, x1, y1, class, score]`` (pixels) and mask ids."""
     image_ids: list[int | None] = []
@@ -430,7 +430,8 @@ def _write(out: Path, files_dir: Path, shards: dict[str, Any], embed: bool, titl
             for name, data in shards.items())
         head = f"<style>{_template('app.css')}</style>"
         tail = f"{blocks}\n<script>{_template('app.js')}</script>"
-        page = page.replace("{{head}}", head).replace("{{files}}", "").replace("{{tail}}", tail)
+        page = (page.replace("{{head}}", head).replace("{{files}}", "")
+                .replace("{{files_hint}}", "").replace("{{tail}}", tail))
     else:
         files_dir.mkdir(exist_ok=True)
         for old in files_dir.glob("*.js"):
@@ -443,5 +444,7 @@ def _write(out: Path, files_dir: Path, shards: dict[str, Any], embed: bool, titl
         rel = quote(files_dir.name)
         head = f'<link rel="stylesheet" href="{rel}/app.css">'
         tail = f'<script src="{rel}/app.js"></script>'
-        page = page.replace("{{head}}", head).replace("{{files}}", rel).replace("{{tail}}", tail)
+        page = (page.replace("{{head}}", head).replace("{{files}}", rel)
+                .replace("{{files_hint}}", f" ({rel}/ next to this page)")
+                .replace("{{tail}}", tail))
     out.write_text(page, encoding="utf-8")

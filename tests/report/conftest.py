@@ -63,7 +63,8 @@ def _callback(task: str):
                 "classes": out["cls"].argmax(axis=1)[:, None]}
 
     targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
-    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter, score_threshold=0.0)
+    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter,
+                               score_threshold=0.0)
     return model, cb, val.images, {"box": val.boxes / SIZE, "cls": val.labels}
 
 

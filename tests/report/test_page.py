@@ -41,8 +41,8 @@ def _natural_widths(page) -> list[int]:
 
 
 def _set_range(page, selector: str, value: float) -> None:
-    page.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
-                          value)
+    page.eval_on_selector(
+        selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
 
 
 def test_classification_version_sort_filter_worst_and_compare(task_runs, page, tmp_path):
@@ -170,7 +170,8 @@ def test_segmentation_masks_are_drawn_per_layer_and_class(task_runs, page, tmp_p
 
     masks = lambda layer: page.locator(f'canvas.mask[data-layer="{layer}"]').count()  # noqa: E731
     assert masks("ground_truth") == masks("predictions") == 24
-    legend = page.eval_on_selector_all("input.class", "els => els.map(e => [e.dataset.class, e.checked])")
+    legend = page.eval_on_selector_all(
+        "input.class", "els => els.map(e => [e.dataset.class, e.checked])")
     assert dict(legend) == {"0": False, "1": True, "2": True, "3": True}  # background off
 
     # The first ground-truth canvas colours exactly the mask's non-background pixels.
@@ -277,7 +278,8 @@ def test_drop_in_base_tables_with_stock_boxes_and_masks(offline_run, page, tmp_p
     open_report(page, build_report(run.run_dir, tmp_path / "r.html"))
     assert _count(page) == 6
     assert page.locator("rect.box.predictions").count() == 6
-    first = page.eval_on_selector("rect.box.predictions", "r => [+r.getAttribute('x'), +r.getAttribute('width')]")
+    first = page.eval_on_selector("rect.box.predictions",
+                                  "r => [+r.getAttribute('x'), +r.getAttribute('width')]")
     assert first == pytest.approx([2.0, 10.0])  # normalized 0.1..0.6 of 20 px
     assert page.locator('canvas.mask[data-layer="predictions"]').count() == 6
     assert [int(v) for v in _cells(page, "a:id")] == list(range(6))
