@@ -288,3 +288,15 @@ def test_drop_in_base_tables_with_stock_boxes_and_masks(offline_run, page, tmp_p
     _act(page, lambda: page.select_option("#compare", "0"))
     _act(page, lambda: page.check("#changed"))
     assert _count(page) == 6  # every pred moved on by one class
+
+
+def test_a_run_without_tables_shows_its_metrics_and_says_so(offline_run, page, tmp_path):
+    run, read = offline_run
+    for step in range(3):
+        run.log({"eval/global_step": step, "eval/loss": 1.0 / (step + 1)})
+    html = build_report(read().run_dir, tmp_path / "r.html")
+    open_report(page, html)
+    assert "this run logged no tables" in page.text_content("#problems")
+    assert page.eval_on_selector_all("svg.metric", "els => els.map(e => e.dataset.metric)") == [
+        "eval/loss"]
+    assert page.locator("svg.metric circle").count() == 3
