@@ -89,27 +89,33 @@ const FEV = (() => {
     return shard._join;
   }
   const SKIP_COMPARE = new Set(["id", "epoch", "step"]);
-  function columns() {  // what the table shows: [{key, name, kind, get(row), image?, side}]
+  function columns() {  // what the table shows: [{key, name, kind, get(row), side, col}]
     const a = S.a, out = [];
-    for (const c of a.columns) {
-      if (c.kind === "image") out.push({ key: "a:" + c.name, name: c.name, kind: "image", side: a, col: c.name,
-        get: i => i });
-      else out.push({ key: "a:" + c.name, name: c.name, kind: c.kind, integer: c.integer,
-        get: i => a.cells[c.name][i] });
-    }
-    if (S.b) {
+    const bCols = new Map();
+    if (S.b) {  // the compared version's columns, joined on id, each next to its own
       const b = S.b, join = joinIndex(b), ids = a.cells.id;
       const other = i => join.get(ids ? ids[i] : i);
+      const tag = versionOf(S.bIndex).label.split(" · ")[0];
       for (const c of b.columns) {
         if (SKIP_COMPARE.has(c.name)) continue;
-        const name = `${c.name} (${versionOf(S.bIndex).label.split(" · ")[0]})`;
-        if (c.kind === "image") out.push({ key: "b:" + c.name, name, kind: "image", side: b, col: c.name,
-          get: other });
-        else out.push({ key: "b:" + c.name, name, kind: c.kind, integer: c.integer, compare: "a:" + c.name,
+        const name = `${c.name} (${tag})`;
+        if (c.kind === "image") {
+          const im = b.images[c.name];
+          if (!Object.keys(im.boxes).length && !Object.keys(im.masks).length) continue;  // same pixels
+          bCols.set(c.name, { key: "b:" + c.name, name, kind: "image", side: b, col: c.name, get: other });
+        } else bCols.set(c.name, { key: "b:" + c.name, name, kind: c.kind, integer: c.integer,
+          compare: "a:" + c.name,
           get: i => { const j = other(i); return j === undefined ? null : b.cells[c.name][j]; } });
       }
     }
-    return out;
+    for (const c of a.columns) {
+      if (c.kind === "image") out.push({ key: "a:" + c.name, name: c.name, kind: "image", side: a,
+        col: c.name, get: i => i });
+      else out.push({ key: "a:" + c.name, name: c.name, kind: c.kind, integer: c.integer,
+        get: i => a.cells[c.name][i] });
+      if (bCols.has(c.name)) { out.push(bCols.get(c.name)); bCols.delete(c.name); }
+    }
+    return out.concat([...bCols.values()]);
   }
   // "Changed" ignores floats (confidence, IoU drift every version): a sample changed when a
   // string, boolean or integer cell differs (pred, correct, tp ...), or its predicted boxes
