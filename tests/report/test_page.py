@@ -150,6 +150,15 @@ def test_detection_boxes_layers_classes_and_threshold(task_runs, page, tmp_path)
     assert ap == sorted(ap)
 
     _act(page, lambda: page.select_option('select[data-filter="a:image"]', ""))
+
+    # Compare with v0: its image column, with v0's predicted boxes, next to this one's.
+    first = _versions(run)[0]
+    preds0 = [row[image]["boxes"]["predictions"] for row in first.rows]
+    _act(page, lambda: page.select_option("#compare", "0"))
+    heads = page.eval_on_selector_all("thead th[data-key]", "els => els.map(e => e.dataset.key)")
+    assert heads[heads.index("a:image") + 1] == "b:image"
+    assert boxes("predictions") == len(scores) + sum(map(len, preds0))
+    _act(page, lambda: page.select_option("#compare", ""))
     page.set_viewport_size({"width": 1200, "height": 720})
     page.evaluate("window.scrollTo(0, 0)")
     shot = page.screenshot(path=str(tmp_path / "report.png"))
