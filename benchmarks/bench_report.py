@@ -69,7 +69,8 @@ def make_run(root: Path, rows: int, versions: int) -> Path:
     targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
     cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter,
                                score_threshold=0.0, batch_size=1000, verbose=0)
-    model.fit(val.images[:64], {"scores": np.zeros((64, 3))}, epochs=versions, verbose=0,
+    train = min(64, rows)
+    model.fit(val.images[:train], {"scores": np.zeros((train, 3))}, epochs=versions, verbose=0,
               callbacks=[cb])
     run.finish()
     return OfflineRun.latest(root / "run").wait_complete().run_dir
@@ -79,7 +80,7 @@ def measure_page(html: Path, repeat: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
-    from conftest import find_chromium
+    from report_helpers import find_chromium
 
     out: dict[str, list[float]] = {}
     with sync_playwright() as p:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_run, open_report
+from report_helpers import make_run, open_report
 
 from fastevalcb.__main__ import main
 from fastevalcb.report import ReportError, build_report

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_report, ready, rendered
+from report_helpers import open_report, ready, rendered
 
 from fastevalcb.report import build_report
 
