@@ -40,7 +40,8 @@ def report(run_dir: str, columns: list[str], rows: int = 3) -> None:
                  if k.startswith("eval/") and "/iou/" not in k and isinstance(v, (int, float))
                  and k not in ("eval/epoch", "eval/global_step")}
         print(f"  step {row['eval/global_step']}: {shown}")
-    print(f"\nsync later with: wandb sync {record.run_dir}")
+    print(f"\nlook at it now, no account needed: python -m fastevalcb report {record.run_dir}")
+    print(f"sync later with: wandb sync {record.run_dir}")
 
 
 def _short(value) -> str:
