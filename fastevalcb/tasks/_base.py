@@ -332,6 +332,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
         self.data_table_seconds: float | None = None  # train begin -> data table logged
+        self._check_table_size()
         self._check_array_data()
 
     # -- what a task defines ------------------------------------------------------------
@@ -367,6 +368,18 @@ class TaskEvalCallback(WandbEvalCallback):
         raise NotImplementedError
 
     # -- construction-time checks ---------------------------------------------------------
+    def _check_table_size(self, rows: int | None = None) -> None:
+        """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
+        if rows is None:
+            selected = self.predictor.selected_indices()
+            rows = None if selected is None else len(selected)
+        limit = wandb.Table.MAX_ARTIFACT_ROWS
+        if rows is not None and rows > limit:
+            raise FastEvalInputError(
+                f"validation_data has {rows:,} samples, but a W&B artifact table holds at "
+                f"most {limit:,} rows (wandb.Table.MAX_ARTIFACT_ROWS): pass max_samples= "
+                f"(at most {limit:,}; selection='random' for a fixed random subset)")
+
     def _check_array_data(self) -> None:
         """Validate labels of in-memory arrays now, not at train begin."""
         source = self.predictor.source
@@ -470,6 +483,7 @@ class TaskEvalCallback(WandbEvalCallback):
             self.data_table.add_columns(columns)
             ids.append(index)
             images.extend(columns["image"])
+            self._check_table_size(len(images))  # sources of unknown length, as they stream
             if self.stores_targets:
                 targets.append(labels)
         if first is None:

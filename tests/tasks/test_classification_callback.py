@@ -399,3 +399,16 @@ def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
     first = tables[1].column("id")[0]
     assert f"8 of 8 classification samples had non-finite predictions (NaN/inf) at epoch 1 " \
         f"(step 6); first sample id {first}." in nan[0]
+
+
+def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction(offline_run):
+    import wandb
+
+    limit = wandb.Table.MAX_ARTIFACT_ROWS
+    x = np.zeros((limit + 1, 2, 2, 3), np.uint8)  # 2x2 images: 2.4 MB
+    y = np.zeros(limit + 1, np.int64)
+    with pytest.raises(FastEvalInputError, match=r"200,001 samples.*at most 200,000 rows.*"
+                       r"max_samples="):
+        ClassificationEvalCallback((x, y), ["a", "b"])
+    cb = ClassificationEvalCallback((x, y), ["a", "b"], max_samples=limit, selection="random")
+    assert len(cb.predictor.selected_indices()) == limit
