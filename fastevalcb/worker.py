@@ -3,7 +3,7 @@
 Task callbacks hand it the host-side work of a log (kernels, media encoding, table and
 artifact writing) batch by batch, so ``model.fit`` continues while W&B files are written.
 The queue is bounded: when the worker falls behind, ``submit`` blocks (back-pressure), so
-memory stays at most ``max_queue`` batches of predictions. Jobs run one at a time in
+memory stays at most ``max_queue`` jobs or ``max_queue_bytes`` of their data. Jobs run one at a time in
 submission order, so pred-table versions are logged in order.
 
 A :class:`RunGuard` ties a worker to the W&B run its jobs write to: however the run ends
@@ -36,29 +36,58 @@ class LoggingWorker:
     exits is run first (``atexit``, ahead of wandb's), so an interrupted ``fit`` loses no
     queued data; a :class:`RunGuard` does the same when the run is finished earlier.
 
+    Back-pressure: ``submit`` blocks while ``max_queue`` jobs wait, or while the data of the
+    waiting jobs (their ``nbytes``) would exceed ``max_queue_bytes``. A job larger than the
+    whole budget still goes in once the queue is empty.
+
     Args:
-        max_queue: jobs that may wait; ``submit`` blocks beyond that.
+        max_queue: jobs that may wait; None: no count limit.
         name: thread name.
+        max_queue_bytes: bytes of job data (``submit(..., nbytes=)``) that may wait;
+            None: no byte limit.
     """
 
-    def __init__(self, max_queue: int = 8, name: str = "fastevalcb-logger") -> None:
-        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
-            raise ValueError(f"max_queue must be a positive int, got {max_queue!r}")
+    def __init__(self, max_queue: int | None = 8, name: str = "fastevalcb-logger",
+                 max_queue_bytes: int | None = None) -> None:
+        for what, value in (("max_queue", max_queue), ("max_queue_bytes", max_queue_bytes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{what} must be a positive int or None, got {value!r}")
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.name = name
         self.errors: list[BaseException] = []
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._room = threading.Condition()
+        self._waiting = 0  # jobs queued, not yet started
+        self._waiting_bytes = 0
         self.blocked_s = 0.0  # time submit() spent waiting for room (back-pressure)
         _register_exit_flush(self)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue ``fn(*args)``; blocks while the queue is full."""
+    def submit(self, fn: Callable[..., Any], *args: Any, nbytes: int = 0) -> None:
+        """Queue ``fn(*args)``; blocks while there is no room (see the class docstring).
+
+        Args:
+            nbytes: the size of the data the job holds (e.g. a batch of predictions).
+        """
         self._ensure_thread()
         start = time.perf_counter()
-        self._queue.put((fn, args))
+        with self._room:
+            while not self._has_room(nbytes):
+                self._room.wait()
+            self._waiting += 1
+            self._waiting_bytes += nbytes
+        self._queue.put((fn, args, nbytes))
         self.blocked_s += time.perf_counter() - start
+
+    def _has_room(self, nbytes: int) -> bool:
+        if self._waiting == 0:
+            return True
+        if self.max_queue is not None and self._waiting >= self.max_queue:
+            return False
+        return self.max_queue_bytes is None or self._waiting_bytes + nbytes <= self.max_queue_bytes
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued job has run. Returns False on timeout."""
@@ -84,7 +113,7 @@ class LoggingWorker:
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
-            self._queue.put((_STOP, ()))
+            self._queue.put((_STOP, (), 0))
             thread.join()
 
     def _ensure_thread(self) -> None:
@@ -95,7 +124,12 @@ class LoggingWorker:
 
     def _run(self) -> None:
         while True:
-            fn, args = self._queue.get()
+            fn, args, nbytes = self._queue.get()
+            if fn is not _STOP:
+                with self._room:
+                    self._waiting -= 1
+                    self._waiting_bytes -= nbytes
+                    self._room.notify_all()
             try:
                 if fn is _STOP:
                     return

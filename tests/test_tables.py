@@ -133,6 +133,9 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
         name = index.entry_name(image)
         slow.add_reference(index.reference_uri(name), name=name)
         fast.manifest.entries[name] = index.reference_entry(name)
+        ours, stock = fast.manifest.entries[name], slow.manifest.entries[name]
+        assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
+        assert vars(ours) == vars(stock)  # field by field, as add_reference builds it
     assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
 
     pred = _image_table(images, ["b", "b", "c"])

@@ -67,7 +67,7 @@ def test_close_runs_what_is_queued_then_stops():
     assert worker.pending == 0
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])  # None: no count limit
 def test_bad_queue_size_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="max_queue must be a positive int"):
         LoggingWorker(max_queue=bad)
@@ -168,3 +168,31 @@ def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
                           timeout=120, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["GUARD", "WANDB"]
+
+
+def test_a_byte_budget_blocks_submit_until_the_worker_takes_data():
+    """max_queue_bytes bounds the data waiting, whatever the job count."""
+    worker = LoggingWorker(max_queue=None, max_queue_bytes=100)
+    gate, started, order = threading.Event(), threading.Event(), []
+
+    def hold():
+        started.set()
+        gate.wait(10)
+
+    worker.submit(hold)
+    started.wait(5)
+    for i in range(3):  # 3 x 40 bytes: the third does not fit next to the first two
+        if i < 2:
+            worker.submit(order.append, i, nbytes=40)
+    blocked = threading.Thread(target=worker.submit, args=(order.append, 2), kwargs={"nbytes": 40})
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # 80 + 40 > 100: waits
+    gate.set()
+    blocked.join(5)
+    assert not blocked.is_alive()
+    assert worker.flush(5) and order == [0, 1, 2]
+    # A job larger than the whole budget still goes in once the queue is empty.
+    worker.submit(order.append, 3, nbytes=1000)
+    assert worker.flush(5) and order[-1] == 3
+    worker.close()

@@ -185,6 +185,19 @@ class EvalSet:
             )
 
 
+def _queue_bytes(megabytes: Any) -> int:
+    if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or megabytes <= 0:
+        raise ValueError(f"max_queue_mb must be a positive number, got {megabytes!r}")
+    return max(1, int(megabytes * 2**20))
+
+
+def _nbytes(batch: PredictionBatch) -> int:
+    """Host bytes a queued batch holds (outputs, labels, inputs)."""
+    leaves = sources.flatten([batch.outputs, batch.y, batch.x])
+    return int(batch.index.nbytes + sum(getattr(leaf, "nbytes", 0) for leaf in leaves
+                                        if leaf is not None))
+
+
 def _concat(parts: list) -> Any:
     if isinstance(parts[0], PackedDetections):
         return PackedDetections.concat(parts)
@@ -222,7 +235,7 @@ class _InlineWorker:
     def __init__(self) -> None:
         self.errors: list[BaseException] = []
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any, nbytes: int = 0) -> None:
         fn(*args)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -243,7 +256,12 @@ class TaskEvalCallback(WandbEvalCallback):
         log_every_n_batches: also log every N training batches; None: epoch ends only.
         log_on_epoch_end: log at every epoch end.
         async_logging: build and write tables on a background thread while ``fit`` goes on.
-        max_queue: batches of predictions that may wait for the worker (back-pressure).
+        max_queue: batches of predictions that may wait for the worker; None (default): as
+            many as ``max_queue_mb`` holds.
+        max_queue_mb: megabytes of host predictions that may wait for the worker
+            (back-pressure beyond it). The default 256 holds a whole pass of class scores
+            for most validation sets, so the training thread only ever runs the forward
+            pass; segmentation maps (64 KB a 256x256 sample) wait for the worker sooner.
         metrics_prefix: summary metrics are ``<prefix>/<name>``, keyed by
             ``<prefix>/global_step`` through ``define_metric``.
         verbose: ``"auto"`` follows ``fit(verbose=...)``; 0 silent, 1 progress bar,
@@ -274,7 +292,8 @@ class TaskEvalCallback(WandbEvalCallback):
         log_every_n_batches: int | None = None,
         log_on_epoch_end: bool = True,
         async_logging: bool = True,
-        max_queue: int = 8,
+        max_queue: int | None = None,
+        max_queue_mb: float = 256,
         metrics_prefix: str = "eval",
         verbose: int | str = "auto",
         strict: bool = False,
@@ -316,7 +335,8 @@ class TaskEvalCallback(WandbEvalCallback):
             image_key=image_key,
         )
         self._worker: LoggingWorker | _InlineWorker = (
-            LoggingWorker(max_queue) if async_logging else _InlineWorker()
+            LoggingWorker(max_queue, max_queue_bytes=_queue_bytes(max_queue_mb))
+            if async_logging else _InlineWorker()
         )
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
@@ -370,9 +390,8 @@ class TaskEvalCallback(WandbEvalCallback):
     # -- construction-time checks ---------------------------------------------------------
     def _check_table_size(self, rows: int | None = None) -> None:
         """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
-        if rows is None:
-            selected = self.predictor.selected_indices()
-            rows = None if selected is None else len(selected)
+        if rows is None and type(self.predictor.source).__name__ == "ArraySource":
+            rows = len(self.predictor.selected_indices())  # known before any model
         limit = wandb.Table.MAX_ARTIFACT_ROWS
         if rows is not None and rows > limit:
             raise FastEvalInputError(
@@ -523,7 +542,8 @@ class TaskEvalCallback(WandbEvalCallback):
         progbar = self._progbar()
         batches = 0
         for batch in self.predictor.iter_batches(self.model):
-            self._worker.submit(self._job, "pred table", self._add_batch, version, batch)
+            self._worker.submit(self._job, "pred table", self._add_batch, version, batch,
+                                nbytes=_nbytes(batch))
             batches += 1
             if progbar is not None:
                 progbar.update(batches)

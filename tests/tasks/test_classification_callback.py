@@ -255,6 +255,7 @@ def test_model_output_size_must_match_class_names(offline_run, shapes, classifie
         ({"top_k": 0}, "top_k must be a positive int"),
         ({"output": "softmax"}, "output must be one of"),
         ({"max_queue": 0}, "max_queue must be a positive int"),
+        ({"max_queue_mb": 0}, "max_queue_mb must be a positive number"),
     ],
 )
 def test_bad_options_fail_at_construction(offline_run, shapes, kwargs, match):
