@@ -132,7 +132,8 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
     for image in images:
         name = index.entry_name(image)
         slow.add_reference(index.reference_uri(name), name=name)
-        fast.manifest.entries[name] = index.reference_entry(name)
+        fast.manifest.entries[name] = index.reference_entry(
+            name, data.manifest.entries[name].digest)
         ours, stock = fast.manifest.entries[name], slow.manifest.entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         assert vars(ours) == vars(stock)  # field by field, as add_reference builds it
@@ -257,3 +258,22 @@ def test_on_run_finish_runs_while_the_run_still_logs(wandb_env, end):
     assert states == [False] and run_finished(run)
     log = OfflineRun(Path(run.dir).parent).wait_complete()
     assert [r["last"] for r in log.history() if "last" in r] == [1]
+
+
+def test_image_json_of_a_referenced_image_is_wandbs(wandb_env):
+    """MediaIndex.image_json builds the JSON wandb's Image.to_json writes, caption or not."""
+    from wandb.sdk.data_types.utils import _json_helper
+
+    from fastevalcb.tables import MediaIndex
+
+    rng = np.random.default_rng(1)
+    images = [wandb.Image(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), caption=c)
+              for c in (None, "a caption")]
+    data = wandb.Artifact("data", "dataset")
+    data_table = _image_table(images, ["a", "b"])
+    data.add(data_table, "val")
+    index = MediaIndex.from_table(data, data_table)
+    pred = wandb.Artifact("pred", "evaluation")
+    index.add_references(pred, _image_table(images, ["a", "b"]))
+    for image in images:
+        assert index.image_json(image, pred) == _json_helper(image, pred)

@@ -38,7 +38,7 @@ import numpy as np
 import wandb
 
 from fastevalcb import sources, tables
-from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
+from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.types import PackedDetections
@@ -138,8 +138,10 @@ class EvalSet:
 
     Attributes:
         ids: ``(N,)`` int64 global sample ids, increasing (the source's order).
-        images: the data table's image cell per sample (file-backed ``wandb.Image``,
-            pixels released): pred rows show them by reference.
+        images: the data table's image file per sample (arrays, no object per sample):
+            pred rows show them by reference.
+        masks: the data table's ground-truth mask file per sample, for tasks whose data
+            table has a mask layer (segmentation), else None.
         targets: the task's validated targets of all ``N`` samples, concatenated
             (``(N,)`` class ids, packed boxes), or None when the task reads them from each
             batch instead (segmentation masks: pixels are never held for the whole set).
@@ -148,10 +150,11 @@ class EvalSet:
     """
 
     ids: np.ndarray
-    images: list
+    images: tables.MediaFiles | None
     targets: Any
     first_ids: np.ndarray
     first_fingerprints: list[int]
+    masks: tables.MediaFiles | None = None
 
     def rows(self, index: np.ndarray) -> slice:
         """The positions of a batch's (contiguous, increasing) sample ids."""
@@ -347,6 +350,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._image_path: tuple | None = None  # where the image is among the inputs
         self._model_hw: tuple[int, int] | None = None  # the image size the model sees
         self._stager: tables.Stager | None = None  # while the data table is being built
+        self._files_index: tables.MediaIndex | None = None
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -507,13 +511,40 @@ class TaskEvalCallback(WandbEvalCallback):
                 targets.append(labels)
         if first is None:
             raise FastEvalInputError("validation_data is empty")
-        self._eval_set = EvalSet(np.concatenate(ids), images,
-                                 _concat(targets) if self.stores_targets else None, *first)
+        artifact = self._staged_artifact
+        files = tables.MediaFiles(images, artifact, tables.IMAGE_DIR, tables.IMAGE_SUFFIX)
+        masks = None
+        if images and images[0]._masks and "ground_truth" in images[0]._masks:
+            masks = tables.MediaFiles([im._masks["ground_truth"] for im in images], artifact,
+                                      tables.MASK_DIR, tables.MASK_SUFFIX)
+        self._eval_set = EvalSet(np.concatenate(ids), files,
+                                 _concat(targets) if self.stores_targets else None, *first,
+                                 masks=masks)
+        self._files_index = tables.MediaIndex.from_files(artifact, [files, masks])
         self._stager = None
 
     def log_data_table(self, name: str | None = None, type: str = "dataset",
                        table_name: str = "val_data") -> None:
+        """Log the data table, then keep only its arrays (:class:`EvalSet`): no row, image
+        object or per-file dict stays in memory for the rest of the fit."""
         super().log_data_table(name or self.data_artifact_name, type, table_name)
+        self._media_index, self._files_index = self._files_index, None
+        self._data_table = tables.ColumnarTable(self.data_table_columns)
+        self._data_table_ref = DataTableRef(self._data_table)
+
+    def _base_images(self, rows: slice) -> list:
+        """The data table's images of ``rows`` (with their ground-truth mask layer), as
+        new media objects sharing the data table's files, for one pred batch."""
+        files, masks = self._eval_set.images, self._eval_set.masks
+        out = []
+        for i in range(rows.start, rows.stop):
+            layers = None
+            if masks is not None:
+                layers = {"ground_truth": tables.new_image_mask(
+                    "ground_truth", None, self.mask_labels, masks.file(i), keep_data=False)}
+            out.append(tables.new_image(files.file(i), int(files.width[i]),
+                                        int(files.height[i]), masks=layers))
+        return out
 
     # -- predictions (every log) -----------------------------------------------------------
     def add_model_predictions(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -585,7 +616,7 @@ class TaskEvalCallback(WandbEvalCallback):
         columns = {"epoch": [version.epoch] * n, "step": [version.global_step] * n,
                    "id": index.tolist()}
         columns.update(self._pred_columns_for(version, batch, labels,
-                                              eval_set.images[rows]))
+                                              self._base_images(rows)))
         for name, values in columns.items():
             version.columns.setdefault(name, []).extend(values)
         version.samples += n

@@ -457,7 +457,8 @@ class DetectionEvalCallback(TaskEvalCallback):
             state.setdefault(key, []).append(value)
         state["counts"] = state.get("counts", 0) + counts.sum(axis=0)
         return {
-            "image": build_images(base_images, boxes={"predictions": dets},
+            "image": build_images(base_images, boxes={"predictions": dets,
+                                                      "ground_truth": labels},
                                   class_labels=self.class_labels,
                                   compress_level=self.compress_level, table_only=True,
                                   box_decimals=self.box_decimals),
