@@ -585,6 +585,8 @@ def log_data_artifact(
     for row in table.data:
         for cell in row:
             release_pixels(cell)
+    release_table(table)
+    _uncache(artifact)
     return index
 
 
@@ -635,6 +637,35 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def release_table(table: wandb.Table) -> None:
+    """Break the table <-> artifact cycle once the artifact is logged.
+
+    ``artifact.add(table)`` makes the table point at its artifact and the artifact at the
+    table (``_artifact_target`` / ``_added_objs``). Left alone, a logged version's table,
+    its media objects and the artifact's manifest wait for a full garbage collection
+    (rare with a large heap), so memory grew with every version.
+    """
+    table._artifact_target = None  # wandb-internal (WBValue._artifact_target)
+
+
+def _uncache(artifact: wandb.Artifact) -> None:
+    """Drop a logged artifact from wandb's instance cache.
+
+    wandb keeps the last 100 ``Artifact`` objects it made, by client id
+    (``artifact_instance_cache_by_client_id``), for resolving client-id references it adds
+    itself. We add no such reference through wandb (:class:`MediaIndex` writes the entries;
+    wandb-core resolves them from the records), and each cached artifact holds a manifest
+    entry per file and its table, media objects included (``_added_objs``): kept, the data
+    table stayed in memory for the whole fit and every pred version added a few KB per
+    sample. Logged artifacts are dropped from it.
+    """
+    from wandb.sdk.artifacts import artifact_instance_cache  # wandb-internal
+
+    cache = artifact_instance_cache.artifact_instance_cache_by_client_id
+    if cache.get(artifact._client_id) is artifact:  # wandb-internal (_client_id)
+        del cache[artifact._client_id]
+
+
 def release_pixels(cell: Any) -> None:
     """Drop the pixel arrays a logged image keeps (they live in its media files now)."""
     if isinstance(cell, wandb.Image):
@@ -683,6 +714,8 @@ def log_pred_artifact(
             table.media_index = media_index
     add_table(artifact, table, table_name)
     run.log_artifact(artifact, aliases=aliases)
+    release_table(table)
+    _uncache(artifact)
     return artifact
 
 

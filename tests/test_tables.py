@@ -277,3 +277,21 @@ def test_image_json_of_a_referenced_image_is_wandbs(wandb_env):
     index.add_references(pred, _image_table(images, ["a", "b"]))
     for image in images:
         assert index.image_json(image, pred) == _json_helper(image, pred)
+
+
+def test_wandb_caches_artifacts_by_client_id_and_a_logged_pred_version_is_dropped(offline_run):
+    """Canary: wandb's instance cache (artifact_instance_cache_by_client_id) holds every
+    Artifact made; log_pred_artifact takes its version out again (memory per version)."""
+    from wandb.sdk.artifacts import artifact_instance_cache
+
+    from fastevalcb.tables import log_pred_artifact
+
+    run, _ = offline_run
+    cache = artifact_instance_cache.artifact_instance_cache_by_client_id
+    probe = wandb.Artifact("probe", "x")
+    assert cache.get(probe._client_id) is probe
+    table = ColumnarTable(["a"])
+    table.add_columns({"a": [1, 2]})
+    art = log_pred_artifact(run, table, None, "evaluation", "eval_data", ["latest"], {})
+    assert art._client_id not in cache
+    assert table._artifact_target is None  # the table <-> artifact cycle is broken

@@ -528,6 +528,7 @@ class TaskEvalCallback(WandbEvalCallback):
         """Log the data table, then keep only its arrays (:class:`EvalSet`): no row, image
         object or per-file dict stays in memory for the rest of the fit."""
         super().log_data_table(name or self.data_artifact_name, type, table_name)
+        tables.release_table(self._data_table)
         self._media_index, self._files_index = self._files_index, None
         self._data_table = tables.ColumnarTable(self.data_table_columns)
         self._data_table_ref = DataTableRef(self._data_table)
