@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from fastevalcb import _keras
 from fastevalcb import sources as _sources
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
@@ -74,7 +75,6 @@ class _Step:
     """The compiled step for one model: traced once, reused for every batch and pass."""
 
     def __init__(self, model, x_spec, batch_size, output_fn, jit_compile, float32_outputs):
-        import keras
         import tensorflow as tf
 
         self.model = model
@@ -87,7 +87,7 @@ class _Step:
         if jit_compile or self.distributed:
             r = self.num_replicas
             self.pad_to = -(-batch_size // r) * r
-        floatx = keras.backend.floatx()
+        floatx = _keras.floatx(model)
 
         def cast_inputs(x):
             def cast(t):
@@ -180,9 +180,7 @@ def _build_eagerly(model, x_spec) -> None:
 
 
 def _map(fn, *structures):
-    import keras
-
-    return keras.tree.map_structure(fn, *structures)
+    return _keras.tree().map_structure(fn, *structures)
 
 
 def _to_numpy(structure):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import tables
+from fastevalcb import _keras, tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.worker import LoggingWorker
@@ -503,8 +503,6 @@ class TaskEvalCallback(WandbEvalCallback):
         size = self.predictor.batch_size
         if selected is None or not size:
             return None
-        import keras
-
         print(f"\nfastevalcb: {self.task} eval")
-        return keras.utils.Progbar(math.ceil(len(selected) / size), unit_name="batch")
+        return _keras.progbar(self.model, math.ceil(len(selected) / size), unit_name="batch")
 
