@@ -119,3 +119,17 @@ def implements_batch_hooks(callback: Any, hooks: tuple[str, ...]) -> bool:
         if getattr(method, "__func__", None) is not getattr(base, name, None):
             return True
     return False
+
+
+def last_step_of_execution(model: Any, batch: int) -> int:
+    """The epoch's last step (0-based) done when ``on_train_batch_end(batch)`` is called.
+
+    With ``steps_per_execution=k`` a hook runs once per k steps. tf_keras and Keras >= 3.11
+    pass that execution's last step; Keras 3.6-3.10 pass its first, so ``k - 1`` is added
+    (capped at the epoch's last step by the caller, which knows ``steps``).
+    """
+    if of_model(model) is not keras3():
+        return batch
+    version = tuple(int(p) for p in keras3().__version__.split(".")[:2])
+    k = getattr(model, "steps_per_execution", 1) or 1
+    return batch + int(k) - 1 if version < (3, 11) else batch

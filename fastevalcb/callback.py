@@ -310,15 +310,17 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._log_predictions(epoch, logs, alias=f"epoch-{epoch}", trigger="epoch_end")
 
     def _on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        # Keras calls this once per execution: with steps_per_execution=k, ``batch`` is the
-        # last of k steps, so the step comes from it, and a log is due when it crosses a
-        # multiple of N.
+        # Keras calls this once per execution: with steps_per_execution=k, the step is that
+        # execution's last (``batch``, or its first on Keras < 3.11: see _keras), and a log
+        # is due when it crosses a multiple of N.
+        steps = (self.params or {}).get("steps")
+        batch = _keras.last_step_of_execution(self.model, batch)
+        batch = min(batch, steps - 1) if steps else batch
         previous = self._global_step
         self._global_step = self._epoch_start_step + batch + 1
         every = self.log_every_n_batches
         if self._global_step // every == previous // every:  # type: ignore[operator]
             return
-        steps = (self.params or {}).get("steps")
         if self.log_on_epoch_end and steps and batch + 1 >= steps:
             return  # the epoch-end log follows at this very step: don't log twice
         self._log_predictions(
