@@ -60,6 +60,21 @@ def test_stock_subclasses_record_the_keras3_tables(wandb_env, shapes, callback):
         assert aliases == [["epoch-0", "latest"], ["epoch-1", "latest"]]
 
 
+def test_batch_logging_counts_steps_with_steps_per_execution(offline_run, shapes):
+    """tf_keras passes an execution's last step, as Keras >= 3.11 does: same steps logged."""
+    _, model = twins(lambda k: cnn(k, 3, True))
+    model.compile(tf_keras.optimizers.SGD(0.05),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=2)
+    x, y = shapes.images[:20], shapes.labels[:20]
+    cb = LogsClfCallback(x, y, log_every_n_batches=3)
+    model.fit(x, y, epochs=1, batch_size=2, shuffle=False, callbacks=[cb], verbose=0)
+    versions = offline_run[1]().artifacts(type="evaluation")
+    # As in test_callback: crossing 3 is seen at step 4, 6 at 6, 9 at 10 (the epoch end's).
+    assert [v.metadata["global_step"] for v in versions] == [4, 6, 10]
+    assert [v.metadata["trigger"] for v in versions] == ["batch", "batch", "epoch_end"]
+
+
 def test_batch_hooks_stay_off_under_tf_keras_unless_logging_per_n_batches(offline_run, shapes):
     """tf_keras skips batch hooks (its fast path) unless a callback implements them."""
     _, model = twins(lambda k: cnn(k, 3, True))
