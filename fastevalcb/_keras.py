@@ -19,7 +19,6 @@ import sys
 from types import ModuleType
 from typing import Any
 
-KERAS3 = "keras"
 TF_KERAS = "tf_keras"
 
 # The batch hooks each Keras asks about before deciding whether to call them at all.
@@ -57,11 +56,6 @@ def of_model(model: Any) -> ModuleType:
         f"e.g. tf.keras with TF_USE_LEGACY_KERAS=1), got {type(model).__module__}."
         f"{type(model).__qualname__}"
     )
-
-
-def name_of(module: ModuleType) -> str:
-    """``"Keras 3"`` or ``"tf_keras"``, for messages."""
-    return "tf_keras" if module.__name__ == TF_KERAS else f"Keras {module.__version__}"
 
 
 def floatx(model: Any) -> str:
