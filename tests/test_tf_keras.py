@@ -92,6 +92,13 @@ def test_batch_hooks_stay_off_under_tf_keras_unless_logging_per_n_batches(offlin
         assert hooks._should_call_train_batch_hooks, type(cb).__name__
         assert not hooks._should_call_test_batch_hooks
 
+    class OwnHooks(LogsClfCallback):  # a subclass' own batch hooks are called, as in stock
+        def on_test_batch_end(self, batch, logs=None):
+            pass
+
+    hooks = tf_keras.callbacks.CallbackList([OwnHooks(x, y)], model=model)
+    assert hooks._should_call_test_batch_hooks and not hooks._should_call_train_batch_hooks
+
 
 def test_a_model_of_neither_keras_is_refused_at_set_model(offline_run, shapes):
     cb = LogsClfCallback(shapes.images[:4], shapes.labels[:4])
