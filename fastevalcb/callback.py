@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import wandb
 
-from fastevalcb import tables
+from fastevalcb import _keras, tables
 
 logger = logging.getLogger("fastevalcb")
 
@@ -107,6 +107,9 @@ def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
 
 class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     """Abstract Keras callback that logs a data table once and a pred table per log.
+
+    Works with Keras 3 and Keras 2 (``tf_keras``) models alike: the Keras is the model's,
+    found at ``set_model`` (see ``fastevalcb._keras``); a model of neither is refused there.
 
     Args:
         data_table_columns: column names of the data (ground truth) table.
@@ -286,7 +289,28 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._data_table_ref = ref
 
     # -- Keras hooks ----------------------------------------------------------------
+    def set_model(self, model: Any) -> None:
+        """Keep ``model``; raise ``TypeError`` unless it is a Keras 3 or tf_keras model."""
+        _keras.of_model(model)
+        super().set_model(model)
+
+    # tf_keras' CallbackList asks these (Keras 3 reads its hooks' ``is_default`` marks
+    # instead): batch hooks count only when per-N-batch logging assigned one.
+    _supports_tf_logs = False
+    _chief_worker_only = None
+
+    def _implements_train_batch_hooks(self) -> bool:
+        return _keras.implements_batch_hooks(self, _keras.TRAIN_BATCH_HOOKS)
+
+    def _implements_test_batch_hooks(self) -> bool:
+        return _keras.implements_batch_hooks(self, _keras.TEST_BATCH_HOOKS)
+
+    def _implements_predict_batch_hooks(self) -> bool:
+        return _keras.implements_batch_hooks(self, _keras.PREDICT_BATCH_HOOKS)
+
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        if self.model is not None:
+            _keras.of_model(self.model)  # a subclass' set_model may not call ours
         self._global_step = self._optimizer_step()
         self._begin_fit()
         if self._needs_data_table():
@@ -324,15 +348,17 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._log_predictions(epoch, logs, alias=f"epoch-{epoch}", trigger="epoch_end")
 
     def _on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        # Keras calls this once per execution: with steps_per_execution=k, ``batch`` is the
-        # last of k steps, so the step comes from it, and a log is due when it crosses a
-        # multiple of N.
+        # Keras calls this once per execution: with steps_per_execution=k, the step is that
+        # execution's last (``batch``, or its first on Keras < 3.11: see _keras), and a log
+        # is due when it crosses a multiple of N.
+        steps = (self.params or {}).get("steps")
+        batch = _keras.last_step_of_execution(self.model, batch)
+        batch = min(batch, steps - 1) if steps else batch
         previous = self._global_step
         self._global_step = self._epoch_start_step + batch + 1
         every = self.log_every_n_batches
         if self._global_step // every == previous // every:  # type: ignore[operator]
             return
-        steps = (self.params or {}).get("steps")
         if self.log_on_epoch_end and steps and batch + 1 >= steps:
             return  # the epoch-end log follows at this very step: don't log twice
         self._log_predictions(
@@ -399,6 +425,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     def _optimizer_step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
         iterations = getattr(optimizer, "iterations", None)
+        # Old Keras 3 variables have no __int__: read their backend (tf) variable. (A tf
+        # variable, as tf_keras has, converts as it is; its ``value`` is a method.)
+        value = getattr(iterations, "value", None)
+        if value is not None and not callable(value):
+            iterations = value
         try:
             return int(iterations) if iterations is not None else self._global_step
         except (TypeError, ValueError):

@@ -48,6 +48,8 @@ def read_records(path: str | Path) -> Iterator[wandb_internal_pb2.Record]:
     a checksum mismatch elsewhere raises ``OfflineRunError``.
     """
     buf = Path(path).read_bytes()
+    if len(buf) < len(_HEADER):
+        return  # nothing written yet (wandb < 0.21 may open the log before writing to it)
     if not buf.startswith(_HEADER[:4]):
         raise OfflineRunError(f"{path} is not a W&B transaction log (header {buf[:7]!r})")
     pos, pending = len(_HEADER), b""

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from fastevalcb import _keras
 from fastevalcb import sources as _sources
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
@@ -178,7 +179,7 @@ class _Step:
         self.num_replicas = int(strategy.num_replicas_in_sync)
         self.distributed = self.num_replicas > 1
         self.pad_to = pad_to
-        floatx = keras.backend.floatx()
+        floatx = _keras.floatx(model)
 
         def cast_inputs(data):
             def cast(t):
@@ -305,9 +306,7 @@ def _build_eagerly(model, x_spec) -> None:
 
 
 def _map(fn, *structures):
-    import keras
-
-    return keras.tree.map_structure(fn, *structures)
+    return _keras.tree().map_structure(fn, *structures)
 
 
 def _to_numpy(structure):

@@ -28,6 +28,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from fastevalcb import _keras
+
 DEFAULT_BATCH_SIZE = 32
 SELECTIONS = ("first", "random")
 
@@ -68,9 +70,7 @@ class SampleSpec:
 
 
 def _tree():
-    import keras
-
-    return keras.tree
+    return _keras.tree()
 
 
 def _leaf_paths(structure: Any) -> list:
@@ -105,9 +105,7 @@ def named_leaves(structure: Any, prefix: str) -> list:
 
 def split_xy(data: Any) -> tuple:
     """Split a source element into ``(x, y)`` with Keras' rules; sample weights dropped."""
-    import keras
-
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    x, y, _ = _keras.unpack_x_y_sample_weight(data)
     return x, y
 
 
@@ -508,7 +506,6 @@ def adapt_source(
         TypeError: unsupported source or leaf types.
         ValueError: empty source, arrays of different lengths, bad options.
     """
-    import keras
     import tensorflow as tf
 
     _check_options(max_samples, selection, seed, batch_size)
@@ -517,7 +514,7 @@ def adapt_source(
     kwargs = dict(batch_size=batch_size, max_samples=max_samples, selection=selection, seed=seed)
     if isinstance(source, tf.data.Dataset):
         return DatasetSource(source, batched=batched, **kwargs)
-    if isinstance(source, keras.utils.PyDataset):
+    if isinstance(source, _keras.sequence_types()):
         return PyDatasetSource(source, **kwargs)
     if isinstance(source, (np.ndarray, tuple, list, dict)):
         return ArraySource(source, **kwargs)

@@ -61,6 +61,13 @@ def test_corrupt_and_torn_logs(tmp_path):
     log.write_bytes(b":W&B\xe1\xbe\x00" + good + good[:9])  # second chunk torn
     (only,) = read_records(log)
     assert only.history.item[0].key == "k"
+    # Opened but not written yet (wandb 0.20 can leave it so right after finish): no
+    # records, not complete, so wait_complete() keeps waiting instead of failing.
+    opened = tmp_path / "run-z.wandb"
+    opened.write_bytes(b"")
+    assert list(read_records(opened)) == [] and not OfflineRun(opened).complete
+    opened.write_bytes(b":W&B\xe1\xbe\x00"[:3])
+    assert list(read_records(opened)) == []
     bad = bytearray(good)
     bad[0] ^= 0xFF
     log.write_bytes(b":W&B\xe1\xbe\x00" + bytes(bad))

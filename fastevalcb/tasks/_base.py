@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import sources, tables
+from fastevalcb import _keras, sources, tables
 from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tasks._quality import NonFiniteCounter
@@ -727,8 +727,6 @@ class TaskEvalCallback(WandbEvalCallback):
         size = self.predictor.batch_size
         if selected is None or not size:
             return None
-        import keras
-
         print(f"\nfastevalcb: {self.task} eval")
-        return keras.utils.Progbar(math.ceil(len(selected) / size), unit_name="batch")
+        return _keras.progbar(self.model, math.ceil(len(selected) / size), unit_name="batch")
 

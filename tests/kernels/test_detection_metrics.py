@@ -22,7 +22,7 @@ side = st.sampled_from([0.0, 8.0, 16.0, 16.0, 24.0, 24.0, 32.0])
 good_box = st.tuples(grid, grid, side, side).map(lambda t: (t[0], t[1], t[0] + t[2], t[1] + t[3]))
 bad_box = st.one_of(good_box, good_box, good_box,
                     st.sampled_from([(NAN, 0, 8, 8), (0, 0, INF, 8), (-INF, 0, 8, 8)]))
-score = st.one_of(st.sampled_from([0.5, 0.9, NAN, INF, -INF]), st.floats(0, 1, width=32))
+score = st.one_of(st.sampled_from([0.5, np.float32(0.9), NAN, INF, -INF]), st.floats(0, 1, width=32))
 thresholds = st.sampled_from([0.1, 1 / 3, 0.5, 0.7, 1.0])
 NUM_CLASSES = 3
 

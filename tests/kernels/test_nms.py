@@ -12,7 +12,7 @@ from fastevalcb import kernels
 SETTINGS = settings(max_examples=100, deadline=None)
 # Coarse grid coordinates make identical boxes, ties and exact-threshold IoUs likely.
 coord = st.integers(-4, 12).map(lambda v: np.float32(v * 8))
-score = st.one_of(st.sampled_from([0.5, 0.9, np.nan, np.inf, -np.inf]), st.floats(0, 1, width=32))
+score = st.one_of(st.sampled_from([0.5, np.float32(0.9), np.nan, np.inf, -np.inf]), st.floats(0, 1, width=32))
 bad_coord = st.one_of(coord, st.sampled_from([np.nan, np.inf]))
 
 
