@@ -107,7 +107,8 @@ def test_detection_records_the_keras3_tables(wandb_env):
         keras.utils.set_random_seed(0)
         model = build()
         logs[name] = record(wandb_env, name, model, lambda: DetectionEvalCallback(
-            (val_images(), targets), NAMES, batch_size=3, verbose=0), x=val_images(),
+            (val_images(), targets), NAMES, batch_size=3, verbose=0, score_threshold=0.05),
+            x=val_images(),
             y={"aux": np.zeros((4, 1))}, epochs=2, batch_size=2)
     last = assert_same_runs(logs["keras3"], logs["tf_keras"])
     assert last.column("tp") == EXPECTED["tp"] and last.column("fp") == EXPECTED["fp"]
