@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from fastevalcb import _keras
+from fastevalcb import _keras, distributed
 from fastevalcb import sources as _sources
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
@@ -74,13 +74,18 @@ class PredictionBatch:
 class _Step:
     """The compiled step for one model: traced once, reused for every batch and pass."""
 
-    def __init__(self, model, x_spec, batch_size, output_fn, jit_compile, float32_outputs):
+    def __init__(self, model, x_spec, batch_size, output_fn, jit_compile, float32_outputs,
+                 local=False):
         import tensorflow as tf
 
         self.model = model
+        self.local = local
         self.trace_count = 0
         strategy = model.distribute_strategy
-        self.num_replicas = int(strategy.num_replicas_in_sync)
+        self.num_replicas = 1 if local else int(strategy.num_replicas_in_sync)
+        # Multi-worker: every worker runs the step on the same batch, each replica on its
+        # slice, and an all-gather returns the whole batch to every worker.
+        gather = not local and distributed.is_multi_worker_strategy(strategy)
         self.distributed = self.num_replicas > 1
         # XLA compiles per shape and replicas need equal shards: pad to a fixed size.
         self.pad_to = None
@@ -149,6 +154,8 @@ class _Step:
             self.trace_count += 1
             fn = xla_replica_step if jit_compile else replica_step
             per_replica = strategy.run(fn, args=(x,))
+            if gather:  # replica order is slice order: the batch in sample order
+                return tf.nest.map_structure(lambda t: strategy.gather(t, axis=0), per_replica)
             local = strategy.experimental_local_results(per_replica)
             # Shards are contiguous slices in replica order: concat restores sample order.
             return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *local)
@@ -255,6 +262,10 @@ class BatchedPredictor:
             synchronously in the caller's thread.
         batched: for ``tf.data`` sources, whether elements are batched (default: inferred
             from the model's input rank).
+        local: run on this process' default device, ignoring the model's strategy (the
+            chief's non-distributed step in multi-worker chief-only evaluation). Under
+            ``MultiWorkerMirroredStrategy`` otherwise, every worker must run every step:
+            each predicts its replicas' slice and gets the gathered batch.
 
     Raises:
         TypeError, ValueError: bad source or options (empty source, arrays of different
@@ -278,6 +289,7 @@ class BatchedPredictor:
         return_x: bool = False,
         prefetch: int = 2,
         batched: Optional[bool] = None,
+        local: bool = False,
     ):
         if source is None:
             raise ValueError("source is required, got None")
@@ -298,6 +310,7 @@ class BatchedPredictor:
         self.float32_outputs = bool(float32_outputs)
         self.return_x = bool(return_x)
         self.prefetch = prefetch
+        self.local = bool(local)
         self.model = model
         self._step: Optional[_Step] = None
         if model is not None:
@@ -384,7 +397,7 @@ class BatchedPredictor:
         model = self.model if model is None else model
         if model is None:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
-        if self._step is not None and self._step.model is model:
+        if self._step is not None and self._step.model is model and self._step.local == self.local:
             return self._step
         expected = _sources.model_input_structure(model)
         ranks = None
@@ -406,6 +419,7 @@ class BatchedPredictor:
             self.output_fn,
             self.jit_compile,
             self.float32_outputs,
+            self.local,
         )
         return self._step
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import _keras, tables
+from fastevalcb import _keras, distributed, tables
 from fastevalcb.callback import FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.worker import LoggingWorker
@@ -178,6 +178,10 @@ class TaskEvalCallback(WandbEvalCallback):
         strict: raise logging errors instead of warning and going on.
         data_artifact_name: name of the data table artifact.
         compress_level: zlib level of the PNGs we write (1: fast; 6: smaller files).
+        multi_worker_eval: under ``MultiWorkerMirroredStrategy``, ``"sharded"`` (every
+            worker predicts its slice of each batch through the compiled step; the batch is
+            all-gathered in sample order) or ``"chief_only"`` (the chief predicts every
+            sample on a local step while the others wait). Ignored in a single process.
     """
 
     task: str = "task"
@@ -201,6 +205,7 @@ class TaskEvalCallback(WandbEvalCallback):
         data_artifact_name: str = "val",
         compress_level: int = 1,
         return_x: bool = False,
+        multi_worker_eval: str = "sharded",
     ) -> None:
         self.class_names = check_class_names(class_names)
         self.class_labels = dict(enumerate(self.class_names))
@@ -223,6 +228,11 @@ class TaskEvalCallback(WandbEvalCallback):
         self.data_artifact_name = data_artifact_name
         self.compress_level = compress_level
         self.async_logging = async_logging
+        if multi_worker_eval not in distributed.MODES:
+            raise ValueError(
+                f"multi_worker_eval must be one of {distributed.MODES}, got {multi_worker_eval!r}"
+            )
+        self.multi_worker_eval = multi_worker_eval
         self.predictor = BatchedPredictor(
             None,
             validation_data,
@@ -300,6 +310,22 @@ class TaskEvalCallback(WandbEvalCallback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self._global_step = self._optimizer_step()
         self._worker.flush()  # leftovers of an interrupted fit go first
+        self._start_session(self.multi_worker_eval)
+        # Chief-only: the chief's step ignores the strategy. Sharded multi-worker: the step
+        # is a collective, so it runs in this thread (exactly the steps asked for).
+        self.predictor.local = self._dist.chief_predicts_locally
+        if self._dist.sharded:
+            self.predictor.prefetch = 0
+        with self._dist.agreed("train begin") as outcome:
+            if self._dist.is_chief:
+                self._begin_on_chief(logs)
+            else:
+                self._prepare_model()  # the same first-batch check (and step) as the chief
+            if self._dist.is_chief and self._data_table_ref is None:
+                outcome.turn_logging_off()
+        self._logging_off = outcome.agreed >= distributed.LOGGING_OFF
+
+    def _begin_on_chief(self, logs: dict[str, float] | None) -> None:
         run = self._run()
         if self._run_obj is not None and run.id != self._run_obj.id:
             self._forget_data_table()  # a new W&B run gets its own data table to reference
@@ -318,7 +344,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self.flush()
         super().on_train_end(logs)
         done = [t for t in self.timings if t["logged_s"] is not None]
-        if done and self._verbosity() >= 1:
+        if done and self._verbosity() >= 1 and self._dist.is_chief:
             last = done[-1]
             print(
                 f"fastevalcb: {len(self.logged_versions)} {self.task} table version(s) logged "
@@ -360,12 +386,24 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _log_predictions(self, epoch: int, logs: dict[str, float] | None, alias: str,
                          trigger: str) -> None:
-        if self._data_table_ref is None:
+        if self._logging_off:
             return  # the data table failed (already warned): nothing to reference
-        self._raise_worker_errors()
-        version = _Version(epoch, self._global_step, trigger, alias, time.perf_counter())
-        with self._guard("predictions"):
-            self._predict_and_queue(version)
+        if not self._dist.multi_worker:
+            self._raise_worker_errors()
+            with self._guard("predictions"):
+                self._predict_and_queue(
+                    _Version(epoch, self._global_step, trigger, alias, time.perf_counter()))
+            return
+        # Multi-worker: every worker joins the step's collectives (sharded) and the
+        # agreement; a strict error of the chief's worker is raised there, on all workers.
+        with self._dist.agreed("predictions"):
+            if self._dist.is_chief:
+                with self._guard("predictions"):
+                    self._predict_and_queue(
+                        _Version(epoch, self._global_step, trigger, alias, time.perf_counter()))
+                self._raise_worker_errors()
+            elif self._dist.sharded:
+                distributed.for_each(self.predictor.iter_batches(self.model), lambda b: None)
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
@@ -375,11 +413,17 @@ class TaskEvalCallback(WandbEvalCallback):
             self.timings.append(version.timing)
         progbar = self._progbar()
         batches = 0
-        for batch in self.predictor.iter_batches(self.model):
+
+        def queue(batch: PredictionBatch) -> None:
+            nonlocal batches
             self._worker.submit(self._job, "pred table", self._add_batch, version, batch)
             batches += 1
             if progbar is not None:
                 progbar.update(batches)
+
+        # Sharded multi-worker: each batch is a collective, so a failure keeps drawing them.
+        distributed.for_each(self.predictor.iter_batches(self.model), queue,
+                             drain=self._dist.sharded)
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
         with self._lock:
