@@ -10,8 +10,8 @@ Config keys: ``out``; ``callback`` (``"classification"`` | ``"stock"``); ``mode`
 (``multi_worker_eval``); ``log_every_n_batches``; ``strict``; ``fail_log`` (the chief's
 first pred-version write raises); ``keras`` (``"tf_keras"`` | ``"keras3"``: the Keras 3
 refusal); ``in_scope`` (construct the callback inside ``strategy.scope()``);
-``async_logging``; ``hang_after_s``; ``skip_fit`` (this task index leaves without training:
-the harness' hang test).
+``async_logging``; ``hang_after_s``; ``skip_fit`` (this task index stays alive without
+training: the harness' hang test).
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def _train(config: dict, result: dict) -> None:
             async_logging=config.get("async_logging", True), verbose=0)
 
     if "skip_fit" in config and config["skip_fit"] == role.task_id:
-        return
+        import time
+
+        time.sleep(600)  # alive but never training: the others wait in a collective
     if config.get("in_scope"):
         with strategy.scope():
             callback = make()
