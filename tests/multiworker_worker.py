@@ -45,7 +45,6 @@ def main(config: dict) -> int:
 
 
 def _train(config: dict, result: dict) -> None:
-    import numpy as np
     import tensorflow as tf
 
     if config.get("keras") == "keras3":
