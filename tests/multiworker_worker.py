@@ -9,7 +9,7 @@ reference run). A hang dumps every thread's stack (faulthandler) and exits.
 Config keys: ``out``; ``callback`` (``"classification"`` | ``"stock"``); ``mode``
 (``multi_worker_eval``); ``log_every_n_batches``; ``strict``; ``fail_log`` (the chief's
 first pred-version write raises); ``keras`` (``"tf_keras"`` | ``"keras3"``: the Keras 3
-refusal); ``in_scope`` (construct the callback inside ``strategy.scope()``);
+refusal) with ``load_tf_keras`` and ``set_model_first``; ``in_scope`` (construct the callback inside ``strategy.scope()``);
 ``async_logging``; ``hang_after_s``; ``skip_fit`` (this task index stays alive without
 training: the harness' hang test).
 """
@@ -49,6 +49,9 @@ def _train(config: dict, result: dict) -> None:
 
     if config.get("keras") == "keras3":
         import keras as k
+
+        if config.get("load_tf_keras"):  # loaded, though the model is Keras 3
+            import tf_keras  # noqa: F401
     else:
         import tf_keras as k
     import wandb
@@ -118,6 +121,8 @@ def _train(config: dict, result: dict) -> None:
         def on_epoch_begin(self, epoch, logs=None):
             result["epochs"].append(epoch)
 
+    if config.get("set_model_first"):
+        callback.set_model(model)  # what fit's CallbackList does first
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -331,10 +331,15 @@ def test_a_strict_failure_on_the_chief_stops_every_worker_at_the_same_log(tmp_pa
 
 
 @cluster_test
-def test_keras3_under_multi_worker_strategy_is_refused_before_the_first_epoch(tmp_path):
-    # Two real workers, Keras 3 only: each refuses at construction, none waits on the other.
-    results, _ = run_cluster(tmp_path, {"callback": "classification", "keras": "keras3"},
-                             reference=False)
+@pytest.mark.parametrize("when", ["construction", "set_model"])
+def test_keras3_under_multi_worker_strategy_is_refused_before_the_first_epoch(tmp_path, when):
+    # Two real workers with a Keras 3 model: each refuses, none waits on the other. Only
+    # Keras 3 loaded: at construction. tf_keras loaded too: at set_model (Keras 3.15's own
+    # fit fails before it calls set_model, so the test calls it as fit's CallbackList would).
+    config = {"callback": "classification", "keras": "keras3"}
+    if when == "set_model":
+        config.update(load_tf_keras=True, set_model_first=True)
+    results, _ = run_cluster(tmp_path, config, reference=False)
     for r in results:
         assert r["rc"] == 3, r["log"]
         assert r["error"].startswith("FastEvalInputError") and "keras#20585" in r["error"]

@@ -388,22 +388,20 @@ class TaskEvalCallback(WandbEvalCallback):
                          trigger: str) -> None:
         if self._logging_off:
             return  # the data table failed (already warned): nothing to reference
-        if not self._dist.multi_worker:
-            self._raise_worker_errors()
-            with self._guard("predictions"):
-                self._predict_and_queue(
-                    _Version(epoch, self._global_step, trigger, alias, time.perf_counter()))
-            return
-        # Multi-worker: every worker joins the step's collectives (sharded) and the
-        # agreement; a strict error of the chief's worker is raised there, on all workers.
+        multi_worker = self._dist.multi_worker
+        if not multi_worker:
+            self._raise_worker_errors()  # a strict error of an earlier version comes first
+        version = _Version(epoch, self._global_step, trigger, alias, time.perf_counter())
+        # Multi-worker: every worker joins the sharded step's collectives, then the
+        # agreement, where a strict error of the chief's logging thread stops every worker.
         with self._dist.agreed("predictions"):
             if self._dist.is_chief:
                 with self._guard("predictions"):
-                    self._predict_and_queue(
-                        _Version(epoch, self._global_step, trigger, alias, time.perf_counter()))
-                self._raise_worker_errors()
+                    self._predict_and_queue(version)
             elif self._dist.sharded:
                 distributed.for_each(self.predictor.iter_batches(self.model), lambda b: None)
+            if multi_worker:
+                self._raise_worker_errors()
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
