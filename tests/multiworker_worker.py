@@ -6,12 +6,17 @@ with one fastevalcb callback and writes what it saw to ``config["out"]`` (JSON).
 ``wandb.init()``, as a user would; without it, the same fit runs in one process (the
 reference run). A hang dumps every thread's stack (faulthandler) and exits.
 
-Config keys: ``out``; ``callback`` (``"classification"`` | ``"stock"``); ``mode``
-(``multi_worker_eval``); ``log_every_n_batches``; ``strict``; ``fail_log`` (the chief's
-first pred-version write raises); ``keras`` (``"tf_keras"`` | ``"keras3"``: the Keras 3
-refusal) with ``load_tf_keras`` and ``set_model_first``; ``in_scope`` (construct the callback inside ``strategy.scope()``);
-``async_logging``; ``hang_after_s``; ``skip_fit`` (this task index stays alive without
-training: the harness' hang test).
+Config keys:
+
+* ``out``: where the result JSON goes; ``multi_worker``: train under MWMS (TF_CONFIG set);
+* ``callback``: ``"classification"`` or ``"stock"`` (wandb's documented subclass);
+* ``mode`` (``multi_worker_eval``), ``log_every_n_batches``, ``strict``, ``async_logging``;
+* ``fail_log``: the chief's first pred-version write raises;
+* ``keras``: ``"tf_keras"`` or ``"keras3"`` (the refusal), with ``load_tf_keras`` and
+  ``set_model_first``;
+* ``in_scope``: construct the callback inside ``strategy.scope()``;
+* ``hang_after_s``: faulthandler's own deadline; ``skip_fit``: this task index stays alive
+  without training (the harness' hang test).
 """
 
 from __future__ import annotations
