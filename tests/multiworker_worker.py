@@ -11,7 +11,8 @@ Config keys:
 * ``out``: where the result JSON goes; ``multi_worker``: train under MWMS (TF_CONFIG set);
 * ``callback``: ``"classification"`` or ``"stock"`` (wandb's documented subclass);
 * ``mode`` (``multi_worker_eval``), ``log_every_n_batches``, ``strict``, ``async_logging``;
-* ``fail_log``: the chief's first pred-version write raises;
+* ``fail_log``: the chief's first pred-version write raises; ``fail_data``: the chief's
+  data table write raises;
 * ``keras``: ``"tf_keras"`` or ``"keras3"`` (the refusal), with ``load_tf_keras`` and
   ``set_model_first``;
 * ``in_scope``: construct the callback inside ``strategy.scope()``;
@@ -83,6 +84,13 @@ def _train(config: dict, result: dict) -> None:
             return real(*args, **kwargs)
 
         tables.log_pred_artifact = fail_first
+
+    if config.get("fail_data") and role.is_chief:
+
+        def fail_data(*args, **kwargs):
+            raise OSError("injected: the data table write fails")
+
+        tables.log_data_artifact = fail_data
 
     shapes = make_shapes(TRAIN + VAL, 16, seed=3)
     x, y = shapes.images[:TRAIN], shapes.labels[:TRAIN]

@@ -319,6 +319,29 @@ def test_a_failed_write_on_the_chief_skips_that_version_only(tmp_path, callback)
 
 
 @cluster_test
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_failed_data_table_on_the_chief_turns_logging_off_everywhere(tmp_path, strict):
+    # Not strict: the chief warns and logs nothing more; the other worker must skip the
+    # sharded steps too (it would wait in them alone). Strict: both stop at train begin.
+    config = {"callback": "classification", "fail_data": True, "strict": strict,
+              "log_every_n_batches": 1}
+    results, _ = run_cluster(tmp_path, config, reference=False)
+    chief, other = results
+    if strict:
+        assert chief["error"].startswith("OSError: injected"), chief["log"]
+        assert other["error"].startswith("FastEvalWorkerError"), other["log"]
+        assert "train begin stage failed on another worker" in other["error"]
+        assert chief["epochs"] == other["epochs"] == []
+        return
+    _assert_ok(*results)
+    assert len(chief["warnings"]) == 1 and "data table" in chief["warnings"][0]
+    assert chief["logged_versions"] == other["logged_versions"] == []
+    assert chief["epochs"] == other["epochs"] == [0, 1]
+    run = _assert_chief_only_io(results, tmp_path)
+    assert run.artifacts(type="evaluation") == []
+
+
+@cluster_test
 def test_a_strict_failure_on_the_chief_stops_every_worker_at_the_same_log(tmp_path):
     config = {"callback": "classification", "fail_log": True, "strict": True,
               "async_logging": False, "log_every_n_batches": 1}
