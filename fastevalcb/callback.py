@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import wandb
 
-from fastevalcb import _keras, tables
+from fastevalcb import _keras, distributed, tables
 
 logger = logging.getLogger("fastevalcb")
 
@@ -111,6 +111,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     Works with Keras 3 and Keras 2 (``tf_keras``) models alike: the Keras is the model's,
     found at ``set_model`` (see ``fastevalcb._keras``); a model of neither is refused there.
 
+    Under ``tf.distribute.MultiWorkerMirroredStrategy`` (tf_keras models) every worker runs
+    the hooks, ``add_ground_truth`` and ``add_model_predictions`` alike (so a
+    ``model.predict`` there runs on all of them), but only the chief logs; a non-chief
+    worker needs no W&B run (see ``fastevalcb.distributed``).
+
     Args:
         data_table_columns: column names of the data (ground truth) table.
         pred_table_columns: column names of the prediction table.
@@ -124,7 +129,10 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         *args, **kwargs: passed to ``keras.callbacks.Callback``.
 
     Raises:
-        wandb.Error: no active run (call ``wandb.init()`` first).
+        wandb.Error: no active run (call ``wandb.init()`` first), unless this process is a
+            non-chief worker of a multi-worker cluster (the strategy in scope, else
+            ``TF_CONFIG``, says so).
+        FastEvalInputError: multi-worker training with Keras 3 only (keras#20585).
         TableSchemaError: the column lists are not lists of unique names.
         ValueError: ``log_every_n_batches`` is not a positive int.
     """
@@ -140,7 +148,9 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if wandb.run is None:
+        role = distributed.construction_role()
+        distributed.check_keras_at_construction(role)
+        if wandb.run is None and role.is_chief:
             raise wandb.Error(
                 f"{type(self).__name__} needs an active W&B run: call wandb.init() "
                 "(mode='offline' works without an account) before creating the callback."
@@ -173,6 +183,8 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._failures: dict[str, int] = {}
         self._first_failure: dict[str, str] = {}
         self.logged_versions: list[dict[str, Any]] = []
+        self._dist = distributed.Session()
+        self._logging_off = False
         if log_every_n_batches is not None:
             # Only now is the batch hook overridden: Keras turns off async dispatch for
             # the whole fit when any callback's on_train_batch_end is not the default.
@@ -200,9 +212,15 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     def log_data_table(
         self, name: str = "val", type: str = "dataset", table_name: str = "val_data"
     ) -> None:
-        """Log ``data_table`` as an artifact and make ``data_table_ref`` point at it."""
-        run = self._run()
+        """Log ``data_table`` as an artifact and make ``data_table_ref`` point at it.
+
+        On a non-chief worker nothing is logged: ``data_table_ref`` points at the table.
+        """
         table = self.data_table
+        if not self._dist.is_chief:
+            self._data_table_ref = DataTableRef(table)
+            return
+        run = self._run()
         if not table.data:
             warnings.warn(
                 "fastevalcb: the data table is empty; add_ground_truth added no rows",
@@ -223,7 +241,8 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         """Log ``pred_table`` as a new version of ``run_<id>_pred``.
 
         Default aliases: ``latest`` plus ``epoch-E`` (epoch-end logs) or ``step-S``
-        (per-N-batch logs). Metadata records the epoch and global step.
+        (per-N-batch logs). Metadata records the epoch and global step. A non-chief worker
+        logs nothing.
         """
         self._write_version(self.pred_table, dict(self._log_context), type=type,
                             table_name=table_name, aliases=aliases)
@@ -244,7 +263,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             table: the filled pred table.
             context: ``{epoch, global_step, trigger, alias}`` of the log it belongs to.
             run: the run to log to (default: the active one).
+
+        A non-chief worker of a multi-worker cluster logs nothing.
         """
+        if not self._dist.is_chief:
+            return
         run = run if run is not None else self._run()
         if aliases is None:
             aliases = ["latest"] + ([context["alias"]] if "alias" in context else [])
@@ -290,8 +313,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
 
     # -- Keras hooks ----------------------------------------------------------------
     def set_model(self, model: Any) -> None:
-        """Keep ``model``; raise ``TypeError`` unless it is a Keras 3 or tf_keras model."""
-        _keras.of_model(model)
+        """Keep ``model``; raise ``TypeError`` unless it is a Keras 3 or tf_keras model.
+
+        Raises ``FastEvalInputError`` for a Keras 3 model under MultiWorkerMirroredStrategy.
+        """
+        distributed.check_keras(model, _keras.of_model(model))
         super().set_model(model)
 
     # tf_keras' CallbackList asks these (Keras 3 reads its hooks' ``is_default`` marks
@@ -309,18 +335,28 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         return _keras.implements_batch_hooks(self, _keras.PREDICT_BATCH_HOOKS)
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        if self.model is not None:
-            _keras.of_model(self.model)  # a subclass' set_model may not call ours
+        self._start_session(self._multi_worker_mode())
         self._global_step = self._optimizer_step()
-        self._begin_fit()
-        if self._needs_data_table():
-            self._log_ground_truth(logs)
+        with self._dist.agreed("train begin"):
+            self._begin_fit()
+        with self._dist.agreed("data table") as outcome:
+            if self._needs_data_table():
+                self._log_ground_truth(logs)
+            if self._data_table_failed():
+                outcome.turn_logging_off()
+        self._logging_off = outcome.agreed >= distributed.LOGGING_OFF
+
+    def _multi_worker_mode(self) -> str:
+        return "sharded"
 
     def _begin_fit(self) -> None:
         """Checks that must pass before the data table (task callbacks: the model's)."""
 
     def _needs_data_table(self) -> bool:
         return True  # as stock: a data table at every train begin
+
+    def _data_table_failed(self) -> bool:
+        return self._data_table_ref is None and "data table" in self._failures
 
     def _log_ground_truth(
         self,
@@ -379,15 +415,15 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     def _log_predictions(
         self, epoch: int, logs: dict[str, float] | None, alias: str, trigger: str
     ) -> None:
-        if self._data_table_ref is None and "data table" in self._failures:
-            return  # already warned: nothing to reference
+        if self._logging_off or (not self._dist.multi_worker and self._data_table_failed()):
+            return  # the data table failed (already warned, on the chief): nothing to reference
         self._log_context = {
             "epoch": epoch,
             "global_step": self._global_step,
             "trigger": trigger,
             "alias": alias,
         }
-        with self._guard("pred table"):
+        with self._dist.agreed("pred table"), self._guard("pred table"):
             self._make_version(epoch, logs)
 
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
@@ -398,6 +434,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         else:
             self.add_model_predictions(epoch)
         self.log_pred_table()
+
+    def _start_session(self, mode: str = "sharded") -> None:
+        """At train begin: this fit's multi-worker role, from the model's strategy."""
+        if self.model is not None:  # a subclass' set_model may not call ours
+            distributed.check_keras(self.model, _keras.of_model(self.model))
+        self._dist = distributed.Session(self.model, mode)
 
     @contextmanager
     def _guard(
@@ -430,9 +472,15 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         value = getattr(iterations, "value", None)
         if value is not None and not callable(value):
             iterations = value
+        if iterations is None:
+            return self._global_step
         try:
-            return int(iterations) if iterations is not None else self._global_step
+            return int(iterations)
         except (TypeError, ValueError):
+            pass
+        try:  # a tf.distribute MirroredVariable (tf_keras under a strategy) has no __int__
+            return int(iterations.numpy())
+        except (AttributeError, TypeError, ValueError):
             return self._global_step
 
     @staticmethod

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from fastevalcb import _keras
+from fastevalcb import _keras, distributed
 from fastevalcb import sources as _sources
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
@@ -167,16 +167,21 @@ class _Step:
     Every call gets ``pad_to`` rows (``B`` rounded up to a multiple of the replicas).
     """
 
-    def __init__(self, model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs):
+    def __init__(self, model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs,
+                 local=False):
         import keras
         import tensorflow as tf
 
         self.model = model
         self.parts = _model_parts(model)
         self.prep: Optional[_Preprocess] = prep
+        self.local = local
         self.trace_count = 0
         strategy = model.distribute_strategy
-        self.num_replicas = int(strategy.num_replicas_in_sync)
+        self.num_replicas = 1 if local else int(strategy.num_replicas_in_sync)
+        # Multi-worker: every worker runs the step on the same batch, each replica on its
+        # slice, and an all-gather returns the whole batch to every worker.
+        gather = not local and distributed.is_multi_worker_strategy(strategy)
         self.distributed = self.num_replicas > 1
         self.pad_to = pad_to
         floatx = _keras.floatx(model)
@@ -241,6 +246,8 @@ class _Step:
             self.trace_count += 1
             fn = xla_replica_step if jit_compile else replica_step
             per_replica = strategy.run(fn, args=(data,))
+            if gather:  # replica order is slice order: the batch in sample order
+                return tf.nest.map_structure(lambda t: strategy.gather(t, axis=0), per_replica)
             local = strategy.experimental_local_results(per_replica)
             # Shards are contiguous slices in replica order: concat restores sample order.
             return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *local)
@@ -385,6 +392,10 @@ class BatchedPredictor:
             tuple index or path, see :func:`fastevalcb.sources.image_input`); it gives
             ``PredictionBatch.image_hw`` / ``model_hw``. Default: the only image-shaped
             input, if there is exactly one.
+        local: run on this process' default device, ignoring the model's strategy (the
+            chief's non-distributed step in multi-worker chief-only evaluation). Under
+            ``MultiWorkerMirroredStrategy`` otherwise, every worker must run every step:
+            each predicts its replicas' slice and gets the gathered batch.
 
     Raises:
         TypeError, ValueError: bad source or options (empty source, arrays of different
@@ -411,6 +422,7 @@ class BatchedPredictor:
         prefetch: int = 2,
         batched: Optional[bool] = None,
         image_key: Any = None,
+        local: bool = False,
     ):
         if source is None:
             raise ValueError("source is required, got None")
@@ -432,6 +444,7 @@ class BatchedPredictor:
         self.return_x = bool(return_x)
         self.prefetch = prefetch
         self.image_key = image_key
+        self.local = bool(local)
         self.model = model
         self._step: Optional[_Step] = None
         self._raw_image = self._model_image = None
@@ -522,7 +535,8 @@ class BatchedPredictor:
         if model is None:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
         step = self._step
-        if step is not None and step.model is model and _same(step.parts, _model_parts(model)):
+        if (step is not None and step.model is model and step.local == self.local
+                and _same(step.parts, _model_parts(model))):
             return step
         expected = _sources.model_input_structure(model)
         ranks = None
@@ -537,7 +551,7 @@ class BatchedPredictor:
             self.source.batch_size = len(first)
         self._raw_image = _image_path(x_spec, self.image_key, strict=self.image_key is not None)
         # One static batch: one trace, one XLA shape, equal shards, static-batch decoders.
-        replicas = int(model.distribute_strategy.num_replicas_in_sync)
+        replicas = 1 if self.local else int(model.distribute_strategy.num_replicas_in_sync)
         pad_to = -(-self.source.batch_size // replicas) * replicas
         prep_fn = preprocess_fn(model)
         prep = None if prep_fn is None else _Preprocess(prep_fn, x_spec, pad_to)
@@ -554,6 +568,7 @@ class BatchedPredictor:
             self.output_fn,
             self.jit_compile,
             self.float32_outputs,
+            self.local,
         )
         return self._step
 

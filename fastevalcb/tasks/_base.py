@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import _keras, sources, tables
+from fastevalcb import _keras, distributed, sources, tables
 from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tasks._quality import NonFiniteCounter
@@ -276,6 +276,10 @@ class TaskEvalCallback(WandbEvalCallback):
         image_key: for multi-input models (``x`` a dict or tuple), the input the tables
             show: a dict key, a tuple index or a path. Default: the only image-shaped
             input; ambiguous inputs are a ``FastEvalInputError`` asking for it.
+        multi_worker_eval: under ``MultiWorkerMirroredStrategy``, ``"sharded"`` (every
+            worker predicts its slice of each batch through the compiled step; the batch is
+            all-gathered in sample order) or ``"chief_only"`` (the chief predicts every
+            sample on a local step while the others wait). Ignored in a single process.
     """
 
     task: str = "task"
@@ -304,6 +308,7 @@ class TaskEvalCallback(WandbEvalCallback):
         compress_level: int = 1,
         return_x: bool = False,
         image_key: Any = None,
+        multi_worker_eval: str = "sharded",
     ) -> None:
         self.class_names = check_class_names(class_names, self.max_classes)
         self.class_labels = dict(enumerate(self.class_names))
@@ -326,6 +331,11 @@ class TaskEvalCallback(WandbEvalCallback):
         self.data_artifact_name = data_artifact_name
         self.compress_level = compress_level
         self.async_logging = async_logging
+        if multi_worker_eval not in distributed.MODES:
+            raise ValueError(
+                f"multi_worker_eval must be one of {distributed.MODES}, got {multi_worker_eval!r}"
+            )
+        self.multi_worker_eval = multi_worker_eval
         self.predictor = BatchedPredictor(
             None,
             validation_data,
@@ -433,7 +443,18 @@ class TaskEvalCallback(WandbEvalCallback):
 
         Everything slow (reading the whole source, PNG encoding, staging the data table)
         runs on the worker (:meth:`_log_ground_truth`), so ``fit`` starts at once.
+
+        Multi-worker: the chief does all of it; the other workers build and check the same
+        compiled step on the same first batch (``distributed``: chief-only I/O).
         """
+        # Chief-only: the chief's step ignores the strategy. Sharded multi-worker: the step
+        # is a collective, so it runs in this thread (exactly the steps asked for).
+        self.predictor.local = self._dist.chief_predicts_locally
+        if self._dist.sharded:
+            self.predictor.prefetch = 0
+        if not self._dist.is_chief:
+            self._prepare_model()
+            return
         run = self._run()
         if self._run_obj is not None and run.id != self._run_obj.id:
             self._worker.flush()  # the old run's leftovers go to the old run first
@@ -453,13 +474,26 @@ class TaskEvalCallback(WandbEvalCallback):
                     ).check_same_samples(first.index, first.y)
         tables.define_step_metrics(run, self.metrics_prefix)
 
+    def _multi_worker_mode(self) -> str:
+        return self.multi_worker_eval
+
     def _needs_data_table(self) -> bool:
+        if not self._dist.is_chief:
+            return False  # chief-only I/O: the others build no table
         return self._data_table_run != self._run_obj.id  # once per W&B run
+
+    def _data_table_failed(self) -> bool:
+        # Multi-worker builds it inline (the workers agree on the outcome before epoch 1);
+        # in one process it may still be streaming on the worker (no verdict yet).
+        if self._dist.multi_worker:
+            return self._dist.is_chief and self._eval_set is None
+        return self._eval_set is None and "data table" in self._failures
 
     def _log_ground_truth(self, logs: dict[str, float] | None = None, fatal: Any = ()) -> None:
         """Stream the data table on the worker; pred versions queue behind it.
 
-        In strict mode it runs here, so a failure raises before epoch 1.
+        In strict mode, and under multi-worker training (every worker must learn the
+        outcome at the same point), it runs here, before epoch 1.
         """
         self._data_table_run = self._run_obj.id
         started = time.perf_counter()
@@ -471,6 +505,8 @@ class TaskEvalCallback(WandbEvalCallback):
 
         if self.strict:
             job((Exception,))
+        elif self._dist.multi_worker:
+            job(())
         else:
             self._worker.submit(job, ())
 
@@ -557,13 +593,21 @@ class TaskEvalCallback(WandbEvalCallback):
                                          time.perf_counter()))
 
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
-        self._raise_worker_errors()
+        multi_worker = self._dist.multi_worker
+        if not multi_worker:
+            self._raise_worker_errors()  # a strict error of an earlier version comes first
+        if not self._dist.is_chief:  # join the sharded step's collectives, log nothing
+            if self._dist.sharded:
+                distributed.for_each(self.predictor.iter_batches(self.model), lambda b: None)
+            return
         alias = self._log_context.get("alias", f"epoch-{epoch}")
-        if self._run_guard.lost(epoch, self._global_step, alias):
+        if self._run_guard.lost(epoch, self._global_step, alias) and not multi_worker:
             return  # the run has finished: reported at train end
         self.add_model_predictions(epoch, logs)
         if self.strict:
             self.flush()  # strict: a failure building or writing it raises here, now
+        elif multi_worker:
+            self._raise_worker_errors()
 
     def _predict_and_queue(self, version: _Version) -> None:
         version.timing = {"epoch": version.epoch, "global_step": version.global_step,
@@ -573,12 +617,18 @@ class TaskEvalCallback(WandbEvalCallback):
             self.timings.append(version.timing)
         progbar = self._progbar()
         batches = 0
-        for batch in self.predictor.iter_batches(self.model):
+
+        def queue(batch: PredictionBatch) -> None:
+            nonlocal batches
             self._worker.submit(self._job, "pred table", self._add_batch, version, batch,
                                 nbytes=_nbytes(batch))
             batches += 1
             if progbar is not None:
                 progbar.update(batches)
+
+        # Sharded multi-worker: each batch is a collective, so a failure keeps drawing them.
+        distributed.for_each(self.predictor.iter_batches(self.model), queue,
+                             drain=self._dist.sharded)
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
         with self._lock:
@@ -646,7 +696,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self.flush()
         super().on_train_end(logs)
         done = [t for t in self.timings if t["logged_s"] is not None]
-        if done and self._verbosity() >= 1:
+        if done and self._verbosity() >= 1 and self._dist.is_chief:
             last = done[-1]
             print(
                 f"fastevalcb: {len(self.logged_versions)} {self.task} table version(s) logged "
