@@ -58,6 +58,11 @@ def of_model(model: Any) -> ModuleType:
     )
 
 
+def name_of(module: ModuleType) -> str:
+    """``"Keras 3.x"`` or ``"tf_keras"``, for messages."""
+    return "tf_keras" if module.__name__ == TF_KERAS else f"Keras {module.__version__}"
+
+
 def floatx(model: Any) -> str:
     """The float dtype name (``"float32"``...) the model's Keras computes in."""
     return of_model(model).backend.floatx()

@@ -330,7 +330,7 @@ def test_a_failed_data_table_on_the_chief_turns_logging_off_everywhere(tmp_path,
     if strict:
         assert chief["error"].startswith("OSError: injected"), chief["log"]
         assert other["error"].startswith("FastEvalWorkerError"), other["log"]
-        assert "train begin stage failed on another worker" in other["error"]
+        assert "data table stage failed on another worker" in other["error"]
         assert chief["epochs"] == other["epochs"] == []
         return
     _assert_ok(*results)

@@ -361,6 +361,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._model_hw: tuple[int, int] | None = None  # the image size the model sees
         self._stager: tables.Stager | None = None  # while the data table is being built
         self._files_index: tables.MediaIndex | None = None
+        self._built_eval_set: EvalSet | None = None  # until the data table is logged
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
         self._lock = threading.Lock()
@@ -553,9 +554,9 @@ class TaskEvalCallback(WandbEvalCallback):
         if images and images[0]._masks and "ground_truth" in images[0]._masks:
             masks = tables.MediaFiles([im._masks["ground_truth"] for im in images], artifact,
                                       tables.MASK_DIR, tables.MASK_SUFFIX)
-        self._eval_set = EvalSet(np.concatenate(ids), files,
-                                 _concat(targets) if self.stores_targets else None, *first,
-                                 masks=masks)
+        self._built_eval_set = EvalSet(np.concatenate(ids), files,
+                                       _concat(targets) if self.stores_targets else None,
+                                       *first, masks=masks)
         self._files_index = tables.MediaIndex.from_files(artifact, [files, masks])
         self._stager = None
 
@@ -566,6 +567,7 @@ class TaskEvalCallback(WandbEvalCallback):
         super().log_data_table(name or self.data_artifact_name, type, table_name)
         tables.release_table(self._data_table)
         self._media_index, self._files_index = self._files_index, None
+        self._eval_set, self._built_eval_set = self._built_eval_set, None  # logged: usable
         self._data_table = tables.ColumnarTable(self.data_table_columns)
         self._data_table_ref = DataTableRef(self._data_table)
 
