@@ -349,7 +349,7 @@ def test_a_strict_failure_on_the_chief_stops_every_worker_at_the_same_log(tmp_pa
     chief, other = results
     assert chief["rc"] == 3 and chief["error"].startswith("OSError: injected"), chief["log"]
     assert other["rc"] == 3 and other["error"].startswith("FastEvalWorkerError"), other["log"]
-    assert "predictions stage failed on another worker" in other["error"]
+    assert "pred table stage failed on another worker" in other["error"]
     assert chief["epochs"] == other["epochs"] == [0]  # both left fit at step 1's log
 
 
