@@ -659,11 +659,29 @@ def _uncache(artifact: wandb.Artifact) -> None:
     table stayed in memory for the whole fit and every pred version added a few KB per
     sample. Logged artifacts are dropped from it.
     """
-    from wandb.sdk.artifacts import artifact_instance_cache  # wandb-internal
-
-    cache = artifact_instance_cache.artifact_instance_cache_by_client_id
+    artifact._added_objs.clear()  # wandb-internal: the table and its media objects
+    tmp = getattr(artifact, "_tmp_dir", None)  # wandb-internal
+    if tmp is not None and any(
+        str(entry.local_path or "").startswith(tmp.name)
+        for entry in artifact.manifest.entries.values() if entry.path.endswith(".json")
+    ):
+        return  # wandb < 0.21 keeps new_file()s in the artifact's own temp dir (policy
+        # "immutable"), deleted with the artifact: the cache keeps it alive until upload
+    cache = artifact_cache_by_client_id()
     if cache.get(artifact._client_id) is artifact:  # wandb-internal (_client_id)
         del cache[artifact._client_id]
+
+
+def artifact_cache_by_client_id() -> dict:
+    """wandb's capped cache of Artifact objects by client id (wandb-internal).
+
+    ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
+    ``artifact_instance_cache`` keyed by client id and server id alike.
+    """
+    from wandb.sdk.artifacts import artifact_instance_cache as module  # wandb-internal
+
+    return getattr(module, "artifact_instance_cache_by_client_id", None) or \
+        module.artifact_instance_cache
 
 
 def release_pixels(cell: Any) -> None:

@@ -200,14 +200,22 @@ def test_bad_labels_fail_at_construction(offline_run, shapes, labels, match):
         ClassificationEvalCallback((shapes.images, labels), shapes.class_names)
 
 
-def test_bad_dataset_labels_in_the_first_batch_fail_at_train_begin(offline_run, shapes,
-                                                                    classifier):
+def _dataset_with_bad_label(shapes, at):
+    """The shapes as a tf.data source (batches of 16) whose sample ``at`` has class 7."""
     labels = shapes.labels.copy()
-    labels[3] = 7
-    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
-    cb = ClassificationEvalCallback(ds, shapes.class_names)
+    labels[at] = 7
+    return tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
+
+
+@pytest.mark.parametrize("at, strict", [(3, False), (30, True)],
+                         ids=["first batch", "later batch, strict"])
+def test_bad_dataset_labels_fail_before_epoch_1(offline_run, shapes, classifier, at, strict):
+    """In the first batch (read at train begin), or anywhere when strict (the data table is
+    then built before epoch 1)."""
+    cb = ClassificationEvalCallback(_dataset_with_bad_label(shapes, at), shapes.class_names,
+                                    strict=strict)
     epochs = EpochRecorder()
-    with pytest.raises(FastEvalInputError, match="label of sample 3 is 7"):
+    with pytest.raises(FastEvalInputError, match=f"label of sample {at} is 7"):
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
     assert epochs.epochs == []
 
@@ -216,27 +224,12 @@ def test_bad_dataset_labels_later_warn_without_stopping_fit(offline_run, shapes,
     """Only the first batch is read before epoch 1 (the rest streams on the worker while
     training runs): a bad label further on warns, names the sample, and logs no version."""
     run, read = offline_run
-    labels = shapes.labels.copy()
-    labels[30] = 7
-    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
-    cb = ClassificationEvalCallback(ds, shapes.class_names)
+    cb = ClassificationEvalCallback(_dataset_with_bad_label(shapes, 30), shapes.class_names)
     epochs = EpochRecorder()
     with pytest.warns(FastEvalWarning, match="label of sample 30 is 7"):
         classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb, epochs], verbose=0)
     assert epochs.epochs == [0, 1]
     assert pred_versions(read(), run.id) == []
-
-
-def test_bad_dataset_labels_later_fail_before_epoch_1_when_strict(offline_run, shapes,
-                                                                   classifier):
-    labels = shapes.labels.copy()
-    labels[30] = 7
-    ds = tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
-    cb = ClassificationEvalCallback(ds, shapes.class_names, strict=True)
-    epochs = EpochRecorder()
-    with pytest.raises(FastEvalInputError, match="label of sample 30 is 7"):
-        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
-    assert epochs.epochs == []
 
 
 def test_model_output_size_must_match_class_names(offline_run, shapes, classifier):
