@@ -611,9 +611,15 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
     else:
         text = json.dumps(table.to_json(artifact), sort_keys=True)
-    with artifact.new_file(path, mode="x", encoding="utf-8") as f:
+    # Written straight into wandb's staging dir and added as is ("immutable": no second
+    # copy), as new_file + its staging copy would leave it; wandb < 0.21's new_file kept
+    # it in the artifact's own temp dir, deleted with the artifact or at interpreter exit.
+    staged = os.path.join(get_staging_dir(),
+                          f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
+    with open(staged, "x", encoding="utf-8") as f:
         f.write(text)
-    entry = artifact.manifest.get_entry_by_path(path)
+    os.chmod(staged, stat.S_IRUSR)
+    entry = artifact.add_file(staged, name=path, skip_cache=True, policy="immutable")
     artifact._added_objs[id(table)] = (table, entry)  # wandb-internal: as Artifact.add does
     if table._artifact_target is None:
         table._set_artifact_target(artifact, entry.path)
@@ -663,10 +669,10 @@ def _uncache(artifact: wandb.Artifact) -> None:
     tmp = getattr(artifact, "_tmp_dir", None)  # wandb-internal
     if tmp is not None and any(
         str(entry.local_path or "").startswith(tmp.name)
-        for entry in artifact.manifest.entries.values() if entry.path.endswith(".json")
+        for entry in artifact.manifest.entries.values()
     ):
-        return  # wandb < 0.21 keeps new_file()s in the artifact's own temp dir (policy
-        # "immutable"), deleted with the artifact: the cache keeps it alive until upload
+        return  # wandb < 0.21 keeps its own new_file()s (class sets) in the artifact's
+        # temp dir, deleted with the artifact: the cache keeps it alive until upload
     cache = artifact_cache_by_client_id()
     if cache.get(artifact._client_id) is artifact:  # wandb-internal (_client_id)
         del cache[artifact._client_id]

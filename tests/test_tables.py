@@ -5,6 +5,7 @@ If a wandb release changes one of these, these tests fail first and say which.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wandb
+from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler import WBLocalArtifactHandler
 
 from fastevalcb.media import build_images
@@ -291,12 +293,13 @@ def test_wandb_caches_artifacts_by_client_id_and_a_logged_pred_version_is_droppe
     table = ColumnarTable(["a"])
     table.add_columns({"a": [1, 2]})
     art = log_pred_artifact(run, table, None, "evaluation", "eval_data", ["latest"], {})
-    # wandb < 0.21 keeps new_file()s in the artifact's own temp dir, deleted with it: there
-    # the cache must keep it alive; from 0.21 on the JSON is staged and it is dropped.
-    tmp = getattr(art, "_tmp_dir", None)
+    # The table JSON is staged (it outlives the artifact object and the process), so the
+    # version leaves the cache.
     json_path = art.manifest.entries["eval_data.table.json"].local_path
-    in_own_tmp = tmp is not None and json_path.startswith(tmp.name)
-    assert (art._client_id in cache) == in_own_tmp
+    assert json_path.startswith(get_staging_dir())
+    assert art._client_id not in cache
+    assert not art._added_objs  # the table and its media objects are let go
+    del art
+    gc.collect()
     assert os.path.exists(json_path)
-    assert not art._added_objs  # the table and its media objects are let go either way
     assert table._artifact_target is None  # the table <-> artifact cycle is broken
