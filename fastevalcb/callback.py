@@ -174,6 +174,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._data_table_ref: DataTableRef | None = None
         self._media_index: tables.MediaIndex | None = None
         self._staged_artifact: Any = None  # a data artifact whose media are already staged
+        self._staged_index: tables.MediaIndex | None = None  # and the index of its files
         self._gt_takes_logs = _accepts_positional(self.add_ground_truth, 1)
         self._preds_take_logs = _accepts_positional(self.add_model_predictions, 2)
         self._epoch = 0
@@ -228,8 +229,9 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 stacklevel=2,
             )
         artifact, self._staged_artifact = self._staged_artifact, None
+        index, self._staged_index = self._staged_index, None
         self._media_index = tables.log_data_artifact(run, table, name, type, table_name,
-                                                     artifact)
+                                                     artifact, index)
         self._data_table_ref = DataTableRef(table)
 
     def log_pred_table(

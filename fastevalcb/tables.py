@@ -562,7 +562,7 @@ class MediaIndex:
 
 def log_data_artifact(
     run: Any, table: wandb.Table, name: str, type: str, table_name: str,
-    artifact: wandb.Artifact | None = None,
+    artifact: wandb.Artifact | None = None, index: MediaIndex | None = None,
 ) -> MediaIndex:
     """Log the data table as an artifact the run uses (online) or produces (offline).
 
@@ -573,10 +573,12 @@ def log_data_artifact(
     Args:
         artifact: the artifact to log, when its media were already staged into it
             (:class:`Stager`); default: a new one named ``name``.
+        index: the index of those files (:meth:`MediaIndex.from_files`); default: one
+            built from the table's cells.
     """
     artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
     add_table(artifact, table, table_name)
-    index = MediaIndex.from_table(artifact, table)
+    index = index if index is not None else MediaIndex.from_table(artifact, table)
     if run.offline:
         run.log_artifact(artifact)
     else:

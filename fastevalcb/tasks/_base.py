@@ -108,7 +108,9 @@ class ImageScaler:
     def __init__(self) -> None:
         self.scale: tuple[float, float] | None = None  # (offset, factor)
 
-    def __call__(self, x: Any, what: str = "validation images") -> np.ndarray:
+    @staticmethod
+    def displayable(x: Any, what: str = "validation images") -> np.ndarray:
+        """``x`` as an array of a shape that can be shown (one channel squeezed), unscaled."""
         arr = np.asarray(x)
         if arr.ndim == 4 and arr.shape[-1] == 1:
             arr = arr[..., 0]
@@ -117,6 +119,10 @@ class ImageScaler:
                 f"{what} must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or "
                 f"(N, H, W, 4), got {tuple(arr.shape)}"
             )
+        return arr
+
+    def __call__(self, x: Any, what: str = "validation images") -> np.ndarray:
+        arr = self.displayable(x, what)
         if arr.dtype == np.uint8:
             return arr
         arr = arr.astype(np.float32, copy=False)
@@ -360,7 +366,6 @@ class TaskEvalCallback(WandbEvalCallback):
         self._image_path: tuple | None = None  # where the image is among the inputs
         self._model_hw: tuple[int, int] | None = None  # the image size the model sees
         self._stager: tables.Stager | None = None  # while the data table is being built
-        self._files_index: tables.MediaIndex | None = None
         self._built_eval_set: EvalSet | None = None  # until the data table is logged
         self._image_shape: tuple[int, ...] | None = None
         self._run_obj: Any = None
@@ -428,15 +433,18 @@ class TaskEvalCallback(WandbEvalCallback):
             raise FastEvalInputError(
                 f"{type(self).__name__} needs labels: pass validation_data=(x, y)"
             )
-        images = self._display_images(host.x)
-        return self._labels(host.y, np.asarray(host.index), images.shape)
+        shape = ImageScaler.displayable(self._image_input(host.x)).shape  # no pixel work
+        return self._labels(host.y, np.asarray(host.index), shape)
 
-    def _display_images(self, x: Any) -> np.ndarray:
-        """The batch's image input (``image_key``, else the only image-shaped one) as
-        ``(B, H, W[, C])`` uint8 for the table."""
+    def _image_input(self, x: Any) -> Any:
+        """The batch's image input: ``image_key``, else the only image-shaped one."""
         if self._image_path is None:
             self._image_path = sources.image_input(x, self.image_key)
-        return self._to_uint8(sources.input_at(x, self._image_path))
+        return sources.input_at(x, self._image_path)
+
+    def _display_images(self, x: Any) -> np.ndarray:
+        """The batch's image input as ``(B, H, W[, C])`` uint8 for the table."""
+        return self._to_uint8(self._image_input(x))
 
     # -- train begin ------------------------------------------------------------------------
     def _begin_fit(self) -> None:
@@ -557,7 +565,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._built_eval_set = EvalSet(np.concatenate(ids), files,
                                        _concat(targets) if self.stores_targets else None,
                                        *first, masks=masks)
-        self._files_index = tables.MediaIndex.from_files(artifact, [files, masks])
+        self._staged_index = tables.MediaIndex.from_files(artifact, [files, masks])
         self._stager = None
 
     def log_data_table(self, name: str | None = None, type: str = "dataset",
@@ -566,7 +574,6 @@ class TaskEvalCallback(WandbEvalCallback):
         object or per-file dict stays in memory for the rest of the fit."""
         super().log_data_table(name or self.data_artifact_name, type, table_name)
         tables.release_table(self._data_table)
-        self._media_index, self._files_index = self._files_index, None
         self._eval_set, self._built_eval_set = self._built_eval_set, None  # logged: usable
         self._data_table = tables.ColumnarTable(self.data_table_columns)
         self._data_table_ref = DataTableRef(self._data_table)
