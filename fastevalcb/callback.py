@@ -222,7 +222,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             self._data_table_ref = DataTableRef(table)
             return
         run = self._run()
-        if not table.data:
+        if not tables.num_rows(table):
             warnings.warn(
                 "fastevalcb: the data table is empty; add_ground_truth added no rows",
                 FastEvalWarning,
@@ -274,7 +274,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         if aliases is None:
             aliases = ["latest"] + ([context["alias"]] if "alias" in context else [])
         metadata = {k: v for k, v in context.items() if k != "alias"}
-        metadata["rows"] = len(table.data)
+        metadata["rows"] = tables.num_rows(table)
         tables.log_pred_artifact(
             run, table, self._media_index, type, table_name, list(aliases), metadata
         )

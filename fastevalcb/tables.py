@@ -163,6 +163,10 @@ class ColumnarTable(wandb.Table):
         Every declared column must be present, each with the same length. numpy
         arrays are converted once per column (``tolist``), not cell by cell.
         """
+        self.data.extend(map(list, zip(*self._checked_columns(columns))))
+
+    def _checked_columns(self, columns: Mapping[str, Any]) -> list[list[Any]]:
+        """The declared columns of ``columns`` as lists, in order (same lengths, none missing)."""
         given, declared = list(columns), list(self.columns)
         if set(given) != set(declared):
             missing = [c for c in declared if c not in columns]
@@ -174,8 +178,7 @@ class ColumnarTable(wandb.Table):
         lengths = {name: len(columns[name]) for name in declared}
         if len(set(lengths.values())) > 1:
             raise TableSchemaError(f"add_columns got columns of different lengths: {lengths}")
-        values = [_column_to_list(columns[name]) for name in declared]
-        self.data.extend(map(list, zip(*values)))
+        return [_column_to_list(columns[name]) for name in declared]
 
     def add_column(self, name: str, data: Any, optional: bool = False) -> None:
         """Add a new column to the existing rows (stock-compatible signature)."""
@@ -237,7 +240,107 @@ class ColumnarTable(wandb.Table):
         return col_type
 
 
-def _column_to_list(data: Any) -> list[Any]:
+class StreamedTable(ColumnarTable):
+    """A :class:`ColumnarTable` serialized into its artifact batch by batch, as rows arrive.
+
+    Each :meth:`add_columns` call writes its rows' JSON text at once (media files added to
+    or referenced from ``artifact``, box layers spliced, column types merged) and keeps
+    only that text: no row, media object or pixel array outlives its batch, so a table of
+    N rows holds ~N x its JSON row length in memory until it is logged. Its JSON is the
+    text :func:`add_table` writes for a :class:`ColumnarTable` with the same rows.
+
+    Args:
+        columns: the column names.
+        artifact: the artifact the table will be added to (its media become entries, or
+            references through ``media_index``, as each batch is serialized).
+        media_index: the data artifact's media (pred tables): files it holds become
+            reference entries of ``artifact``.
+    """
+
+    def __init__(self, columns: Sequence[str], artifact: wandb.Artifact,
+                 media_index: MediaIndex | None = None, allow_mixed_types: bool = False) -> None:
+        super().__init__(columns, allow_mixed_types)
+        self.artifact = artifact
+        self.media_index = media_index
+        self.nrows = 0
+        self._chunks: list[str] = []
+
+    def add_data(self, *data: Any) -> None:
+        if len(data) != len(self.columns):
+            raise TableSchemaError(
+                f"add_data got {len(data)} values, expected {len(self.columns)} "
+                f"for columns {self.columns}"
+            )
+        self.add_columns({name: [value] for name, value in zip(self.columns, data)})
+
+    def add_columns(self, columns: Mapping[str, Any]) -> None:
+        values = self._checked_columns(columns)
+        n = len(values[0])
+        if not n:
+            return
+        artifact, index = self.artifact, self.media_index
+        # Plain image columns by reference go from their arrays; the rest as wandb values.
+        by_ref = {i for i, col in enumerate(values)
+                  if isinstance(col, ImageColumn) and col.plain and index is not None}
+        values = [col if i in by_ref else list(col) for i, col in enumerate(values)]
+        if index is not None:
+            index.add_references(artifact, itertools.chain.from_iterable(
+                col for i, col in enumerate(values) if i not in by_ref))
+        type_map = self._column_types.params["type_map"]
+        for i, (name, col) in enumerate(zip(self.columns, values)):
+            type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
+        fragments: list[str] = []
+        with _gc_paused():
+            json_columns = [col.to_json(index.add_column_references(artifact, col))
+                            if i in by_ref else _column_to_json(col, artifact, index, fragments)
+                            for i, col in enumerate(values)]
+            text = json.dumps(list(map(list, zip(*json_columns))), sort_keys=True)
+        if fragments:
+            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+        self._chunks.append(text[1:-1])
+        self.nrows += n
+        for i, col in enumerate(values):
+            if i not in by_ref:
+                for cell in col:
+                    release_pixels(cell)
+
+    def add_column(self, name: str, data: Any, optional: bool = False) -> None:
+        raise TableSchemaError(f"a StreamedTable's columns are fixed ({self.columns}): "
+                               f"cannot add {name!r}")
+
+    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
+        if run_or_artifact is not self.artifact:
+            raise TypeError("a StreamedTable is serialized into its own artifact only")
+        return json.loads(self.json_text())
+
+    def json_text(self) -> str:
+        """The table's JSON, as ``json.dumps(table.to_json(artifact), sort_keys=True)``."""
+        head = {
+            "_type": wandb.Table._log_type,
+            "columns": self.columns,
+            "data": _ROWS,
+            "ncols": len(self.columns),
+            "nrows": self.nrows,
+            "column_types": _dtypes.TypedDictType(
+                self._column_types.params["type_map"]).to_json(self.artifact),
+            "log_mode": self.log_mode,
+        }
+        before, after = json.dumps(head, sort_keys=True).split(_ROWS_JSON)
+        return before + "[" + ", ".join(self._chunks) + "]" + after
+
+
+_ROWS = "\x00fastevalcb-rows\x00"
+_ROWS_JSON = json.dumps(_ROWS)
+
+
+def num_rows(table: wandb.Table) -> int:
+    """Rows in ``table`` (a :class:`StreamedTable` keeps none as Python rows)."""
+    return table.nrows if isinstance(table, StreamedTable) else len(table.data)
+
+
+def _column_to_list(data: Any) -> Any:
+    if isinstance(data, ImageColumn):
+        return data  # a StreamedTable reads its arrays; others iterate it
     if isinstance(data, np.ndarray):
         if data.ndim == 0:
             raise TableSchemaError(f"a column must be 1-D or more, got a 0-d array {data!r}")
@@ -342,6 +445,30 @@ def _image_signature(image: wandb.Image) -> tuple:
     )
 
 
+def _uniform_representative(column: Sequence[Any]) -> tuple[Any] | None:
+    """``(column[0],)`` when every value has its wandb type (one type of non-NaN scalar,
+    or lists of one length and one such element type), checked at C speed; else None."""
+    if not column:
+        return None
+    kinds = set(map(type, column))
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    if kind in _SCALAR_SET:
+        values = column
+    elif kind is list and len(set(map(len, column))) == 1:
+        values = list(itertools.chain.from_iterable(column))
+        if len(set(map(type, values))) != 1 or type(values[0]) not in _SCALAR_SET:
+            return None if values else (column[0],)
+    else:
+        return None
+    if values and type(values[0]) is float:
+        total = sum(values)
+        if total != total:  # a NaN (or inf - inf): the general path finds them
+            return None
+    return (column[0],)
+
+
 def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
     """The values whose wandb types, merged, give the column's type.
 
@@ -349,6 +476,10 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
     for lists of scalars, one per layer/class-map signature for images; every other
     media or container value (their types carry parameters).
     """
+    uniform = _uniform_representative(column)
+    if uniform is not None:
+        yield uniform[0]
+        return
     seen: set[Any] = set()
     for value in column:
         kind = type(value)
@@ -401,34 +532,54 @@ class MediaFiles:
         media_subdir, suffix: entry names are ``<media_subdir>/<md5 hex[:20]><suffix>``.
     """
 
-    def __init__(self, media: Sequence[Media], artifact: wandb.Artifact, media_subdir: str,
-                 suffix: str) -> None:
+    def __init__(self, media_subdir: str, suffix: str, stager_prefix: str, counter: np.ndarray,
+                 sha256: np.ndarray, md5: np.ndarray, size: np.ndarray, width: np.ndarray,
+                 height: np.ndarray) -> None:
+        self.media_subdir, self.suffix, self.stager_prefix = media_subdir, suffix, stager_prefix
+        self.counter, self.sha256, self.md5 = counter, sha256, md5
+        self.size, self.width, self.height = size, width, height
+        self._row_of = np.full(int(counter.max()) + 1 if len(counter) else 0, -1, np.int64)
+        self._row_of[counter] = np.arange(len(counter))
+
+    @classmethod
+    def of(cls, media: Sequence[Media], artifact: wandb.Artifact, media_subdir: str,
+           suffix: str) -> MediaFiles:
+        """The files of ``media`` (one batch), which a :class:`Stager` wrote into ``artifact``."""
         n = len(media)
-        self.media_subdir, self.suffix = media_subdir, suffix
-        self.counter = np.empty(n, np.int64)
-        self.sha256 = np.empty((n, 32), np.uint8)
-        self.md5 = np.empty((n, 16), np.uint8)
-        self.size = np.empty(n, np.int64)
-        self.width = np.zeros(n, np.int32)
-        self.height = np.zeros(n, np.int32)
-        self.stager_prefix = ""
+        counter = np.empty(n, np.int64)
+        sha256 = np.empty((n, 32), np.uint8)
+        md5 = np.empty((n, 16), np.uint8)
+        size = np.empty(n, np.int64)
+        width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
+        stager_prefix = ""
         for i, m in enumerate(media):
             path = m._path  # wandb-internal (Media._path, _sha256, _size)
             prefix, _, number = path.rpartition("-")
-            if not self.stager_prefix:
-                self.stager_prefix = prefix + "-"
+            stager_prefix = stager_prefix or prefix + "-"
             entry = artifact._added_local_paths[path]  # wandb-internal
-            self.counter[i] = int(number)
-            self.sha256[i] = np.frombuffer(bytes.fromhex(m._sha256), np.uint8)
-            self.md5[i] = np.frombuffer(base64.standard_b64decode(entry.digest), np.uint8)
-            self.size[i] = m._size
-            self.width[i], self.height[i] = getattr(m, "_width", 0), getattr(m, "_height", 0)
-            if prefix + "-" != self.stager_prefix or entry.path != self.entry_name(i):
+            counter[i] = int(number)
+            sha256[i] = np.frombuffer(bytes.fromhex(m._sha256), np.uint8)
+            md5[i] = np.frombuffer(base64.standard_b64decode(entry.digest), np.uint8)
+            size[i] = m._size
+            width[i], height[i] = getattr(m, "_width", 0), getattr(m, "_height", 0)
+            name = f"{media_subdir}/{md5[i, :10].tobytes().hex()}{suffix}"
+            if prefix + "-" != stager_prefix or entry.path != name:
                 raise ValueError(
                     f"{path} is not a file the Stager wrote as {entry.path} (media files of "
                     "a task callback's data table are staged by fastevalcb.tables.Stager)")
-        self._row_of = np.full(int(self.counter.max()) + 1 if n else 0, -1, np.int64)
-        self._row_of[self.counter] = np.arange(n)
+        return cls(media_subdir, suffix, stager_prefix, counter, sha256, md5, size, width,
+                   height)
+
+    @classmethod
+    def concat(cls, parts: Sequence[MediaFiles]) -> MediaFiles:
+        """One table's files from its batches' (same kind, same stager)."""
+        first = parts[0]
+        if any((p.media_subdir, p.suffix, p.stager_prefix) !=
+               (first.media_subdir, first.suffix, first.stager_prefix) for p in parts):
+            raise ValueError("MediaFiles.concat: parts of different kinds or stagers")
+        arrays = [np.concatenate([getattr(p, name) for p in parts])
+                  for name in ("counter", "sha256", "md5", "size", "width", "height")]
+        return cls(first.media_subdir, first.suffix, first.stager_prefix, *arrays)
 
     def __len__(self) -> int:
         return len(self.counter)
@@ -453,6 +604,68 @@ class MediaFiles:
         if counter >= len(self._row_of) or self._row_of[counter] < 0:
             return None
         return int(self._row_of[counter])
+
+
+def _hex_rows(arr: np.ndarray) -> list[str]:
+    """Hex text of each row of a 2-D uint8 array."""
+    width = 2 * arr.shape[1]
+    text = np.ascontiguousarray(arr).tobytes().hex()
+    return [text[i:i + width] for i in range(0, len(text), width)]
+
+
+class ImageColumn(Sequence):
+    """A pred batch's plain images: rows of a data table's :class:`MediaFiles`, by reference.
+
+    One value for a whole column of a :class:`StreamedTable` batch, which serializes it and
+    adds its reference entries from the arrays: no media object per row. Read as a
+    sequence (a :class:`ColumnarTable`, overlays drawn on it), its items are the same images
+    as ``wandb.Image`` objects sharing the data table's files.
+
+    Args:
+        files: the data table's image files.
+        rows: the rows of this batch.
+        masks: the data table's ground-truth mask files, shown as the images' mask layer
+            ``"ground_truth"`` (with ``mask_labels``); None: plain images.
+    """
+
+    def __init__(self, files: MediaFiles, rows: slice, masks: MediaFiles | None = None,
+                 mask_labels: dict | None = None) -> None:
+        self.files, self.rows, self.masks, self.mask_labels = files, rows, masks, mask_labels
+
+    def __len__(self) -> int:
+        return self.rows.stop - self.rows.start
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        row = self.rows.start + (i % len(self))
+        files, layers = self.files, None
+        if self.masks is not None:
+            layers = {"ground_truth": new_image_mask(
+                "ground_truth", None, self.mask_labels, self.masks.file(row), keep_data=False)}
+        return new_image(files.file(row), int(files.width[row]), int(files.height[row]),
+                         masks=layers)
+
+    @property
+    def plain(self) -> bool:
+        return self.masks is None
+
+    def entry_names(self) -> list[str]:
+        files = self.files
+        return [f"{files.media_subdir}/{h}{files.suffix}"
+                for h in _hex_rows(files.md5[self.rows, :10])]
+
+    def to_json(self, names: list[str]) -> list[dict[str, Any]]:
+        """What ``image.to_json(artifact)`` gives each image once its file is an entry
+        ``names[i]`` of the artifact (``MediaIndex.image_json``)."""
+        rows = self.rows
+        return [{"path": name, "sha256": sha, "_type": "image-file", "format": "png",
+                 "width": w, "height": h}
+                for name, sha, w, h in zip(names, _hex_rows(self.files.sha256[rows]),
+                                           self.files.width[rows].tolist(),
+                                           self.files.height[rows].tolist())]
 
 
 class MediaIndex:
@@ -508,8 +721,9 @@ class MediaIndex:
     def reference_uri(self, entry_name: str) -> str:
         return f"{CLIENT_REF_SCHEME}://{self.client_id}/{entry_name}"
 
-    def add_references(self, target: wandb.Artifact, table: wandb.Table) -> int:
-        """Give ``target`` reference entries for every data-artifact file ``table`` uses.
+    def add_references(self, target: wandb.Artifact, table: wandb.Table | Iterable[Any]) -> int:
+        """Give ``target`` reference entries for every data-artifact file ``table`` uses
+        (a table, or its cells).
 
         Afterwards wandb's own media serialization finds those files already in
         ``target`` and writes their entry path instead of staging a copy.
@@ -519,24 +733,42 @@ class MediaIndex:
         """
         added = 0
         local_paths = target._added_local_paths  # wandb-internal
-        for row in table.data:
-            for cell in row:
-                if not isinstance(cell, Media):
+        entries = target.manifest.entries
+        cells = (itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table)
+                 else table)
+        for cell in cells:
+            if not isinstance(cell, Media):
+                continue
+            for media in media_files(cell):
+                if media._path in local_paths:
                     continue
-                for media in media_files(cell):
-                    if media._path in local_paths:
-                        continue
-                    found = self._lookup(media)
-                    if found is None:
-                        continue
-                    name, digest = found
-                    if name not in target.manifest.entries:
-                        # What manifest.add_entry does, minus re-validating a path that
-                        # is already a valid entry name of the data artifact.
-                        target.manifest.entries[name] = self.reference_entry(name, digest)
-                        added += 1
-                    local_paths[media._path] = target.manifest.entries[name]
+                found = self._lookup(media)
+                if found is None:
+                    continue
+                name, digest = found
+                if name not in entries:
+                    # What manifest.add_entry does, minus re-validating a path that
+                    # is already a valid entry name of the data artifact.
+                    entries[name] = self.reference_entry(name, digest)
+                    added += 1
+                local_paths[media._path] = entries[name]
         return added
+
+    def add_column_references(self, target: wandb.Artifact, column: ImageColumn) -> list[str]:
+        """Reference entries of ``target`` for a plain :class:`ImageColumn`'s files, straight
+        from its arrays (what :meth:`add_references` adds for the same images).
+
+        Returns:
+            The entry names, one per row.
+        """
+        entries = target.manifest.entries
+        names = column.entry_names()
+        md5 = column.files.md5[column.rows].tobytes()
+        for i, name in enumerate(names):
+            if name not in entries:
+                digest = base64.standard_b64encode(md5[16 * i:16 * i + 16]).decode("ascii")
+                entries[name] = self.reference_entry(name, digest)
+        return names
 
     def reference_entry(self, entry_name: str, digest: str) -> ArtifactManifestEntry:
         """A new manifest entry referencing ``entry_name`` (of ``digest``) of the data artifact.
@@ -605,7 +837,12 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
     path = table.with_suffix(name)
     if path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path):
         return artifact.add(table, name)
-    if isinstance(table, ColumnarTable):
+    if isinstance(table, StreamedTable):
+        if table.artifact is not artifact:
+            raise ValueError("a StreamedTable can only be added to the artifact it was "
+                             "serialized into")
+        text = table.json_text()
+    elif isinstance(table, ColumnarTable):
         fragments: list[str] = []
         with _gc_paused():
             text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
@@ -723,6 +960,12 @@ def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
     run.log(dict(metrics))
 
 
+def pred_artifact(run: Any, type: str = "evaluation",
+                  metadata: dict[str, Any] | None = None) -> wandb.Artifact:
+    """A new version of the run's pred-table artifact, ``run_<id>_pred``."""
+    return wandb.Artifact(f"run_{run.id}_pred", type=type, metadata=metadata)
+
+
 def log_pred_artifact(
     run: Any,
     table: wandb.Table,
@@ -732,12 +975,23 @@ def log_pred_artifact(
     aliases: list[str],
     metadata: dict[str, Any],
 ) -> wandb.Artifact:
-    """Log one pred-table version whose data-table media are references."""
-    artifact = wandb.Artifact(f"run_{run.id}_pred", type=type, metadata=metadata)
-    if media_index is not None:
-        media_index.add_references(artifact, table)
-        if isinstance(table, ColumnarTable):
-            table.media_index = media_index
+    """Log one pred-table version whose data-table media are references.
+
+    A :class:`StreamedTable` is already serialized into its artifact (:func:`pred_artifact`),
+    references included; it gets the metadata here.
+    """
+    if isinstance(table, StreamedTable):
+        artifact = table.artifact
+        if artifact.type != type:
+            raise ValueError(f"the streamed table's artifact is of type {artifact.type!r}, "
+                             f"not {type!r}")
+        artifact.metadata = metadata
+    else:
+        artifact = pred_artifact(run, type, metadata)
+        if media_index is not None:
+            media_index.add_references(artifact, table)
+            if isinstance(table, ColumnarTable):
+                table.media_index = media_index
     add_table(artifact, table, table_name)
     run.log_artifact(artifact, aliases=aliases)
     release_table(table)
@@ -961,14 +1215,40 @@ def _new_entry(path: str, digest: str, size: int, local_path: str | None = None,
     """The manifest entry ``Artifact._add_local_file`` makes for a staged local file, or
     ``add_reference`` for a reference (``ref``).
 
-    Built without pydantic's per-field validation (~0.4 ms an entry, a second per 10k-row
-    version) from values of the types the validators would produce; ``tests/test_tables.py``
-    checks both kinds equal wandb's own entries, field by field.
+    ``path`` must already be a normal POSIX entry name (``media/images/<hex>.png``), as
+    every name we make is. Built without pydantic's validation (~0.4 ms an entry) and
+    without ``LogicalPath``'s pathlib round trip: the entry's fields, set as pydantic's
+    ``model_construct`` sets them, from values of the types the validators would produce
+    (~1 µs; a pred version makes one per sample). ``tests/test_tables.py`` checks both kinds
+    equal wandb's own entries, field by field.
     """
-    fields = {"path": LogicalPath(path), "digest": digest, "ref": ref,
+    fields = {"path": _logical_path(path), "digest": digest, "ref": ref,
               "birth_artifact_id": None, "size": size, "extra": {},
               "local_path": local_path, "skip_cache": False}
-    construct = getattr(ArtifactManifestEntry, "model_construct", None)
-    if construct is None:  # wandb releases before pydantic entries
+    if _ENTRY_TEMPLATE is None:  # wandb releases before pydantic entries
         return ArtifactManifestEntry(**fields)
-    return construct(**fields)
+    entry = _object_new(ArtifactManifestEntry)
+    _object_setattr(entry, "__dict__", fields)
+    for name, value in _ENTRY_TEMPLATE.items():
+        _object_setattr(entry, name, value.copy() if isinstance(value, (set, dict)) else value)
+    return entry
+
+
+def _logical_path(path: str) -> LogicalPath:
+    """``LogicalPath(path)`` for a name that is already normal (what it would return)."""
+    return str.__new__(LogicalPath, path)
+
+
+def _entry_template() -> dict[str, Any] | None:
+    """The pydantic bookkeeping ``model_construct`` gives a new entry (wandb-internal)."""
+    construct = getattr(ArtifactManifestEntry, "model_construct", None)
+    if construct is None:
+        return None
+    entry = construct(path=LogicalPath("a"), digest="", ref=None, birth_artifact_id=None,
+                      size=0, extra={}, local_path=None, skip_cache=False)
+    return {name: getattr(entry, name) for name in
+            ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")}
+
+
+_object_new, _object_setattr = object.__new__, object.__setattr__
+_ENTRY_TEMPLATE = _entry_template()

@@ -139,6 +139,7 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
         ours, stock = fast.manifest.entries[name], slow.manifest.entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         assert vars(ours) == vars(stock)  # field by field, as add_reference builds it
+        assert ours == stock and ours.__pydantic_private__ == stock.__pydantic_private__
     assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
 
     pred = _image_table(images, ["b", "b", "c"])
@@ -303,3 +304,96 @@ def test_wandb_caches_artifacts_by_client_id_and_a_logged_pred_version_is_droppe
     gc.collect()
     assert os.path.exists(json_path)
     assert table._artifact_target is None  # the table <-> artifact cycle is broken
+
+
+# -- StreamedTable: serialized batch by batch, the same text as a ColumnarTable ----------
+def _mixed_batches():
+    """Two batches of every kind of cell a task table holds, NaNs and boxes included."""
+    rng = np.random.default_rng(3)
+    labels = {0: "a", 1: "b"}
+    batches = []
+    for b in range(2):
+        pixels = rng.integers(0, 255, (3, 6, 8, 3), dtype=np.uint8)
+        det = PackedDetections([0, 1, 1, 3], [[1, 1, 4, 4], [0, 0, 2, 3], [2, 2, 5, 5]],
+                               [1, 0, 1], [0.5, 0.25, 0.75])
+        scores = [[0.5, 0.1 * b], [0.25, 0.5], [1.0, 0.0]]
+        batches.append({
+            "id": [3 * b + i for i in range(3)],
+            "score": [0.5, float("nan"), 2.0] if b else [0.5, 1.5, 2.0],
+            "name": ["x", "y", "z"],
+            "ok": [True, False, True],
+            "top": [["a", "b"]] * 3,
+            "scores": scores,
+            "image": pixels,
+            "boxes": (pixels, det, labels),
+        })
+    return batches
+
+
+def _batch_cells(batch, stager=None):
+    pixels, det, labels = batch["boxes"]
+    return {**batch,
+            "image": build_images(batch["image"], stager=stager),
+            "boxes": build_images(pixels, boxes={"predictions": det}, class_labels=labels,
+                                  stager=stager)}
+
+
+def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
+    from fastevalcb.tables import StreamedTable, add_table, num_rows
+
+    batches = _mixed_batches()
+    columns = list(batches[0])
+    stock_art, ours_art = wandb.Artifact("a", "dataset"), wandb.Artifact("b", "dataset")
+    whole = ColumnarTable(columns)
+    streamed = StreamedTable(columns, ours_art)
+    for batch in batches:
+        whole.add_columns(_batch_cells(batch))
+        streamed.add_columns(_batch_cells(batch))
+    assert num_rows(streamed) == 6 and streamed.data == []  # no row kept as Python
+    stock_entry = add_table(stock_art, whole, "t")
+    ours_entry = add_table(ours_art, streamed, "t")
+    assert open(ours_entry.local_path).read() == open(stock_entry.local_path).read()
+    # wandb's own serialization of the same rows, for the parts it writes the same way
+    stock = json.loads(open(stock_entry.local_path).read())
+    assert stock["column_types"] == json.loads(open(
+        wandb.Artifact("c", "dataset").add(whole, "t").local_path).read())["column_types"]
+    assert sorted(ours_art.manifest.entries) == sorted(stock_art.manifest.entries)
+    with pytest.raises(TableSchemaError, match="fixed"):
+        streamed.add_column("more", [1] * 6)
+    with pytest.raises(ValueError, match="artifact it was serialized into"):
+        add_table(wandb.Artifact("d", "dataset"), streamed, "t")
+
+
+def test_image_column_pred_rows_are_wandbs_references(wandb_env):
+    """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
+    the same images as wandb.Image objects give through MediaIndex.add_references."""
+    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, ImageColumn, MediaFiles,
+                                   MediaIndex, Stager, StreamedTable, add_table)
+
+    rng = np.random.default_rng(4)
+    data = wandb.Artifact("data", "dataset")
+    stager = Stager(data)
+    parts = [MediaFiles.of(build_images(rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
+                                        stager=stager), data, IMAGE_DIR, IMAGE_SUFFIX)
+             for _ in range(2)]
+    files = MediaFiles.concat(parts)
+    assert len(files) == 8
+    index = MediaIndex.from_files(data, [files])
+    rows = [slice(0, 3), slice(3, 8)]
+
+    objects_art, arrays_art = wandb.Artifact("p1", "evaluation"), wandb.Artifact("p2", "evaluation")
+    whole = ColumnarTable(["image", "n"])
+    streamed = StreamedTable(["image", "n"], arrays_art, index)
+    for r in rows:
+        column = ImageColumn(files, r)
+        assert isinstance(column[0], wandb.Image) and len(list(column)) == len(column)
+        whole.add_columns({"image": list(column), "n": list(range(r.start, r.stop))})
+        streamed.add_columns({"image": column, "n": list(range(r.start, r.stop))})
+    index.add_references(objects_art, whole)
+    whole.media_index = index
+    by_objects = add_table(objects_art, whole, "eval")
+    by_arrays = add_table(arrays_art, streamed, "eval")
+    assert open(by_arrays.local_path).read() == open(by_objects.local_path).read()
+    assert objects_art.manifest.to_manifest_json() == arrays_art.manifest.to_manifest_json()
+    ref = arrays_art.manifest.entries[files.entry_name(5)]
+    assert ref.ref == index.reference_uri(files.entry_name(5)) and ref.digest == files.digest(5)

@@ -202,9 +202,14 @@ def _queue_bytes(megabytes: Any) -> int:
 
 def _nbytes(batch: PredictionBatch) -> int:
     """Host bytes a queued batch holds (outputs, labels, inputs)."""
-    leaves = sources.flatten([batch.outputs, batch.y, batch.x])
-    return int(batch.index.nbytes + sum(getattr(leaf, "nbytes", 0) for leaf in leaves
-                                        if leaf is not None))
+    def size(value: Any) -> int:
+        if isinstance(value, dict):
+            return sum(map(size, value.values()))
+        if isinstance(value, (list, tuple)):
+            return sum(map(size, value))
+        return getattr(value, "nbytes", 0)
+
+    return int(batch.index.nbytes + size(batch.outputs) + size(batch.y) + size(batch.x))
 
 
 def _concat(parts: list) -> Any:
@@ -228,7 +233,7 @@ class _Version:
     trigger: str
     alias: str
     started: float
-    columns: dict[str, list] = field(default_factory=dict)
+    table: tables.StreamedTable | None = None  # serialized batch by batch
     state: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     failed: bool = False
@@ -291,6 +296,7 @@ class TaskEvalCallback(WandbEvalCallback):
     task: str = "task"
     stores_targets: bool = True  # keep validated targets in the EvalSet (else: per batch)
     max_classes: int | None = None  # segmentation: 256 (uint8 masks)
+    mask_labels: dict[int, str] | None = None  # segmentation: the mask layers' class labels
     run_end_timeout: float = 300.0  # seconds the run's end waits for queued versions
 
     def __init__(
@@ -532,9 +538,10 @@ class TaskEvalCallback(WandbEvalCallback):
         Image and mask files are written once, straight into the data artifact's staging
         (:class:`~fastevalcb.tables.Stager`), as the task steps build them.
         """
-        self._staged_artifact = wandb.Artifact(self.data_artifact_name, type="dataset")
-        self._stager = tables.Stager(self._staged_artifact)
-        ids, images, targets, first = [], [], [], None
+        artifact = wandb.Artifact(self.data_artifact_name, type="dataset")
+        self._staged_artifact, self._stager = artifact, tables.Stager(artifact)
+        self.data_table = tables.StreamedTable(self.data_table_columns, artifact)
+        ids, images, masks, targets, first = [], [], [], [], None
         for host in self.predictor.source.batches():
             pixels = self._display_images(host.x)
             if self._image_shape is None:
@@ -548,20 +555,22 @@ class TaskEvalCallback(WandbEvalCallback):
             if first is None:
                 first = (index, label_fingerprints(host.y, len(index)))
             columns = self._data_columns_for(index, pixels, labels)
-            self.data_table.add_columns(columns)
             ids.append(index)
-            images.extend(columns["image"])
-            self._check_table_size(len(images))  # sources of unknown length, as they stream
+            self._check_table_size(sum(map(len, ids)))  # sources of unknown length, as they stream
+            batch = columns["image"]
+            images.append(tables.MediaFiles.of(batch, artifact, tables.IMAGE_DIR,
+                                               tables.IMAGE_SUFFIX))
+            truth = [tables.image_layers(im)[1].get("ground_truth") for im in batch]
+            if truth and truth[0] is not None:
+                masks.append(tables.MediaFiles.of(truth, artifact, tables.MASK_DIR,
+                                                  tables.MASK_SUFFIX))
+            self.data_table.add_columns(columns)  # serialized now: no row outlives its batch
             if self.stores_targets:
                 targets.append(labels)
         if first is None:
             raise FastEvalInputError("validation_data is empty")
-        artifact = self._staged_artifact
-        files = tables.MediaFiles(images, artifact, tables.IMAGE_DIR, tables.IMAGE_SUFFIX)
-        masks = None
-        if images and images[0]._masks and "ground_truth" in images[0]._masks:
-            masks = tables.MediaFiles([im._masks["ground_truth"] for im in images], artifact,
-                                      tables.MASK_DIR, tables.MASK_SUFFIX)
+        files = tables.MediaFiles.concat(images)
+        masks = tables.MediaFiles.concat(masks) if masks else None
         self._built_eval_set = EvalSet(np.concatenate(ids), files,
                                        _concat(targets) if self.stores_targets else None,
                                        *first, masks=masks)
@@ -578,19 +587,13 @@ class TaskEvalCallback(WandbEvalCallback):
         self._data_table = tables.ColumnarTable(self.data_table_columns)
         self._data_table_ref = DataTableRef(self._data_table)
 
-    def _base_images(self, rows: slice) -> list:
-        """The data table's images of ``rows`` (with their ground-truth mask layer), as
-        new media objects sharing the data table's files, for one pred batch."""
-        files, masks = self._eval_set.images, self._eval_set.masks
-        out = []
-        for i in range(rows.start, rows.stop):
-            layers = None
-            if masks is not None:
-                layers = {"ground_truth": tables.new_image_mask(
-                    "ground_truth", None, self.mask_labels, masks.file(i), keep_data=False)}
-            out.append(tables.new_image(files.file(i), int(files.width[i]),
-                                        int(files.height[i]), masks=layers))
-        return out
+    def _base_images(self, rows: slice) -> tables.ImageColumn:
+        """The data table's images of ``rows`` (with their ground-truth mask layer) for one
+        pred batch: by reference, as arrays; read as a sequence, media objects sharing
+        the data table's files."""
+        eval_set = self._eval_set
+        return tables.ImageColumn(eval_set.images, rows, eval_set.masks,
+                                  self.mask_labels)
 
     # -- predictions (every log) -----------------------------------------------------------
     def add_model_predictions(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -677,14 +680,17 @@ class TaskEvalCallback(WandbEvalCallback):
                    "id": index.tolist()}
         columns.update(self._pred_columns_for(version, batch, labels,
                                               self._base_images(rows)))
-        for name, values in columns.items():
-            version.columns.setdefault(name, []).extend(values)
+        self._version_table(version).add_columns(columns)
         version.samples += n
 
+    def _version_table(self, version: _Version) -> tables.StreamedTable:
+        if version.table is None:
+            version.table = tables.StreamedTable(
+                self.pred_table_columns, tables.pred_artifact(self._run_obj), self._media_index)
+        return version.table
+
     def _finish_version(self, version: _Version) -> None:
-        table = tables.ColumnarTable(self.pred_table_columns)
-        if version.samples:
-            table.add_columns({name: version.columns[name] for name in self.pred_table_columns})
+        table = self._version_table(version)
         context = {"epoch": version.epoch, "global_step": version.global_step,
                    "trigger": version.trigger, "alias": version.alias}
         self._write_version(table, context, run=self._run_obj)
@@ -698,7 +704,7 @@ class TaskEvalCallback(WandbEvalCallback):
             timing["samples"] = version.samples
             timing["logged_s"] = time.perf_counter() - version.started
             timing["metrics"] = dict(summary)
-        version.columns.clear()
+        version.table = None
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
