@@ -380,6 +380,15 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert len(files) == 8
     index = MediaIndex.from_files(data, [files])
     rows = [slice(0, 3), slice(3, 8)]
+    # The data table itself: its staged files as ImageColumns of their own artifact.
+    own, as_objects = StreamedTable(["image"], data), ColumnarTable(["image"])
+    for part in parts:
+        own.add_columns({"image": ImageColumn(part, slice(0, 4))})
+        as_objects.add_columns({"image": list(ImageColumn(part, slice(0, 4)))})
+    assert own.json_text() == open(add_table(data, as_objects, "objects").local_path).read()
+    with pytest.raises(ValueError, match="not a file of this table's artifact"):
+        StreamedTable(["image"], wandb.Artifact("other", "dataset")).add_columns(
+            {"image": ImageColumn(files, slice(0, 2))})
 
     objects_art, arrays_art = wandb.Artifact("p1", "evaluation"), wandb.Artifact("p2", "evaluation")
     whole = ColumnarTable(["image", "n"])

@@ -560,10 +560,13 @@ class TaskEvalCallback(WandbEvalCallback):
             batch = columns["image"]
             images.append(tables.MediaFiles.of(batch, artifact, tables.IMAGE_DIR,
                                                tables.IMAGE_SUFFIX))
-            truth = [tables.image_layers(im)[1].get("ground_truth") for im in batch]
-            if truth and truth[0] is not None:
-                masks.append(tables.MediaFiles.of(truth, artifact, tables.MASK_DIR,
-                                                  tables.MASK_SUFFIX))
+            boxes, layers = tables.image_layers(batch[0])
+            if "ground_truth" in layers:
+                masks.append(tables.MediaFiles.of([tables.image_layers(im)[1]["ground_truth"]
+                                                   for im in batch], artifact,
+                                                  tables.MASK_DIR, tables.MASK_SUFFIX))
+            elif not boxes and not layers:  # plain images: serialized from their arrays
+                columns["image"] = tables.ImageColumn(images[-1], slice(0, len(batch)))
             self.data_table.add_columns(columns)  # serialized now: no row outlives its batch
             if self.stores_targets:
                 targets.append(labels)
