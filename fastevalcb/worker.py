@@ -20,7 +20,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 logger = logging.getLogger("fastevalcb")
@@ -64,7 +65,33 @@ class LoggingWorker:
         self._waiting = 0  # jobs queued, not yet started
         self._waiting_bytes = 0
         self.blocked_s = 0.0  # time submit() spent waiting for room (back-pressure)
+        self._held = False
         _register_exit_flush(self)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Start no new job meanwhile, unless the queue is over half full.
+
+        For the training thread's eval pass: with the worker idle it holds the GIL alone
+        and runs only the forward pass; the queued batches are worked off after it.
+        A job already running goes on; submit never blocks longer than without a hold.
+        """
+        with self._room:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._room:
+            self._held = False
+            self._room.notify_all()
+
+    def _over_half(self) -> bool:
+        return ((self.max_queue is not None and 2 * self._waiting > self.max_queue)
+                or (self.max_queue_bytes is not None
+                    and 2 * self._waiting_bytes > self.max_queue_bytes))
 
     def submit(self, fn: Callable[..., Any], *args: Any, nbytes: int = 0) -> None:
         """Queue ``fn(*args)``; blocks while there is no room (see the class docstring).
@@ -79,6 +106,8 @@ class LoggingWorker:
                 self._room.wait()
             self._waiting += 1
             self._waiting_bytes += nbytes
+            if self._held and self._over_half():
+                self._room.notify_all()  # a held worker works the queue down to half
         self._queue.put((fn, args, nbytes))
         self.blocked_s += time.perf_counter() - start
 
@@ -90,7 +119,8 @@ class LoggingWorker:
         return self.max_queue_bytes is None or self._waiting_bytes + nbytes <= self.max_queue_bytes
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued job has run. Returns False on timeout."""
+        """Wait until every queued job has run (a hold ends). Returns False on timeout."""
+        self._release()
         if self._thread is None:
             return True
         if timeout is None:
@@ -124,6 +154,9 @@ class LoggingWorker:
 
     def _run(self) -> None:
         while True:
+            with self._room:  # held: sleep here, where submit's put does not wake us
+                while self._held and not self._over_half():
+                    self._room.wait()
             fn, args, nbytes = self._queue.get()
             if fn is not _STOP:
                 with self._room:

@@ -30,7 +30,8 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +255,10 @@ class _InlineWorker:
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        yield
 
 
 class TaskEvalCallback(WandbEvalCallback):
@@ -642,8 +647,9 @@ class TaskEvalCallback(WandbEvalCallback):
                 progbar.update(batches)
 
         # Sharded multi-worker: each batch is a collective, so a failure keeps drawing them.
-        distributed.for_each(self.predictor.iter_batches(self.model), queue,
-                             drain=self._dist.sharded)
+        with self._worker.hold():  # the worker waits for the pass (no GIL contention)
+            distributed.for_each(self.predictor.iter_batches(self.model), queue,
+                                 drain=self._dist.sharded)
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
         with self._lock:
