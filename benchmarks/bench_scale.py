@@ -1,24 +1,32 @@
 """Large validation sets with a near-free model: what the host pays per sample.
 
 On a GPU the forward pass costs almost nothing, so what decides is the host-side cost per
-sample. This script measures it with a near-free model (global average pool + one dense
-layer for classification), in one process, offline W&B, per N:
+sample. This script measures it with near-free models (global average pool + one dense
+layer for classification and detection, a 1x1 convolution for segmentation), in one
+process per row, offline W&B:
 
 * **train-begin block**: wall time from our ``on_train_begin`` to epoch 0's
   ``on_epoch_begin`` (what ``fit`` waits before training starts).
 * **data table**: wall time until the data table artifact is logged (on the worker), next
   to the PNG encoding time of the same images on the same encoder threads
-  (``fastevalcb.media.encode_images``, level 1): the ratio is the staging overhead.
+  (``fastevalcb.media.encode_images``, level 1), and to the time the file system takes to
+  create that many files of those sizes in a fresh staging folder (``os.open`` + write,
+  on as many threads): a W&B artifact needs one file per image, so encode + file creation
+  is the floor of staging.
 * **peak RSS growth per sample**: process RSS high-water during construction + fit
-  (psutil, sampled every 10 ms), minus the RSS before construction, over N.
+  (psutil, sampled every 10 ms), minus the RSS before construction, over N; the
+  per-sample slope between two N (what grows with the set, beyond fixed costs such as
+  numba and TF) is in the markdown notes.
 * **per log**: training-thread time (``cb.timings`` ``eval_s``) and time until the version
-  is written (``logged_s``), both over the raw compiled forward of the same samples
-  (``BatchedPredictor.predict_all``, warm, best of 3), and the worker's CPU time per sample
-  (CPU seconds of the ``fastevalcb-*`` threads, from /proc, over N) during one extra log
-  made after the fit, when nothing else is in flight.
+  is written (``logged_s``), over the raw compiled forward of the same samples
+  (``BatchedPredictor.predict_all``, warm); measured on 3 extra logs after the fit, each
+  right after a forward measurement, best of each; and the worker's CPU time per sample
+  (CPU seconds of the ``fastevalcb-*`` threads, from /proc, over N) during those logs,
+  when nothing else is in flight (best of 3).
 
-Run: ``python benchmarks/bench_scale.py`` (10k and 50k; ``--full`` adds 200k; ``--quick``
-is a 2k smoke run). Writes ``benchmarks/results/scale.{json,md,png}``.
+Run: ``python benchmarks/bench_scale.py`` (classification 10k and 50k, detection 1k and
+segmentation 300; ``--full`` adds classification 200k; ``--quick`` is a smoke run).
+Writes ``benchmarks/results/scale.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -90,10 +99,10 @@ def fastevalcb_cpu_s() -> float:
     return total / tick
 
 
-def near_free_model() -> keras.Model:
+def near_free_classifier(size: int = SIZE) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
+        keras.Input((size, size, 3)),
         keras.layers.Rescaling(1 / 255),
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(10),
@@ -102,12 +111,99 @@ def near_free_model() -> keras.Model:
     return model
 
 
-def data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+near_free_model = near_free_classifier  # the name other scripts import
+
+
+def data(n: int, seed: int = 0, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     # Smooth random images (PNG-compressible like photos, unlike white noise).
-    base = rng.integers(0, 255, (n, SIZE // 4, SIZE // 4, 3), dtype=np.uint8)
+    base = rng.integers(0, 255, (n, size // 4, size // 4, 3), dtype=np.uint8)
     x = np.repeat(np.repeat(base, 4, axis=1), 4, axis=2)
     return x, rng.integers(0, 10, n)
+
+
+def classification(n: int) -> dict:
+    x, y = data(n)
+    return {"model": near_free_classifier(), "x": x, "y": y, "train": (x[:256], y[:256]),
+            "batch_size": 256, "callback": lambda: ClassificationEvalCallback(
+                (x, y), [f"c{i}" for i in range(10)], batch_size=256, verbose=0)}
+
+
+def detection(n: int, size: int = 128, boxes: int = 100) -> dict:
+    """A near-free head of ``boxes`` sorted, scored, classed boxes per image."""
+    from fastevalcb import DetectionEvalCallback
+    from fastevalcb.synthetic import CLASS_NAMES, make_shapes
+
+    val = make_shapes(n, size, seed=1)
+    keras.utils.set_random_seed(0)
+    ops = keras.ops
+    inputs = keras.Input((size, size, 3), dtype="uint8")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    corners = ops.sigmoid(keras.layers.Reshape((boxes, 4))(keras.layers.Dense(boxes * 4)(h)))
+    xyxy = ops.concatenate([ops.minimum(corners[..., :2], corners[..., 2:]),
+                            ops.maximum(corners[..., :2], corners[..., 2:])], -1) * size
+    scores, order = ops.top_k(keras.layers.Dense(boxes, activation="sigmoid")(h), boxes)
+    xyxy = ops.take_along_axis(xyxy, order[..., None], axis=1)
+    classes = ops.cast(ops.argmax(keras.layers.Reshape((boxes, len(CLASS_NAMES)))(
+        keras.layers.Dense(boxes * len(CLASS_NAMES))(h)), -1), "int32")
+    model = keras.Model(inputs, {"boxes": xyxy, "scores": scores, "classes": classes})
+    model.compile("sgd", loss={"boxes": "mse", "scores": None, "classes": None})
+    gt = {"boxes": val.boxes[:, None].astype(np.float32),
+          "classes": val.labels[:, None].astype(np.int32)}
+    train_y = {"boxes": np.repeat(val.boxes[:64, None], boxes, axis=1)}
+    return {"model": model, "x": val.images, "y": gt, "train": (val.images[:64], train_y),
+            "batch_size": 32, "callback": lambda: DetectionEvalCallback(
+                (val.images, gt), list(CLASS_NAMES), box_format="xyxy", batch_size=32,
+                verbose=0)}
+
+
+def segmentation(n: int, size: int = 256, classes: int = 21) -> dict:
+    """A near-free per-pixel head: one 1x1 convolution to ``classes`` logits."""
+    from fastevalcb import SegmentationEvalCallback
+    from fastevalcb.synthetic import CLASS_NAMES, make_shapes
+
+    val = make_shapes(n, size, seed=1)
+    names = ["background", *CLASS_NAMES] + [f"class_{i}" for i in range(4, classes)]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((size, size, 3), dtype="uint8"),
+                              keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(classes, 1)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return {"model": model, "x": val.images, "y": val.masks,
+            "train": (val.images[:16], val.masks[:16]),
+            "batch_size": 16, "callback": lambda: SegmentationEvalCallback(
+                (val.images, val.masks), names, output="logits", batch_size=16, verbose=0)}
+
+
+TASKS = {"classification": (classification, "32x32, 10 classes"),
+         "detection": (detection, "128x128, 100 boxes"),
+         "segmentation": (segmentation, "256x256, 21 classes")}
+
+
+def staging_floor_s(sizes: list[int], workers: int) -> float:
+    """Seconds to create ``len(sizes)`` files of those sizes in a fresh staging folder,
+    on ``workers`` threads: what the file system charges for one file per image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wandb.sdk.artifacts.staging import get_staging_dir
+
+    folder = tempfile.mkdtemp(prefix="fastevalcb-floor-", dir=get_staging_dir())
+    payloads = [os.urandom(size) for size in sizes]
+
+    def create(rows: range) -> None:
+        for i in rows:
+            fd = os.open(f"{folder}/f-{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            os.write(fd, payloads[i])
+            os.close(fd)
+
+    chunk = -(-len(sizes) // workers)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(create, [range(i, min(i + chunk, len(sizes)))
+                               for i in range(0, len(sizes), chunk)]))
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(folder, ignore_errors=True)
+    return elapsed
 
 
 class Clock(keras.callbacks.Callback):
@@ -137,93 +233,109 @@ class Start(keras.callbacks.Callback):
         self.t = time.perf_counter()
 
 
-def measure(n: int, workdir: Path) -> dict:
-    x, y = data(n)
-    model = near_free_model()
-    x_train, y_train = x[:256], y[:256]
-    model.fit(x_train, y_train, epochs=1, verbose=0)  # build + trace training
-
-    forward = []
-    predictor = BatchedPredictor(model, x, batch_size=256)
+def forward_s(model, x, batch_size: int) -> float:
+    predictor = BatchedPredictor(model, x, batch_size=batch_size)
+    best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
         predictor.predict_all()
-        forward.append(time.perf_counter() - t)
-    forward_s = min(forward)
+        best = min(best, time.perf_counter() - t)
+    return best
 
-    encode = []
+
+def measure(task: str, n: int, workdir: Path) -> dict:
+    setup = TASKS[task][0](n)
+    model, x = setup["model"], setup["x"]
+    model.fit(*setup["train"], epochs=1, verbose=0)  # build + trace training
+    batch_size = setup["batch_size"]
+
+    encode = float("inf")
     for _ in range(2):
         t = time.perf_counter()
-        for s in range(0, n, 256):
-            encode_images(x[s:s + 256], compress_level=1)
-        encode.append(time.perf_counter() - t)
-    encode_s = min(encode)
+        encoded = [e for s in range(0, n, 256)
+                   for e in encode_images(x[s:s + 256], compress_level=1)]
+        encode = min(encode, time.perf_counter() - t)
+    floor_s = staging_floor_s([len(e.data) for e in encoded], os.cpu_count() or 1)
+    del encoded
 
     run = wandb.init(project="bench-scale", mode="offline", dir=str(workdir),
                      reinit="finish_previous")
     rss0 = psutil.Process().memory_info().rss
     with PeakRSS() as rss:
-        cb = ClassificationEvalCallback((x, y), [f"c{i}" for i in range(10)],
-                                        batch_size=256, verbose=0)
+        cb = setup["callback"]()
         start, clock = Start(), Clock()
-        cpu0 = fastevalcb_cpu_s()
         t_fit = time.perf_counter()
-        model.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0,
+        model.fit(*setup["train"], epochs=2, batch_size=16, verbose=0,
                   callbacks=[start, cb, clock])
         fit_s = time.perf_counter() - t_fit
-        cpu_s = fastevalcb_cpu_s() - cpu0
-        # One more log on its own, after the data table and both epochs' versions are
-        # written: the worker's CPU per sample with nothing else in flight.
         cb.flush()
-        cpu_before, wall = fastevalcb_cpu_s(), time.perf_counter()
-        cb.on_epoch_end(2)
-        thread_s = time.perf_counter() - wall
-        cb.flush()
-        isolated = {"thread_s": thread_s, "logged_s": time.perf_counter() - wall,
-                    "worker_cpu_s": fastevalcb_cpu_s() - cpu_before}
+        # Three more logs on their own, after the data table and the fit's versions are
+        # written, each right after a forward pass of the same samples: the training
+        # thread vs the forward, and the worker's CPU per sample with nothing else in flight.
+        logs = []
+        for epoch in range(2, 5):
+            fwd = forward_s(model, x, batch_size)
+            cpu_before, wall = fastevalcb_cpu_s(), time.perf_counter()
+            cb.on_epoch_end(epoch)
+            thread_s = time.perf_counter() - wall
+            cb.flush()
+            logs.append({"forward_s": fwd, "thread_s": thread_s,
+                         "logged_s": time.perf_counter() - wall,
+                         "worker_cpu_s": fastevalcb_cpu_s() - cpu_before})
     run.finish()
-    timings = [t for t in cb.timings if t["logged_s"] is not None]
-    data_table_s = cb.data_table_seconds if hasattr(cb, "data_table_seconds") else None
-    best_eval = min(t["eval_s"] for t in timings)
-    best_logged = min(t["logged_s"] for t in timings)
+    best = {key: min(log[key] for log in logs) for key in logs[0]}
     return {
+        "task": task,
         "n": n,
+        "shape": TASKS[task][1],
         "train_begin_block_s": clock.epoch_begin - start.t,
         "on_train_begin_s": clock.train_begin_done - start.t,
-        "data_table_s": data_table_s,
-        "png_encode_s": encode_s,
-        "forward_s": forward_s,
-        "forward_us_per_sample": forward_s / n * 1e6,
-        "eval_thread_s": best_eval,
-        "logged_s": best_logged,
-        "thread_over_forward": best_eval / forward_s,
-        "logged_over_forward": best_logged / forward_s,
-        "worker_cpu_s_total": cpu_s,
-        "worker_cpu_us_per_sample_per_log": isolated["worker_cpu_s"] / n * 1e6,
-        "isolated_log_thread_over_forward": isolated["thread_s"] / forward_s,
-        "isolated_log_logged_over_forward": isolated["logged_s"] / forward_s,
+        "data_table_s": cb.data_table_seconds,
+        "png_encode_s": encode,
+        "file_creation_s": floor_s,
+        "data_table_over_encode": cb.data_table_seconds / encode,
+        "data_table_over_floor": cb.data_table_seconds / (encode + floor_s),
+        "forward_s": best["forward_s"],
+        "forward_us_per_sample": best["forward_s"] / n * 1e6,
+        "eval_thread_s": best["thread_s"],
+        "logged_s": best["logged_s"],
+        "thread_over_forward": best["thread_s"] / best["forward_s"],
+        "logged_over_forward": best["logged_s"] / best["forward_s"],
+        "worker_cpu_us_per_sample_per_log": best["worker_cpu_s"] / n * 1e6,
+        "logs": logs,
         "peak_rss_delta_mb": (rss.peak - rss0) / 2**20,
         "peak_rss_bytes_per_sample": (rss.peak - rss0) / n,
         "fit_s": fit_s,
-        "versions": len(timings),
+        "versions": len(cb.logged_versions),
     }
 
 
+TARGET_US = {"classification": 15, "detection": 150, "segmentation": 600}
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ("| N (32x32) | fit waits at train begin | data table | PNG encode alone | "
-            "forward (µs/sample) | per log: thread / forward | until written / forward | "
-            "worker CPU µs/sample/log | peak RSS Δ / sample |\n"
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| task | N | fit waits at train begin | data table | PNG encode | file creation "
+            "| data table / (encode + files) | forward (µs/sample) | per log: thread / "
+            "forward | until written / forward | worker CPU µs/sample/log (target) | peak RSS "
+            "Δ / sample |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     lines = []
     for r in rows:
-        table = "n/a" if r["data_table_s"] is None else f"{r['data_table_s']:.2f} s"
         lines.append(
-            f"| {r['n']:,} | {r['train_begin_block_s']:.2f} s | {table} | "
-            f"{r['png_encode_s']:.2f} s | {r['forward_us_per_sample']:.1f} | "
-            f"{r['thread_over_forward']:.2f}x | {r['logged_over_forward']:.2f}x | "
-            f"{r['worker_cpu_us_per_sample_per_log']:.0f} | "
-            f"{r['peak_rss_bytes_per_sample'] / 1024:.1f} KB |")
-    return head + "\n".join(lines) + "\n"
+            f"| {r['task']} ({r['shape']}) | {r['n']:,} | {r['train_begin_block_s']:.2f} s | "
+            f"{r['data_table_s']:.2f} s | {r['png_encode_s']:.2f} s | "
+            f"{r['file_creation_s']:.2f} s | {r['data_table_over_floor']:.2f}x | "
+            f"{r['forward_us_per_sample']:.1f} | {r['thread_over_forward']:.2f}x | "
+            f"{r['logged_over_forward']:.2f}x | {r['worker_cpu_us_per_sample_per_log']:.0f} "
+            f"({TARGET_US[r['task']]}) | {r['peak_rss_bytes_per_sample'] / 1024:.1f} KB |")
+    cls = sorted((r for r in rows if r["task"] == "classification"), key=lambda r: r["n"])
+    notes = ""
+    if len(cls) >= 2:
+        a, b = cls[0], cls[-1]
+        slope = (b["peak_rss_delta_mb"] - a["peak_rss_delta_mb"]) * 2**20 / (b["n"] - a["n"])
+        notes = (f"\nPeak RSS growth per added sample, classification {a['n']:,} -> "
+                 f"{b['n']:,}: {slope / 1024:.2f} KB (the rest of the per-sample column is "
+                 "fixed cost: TF, numba, wandb).\n")
+    return head + "\n".join(lines) + "\n" + notes
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -232,24 +344,32 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = [r["n"] for r in rows]
+    cls = sorted((r for r in rows if r["task"] == "classification"), key=lambda r: r["n"])
+    ns = [r["n"] for r in cls]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(ns, [r["train_begin_block_s"] for r in rows], "o-", label="fit waits")
-    axes[0].plot(ns, [r["png_encode_s"] for r in rows], "s--", label="PNG encode (all images)")
-    axes[0].plot(ns, [r["data_table_s"] for r in rows], "^-", label="data table (worker)")
-    axes[0].set(title="train begin and data table", xlabel="N", ylabel="s")
-    axes[1].plot(ns, [r["worker_cpu_us_per_sample_per_log"] for r in rows], "o-")
-    axes[1].set(title="worker CPU per sample per log", xlabel="N", ylabel="µs")
-    axes[1].axhline(15, color="grey", ls=":", label="15 µs target")
+    axes[0].plot(ns, [r["train_begin_block_s"] for r in cls], "o-", label="fit waits")
+    axes[0].plot(ns, [r["png_encode_s"] for r in cls], "s--", label="PNG encode")
+    axes[0].plot(ns, [r["png_encode_s"] + r["file_creation_s"] for r in cls], "x--",
+                 label="PNG encode + file creation")
+    axes[0].plot(ns, [r["data_table_s"] for r in cls], "^-", label="data table (worker)")
+    axes[0].set(title="classification 32x32: train begin, data table", xlabel="N",
+                ylabel="s")
+    for task, marker in (("classification", "o-"), ("detection", "s"), ("segmentation", "^")):
+        mine = [r for r in rows if r["task"] == task]
+        axes[1].plot([r["n"] for r in mine],
+                     [r["worker_cpu_us_per_sample_per_log"] / TARGET_US[task] for r in mine],
+                     marker, label=task)
+    axes[1].axhline(1, color="grey", ls=":", label="target")
+    axes[1].set(title="worker CPU per sample per log / target", xlabel="N", ylabel="x target")
     axes[1].set_ylim(bottom=0)
     axes[1].legend()
-    axes[2].plot(ns, [r["peak_rss_bytes_per_sample"] / 1024 for r in rows], "o-")
+    axes[2].plot(ns, [r["peak_rss_bytes_per_sample"] / 1024 for r in cls], "o-")
     axes[2].axhline(1.0, color="grey", ls=":", label="1 KB target")
-    axes[2].set(title="peak RSS growth per sample", xlabel="N", ylabel="KB")
+    axes[2].set(title="classification: peak RSS growth / sample", xlabel="N", ylabel="KB")
     for ax in axes:
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -257,22 +377,28 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N=2,000 only (smoke run)")
-    parser.add_argument("--full", action="store_true", help="also N=200,000")
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # one N, in this process
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--full", action="store_true", help="also classification N=200,000")
+    parser.add_argument("--one", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
-            print("RESULT " + json.dumps(measure(args.one, Path(tmp))), flush=True)
+            row = measure(args.one[0], int(args.one[1]), Path(tmp))
+            print("RESULT " + json.dumps(row), flush=True)
         return
-    sizes = [2000] if args.quick else [10_000, 50_000] + ([200_000] if args.full else [])
+    if args.quick:
+        runs = [("classification", 2000), ("detection", 64), ("segmentation", 32)]
+    else:
+        runs = [("classification", 10_000), ("classification", 50_000)]
+        runs += [("classification", 200_000)] if args.full else []
+        runs += [("detection", 1000), ("segmentation", 300)]
     rows = []
-    for n in sizes:  # a fresh process per N: RSS growth is not hidden by reused memory
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], check=True,
+    for task, n in runs:  # a fresh process per row: RSS growth is not hidden by reused memory
+        out = subprocess.run([sys.executable, __file__, "--one", task, str(n)], check=True,
                              capture_output=True, text=True).stdout
         rows.append(json.loads(next(line for line in out.splitlines()
                                     if line.startswith("RESULT "))[7:]))
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "logs"}), flush=True)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
             "keras": keras.__version__, "wandb": wandb.__version__}
     table = markdown(rows)
@@ -282,8 +408,8 @@ def main() -> None:
         (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "rows": rows},
                                                        indent=1))
         (RESULTS / "scale.md").write_text(
-            "`python benchmarks/bench_scale.py` (near-free classifier, 32x32, offline)\n\n"
-            + table)
+            "`python benchmarks/bench_scale.py" + (" --full" if args.full else "")
+            + "` (near-free models, offline W&B, 2 shared cores)\n\n" + table)
         plot(rows, RESULTS / "scale.png")
 
 
