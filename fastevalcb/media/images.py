@@ -262,7 +262,7 @@ def build_images(
                      for key, ps in payloads.items()}
     written = image_files.results()
     mask_files = {key: chunks.results() for key, chunks in mask_files.items()}
-    out = []
+    out, classes = [], {}
     for i in range(n):
         file, width, height = written[i]
         img_boxes, img_masks = (tables.image_layers(items[i])
@@ -274,7 +274,7 @@ def build_images(
                                                      mask_files[key][i], keep_mask_data)
                           for key in masks})
         out.append(tables.new_image(file, width, height, img_boxes, img_masks,
-                                    None if captions is None else captions[i]))
+                                    None if captions is None else captions[i], classes))
     return out
 
 

@@ -235,6 +235,7 @@ class _Version:
     alias: str
     started: float
     table: tables.StreamedTable | None = None  # serialized batch by batch
+    stager: tables.Stager | None = None  # its new media files, straight into staging
     state: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     failed: bool = False
@@ -698,6 +699,13 @@ class TaskEvalCallback(WandbEvalCallback):
                 self.pred_table_columns, tables.pred_artifact(self._run_obj), self._media_index)
         return version.table
 
+    def _pred_stager(self, version: _Version) -> tables.Stager:
+        """Writes the version's new media files (predicted masks) straight into its
+        artifact's staging, as the data table's are: no temp file for wandb to copy."""
+        if version.stager is None:
+            version.stager = tables.Stager(self._version_table(version).artifact)
+        return version.stager
+
     def _finish_version(self, version: _Version) -> None:
         table = self._version_table(version)
         context = {"epoch": version.epoch, "global_step": version.global_step,
@@ -713,7 +721,7 @@ class TaskEvalCallback(WandbEvalCallback):
             timing["samples"] = version.samples
             timing["logged_s"] = time.perf_counter() - version.started
             timing["metrics"] = dict(summary)
-        version.table = None
+        version.table = version.stager = None
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:

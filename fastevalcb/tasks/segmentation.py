@@ -217,7 +217,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
         if self.overlay_alpha is None:
             images = build_images(base_images, masks={"predictions": pred},
                                   class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False)
+                                  compress_level=self.compress_level, keep_mask_data=False,
+                                  stager=self._pred_stager(version))
         else:
             pixels = self._display_images(batch.x)
             if pixels.ndim == 3:  # grey: blend in colour
@@ -226,7 +227,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
                                   self.overlay_alpha)
             images = build_images(shown, masks={"predictions": pred, "ground_truth": labels},
                                   class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False)
+                                  compress_level=self.compress_level, keep_mask_data=False,
+                                  stager=self._pred_stager(version))
         columns = {
             "image": images,
             "pixel_accuracy": pixel_acc.tolist(),
