@@ -265,6 +265,7 @@ class StreamedTable(ColumnarTable):
         self.nrows = 0
         self._chunks: list[str] = []
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
+        self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
 
     def add_data(self, *data: Any) -> None:
         if len(data) != len(self.columns):
@@ -298,7 +299,8 @@ class StreamedTable(ColumnarTable):
             # the texts then replace (str.split/join: C speed, no dict per cell).
             texts = [self._image_texts(col, n) for i, col in enumerate(values) if i in by_ref]
             json_columns = [_CELL if i in by_ref
-                            else _column_to_json(col, artifact, index, fragments)
+                            else _column_to_json(col, artifact, index, fragments,
+                                                 self._image_json)
                             for i, col in enumerate(values)]
             text = json.dumps([list(row) for row in zip(*[
                 itertools.repeat(col, n) if col is _CELL else col for col in json_columns])],
@@ -323,6 +325,43 @@ class StreamedTable(ColumnarTable):
         if key is not None:
             known.add(key)
         return merged
+
+    def _image_json(self, image: wandb.Image) -> dict[str, Any]:
+        """``image.to_json(artifact)`` once its files are entries of the artifact (staged by
+        a :class:`Stager`, or references), without wandb's per-image work: the class set
+        is added once per ``Classes`` object, file entries are looked up, not re-added."""
+        artifact = self.artifact
+        local = artifact._added_local_paths  # wandb-internal
+        files = [image, *(image._masks or {}).values()]  # wandb-internal (_masks, _boxes)
+        if (image._grouping or any(local.get(m._path) is None for m in files)
+                or ((image._boxes or image._masks) and image._classes is None)
+                or any(not isinstance(b, BoundingBoxes2D) for b in (image._boxes or {}).values())):
+            return _json_helper(image, artifact)  # a file wandb still has to add
+        out = {"path": local[image._path].path, "sha256": image._sha256, "_type": "image-file",
+               "format": image.format, "width": image._width, "height": image._height}
+        if image._caption is not None:
+            out["caption"] = image._caption
+        if image._classes is not None:
+            out["classes"] = self._classes_json(image._classes)
+        if image._boxes:
+            out["boxes"] = {key: box._val for key, box in image._boxes.items()}
+        if image._masks:
+            out["masks"] = {key: {"path": local[m._path].path, "sha256": m._sha256,
+                                  "_type": ImageMask._log_type}
+                            for key, m in image._masks.items()}
+        return out
+
+    def _classes_json(self, classes: Classes) -> dict[str, Any]:
+        """What ``Image.to_json`` writes for its class set, adding it to the artifact once."""
+        cached = self._classes.get(id(classes))
+        if cached is None or cached[0] is not classes:
+            digest = hashlib.md5(str(classes._class_set).encode("utf-8"),
+                                 usedforsecurity=False).hexdigest()
+            entry = self.artifact.add(classes, os.path.join("media", "classes", digest + "_cls"))
+            cached = (classes, {"type": "classes-file", "path": entry.path,
+                                "digest": entry.digest})
+            self._classes[id(classes)] = cached
+        return cached[1]
 
     def _image_texts(self, column: ImageColumn, n: int) -> list[str]:
         return column.json_texts(self._entry_names(column))
@@ -442,12 +481,14 @@ def _column_to_json(
     artifact: wandb.Artifact,
     media_index: MediaIndex | None = None,
     fragments: list[str] | None = None,
+    image_json: Callable[[wandb.Image], dict] | None = None,
 ) -> list[Any]:
     """JSON-ready values of one column.
 
     Scalar columns and lists of scalars pass through untouched. Plain images that are
     data-artifact references serialize to the same JSON in every pred version, so
-    ``media_index`` caches it. Box layers kept as :class:`JSONText` become placeholders
+    ``media_index`` caches it. ``image_json``: serializes the other images (wandb's
+    ``to_json`` otherwise). Box layers kept as :class:`JSONText` become placeholders
     into ``fragments`` (or plain lists without it).
     """
     kinds = set(map(type, column))
@@ -464,7 +505,8 @@ def _column_to_json(
         elif media_index is not None and _is_plain_image(v):
             out.append(media_index.image_json(v, artifact))
         else:
-            value = _json_helper(v, artifact)
+            value = (image_json(v) if image_json is not None and isinstance(v, wandb.Image)
+                     else _json_helper(v, artifact))
             if isinstance(v, wandb.Image) and isinstance(value, dict) and value.get("boxes"):
                 value["boxes"] = {key: _fragment(layer, fragments)
                                   for key, layer in value["boxes"].items()}

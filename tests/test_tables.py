@@ -326,16 +326,21 @@ def _mixed_batches():
             "scores": scores,
             "image": pixels,
             "boxes": (pixels, det, labels),
+            "masks": (pixels, (np.arange(3 * 6 * 8) % 2).astype(np.uint8).reshape(3, 6, 8),
+                      labels),
         })
     return batches
 
 
 def _batch_cells(batch, stager=None):
     pixels, det, labels = batch["boxes"]
+    _, masks, _ = batch["masks"]
     return {**batch,
             "image": build_images(batch["image"], stager=stager),
             "boxes": build_images(pixels, boxes={"predictions": det}, class_labels=labels,
-                                  stager=stager)}
+                                  stager=stager),
+            "masks": build_images(pixels, masks={"truth": masks}, boxes={"b": det},
+                                  class_labels=labels, stager=stager)}
 
 
 def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
@@ -343,12 +348,15 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
 
     batches = _mixed_batches()
     columns = list(batches[0])
+    from fastevalcb.tables import Stager
+
     stock_art, ours_art = wandb.Artifact("a", "dataset"), wandb.Artifact("b", "dataset")
     whole = ColumnarTable(columns)
     streamed = StreamedTable(columns, ours_art)
+    stager = Stager(ours_art)  # files staged as the task callbacks do: our image JSON path
     for batch in batches:
         whole.add_columns(_batch_cells(batch))
-        streamed.add_columns(_batch_cells(batch))
+        streamed.add_columns(_batch_cells(batch, stager))
     assert num_rows(streamed) == 6 and streamed.data == []  # no row kept as Python
     stock_entry = add_table(stock_art, whole, "t")
     ours_entry = add_table(ours_art, streamed, "t")
@@ -358,6 +366,8 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
     assert stock["column_types"] == json.loads(open(
         wandb.Artifact("c", "dataset").add(whole, "t").local_path).read())["column_types"]
     assert sorted(ours_art.manifest.entries) == sorted(stock_art.manifest.entries)
+    for name, entry in stock_art.manifest.entries.items():
+        assert ours_art.manifest.entries[name].digest == entry.digest, name
     with pytest.raises(TableSchemaError, match="fixed"):
         streamed.add_column("more", [1] * 6)
     with pytest.raises(ValueError, match="artifact it was serialized into"):
@@ -367,8 +377,8 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
 def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
     the same images as wandb.Image objects give through MediaIndex.add_references."""
-    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, ImageColumn, MediaFiles,
-                                   MediaIndex, Stager, StreamedTable, add_table)
+    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX, ImageColumn,
+                                   MediaFiles, MediaIndex, Stager, StreamedTable, add_table)
 
     rng = np.random.default_rng(4)
     data = wandb.Artifact("data", "dataset")
@@ -390,14 +400,26 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
         StreamedTable(["image"], wandb.Artifact("other", "dataset")).add_columns(
             {"image": ImageColumn(files, slice(0, 2))})
 
+    # Ground-truth masks, as a segmentation data table has them: layered images by reference.
+    mask_files = MediaFiles.concat([MediaFiles.of(
+        [im._masks["m"] for im in build_images(
+            rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
+            masks={"m": (np.arange(4 * 35) % 2).astype(np.uint8).reshape(4, 5, 7)},
+            class_labels={0: "a", 1: "b"}, stager=stager)], data, MASK_DIR, MASK_SUFFIX)
+        for _ in range(2)])
+    index = MediaIndex.from_files(data, [files, mask_files])
+
     objects_art, arrays_art = wandb.Artifact("p1", "evaluation"), wandb.Artifact("p2", "evaluation")
-    whole = ColumnarTable(["image", "n"])
-    streamed = StreamedTable(["image", "n"], arrays_art, index)
+    columns = ["image", "layered", "n"]
+    whole, streamed = ColumnarTable(columns), StreamedTable(columns, arrays_art, index)
     for r in rows:
         column = ImageColumn(files, r)
+        layered = ImageColumn(files, r, mask_files, {0: "a", 1: "b"})
         assert isinstance(column[0], wandb.Image) and len(list(column)) == len(column)
-        whole.add_columns({"image": list(column), "n": list(range(r.start, r.stop))})
-        streamed.add_columns({"image": column, "n": list(range(r.start, r.stop))})
+        whole.add_columns({"image": list(column), "layered": list(layered),
+                           "n": list(range(r.start, r.stop))})
+        streamed.add_columns({"image": column, "layered": layered,
+                              "n": list(range(r.start, r.stop))})
     index.add_references(objects_art, whole)
     whole.media_index = index
     by_objects = add_table(objects_art, whole, "eval")

@@ -69,6 +69,8 @@ def check_class_ids(ids: np.ndarray, num_classes: int | None, name: str, ignore:
         return
     high = np.iinfo(np.int64).max if num_classes is None else int(num_classes)
     flat = np.ascontiguousarray(ids).reshape(-1)
+    if flat.min() >= 0 and flat.max() < high:  # the usual case, in two vectorized passes
+        return
     i = _first_out_of_range(flat, 0, high, ignore)
     if i >= 0:
         valid = "0 or more" if num_classes is None else f"in [0, {num_classes})"

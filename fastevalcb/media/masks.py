@@ -51,7 +51,7 @@ def as_mask_batch(masks, class_labels: dict[int, str], name: str = "masks") -> n
         check_class_ids(arr, 256, name)
         arr = arr.astype(np.uint8)
     arr = np.ascontiguousarray(arr)
-    if arr.size:
+    if arr.size and not all(c in class_labels for c in range(int(arr.max()) + 1)):
         present = np.flatnonzero(np.bincount(arr.reshape(-1), minlength=256))
         missing = [int(c) for c in present if int(c) not in class_labels]
         if missing:

@@ -174,6 +174,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
                 raise FastEvalInputError(
                     f"masks must hold integer class ids, got non-integral {arr.dtype} values")
+        if arr.size and arr.min() >= 0 and arr.max() < self.num_classes:  # the usual case
+            return np.ascontiguousarray(arr, dtype=np.uint8)
         allowed = () if self.ignore_index is None else (self.ignore_index,)
         ids = arr.astype(np.int64)
         check_class_range(ids, self.num_classes, "a mask pixel", index, allowed)
