@@ -21,7 +21,8 @@ process per row, offline W&B:
   is written (``logged_s``), over the raw compiled forward of the same samples
   (``BatchedPredictor.predict_all``, warm); measured on 3 extra logs after the fit, each
   right after a forward measurement, best of each; and the worker's CPU time per sample
-  (CPU seconds of the ``fastevalcb-*`` threads, from /proc, over N) during those logs,
+  (CPU seconds of the logging worker's and PNG encoder's threads, from /proc, over N)
+  during those logs,
   when nothing else is in flight (best of 3).
 
 Run: ``python benchmarks/bench_scale.py`` (classification 10k and 50k, detection 1k and
@@ -84,11 +85,14 @@ class PeakRSS:
 
 
 def fastevalcb_cpu_s() -> float:
-    """CPU seconds so far of this process's threads named ``fastevalcb-*`` (Linux /proc)."""
+    """CPU seconds so far of the worker's threads (``fastevalcb-logger`` and the PNG pool;
+    not ``fastevalcb-predictor``, which runs the forward pass ahead of the training
+    thread), from Linux /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for thread in threading.enumerate():
-        if not thread.name.startswith("fastevalcb") or thread.native_id is None:
+        if (not thread.name.startswith("fastevalcb") or thread.name == "fastevalcb-predictor"
+                or thread.native_id is None):
             continue
         try:
             with open(f"/proc/self/task/{thread.native_id}/stat") as f:

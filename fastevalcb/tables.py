@@ -265,6 +265,7 @@ class StreamedTable(ColumnarTable):
         self.nrows = 0
         self._chunks: list[str] = []
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
+        self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
         self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
 
     def add_data(self, *data: Any) -> None:
@@ -318,12 +319,17 @@ class StreamedTable(ColumnarTable):
         a batch whose values are all of a kind already merged costs no wandb type work)."""
         uniform = _uniform_representative(column)
         key = None if uniform is None else _value_key(uniform[0])
+        if key is None and column and all(isinstance(v, wandb.Image) for v in column):
+            signatures = set(map(_image_signature, column))  # all one type when one signature
+            if len(signatures) == 1:
+                key, column = ("image", signatures.pop()), column[:1]
         known = self._known_kinds.setdefault(name, set())
         if key is not None and key in known:
             return self._column_types.params["type_map"][name]
         merged = super()._infer_column_type(name, column)
         if key is not None:
             known.add(key)
+            self._pinned.append(column[0])  # keeps the ids in its signature from reuse
         return merged
 
     def _image_json(self, image: wandb.Image) -> dict[str, Any]:
