@@ -29,6 +29,7 @@ import math
 import os
 import re
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -244,10 +245,10 @@ class StreamedTable(ColumnarTable):
     """A :class:`ColumnarTable` serialized into its artifact batch by batch, as rows arrive.
 
     Each :meth:`add_columns` call writes its rows' JSON text at once (media files added to
-    or referenced from ``artifact``, box layers spliced, column types merged) and keeps
-    only that text: no row, media object or pixel array outlives its batch, so a table of
-    N rows holds ~N x its JSON row length in memory until it is logged. Its JSON is the
-    text :func:`add_table` writes for a :class:`ColumnarTable` with the same rows.
+    or referenced from ``artifact``, box layers spliced, column types merged) to a
+    temporary file: no row, media object, pixel array or row text outlives its batch in
+    memory (a 10k-image detection version's box layers are ~100 MB of text). Its JSON is
+    the text :func:`add_table` writes for a :class:`ColumnarTable` with the same rows.
 
     Args:
         columns: the column names.
@@ -263,7 +264,8 @@ class StreamedTable(ColumnarTable):
         self.artifact = artifact
         self.media_index = media_index
         self.nrows = 0
-        self._chunks: list[str] = []
+        self._rows: Any = None  # the rows' JSON text so far (a temporary file)
+        self._closed = False
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
         self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
@@ -277,6 +279,8 @@ class StreamedTable(ColumnarTable):
         self.add_columns({name: [value] for name, value in zip(self.columns, data)})
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
+        if self._closed:
+            raise TableSchemaError("this StreamedTable is written and closed: no rows can be added")
         values = self._checked_columns(columns)
         n = len(values[0])
         if not n:
@@ -309,7 +313,11 @@ class StreamedTable(ColumnarTable):
             text = _fill_cells(text, texts, n)
         if fragments:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
-        self._chunks.append(text[1:-1])
+        if self._rows is None:
+            self._rows = tempfile.TemporaryFile("w+", encoding="utf-8")
+        else:
+            self._rows.write(", ")
+        self._rows.write(text[1:-1])
         self.nrows += n
         for cell in itertools.chain.from_iterable(media):
             release_pixels(cell)
@@ -414,9 +422,18 @@ class StreamedTable(ColumnarTable):
         }
         before, after = json.dumps(head, sort_keys=True).split(_ROWS_JSON)
         yield before + "["
-        for i, chunk in enumerate(self._chunks):
-            yield ", " + chunk if i else chunk
+        if self._rows is not None:
+            self._rows.seek(0)
+            while block := self._rows.read(1 << 20):
+                yield block
+            self._rows.seek(0, os.SEEK_END)
         yield "]" + after
+
+    def close(self) -> None:
+        """Delete the rows' text (after the table's JSON is written)."""
+        if self._rows is not None:
+            self._rows.close()
+        self._rows, self._closed = None, True
 
 
 _CELL = "\x00fastevalcb-cell\x00"  # where a pre-written cell's text goes
@@ -993,6 +1010,7 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
     with open(staged, "x", encoding="utf-8") as f:
         if text is None:
             table.write_json(f)
+            table.close()  # the rows live in the staged file now
         else:
             f.write(text)
     os.chmod(staged, stat.S_IRUSR)
