@@ -304,6 +304,7 @@ class TaskEvalCallback(WandbEvalCallback):
     max_classes: int | None = None  # segmentation: 256 (uint8 masks)
     mask_labels: dict[int, str] | None = None  # segmentation: the mask layers' class labels
     run_end_timeout: float = 300.0  # seconds the run's end waits for queued versions
+    progress_every_s: float = 10.0  # a data-table progress line this often (verbose >= 1)
 
     def __init__(
         self,
@@ -523,6 +524,9 @@ class TaskEvalCallback(WandbEvalCallback):
             super(TaskEvalCallback, self)._log_ground_truth(logs, fatal)
             if self._eval_set is not None:
                 self.data_table_seconds = time.perf_counter() - started
+                if self._verbosity() >= 1:
+                    print(f"fastevalcb: {self.task} data table logged: "
+                          f"{len(self._eval_set.ids):,} rows in {self.data_table_seconds:.1f} s")
 
         if self.strict:
             job((Exception,))
@@ -548,7 +552,9 @@ class TaskEvalCallback(WandbEvalCallback):
         self._staged_artifact, self._stager = artifact, tables.Stager(artifact)
         self.data_table = tables.StreamedTable(self.data_table_columns, artifact)
         ids, images, masks, targets, first = [], [], [], [], None
+        progress, rows = self._data_table_progress(), 0
         for host in self.predictor.source.batches():
+            progress(rows)
             pixels = self._display_images(host.x)
             if self._image_shape is None:
                 self._image_shape = pixels.shape[1:]
@@ -562,7 +568,8 @@ class TaskEvalCallback(WandbEvalCallback):
                 first = (index, label_fingerprints(host.y, len(index)))
             columns = self._data_columns_for(index, pixels, labels)
             ids.append(index)
-            self._check_table_size(sum(map(len, ids)))  # sources of unknown length, as they stream
+            rows += len(index)
+            self._check_table_size(rows)  # sources of unknown length, as they stream
             batch = columns["image"]
             images.append(tables.MediaFiles.of(batch, artifact, tables.IMAGE_DIR,
                                                tables.IMAGE_SUFFIX))
@@ -585,6 +592,25 @@ class TaskEvalCallback(WandbEvalCallback):
                                        *first, masks=masks)
         self._staged_index = tables.MediaIndex.from_files(artifact, [files, masks])
         self._stager = None
+
+    def _data_table_progress(self) -> Callable[[int], None]:
+        """A progress line every ``progress_every_s`` seconds of a long data-table build
+        (verbose >= 1): lines, not a bar, as it runs beside ``fit``'s own progress bar."""
+        selected = self.predictor.selected_indices()
+        total = None if selected is None else len(selected)
+        started = last = time.perf_counter()
+
+        def report(rows: int) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            if not rows or now - last < self.progress_every_s or self._verbosity() < 1:
+                return
+            last = now
+            of = "" if total is None else f"/{total:,} ({100 * rows / max(total, 1):.0f}%)"
+            print(f"fastevalcb: {self.task} data table: {rows:,}{of} rows in "
+                  f"{now - started:.0f} s")
+
+        return report
 
     def log_data_table(self, name: str | None = None, type: str = "dataset",
                        table_name: str = "val_data") -> None:

@@ -406,3 +406,20 @@ def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction
         ClassificationEvalCallback((x, y), ["a", "b"])
     cb = ClassificationEvalCallback((x, y), ["a", "b"], max_samples=limit, selection="random")
     assert len(cb.predictor.selected_indices()) == limit
+
+
+def test_a_long_data_table_build_reports_progress(offline_run, shapes, classifier, capsys):
+    """Progress lines while the data table streams (every progress_every_s), then its total."""
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    batch_size=8, verbose=1)
+    cb.progress_every_s = 0.0  # every batch, for the test
+    classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=1)
+    out = capsys.readouterr().out
+    assert "fastevalcb: classification data table: 8/48 (17%) rows" in out
+    assert "fastevalcb: classification data table: 40/48 (83%) rows" in out
+    assert "fastevalcb: classification data table logged: 48 rows in" in out
+    quiet = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                       batch_size=8, verbose=0, data_artifact_name="quiet")
+    quiet.progress_every_s = 0.0
+    classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[quiet], verbose=0)
+    assert "data table" not in capsys.readouterr().out
