@@ -11,8 +11,9 @@ process per row, offline W&B:
   to the PNG encoding time of the same images on the same encoder threads
   (``fastevalcb.media.encode_images``, level 1), and to the time the file system takes to
   create that many files of those sizes in a fresh staging folder (``os.open`` + write,
-  on as many threads): a W&B artifact needs one file per image, so encode + file creation
-  is the floor of staging.
+  on as many threads; ``os.sync()`` before each, as this disk slows file creation down
+  several-fold once dirty pages pile up): a W&B artifact needs one file per image, so
+  encode + file creation is the floor of staging.
 * **peak RSS growth per sample**: process RSS high-water during construction + fit
   (psutil, sampled every 10 ms), minus the RSS before construction, over N; the
   per-sample slope between two N (what grows with the set, beyond fixed costs such as
@@ -259,8 +260,12 @@ def measure(task: str, n: int, workdir: Path) -> dict:
         encoded = [e for s in range(0, n, 256)
                    for e in encode_images(x[s:s + 256], compress_level=1)]
         encode = min(encode, time.perf_counter() - t)
+    # The file system throttles file creation once enough dirty data piles up: each
+    # phase starts with the page cache written back, so neither pays for the other's.
+    os.sync()
     floor_s = staging_floor_s([len(e.data) for e in encoded], os.cpu_count() or 1)
     del encoded
+    os.sync()
 
     run = wandb.init(project="bench-scale", mode="offline", dir=str(workdir),
                      reinit="finish_previous")
@@ -387,6 +392,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
+            # wandb's staging folder too (WANDB_DATA_DIR): an offline run's staged files
+            # stay there (until a sync uploads them), and a folder holding millions of
+            # old files makes creating new ones slower; each row starts with an empty one.
+            os.environ["WANDB_DATA_DIR"] = tmp
             row = measure(args.one[0], int(args.one[1]), Path(tmp))
             print("RESULT " + json.dumps(row), flush=True)
         return
