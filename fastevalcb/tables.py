@@ -796,19 +796,10 @@ class ImageColumn(Sequence):
     def entry_names(self) -> list[str]:
         return self.files.entry_names(self.rows)
 
-    def to_json(self, names: list[str]) -> list[dict[str, Any]]:
-        """What ``image.to_json(artifact)`` gives each image once its file is an entry
-        ``names[i]`` of the artifact (``MediaIndex.image_json``)."""
-        rows = self.rows
-        return [{"path": name, "sha256": sha, "_type": "image-file", "format": "png",
-                 "width": w, "height": h}
-                for name, sha, w, h in zip(names, _hex_rows(self.files.sha256[rows]),
-                                           self.files.width[rows].tolist(),
-                                           self.files.height[rows].tolist())]
-
     def json_texts(self, names: list[str]) -> list[str]:
-        """``json.dumps(cell, sort_keys=True)`` of each cell of :meth:`to_json`, written
-        straight from the arrays (names and digests are plain ASCII: nothing to escape)."""
+        """The JSON text of each image once its file is the artifact's entry ``names[i]``:
+        ``json.dumps(image.to_json(artifact), sort_keys=True)`` (``MediaIndex.image_json``),
+        written straight from the arrays."""
         rows = self.rows
         return [_IMAGE_JSON.format(h, json.dumps(name), sha, w)
                 for name, sha, w, h in zip(names, _hex_rows(self.files.sha256[rows]),
