@@ -83,6 +83,13 @@ class LoggingWorker:
         finally:
             self._release()
 
+    def pause_while_held(self) -> None:
+        """For a long job (the data table), between its steps: wait while a hold is on and
+        the queue is at most half full, as a new job would."""
+        with self._room:
+            while self._held and not self._over_half():
+                self._room.wait()
+
     def _release(self) -> None:
         with self._room:
             self._held = False
@@ -160,6 +167,8 @@ class LoggingWorker:
             fn, args, nbytes = self._queue.get()
             if fn is not _STOP:
                 with self._room:
+                    while self._held and not self._over_half():  # held while we were in get()
+                        self._room.wait()
                     self._waiting -= 1
                     self._waiting_bytes -= nbytes
                     self._room.notify_all()

@@ -196,3 +196,47 @@ def test_a_byte_budget_blocks_submit_until_the_worker_takes_data():
     worker.submit(order.append, 3, nbytes=1000)
     assert worker.flush(5) and order[-1] == 3
     worker.close()
+
+
+def test_a_hold_defers_new_jobs_until_it_ends_or_the_queue_is_over_half_full():
+    worker = LoggingWorker(max_queue=4)
+    seen = []
+    worker.submit(lambda: None)
+    assert worker.flush(timeout=5)  # the thread is up and idle
+    with worker.hold():
+        worker.submit(lambda: seen.append(1))
+        worker.submit(lambda: seen.append(2))
+        time.sleep(0.2)
+        assert seen == []  # two of four slots: not over half, so nothing started
+        worker.submit(lambda: seen.append(3))  # three of four: worked down to half
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert seen == [1]  # two left: half full, held again
+    assert worker.flush(timeout=5) and seen == [1, 2, 3]
+    worker.close()
+
+
+def test_a_long_job_pauses_at_its_steps_while_a_hold_is_on():
+    worker = LoggingWorker(max_queue=8)
+    steps, started = [], threading.Event()
+
+    def long_job():
+        for step in range(3):
+            started.set()
+            worker.pause_while_held()
+            steps.append(step)
+            time.sleep(0.05)
+
+    with worker.hold():
+        worker.submit(lambda: None)  # the thread starts and is held before this job
+    worker.flush(timeout=5)
+    worker.submit(long_job)
+    assert started.wait(5)
+    with worker.hold():
+        done = len(steps)
+        time.sleep(0.3)
+        assert len(steps) <= done + 1  # at most the step it was in finishes
+    assert worker.flush(timeout=5) and steps == [0, 1, 2]
+    worker.close()

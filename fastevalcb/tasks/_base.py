@@ -261,6 +261,9 @@ class _InlineWorker:
     def hold(self) -> Iterator[None]:
         yield
 
+    def pause_while_held(self) -> None:
+        pass
+
 
 class TaskEvalCallback(WandbEvalCallback):
     """Base of the ready-made callbacks; see the module docstring.
@@ -554,6 +557,7 @@ class TaskEvalCallback(WandbEvalCallback):
         ids, images, masks, targets, first = [], [], [], [], None
         progress, rows = self._data_table_progress(), 0
         for host in self.predictor.source.batches():
+            self._worker.pause_while_held()  # an eval pass runs: leave it the GIL
             progress(rows)
             pixels = self._display_images(host.x)
             if self._image_shape is None:
