@@ -302,7 +302,8 @@ class StreamedTable(ColumnarTable):
         with _gc_paused():
             # Plain images are written as text, the rest by json.dumps around a marker that
             # the texts then replace (str.split/join: C speed, no dict per cell).
-            texts = [self._image_texts(col, n) for i, col in enumerate(values) if i in by_ref]
+            texts = [col.json_texts(self._entry_names(col))
+                     for i, col in enumerate(values) if i in by_ref]
             json_columns = [_CELL if i in by_ref
                             else _column_to_json(col, artifact, index, fragments,
                                                  self._image_json)
@@ -376,9 +377,6 @@ class StreamedTable(ColumnarTable):
                                 "digest": entry.digest})
             self._classes[id(classes)] = cached
         return cached[1]
-
-    def _image_texts(self, column: ImageColumn, n: int) -> list[str]:
-        return column.json_texts(self._entry_names(column))
 
     def _entry_names(self, column: ImageColumn) -> list[str]:
         """The artifact's entry names of a plain image column's files."""
