@@ -71,7 +71,7 @@ def main() -> None:
         (tables.MediaIndex, "add_references", "    reference entries (other media)"),
         (tables.StreamedTable, "_infer_column_type", "    column types"),
         (_base.TaskEvalCallback, "_finish_version", "finish the version (worker)"),
-        (tables, "add_table", "  write the table file"),
+        (tables.artifacts, "add_table", "  write the table file"),
         (run, "log_artifact", "  wandb: run.log_artifact"),
     ]
     for owner, name, label in stages:

@@ -3,8 +3,8 @@
 Task callbacks hand it the host-side work of a log (kernels, media encoding, table and
 artifact writing) batch by batch, so ``model.fit`` continues while W&B files are written.
 The queue is bounded: when the worker falls behind, ``submit`` blocks (back-pressure), so
-memory stays at most ``max_queue`` jobs or ``max_queue_bytes`` of their data. Jobs run one at a time in
-submission order, so pred-table versions are logged in order.
+memory stays at most ``max_queue`` jobs or ``max_queue_bytes`` of their data. Jobs run one
+at a time in submission order, so pred-table versions are logged in order.
 
 A :class:`RunGuard` ties a worker to the W&B run its jobs write to: however the run ends
 (``run.finish()``, ``wandb.finish()``, ``wandb.init(reinit="finish_previous")``, interpreter

@@ -1,4 +1,4 @@
-"""ColumnarTable vs wandb.Table, and canaries for the wandb internals tables.py relies on.
+"""ColumnarTable vs wandb.Table, and canaries for the wandb internals fastevalcb.tables relies on.
 
 If a wandb release changes one of these, these tests fail first and say which.
 """

@@ -8,7 +8,7 @@ thread, and PIL holds the GIL while deflating. :func:`build_images` instead
 2. meanwhile builds the box payloads and their JSON text in the calling thread
    (:mod:`fastevalcb.media.boxes`), and
 3. wraps the finished files in ordinary ``wandb.Image`` / ``BoundingBoxes2D`` /
-   ``ImageMask`` objects (:mod:`fastevalcb.tables`, the one module touching wandb internals).
+   ``ImageMask`` objects (:mod:`fastevalcb.tables`, the one package touching wandb internals).
 
 The result logs, binds and serializes through wandb exactly like stock objects: box JSON
 files are byte-identical to stock; image and mask PNGs decode to the same pixels but are

@@ -1,0 +1,80 @@
+"""Tables, artifacts and media references: the one package that talks to wandb.
+
+Everything here that touches a private wandb attribute is marked ``# wandb-internal``
+and covered by ``tests/test_tables.py``, which fails loudly when a wandb release
+changes it (the supported wandb range in ``pyproject.toml`` is what those tests cover).
+
+One stage per module, each depending only on those above it:
+
+* ``media_objects``: wandb media objects built from files we already wrote.
+* ``staging``: :class:`Stager`, media files written straight into an artifact's staging.
+* ``references``: a data table's files as arrays (:class:`MediaFiles`, :class:`ImageColumn`)
+  and the reference entries pred versions get (:class:`MediaIndex`).
+* ``columnar``: :class:`ColumnarTable` and the JSON / type helpers every table shares.
+* ``streamed``: :class:`StreamedTable`, serialized into its artifact batch by batch.
+* ``artifacts``: logging the data and pred artifacts, summary metrics, the run's lifetime.
+
+How references work, online and offline alike:
+
+* The data table is added to a ``wandb.Artifact``; wandb stages every media file and
+  remembers, per artifact, which local file became which entry
+  (``Artifact.get_added_local_path_name``).
+* A pred-table artifact never copies those files. For every media cell whose file is
+  already an entry of the data artifact, the pred artifact gets a *reference* entry
+  with the same name whose ``ref`` is ``wandb-client-artifact://<data client id>/<name>``
+  (what ``wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler`` produces).
+  wandb-core's ``ArtifactSaver.resolveClientIDReferences`` turns those into
+  ``wandb-artifact://<server id>/<name>`` when the version is uploaded, live or by
+  ``wandb sync`` of an offline run.
+"""
+
+from fastevalcb.tables.artifacts import (
+    add_table,
+    artifact_cache_by_client_id,
+    define_step_metrics,
+    log_data_artifact,
+    log_metrics,
+    log_pred_artifact,
+    on_run_finish,
+    pred_artifact,
+    release_table,
+    run_finished,
+)
+from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
+from fastevalcb.tables.media_objects import (
+    BOXES_SUFFIX,
+    IMAGE_DIR,
+    IMAGE_SUFFIX,
+    MASK_DIR,
+    MASK_SUFFIX,
+    FileInfo,
+    file_of,
+    image_layers,
+    image_size,
+    media_tmp_dir,
+    new_boxes2d,
+    new_image,
+    new_image_mask,
+    payload_json,
+    release_pixels,
+)
+from fastevalcb.tables.references import (
+    CLIENT_REF_SCHEME,
+    ImageColumn,
+    MediaFiles,
+    MediaIndex,
+    media_files,
+)
+from fastevalcb.tables.staging import Stager
+from fastevalcb.tables.streamed import StreamedTable, num_rows
+
+__all__ = [
+    "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",
+    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "MASK_DIR", "MASK_SUFFIX", "MediaFiles",
+    "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
+    "artifact_cache_by_client_id", "define_step_metrics", "file_of", "image_layers",
+    "image_size", "log_data_artifact", "log_metrics", "log_pred_artifact", "media_files",
+    "media_tmp_dir", "new_boxes2d", "new_image", "new_image_mask", "num_rows",
+    "on_run_finish", "payload_json", "pred_artifact", "release_pixels", "release_table",
+    "run_finished", "validate_columns",
+]

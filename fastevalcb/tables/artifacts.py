@@ -1,0 +1,223 @@
+"""Logging the data and pred-table artifacts and summary metrics; the run's lifetime."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import wandb
+from wandb.sdk.artifacts.staging import get_staging_dir
+
+from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
+from fastevalcb.tables.media_objects import release_pixels
+from fastevalcb.tables.references import MediaIndex
+from fastevalcb.tables.streamed import StreamedTable
+
+
+def log_data_artifact(
+    run: Any, table: wandb.Table, name: str, type: str, table_name: str,
+    artifact: wandb.Artifact | None = None, index: MediaIndex | None = None,
+) -> MediaIndex:
+    """Log the data table as an artifact the run uses (online) or produces (offline).
+
+    Online this is stock's ``use_artifact`` + ``wait``: the run is recorded as a
+    consumer of the data. ``use_artifact`` is refused offline, so there the artifact
+    is logged as an output of the run instead; pred versions reference it either way.
+
+    Args:
+        artifact: the artifact to log, when its media were already staged into it
+            (:class:`Stager`); default: a new one named ``name``.
+        index: the index of those files (:meth:`MediaIndex.from_files`); default: one
+            built from the table's cells.
+    """
+    artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
+    add_table(artifact, table, table_name)
+    index = index if index is not None else MediaIndex.from_table(artifact, table)
+    if run.offline:
+        run.log_artifact(artifact)
+    else:
+        run.use_artifact(artifact)
+        artifact.wait()
+    for row in table.data:
+        for cell in row:
+            release_pixels(cell)
+    release_table(table)
+    _uncache(artifact)
+    return index
+
+
+def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
+    """``artifact.add(table, name)``, writing the JSON with the C encoder.
+
+    ``Artifact.add`` writes with ``json.dump``, which always takes the pure-Python
+    encoder path (~1 s per 10k-row table); ``json.dumps`` with the same options writes
+    the same text. :class:`JSONText` box layers are spliced in as they are. Tables
+    already added go through ``Artifact.add``.
+    """
+    if id(table) in artifact._added_objs or table._get_artifact_entry_ref_url() is not None:
+        return artifact.add(table, name)  # wandb-internal (_added_objs)
+    path = table.with_suffix(name)
+    if path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path):
+        return artifact.add(table, name)
+    if isinstance(table, StreamedTable):
+        if table.artifact is not artifact:
+            raise ValueError("a StreamedTable can only be added to the artifact it was "
+                             "serialized into")
+        text = None
+    elif isinstance(table, ColumnarTable):
+        fragments: list[str] = []
+        with _gc_paused():
+            text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
+        if fragments:
+            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+    else:
+        text = json.dumps(table.to_json(artifact), sort_keys=True)
+    # Written straight into wandb's staging dir and added as is ("immutable": no second
+    # copy), as new_file + its staging copy would leave it; wandb < 0.21's new_file kept
+    # it in the artifact's own temp dir, deleted with the artifact or at interpreter exit.
+    staged = os.path.join(get_staging_dir(),
+                          f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
+    with open(staged, "x", encoding="utf-8") as f:
+        if text is None:
+            table.write_json(f)
+            table.close()  # the rows live in the staged file now
+        else:
+            f.write(text)
+    os.chmod(staged, stat.S_IRUSR)
+    entry = artifact.add_file(staged, name=path, skip_cache=True, policy="immutable")
+    artifact._added_objs[id(table)] = (table, entry)  # wandb-internal: as Artifact.add does
+    if table._artifact_target is None:
+        table._set_artifact_target(artifact, entry.path)
+    return entry
+
+
+def release_table(table: wandb.Table) -> None:
+    """Break the table <-> artifact cycle once the artifact is logged.
+
+    ``artifact.add(table)`` makes the table point at its artifact and the artifact at the
+    table (``_artifact_target`` / ``_added_objs``). Left alone, a logged version's table,
+    its media objects and the artifact's manifest wait for a full garbage collection
+    (rare with a large heap), so memory grew with every version.
+    """
+    table._artifact_target = None  # wandb-internal (WBValue._artifact_target)
+
+
+def _uncache(artifact: wandb.Artifact) -> None:
+    """Drop a logged artifact from wandb's instance cache.
+
+    wandb keeps the last 100 ``Artifact`` objects it made, by client id
+    (``artifact_instance_cache_by_client_id``), for resolving client-id references it adds
+    itself. We add no such reference through wandb (:class:`MediaIndex` writes the entries;
+    wandb-core resolves them from the records), and each cached artifact holds a manifest
+    entry per file and its table, media objects included (``_added_objs``): kept, the data
+    table stayed in memory for the whole fit and every pred version added a few KB per
+    sample. Logged artifacts are dropped from it.
+    """
+    artifact._added_objs.clear()  # wandb-internal: the table and its media objects
+    tmp = getattr(artifact, "_tmp_dir", None)  # wandb-internal
+    if tmp is not None and any(
+        str(entry.local_path or "").startswith(tmp.name)
+        for entry in artifact.manifest.entries.values()
+    ):
+        return  # wandb < 0.21 keeps its own new_file()s (class sets) in the artifact's
+        # temp dir, deleted with the artifact: the cache keeps it alive until upload
+    cache = artifact_cache_by_client_id()
+    if cache.get(artifact._client_id) is artifact:  # wandb-internal (_client_id)
+        del cache[artifact._client_id]
+
+
+def artifact_cache_by_client_id() -> dict:
+    """wandb's capped cache of Artifact objects by client id (wandb-internal).
+
+    ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
+    ``artifact_instance_cache`` keyed by client id and server id alike.
+    """
+    from wandb.sdk.artifacts import artifact_instance_cache as module  # wandb-internal
+
+    return getattr(module, "artifact_instance_cache_by_client_id", None) or \
+        module.artifact_instance_cache
+
+
+def define_step_metrics(run: Any, prefix: str) -> str:
+    """Key every ``<prefix>/*`` metric by ``<prefix>/global_step`` (``define_metric``).
+
+    Summary metrics are then logged without an explicit ``step``, so they never clash
+    with other callbacks' ``wandb.log`` calls ("Step must only increase" drops data).
+
+    Returns:
+        The step metric's name.
+    """
+    step_metric = f"{prefix}/global_step"
+    run.define_metric(step_metric, hidden=True)
+    run.define_metric(f"{prefix}/epoch", step_metric=step_metric)
+    run.define_metric(f"{prefix}/*", step_metric=step_metric)
+    return step_metric
+
+
+def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
+    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`)."""
+    run.log(dict(metrics))
+
+
+def pred_artifact(run: Any, type: str = "evaluation",
+                  metadata: dict[str, Any] | None = None) -> wandb.Artifact:
+    """A new version of the run's pred-table artifact, ``run_<id>_pred``."""
+    return wandb.Artifact(f"run_{run.id}_pred", type=type, metadata=metadata)
+
+
+def log_pred_artifact(
+    run: Any,
+    table: wandb.Table,
+    media_index: MediaIndex | None,
+    type: str,
+    table_name: str,
+    aliases: list[str],
+    metadata: dict[str, Any],
+) -> wandb.Artifact:
+    """Log one pred-table version whose data-table media are references.
+
+    A :class:`StreamedTable` is already serialized into its artifact (:func:`pred_artifact`),
+    references included; it gets the metadata here.
+    """
+    if isinstance(table, StreamedTable):
+        artifact = table.artifact
+        if artifact.type != type:
+            raise ValueError(f"the streamed table's artifact is of type {artifact.type!r}, "
+                             f"not {type!r}")
+        artifact.metadata = metadata
+    else:
+        artifact = pred_artifact(run, type, metadata)
+        if media_index is not None:
+            media_index.add_references(artifact, table)
+            if isinstance(table, ColumnarTable):
+                table.media_index = media_index
+    add_table(artifact, table, table_name)
+    run.log_artifact(artifact, aliases=aliases)
+    release_table(table)
+    _uncache(artifact)
+    return artifact
+
+
+# ---------------------------------------------------------------------------------
+# The run's lifetime
+# ---------------------------------------------------------------------------------
+def on_run_finish(run: Any, fn: Callable[[], None]) -> None:
+    """Call ``fn()`` when ``run`` finishes, while it still accepts ``log``/``log_artifact``.
+
+    ``run.finish()``, ``wandb.finish()`` and ``wandb.init(reinit="finish_previous")`` all
+    end in ``Run._finish``, which first calls the run's ``EARLY`` teardown hooks, then
+    marks the run finished and sends its last messages. (Interpreter exit does not go
+    through it: wandb's service ends the run from an ``atexit`` hook; see
+    :mod:`fastevalcb.worker`.) ``fn`` must not raise: an exception would abort the finish.
+    """
+    from wandb.sdk.wandb_run import TeardownHook, TeardownStage  # wandb-internal
+
+    run._teardown_hooks.append(TeardownHook(call=fn, stage=TeardownStage.EARLY))  # wandb-internal
+
+
+def run_finished(run: Any) -> bool:
+    """Whether ``run`` has finished (its ``log``/``log_artifact`` raise ``UsageError``)."""
+    return bool(run._is_finished)  # wandb-internal

@@ -1,0 +1,403 @@
+""":class:`ColumnarTable`, a ``wandb.Table`` filled and serialized column by column, and
+the JSON and type-inference helpers every table here shares."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import wandb
+from wandb.sdk.data_types import _dtypes
+from wandb.sdk.data_types.base_types.wb_value import WBValue
+from wandb.sdk.data_types.utils import _json_helper
+
+from fastevalcb.tables.references import ImageColumn, MediaIndex
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class TableSchemaError(ValueError):
+    """A row or a column set does not match the table's declared columns."""
+
+
+class JSONText(list):
+    """A JSON array kept as its text (what ``json.dumps(value, sort_keys=True)`` writes).
+
+    Used as a box layer's ``box_data``: building 100 box dicts per image and encoding them
+    again in the table costs ~1 ms an image; the text is built once, straight from the
+    arrays, and :func:`add_table` splices it into the table's JSON. Anything else that
+    reads it as a list (wandb's type inference) gets the decoded elements.
+
+    Attributes:
+        text: the JSON array text.
+        score_keys: the keys of the elements' ``"scores"`` dicts (for type inference).
+    """
+
+    def __init__(self, text: str, score_keys: frozenset[str] = frozenset()) -> None:
+        super().__init__()  # the list's own storage stays empty: see decoded()
+        self.text = text
+        self.score_keys = score_keys
+
+    def decoded(self) -> list[Any]:
+        return json.loads(self.text)
+
+    def __iter__(self):
+        return iter(self.decoded())
+
+    def __len__(self) -> int:
+        return len(self.decoded())
+
+    def __getitem__(self, index):
+        return self.decoded()[index]
+
+    def __bool__(self) -> bool:
+        return self.text != "[]"
+
+    def __eq__(self, other: object) -> bool:
+        return self.decoded() == (other.decoded() if isinstance(other, JSONText) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JSONText({self.text[:60]!r}{'...' if len(self.text) > 60 else ''})"
+
+
+_FRAGMENT = "\x00fastevalcb-json:{}\x00"
+_FRAGMENT_JSON = re.compile(r'"\\u0000fastevalcb-json:(\d+)\\u0000"')
+
+
+def validate_columns(columns: Any, what: str) -> list[str]:
+    """Check a declared column list: a non-empty list of unique, non-blank str/int names."""
+    if isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence):
+        raise TableSchemaError(
+            f"{what} must be a list of column names, got {type(columns).__name__}: {columns!r}"
+        )
+    columns = list(columns)
+    if not columns:
+        raise TableSchemaError(f"{what} must name at least one column, got []")
+    bad = [c for c in columns if type(c) not in (str, int)]
+    if bad:
+        raise TableSchemaError(f"{what} names must be str or int, got {bad!r}")
+    blank = [i for i, c in enumerate(columns) if type(c) is str and not c.strip()]
+    if blank:
+        raise TableSchemaError(
+            f"{what} names must be non-empty, got {columns[blank[0]]!r} at position "
+            f"{blank[0]} of {columns}")
+    dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise TableSchemaError(f"{what} has duplicate column names: {dupes}")
+    return columns
+
+
+class ColumnarTable(wandb.Table):
+    """A ``wandb.Table`` that is filled cheaply and serialized column by column.
+
+    ``wandb.Table.add_data`` re-infers and merges the type of every column for every
+    row; this table only checks the row length, and infers each column's wandb type
+    once at serialization, from one representative per Python type (every cell for
+    media columns, whose types carry class maps). It is a real ``wandb.Table``:
+    it can be added to an artifact or passed to ``wandb.log``.
+
+    Fill it row by row (``add_data``, stock-compatible) or from whole columns
+    (``add_columns``), e.g. numpy arrays straight from a model.
+    """
+
+    def __init__(self, columns: Sequence[str], allow_mixed_types: bool = False) -> None:
+        columns = validate_columns(columns, "columns")
+        super().__init__(columns=columns, allow_mixed_types=allow_mixed_types)
+        self._allow_mixed = allow_mixed_types
+        self.media_index: MediaIndex | None = None  # set when its images are references
+
+    # -- filling ------------------------------------------------------------------
+    def add_data(self, *data: Any) -> None:
+        """Append one row; its values must match the declared columns in order."""
+        if len(data) != len(self.columns):
+            raise TableSchemaError(
+                f"add_data got {len(data)} values, expected {len(self.columns)} "
+                f"for columns {self.columns}"
+            )
+        self.data.append(list(data))
+
+    def add_columns(self, columns: Mapping[str, Any]) -> None:
+        """Append rows given as whole columns: ``{name: array or list}``.
+
+        Every declared column must be present, each with the same length. numpy
+        arrays are converted once per column (``tolist``), not cell by cell.
+        """
+        self.data.extend(map(list, zip(*self._checked_columns(columns))))
+
+    def _checked_columns(self, columns: Mapping[str, Any]) -> list[list[Any]]:
+        """The declared columns of ``columns`` as lists, in order (same lengths, none missing)."""
+        given, declared = list(columns), list(self.columns)
+        if set(given) != set(declared):
+            missing = [c for c in declared if c not in columns]
+            extra = [c for c in given if c not in declared]
+            raise TableSchemaError(
+                f"add_columns expected columns {declared}, got {given} "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        lengths = {name: len(columns[name]) for name in declared}
+        if len(set(lengths.values())) > 1:
+            raise TableSchemaError(f"add_columns got columns of different lengths: {lengths}")
+        return [_column_to_list(columns[name]) for name in declared]
+
+    def add_column(self, name: str, data: Any, optional: bool = False) -> None:
+        """Add a new column to the existing rows (stock-compatible signature)."""
+        if name in self.columns:
+            raise TableSchemaError(f"column {name!r} already exists in {self.columns}")
+        values = _column_to_list(data)
+        if self.data and len(values) != len(self.data):
+            raise TableSchemaError(
+                f"column {name!r} has {len(values)} values, the table has {len(self.data)} rows"
+            )
+        self.columns.append(name)
+        if not self.data:
+            self.data.extend([v] for v in values)
+        else:
+            for row, value in zip(self.data, values):
+                row.append(value)
+
+    # -- serialization ------------------------------------------------------------
+    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
+        """The table's JSON for an artifact.
+
+        ``fragments``: when given (by :func:`add_table`), :class:`JSONText` values become
+        placeholders indexing into it, to be spliced into the dumped text; otherwise they
+        are decoded into plain lists.
+        """
+        if not isinstance(run_or_artifact, wandb.Artifact):
+            return super().to_json(run_or_artifact)
+        artifact = run_or_artifact
+        ncols = len(self.columns)
+        by_column = list(zip(*self.data)) if self.data else [() for _ in range(ncols)]
+        json_columns = [_column_to_json(col, artifact, self.media_index, fragments)
+                        for col in by_column]
+        type_map = {
+            name: self._infer_column_type(name, col)
+            for name, col in zip(self.columns, by_column)
+        }
+        return {
+            "_type": wandb.Table._log_type,
+            "columns": self.columns,
+            "data": [list(row) for row in zip(*json_columns)] if self.data else [],
+            "ncols": ncols,
+            "nrows": len(self.data),
+            "column_types": _dtypes.TypedDictType(type_map).to_json(artifact),
+            "log_mode": self.log_mode,
+        }
+
+    def _infer_column_type(self, name: str, column: Sequence[Any]) -> _dtypes.Type:
+        col_type = self._column_types.params["type_map"][name]
+        for value in _type_representatives(column):
+            merged = col_type.assign(value)
+            if isinstance(merged, _dtypes.InvalidType):
+                if not self._allow_mixed:
+                    raise TypeError(
+                        f"column {name!r} mixes incompatible types: {col_type} and "
+                        f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True"
+                    )
+                merged = _dtypes.UnionType([col_type, _dtypes.TypeRegistry.type_of(value)])
+            col_type = merged
+        return col_type
+
+
+def _column_to_list(data: Any) -> Any:
+    if isinstance(data, ImageColumn):
+        return data  # a StreamedTable reads its arrays; others iterate it
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            raise TableSchemaError(f"a column must be 1-D or more, got a 0-d array {data!r}")
+        return data.tolist() if data.dtype != object else list(data)
+    if hasattr(data, "numpy"):  # tf.Tensor
+        return _column_to_list(np.asarray(data))
+    return list(data)
+
+
+_SCALAR_SET = frozenset(_JSON_SCALARS)
+
+
+def _is_scalar_list(value: Any) -> bool:
+    return type(value) in (list, tuple) and _SCALAR_SET.issuperset(map(type, value))
+
+
+def _scalar_list_key(value: Any) -> tuple | None:
+    """What a list of JSON scalars' wandb type depends on (None: not such a list)."""
+    if type(value) not in (list, tuple):
+        return None
+    types = tuple(map(type, value))
+    if not _SCALAR_SET.issuperset(types):
+        return None
+    if float not in types:
+        nan = False
+    elif all(t is float for t in types):
+        total = sum(value)  # NaN if any element is (or inf - inf: one extra representative)
+        nan = total != total
+    else:
+        nan = any(type(v) is float and math.isnan(v) for v in value)
+    return (type(value), len(value), types, nan)
+
+
+def _column_to_json(
+    column: Sequence[Any],
+    artifact: wandb.Artifact,
+    media_index: MediaIndex | None = None,
+    fragments: list[str] | None = None,
+    image_json: Callable[[wandb.Image], dict] | None = None,
+) -> list[Any]:
+    """JSON-ready values of one column.
+
+    Scalar columns and lists of scalars pass through untouched. Plain images that are
+    data-artifact references serialize to the same JSON in every pred version, so
+    ``media_index`` caches it. ``image_json``: serializes the other images (wandb's
+    ``to_json`` otherwise). Box layers kept as :class:`JSONText` become placeholders
+    into ``fragments`` (or plain lists without it).
+    """
+    kinds = set(map(type, column))
+    if _SCALAR_SET.issuperset(kinds):
+        return list(column)
+    if kinds == {list} and _SCALAR_SET.issuperset(map(type, itertools.chain.from_iterable(column))):
+        return list(column)  # lists of scalars are JSON as they are
+    out = []
+    for v in column:
+        if type(v) in _JSON_SCALARS:
+            out.append(v)
+        elif _is_scalar_list(v):
+            out.append(list(v))
+        elif media_index is not None and _is_plain_image(v):
+            out.append(media_index.image_json(v, artifact))
+        else:
+            value = (image_json(v) if image_json is not None and isinstance(v, wandb.Image)
+                     else _json_helper(v, artifact))
+            if isinstance(v, wandb.Image) and isinstance(value, dict) and value.get("boxes"):
+                value["boxes"] = {key: _fragment(layer, fragments)
+                                  for key, layer in value["boxes"].items()}
+            out.append(value)
+    return out
+
+
+def _fragment(value: Any, fragments: list[str] | None) -> Any:
+    if not isinstance(value, JSONText):
+        return value
+    if fragments is None:
+        return value.decoded()
+    fragments.append(value.text)
+    return _FRAGMENT.format(len(fragments) - 1)
+
+
+def _is_plain_image(value: Any) -> bool:
+    """A ``wandb.Image`` without boxes, masks or class map (all such share one type)."""
+    return isinstance(value, wandb.Image) and not (
+        value._boxes or value._masks or value._classes  # wandb-internal
+    )
+
+
+def _score_keys(box_data: Any) -> frozenset[str]:
+    if isinstance(box_data, JSONText):
+        return box_data.score_keys
+    return frozenset(k for box in box_data for k in box.get("scores", ()))
+
+
+def _image_signature(image: wandb.Image) -> tuple:
+    """What an image's wandb type depends on: layer names, class maps and score keys."""
+    boxes = image._boxes or {}  # wandb-internal
+    masks = image._masks or {}
+    classes = image._classes
+    return (
+        "image",
+        None if classes is None
+        else tuple((c.get("id"), c.get("name")) for c in classes._class_set),
+        tuple(sorted((key, id(b._class_labels), _score_keys(b._val))
+                     for key, b in boxes.items())),
+        tuple(sorted((key, id(m._val.get("class_labels"))) for key, m in masks.items())),
+    )
+
+
+def _uniform_representative(column: Sequence[Any]) -> tuple[Any] | None:
+    """``(column[0],)`` when every value has its wandb type (one type of non-NaN scalar,
+    or lists of one length and one such element type), checked at C speed; else None."""
+    if not column:
+        return None
+    kinds = set(map(type, column))
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    if kind in _SCALAR_SET:
+        values = column
+    elif kind is list and len(set(map(len, column))) == 1:
+        values = list(itertools.chain.from_iterable(column))
+        if len(set(map(type, values))) != 1 or type(values[0]) not in _SCALAR_SET:
+            return None if values else (column[0],)
+    else:
+        return None
+    if values and type(values[0]) is float:
+        total = sum(values)
+        if total != total:  # a NaN (or inf - inf): the general path finds them
+            return None
+    return (column[0],)
+
+
+def _value_key(value: Any) -> Any:
+    """What the wandb type of a uniform column's values depends on (None: not cached)."""
+    kind = type(value)
+    if kind in _SCALAR_SET:
+        return kind
+    if kind is list:
+        return (list, len(value), type(value[0]) if value else None)
+    if isinstance(value, wandb.Image) and _is_plain_image(value):
+        return "plain image"
+    return None
+
+
+def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
+    """The values whose wandb types, merged, give the column's type.
+
+    One per Python type for scalars (plus a NaN float), one per element-type signature
+    for lists of scalars, one per layer/class-map signature for images; every other
+    media or container value (their types carry parameters).
+    """
+    uniform = _uniform_representative(column)
+    if uniform is not None:
+        yield uniform[0]
+        return
+    seen: set[Any] = set()
+    for value in column:
+        kind = type(value)
+        if isinstance(value, wandb.Image):
+            key = "plain image" if _is_plain_image(value) else _image_signature(value)
+        elif kind in (list, tuple) and (key := _scalar_list_key(value)) is not None:
+            pass
+        elif isinstance(value, (WBValue, list, tuple, dict, np.ndarray)):
+            yield value
+            continue
+        elif kind is float and math.isnan(value):
+            key = (kind, "nan")
+        else:
+            key = kind
+        if key not in seen:
+            seen.add(key)
+            yield value
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a table's JSON is built.
+
+    Building it allocates a few lists per row and nothing cyclic; with a large heap (a big
+    validation set's handles), each automatic collection walks every live object, which
+    made the collector most of a 10k-row version's JSON time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

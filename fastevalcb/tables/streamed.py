@@ -1,0 +1,245 @@
+""":class:`StreamedTable`: a table serialized into its artifact batch by batch."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import wandb
+from wandb.sdk.data_types import _dtypes
+from wandb.sdk.data_types.utils import _json_helper
+from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D
+from wandb.sdk.data_types.helper_types.classes import Classes
+from wandb.sdk.data_types.helper_types.image_mask import ImageMask
+
+from fastevalcb.tables.columnar import (
+    ColumnarTable, TableSchemaError, _FRAGMENT_JSON, _SCALAR_SET, _column_to_json,
+    _gc_paused, _image_signature, _uniform_representative, _value_key,
+)
+from fastevalcb.tables.media_objects import release_pixels
+from fastevalcb.tables.references import ImageColumn, MediaIndex
+
+
+class StreamedTable(ColumnarTable):
+    """A :class:`ColumnarTable` serialized into its artifact batch by batch, as rows arrive.
+
+    Each :meth:`add_columns` call writes its rows' JSON text at once (media files added to
+    or referenced from ``artifact``, box layers spliced, column types merged) to a
+    temporary file: no row, media object, pixel array or row text outlives its batch in
+    memory (a 10k-image detection version's box layers are ~100 MB of text). Its JSON is
+    the text :func:`add_table` writes for a :class:`ColumnarTable` with the same rows.
+
+    Args:
+        columns: the column names.
+        artifact: the artifact the table will be added to (its media become entries, or
+            references through ``media_index``, as each batch is serialized).
+        media_index: the data artifact's media (pred tables): files it holds become
+            reference entries of ``artifact``.
+    """
+
+    def __init__(self, columns: Sequence[str], artifact: wandb.Artifact,
+                 media_index: MediaIndex | None = None, allow_mixed_types: bool = False) -> None:
+        super().__init__(columns, allow_mixed_types)
+        self.artifact = artifact
+        self.media_index = media_index
+        self.nrows = 0
+        self._rows: Any = None  # the rows' JSON text so far (a temporary file)
+        self._closed = False
+        self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
+        self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
+        self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
+
+    def add_data(self, *data: Any) -> None:
+        if len(data) != len(self.columns):
+            raise TableSchemaError(
+                f"add_data got {len(data)} values, expected {len(self.columns)} "
+                f"for columns {self.columns}"
+            )
+        self.add_columns({name: [value] for name, value in zip(self.columns, data)})
+
+    def add_columns(self, columns: Mapping[str, Any]) -> None:
+        if self._closed:
+            raise TableSchemaError("this StreamedTable is written and closed: no rows can be added")
+        values = self._checked_columns(columns)
+        n = len(values[0])
+        if not n:
+            return
+        artifact, index = self.artifact, self.media_index
+        # Plain image columns go from their arrays (by reference through media_index, or
+        # files of this artifact); the rest as wandb values.
+        by_ref = {i for i, col in enumerate(values)
+                  if isinstance(col, ImageColumn) and col.plain}
+        values = [col if i in by_ref else list(col) for i, col in enumerate(values)]
+        media = [col for i, col in enumerate(values)
+                 if i not in by_ref and not _SCALAR_SET.issuperset(map(type, col))]
+        if index is not None:
+            index.add_references(artifact, itertools.chain.from_iterable(media))
+        type_map = self._column_types.params["type_map"]
+        for i, (name, col) in enumerate(zip(self.columns, values)):
+            type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
+        fragments: list[str] = []
+        with _gc_paused():
+            # Plain images are written as text, the rest by json.dumps around a marker that
+            # the texts then replace (str.split/join: C speed, no dict per cell).
+            texts = [col.json_texts(self._entry_names(col))
+                     for i, col in enumerate(values) if i in by_ref]
+            json_columns = [_CELL if i in by_ref
+                            else _column_to_json(col, artifact, index, fragments,
+                                                 self._image_json)
+                            for i, col in enumerate(values)]
+            text = json.dumps([list(row) for row in zip(*[
+                itertools.repeat(col, n) if col is _CELL else col for col in json_columns])],
+                sort_keys=True)
+            text = _fill_cells(text, texts, n)
+        if fragments:
+            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+        if self._rows is None:
+            self._rows = tempfile.TemporaryFile("w+", encoding="utf-8")
+        else:
+            self._rows.write(", ")
+        self._rows.write(text[1:-1])
+        self.nrows += n
+        for cell in itertools.chain.from_iterable(media):
+            release_pixels(cell)
+
+    def _infer_column_type(self, name: str, column: Sequence[Any]) -> _dtypes.Type:
+        """The column's type so far, merged with this batch's (cached per kind of value:
+        a batch whose values are all of a kind already merged costs no wandb type work)."""
+        uniform = _uniform_representative(column)
+        key = None if uniform is None else _value_key(uniform[0])
+        if key is None and column and all(isinstance(v, wandb.Image) for v in column):
+            signatures = set(map(_image_signature, column))  # all one type when one signature
+            if len(signatures) == 1:
+                key, column = ("image", signatures.pop()), column[:1]
+        known = self._known_kinds.setdefault(name, set())
+        if key is not None and key in known:
+            return self._column_types.params["type_map"][name]
+        merged = super()._infer_column_type(name, column)
+        if key is not None:
+            known.add(key)
+            self._pinned.append(column[0])  # keeps the ids in its signature from reuse
+        return merged
+
+    def _image_json(self, image: wandb.Image) -> dict[str, Any]:
+        """``image.to_json(artifact)`` once its files are entries of the artifact (staged by
+        a :class:`Stager`, or references), without wandb's per-image work: the class set
+        is added once per ``Classes`` object, file entries are looked up, not re-added."""
+        artifact = self.artifact
+        local = artifact._added_local_paths  # wandb-internal
+        files = [image, *(image._masks or {}).values()]  # wandb-internal (_masks, _boxes)
+        if (image._grouping or any(local.get(m._path) is None for m in files)
+                or ((image._boxes or image._masks) and image._classes is None)
+                or any(not isinstance(b, BoundingBoxes2D) for b in (image._boxes or {}).values())):
+            return _json_helper(image, artifact)  # a file wandb still has to add
+        out = {"path": local[image._path].path, "sha256": image._sha256, "_type": "image-file",
+               "format": image.format, "width": image._width, "height": image._height}
+        if image._caption is not None:
+            out["caption"] = image._caption
+        if image._classes is not None:
+            out["classes"] = self._classes_json(image._classes)
+        if image._boxes:
+            out["boxes"] = {key: box._val for key, box in image._boxes.items()}
+        if image._masks:
+            out["masks"] = {key: {"path": local[m._path].path, "sha256": m._sha256,
+                                  "_type": ImageMask._log_type}
+                            for key, m in image._masks.items()}
+        return out
+
+    def _classes_json(self, classes: Classes) -> dict[str, Any]:
+        """What ``Image.to_json`` writes for its class set, adding it to the artifact once."""
+        cached = self._classes.get(id(classes))
+        if cached is None or cached[0] is not classes:
+            digest = hashlib.md5(str(classes._class_set).encode("utf-8"),
+                                 usedforsecurity=False).hexdigest()
+            entry = self.artifact.add(classes, os.path.join("media", "classes", digest + "_cls"))
+            cached = (classes, {"type": "classes-file", "path": entry.path,
+                                "digest": entry.digest})
+            self._classes[id(classes)] = cached
+        return cached[1]
+
+    def _entry_names(self, column: ImageColumn) -> list[str]:
+        """The artifact's entry names of a plain image column's files."""
+        if self.media_index is not None:
+            return self.media_index.add_column_references(self.artifact, column)
+        names = column.entry_names()
+        missing = [name for name in names[:1] if name not in self.artifact.manifest.entries]
+        if missing:
+            raise ValueError(f"{missing[0]} is not a file of this table's artifact (and the "
+                             "table has no media_index to reference it by)")
+        return names
+
+    def add_column(self, name: str, data: Any, optional: bool = False) -> None:
+        raise TableSchemaError(f"a StreamedTable's columns are fixed ({self.columns}): "
+                               f"cannot add {name!r}")
+
+    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
+        if run_or_artifact is not self.artifact:
+            raise TypeError("a StreamedTable is serialized into its own artifact only")
+        return json.loads(self.json_text())
+
+    def json_text(self) -> str:
+        """The table's JSON, as ``json.dumps(table.to_json(artifact), sort_keys=True)``."""
+        return "".join(self._json_parts())
+
+    def write_json(self, f: Any) -> None:
+        """Write :meth:`json_text` to the text file ``f`` piece by piece (no whole copy)."""
+        for part in self._json_parts():
+            f.write(part)
+
+    def _json_parts(self) -> Iterator[str]:
+        head = {
+            "_type": wandb.Table._log_type,
+            "columns": self.columns,
+            "data": _ROWS,
+            "ncols": len(self.columns),
+            "nrows": self.nrows,
+            "column_types": _dtypes.TypedDictType(
+                self._column_types.params["type_map"]).to_json(self.artifact),
+            "log_mode": self.log_mode,
+        }
+        before, after = json.dumps(head, sort_keys=True).split(_ROWS_JSON)
+        yield before + "["
+        if self._rows is not None:
+            self._rows.seek(0)
+            while block := self._rows.read(1 << 20):
+                yield block
+            self._rows.seek(0, os.SEEK_END)
+        yield "]" + after
+
+    def close(self) -> None:
+        """Delete the rows' text (after the table's JSON is written)."""
+        if self._rows is not None:
+            self._rows.close()
+        self._rows, self._closed = None, True
+
+
+_CELL = "\x00fastevalcb-cell\x00"  # where a pre-written cell's text goes
+_CELL_JSON = json.dumps(_CELL)
+
+
+def _fill_cells(text: str, columns: list[list[str]], n: int) -> str:
+    """Put the cells' texts in place of the ``_CELL`` markers of ``n`` rows of ``text``
+    (row-major: each row's markers in column order)."""
+    if not columns:
+        return text
+    pieces = text.split(_CELL_JSON)
+    cells = [cell for row in zip(*columns) for cell in row]
+    if len(pieces) != len(cells) + 1:  # a value that is the marker itself: not ours to write
+        raise ValueError("a table value equals fastevalcb's internal cell marker")
+    out = [None] * (2 * len(cells) + 1)
+    out[::2], out[1::2] = pieces, cells
+    return "".join(out)
+
+
+_ROWS = "\x00fastevalcb-rows\x00"
+_ROWS_JSON = json.dumps(_ROWS)
+
+
+def num_rows(table: wandb.Table) -> int:
+    """Rows in ``table`` (a :class:`StreamedTable` keeps none as Python rows)."""
+    return table.nrows if isinstance(table, StreamedTable) else len(table.data)
