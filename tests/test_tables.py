@@ -428,3 +428,26 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert objects_art.manifest.to_manifest_json() == arrays_art.manifest.to_manifest_json()
     ref = arrays_art.manifest.entries[files.entry_name(5)]
     assert ref.ref == index.reference_uri(files.entry_name(5)) and ref.digest == files.digest(5)
+
+
+def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
+    """A NaN in a list of numbers (a model's NaN row: top-k scores) must not make the
+    column Invalid: wandb types NaN as None, [0.5, nan] as Invalid[] and would refuse the
+    table. The NaN stays in the JSON; the column is typed as its numbers."""
+    from fastevalcb.tables import StreamedTable, add_table
+
+    nan = float("nan")
+    finite = ColumnarTable(["s"])
+    finite.add_columns({"s": [[0.5, 0.25], [1.0, 0.0]]})
+    expected = _table_json(wandb.Artifact("a", "x"), finite)["column_types"]
+    mixed = ColumnarTable(["s"])
+    mixed.add_columns({"s": [[0.5, 0.25], [nan, nan], [0.75, nan]]})
+    ours = _table_json(wandb.Artifact("b", "x"), mixed)
+    assert ours["column_types"] == expected
+    assert np.isnan(ours["data"][1][0][0]) and np.isnan(ours["data"][2][0][1])
+    art = wandb.Artifact("c", "x")
+    streamed = StreamedTable(["s"], art)
+    streamed.add_columns({"s": [[0.5, 0.25]]})
+    streamed.add_columns({"s": [[nan, nan], [0.75, nan]]})
+    assert json.loads(open(add_table(art, streamed, "t").local_path).read())[
+        "column_types"] == expected

@@ -362,6 +362,10 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
     One per Python type for scalars (plus a NaN float), one per element-type signature
     for lists of scalars, one per layer/class-map signature for images; every other
     media or container value (their types carry parameters).
+
+    A list of numbers is typed with its NaNs as 0.0: wandb types a NaN as None, so
+    ``[0.5, nan]`` would be ``Invalid[]`` and a model's NaN row (flagged in the task
+    tables' ``finite`` column) would make the whole table unloggable. The JSON keeps the NaN.
     """
     uniform = _uniform_representative(column)
     if uniform is not None:
@@ -383,7 +387,11 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
             key = kind
         if key not in seen:
             seen.add(key)
-            yield value
+            yield _nan_free(value) if kind in (list, tuple) and key[3] else value
+
+
+def _nan_free(values: Sequence[Any]) -> list[Any]:
+    return type(values)(0.0 if type(v) is float and v != v else v for v in values)
 
 
 @contextmanager

@@ -423,3 +423,43 @@ def test_a_long_data_table_build_reports_progress(offline_run, shapes, classifie
     quiet.progress_every_s = 0.0
     classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[quiet], verbose=0)
     assert "data table" not in capsys.readouterr().out
+
+
+class _NaNWhereBright(keras.layers.Layer):
+    """NaN scores for the images brighter than ``threshold`` (a model that diverges on
+    some inputs only)."""
+
+    def __init__(self, threshold: float, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+
+    def call(self, inputs):
+        images, scores = inputs
+        bright = keras.ops.mean(keras.ops.cast(images, "float32"), axis=(1, 2, 3)) > self.threshold
+        return keras.ops.where(bright[:, None], float("nan"), scores)
+
+
+def test_a_version_with_some_nan_rows_is_logged_with_them_flagged(offline_run, shapes):
+    """Some rows NaN, the others not: the version is logged whole, NaN rows flagged (a NaN
+    inside the top-k scores lists must not make the column's wandb type Invalid)."""
+    run, read = offline_run
+    means = shapes.images.reshape(len(shapes.images), -1).mean(axis=1)
+    inputs = keras.Input(shapes.images.shape[1:])
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    scores = keras.layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inputs, _NaNWhereBright(float(np.median(means)))([inputs, scores]))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    batch_size=8, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(shapes.images[:8], shapes.labels[:8], epochs=1, callbacks=[cb], verbose=0)
+    (version,) = pred_versions(read(), run.id)
+    table = read().load_table(version, "eval_data")
+    finite = np.array(table.column("finite"))
+    assert finite.tolist() == (means <= np.median(means)).tolist()
+    assert 0 < finite.sum() < len(finite)
+    confidence = np.array(table.column("confidence"), float)
+    assert np.isnan(confidence[~finite]).all() and np.isfinite(confidence[finite]).all()
+    assert any(np.isnan(s).all() for s in np.array(table.column("top_k_scores"), float))
+    assert [m for m in fast_eval_warnings(caught) if "non-finite" in m]
