@@ -139,7 +139,9 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
         ours, stock = fast.manifest.entries[name], slow.manifest.entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         assert vars(ours) == vars(stock)  # field by field, as add_reference builds it
-        assert ours == stock and ours.__pydantic_private__ == stock.__pydantic_private__
+        assert ours == stock  # and pydantic's bookkeeping (wandb >= 0.21), as model_construct's
+        assert (getattr(ours, "__pydantic_private__", None)
+                == getattr(stock, "__pydantic_private__", None))
     assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
 
     pred = _image_table(images, ["b", "b", "c"])
