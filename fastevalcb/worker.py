@@ -87,8 +87,11 @@ class LoggingWorker:
         """For a long job (the data table), between its steps: wait while a hold is on and
         the queue is at most half full, as a new job would."""
         with self._room:
-            while self._held and not self._over_half():
-                self._room.wait()
+            self._wait_while_held()
+
+    def _wait_while_held(self) -> None:  # with self._room held
+        while self._held and not self._over_half():
+            self._room.wait()
 
     def _release(self) -> None:
         with self._room:
@@ -161,14 +164,11 @@ class LoggingWorker:
 
     def _run(self) -> None:
         while True:
-            with self._room:  # held: sleep here, where submit's put does not wake us
-                while self._held and not self._over_half():
-                    self._room.wait()
+            self.pause_while_held()  # held: sleep here, where submit's put does not wake us
             fn, args, nbytes = self._queue.get()
             if fn is not _STOP:
                 with self._room:
-                    while self._held and not self._over_half():  # held while we were in get()
-                        self._room.wait()
+                    self._wait_while_held()  # a hold that began while we were in get()
                     self._waiting -= 1
                     self._waiting_bytes -= nbytes
                     self._room.notify_all()

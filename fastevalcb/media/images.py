@@ -17,6 +17,7 @@ encoded differently (so their sha256, size and media file names differ).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -122,8 +123,9 @@ def encode_images(
     """
     items = _image_list(images)
     workers = max_workers or os.cpu_count() or 1
-    return _Chunked(_pool(workers), workers, _encode_one, items,
-                    [compress_level] * len(items)).results()
+    return _Chunked(_pool(workers), workers,
+                    functools.partial(_encode_one, compress_level=compress_level),
+                    items).results()
 
 
 def _write_image(image, path: str, compress_level: int, stager=None):
@@ -241,11 +243,10 @@ def build_images(
     def paths(suffix: str) -> list[str]:  # temp files, unless staged straight away
         return [""] * n if stager is not None else [tmp_name(tmp, suffix) for _ in range(n)]
 
-    levels, stagers = [compress_level] * n, [stager] * n
-    image_files = _Chunked(pool, workers, _write_image, items, paths(tables.IMAGE_SUFFIX),
-                           levels, stagers)
-    mask_files = {key: _Chunked(pool, workers, _write_mask, list(arr),
-                                paths(tables.MASK_SUFFIX), levels, stagers)
+    write_image = functools.partial(_write_image, compress_level=compress_level, stager=stager)
+    write_mask = functools.partial(_write_mask, compress_level=compress_level, stager=stager)
+    image_files = _Chunked(pool, workers, write_image, items, paths(tables.IMAGE_SUFFIX))
+    mask_files = {key: _Chunked(pool, workers, write_mask, list(arr), paths(tables.MASK_SUFFIX))
                   for key, arr in mask_arrays.items()}
     # Box payloads are GIL-bound Python; build them while the pool deflates.
     if table_only:

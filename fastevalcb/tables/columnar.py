@@ -119,12 +119,15 @@ class ColumnarTable(wandb.Table):
     # -- filling ------------------------------------------------------------------
     def add_data(self, *data: Any) -> None:
         """Append one row; its values must match the declared columns in order."""
+        self._check_row(data)
+        self.data.append(list(data))
+
+    def _check_row(self, data: Sequence[Any]) -> None:
         if len(data) != len(self.columns):
             raise TableSchemaError(
                 f"add_data got {len(data)} values, expected {len(self.columns)} "
                 f"for columns {self.columns}"
             )
-        self.data.append(list(data))
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
         """Append rows given as whole columns: ``{name: array or list}``.
@@ -350,7 +353,7 @@ def _value_key(value: Any) -> Any:
     if kind in _SCALAR_SET:
         return kind
     if kind is list:
-        return (list, len(value), type(value[0]) if value else None)
+        return _scalar_list_key(value)
     if isinstance(value, wandb.Image) and _is_plain_image(value):
         return "plain image"
     return None

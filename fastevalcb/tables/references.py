@@ -312,8 +312,14 @@ class MediaIndex:
         entry = artifact._added_local_paths.get(image._path)  # wandb-internal
         if entry is None:
             return _json_helper(image, artifact)
-        out = {"path": entry.path, "sha256": image._sha256, "_type": "image-file",
-               "format": image.format, "width": image._width, "height": image._height}
-        if image._caption is not None:
-            out = {"caption": image._caption, **out}
-        return out
+        return image_file_json(image, entry.path)
+
+
+def image_file_json(image: wandb.Image, entry_path: str) -> dict[str, Any]:
+    """What ``image.to_json(artifact)`` writes for the image's own file once it is the
+    artifact's entry ``entry_path`` (its layers and class set aside)."""
+    out = {"path": entry_path, "sha256": image._sha256, "_type": "image-file",  # wandb-internal
+           "format": image.format, "width": image._width, "height": image._height}
+    if image._caption is not None:
+        out["caption"] = image._caption
+    return out

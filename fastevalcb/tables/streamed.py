@@ -22,7 +22,7 @@ from fastevalcb.tables.columnar import (
     _gc_paused, _image_signature, _uniform_representative, _value_key,
 )
 from fastevalcb.tables.media_objects import release_pixels
-from fastevalcb.tables.references import ImageColumn, MediaIndex
+from fastevalcb.tables.references import ImageColumn, MediaIndex, image_file_json
 
 
 class StreamedTable(ColumnarTable):
@@ -55,11 +55,7 @@ class StreamedTable(ColumnarTable):
         self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
 
     def add_data(self, *data: Any) -> None:
-        if len(data) != len(self.columns):
-            raise TableSchemaError(
-                f"add_data got {len(data)} values, expected {len(self.columns)} "
-                f"for columns {self.columns}"
-            )
+        self._check_row(data)
         self.add_columns({name: [value] for name, value in zip(self.columns, data)})
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
@@ -112,7 +108,9 @@ class StreamedTable(ColumnarTable):
         a batch whose values are all of a kind already merged costs no wandb type work)."""
         uniform = _uniform_representative(column)
         key = None if uniform is None else _value_key(uniform[0])
-        if key is None and column and all(isinstance(v, wandb.Image) for v in column):
+        if uniform is not None:
+            column = uniform  # all values have its type: one representative is enough
+        elif column and all(isinstance(v, wandb.Image) for v in column):
             signatures = set(map(_image_signature, column))  # all one type when one signature
             if len(signatures) == 1:
                 key, column = ("image", signatures.pop()), column[:1]
@@ -136,10 +134,7 @@ class StreamedTable(ColumnarTable):
                 or ((image._boxes or image._masks) and image._classes is None)
                 or any(not isinstance(b, BoundingBoxes2D) for b in (image._boxes or {}).values())):
             return _json_helper(image, artifact)  # a file wandb still has to add
-        out = {"path": local[image._path].path, "sha256": image._sha256, "_type": "image-file",
-               "format": image.format, "width": image._width, "height": image._height}
-        if image._caption is not None:
-            out["caption"] = image._caption
+        out = image_file_json(image, local[image._path].path)
         if image._classes is not None:
             out["classes"] = self._classes_json(image._classes)
         if image._boxes:
