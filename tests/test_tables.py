@@ -19,6 +19,9 @@ from wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler import WBLoc
 from fastevalcb.media import build_images
 from fastevalcb.tables import CLIENT_REF_SCHEME, ColumnarTable, TableSchemaError
 from fastevalcb.types import PackedDetections
+from fastevalcb.tables.references import ImageColumn, MediaFiles
+from fastevalcb.tables.media_objects import IMAGE_DIR, IMAGE_SUFFIX
+from fastevalcb.tables.staging import EntryRows, EntryView
 
 
 def _table_json(artifact, table, name="t"):
@@ -198,21 +201,73 @@ def test_staged_files_are_the_entries_add_file_makes(wandb_env):
     stock_json, _ = _staged_table(stock_art, None)  # temp files, copied by add_file
     ours_json, image = _staged_table(ours_art, Stager(ours_art))
     assert ours_json == stock_json  # same names, digests and sizes in the table JSON
-    stock_entries = {k: v for k, v in stock_art.manifest.entries.items() if k != "t.table.json"}
-    ours_entries = {k: v for k, v in ours_art.manifest.entries.items() if k != "t.table.json"}
-    assert sorted(ours_entries) == sorted(stock_entries) and len(ours_entries) == 3  # + classes
-    for name, stock in stock_entries.items():
-        ours = ours_entries[name]
+    ours_entries = ours_art.manifest.entries
+    assert isinstance(ours_entries, EntryRows)  # the staged files are rows, not objects
+    stock_names = sorted(k for k in stock_art.manifest.entries if k != "t.table.json")
+    assert sorted(k for k in ours_entries if k != "t.table.json") == stock_names
+    assert len(stock_names) == 3  # image, mask, class set
+    views = dict(ours_entries.items())
+    for name in stock_names:
+        stock, ours = stock_art.manifest.entries[name], ours_entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         skip = {"local_path"}
         assert ({k: v for k, v in vars(ours).items() if k not in skip}
                 == {k: v for k, v in vars(stock).items() if k not in skip}), name
+        if not name.startswith("media/classes/"):  # wandb adds the class set itself
+            _assert_view_reads_as(views[name], ours)
         # The staging copy is the media file itself, read-only like add_file's copy.
         assert open(ours.local_path, "rb").read() == open(stock.local_path, "rb").read()
         assert os.stat(ours.local_path).st_mode & 0o777 == os.stat(stock.local_path).st_mode & 0o777
-    assert image._path == ours_art.manifest.entries[ours_json["data"][0][1]["path"]].local_path
-    assert ours_art._added_local_paths[image._path] is ours_art.manifest.entries[
-        ours_json["data"][0][1]["path"]]  # wandb-internal the Stager fills
+    entry_path = ours_json["data"][0][1]["path"]
+    assert image._path == ours_entries[entry_path].local_path
+    # wandb-internal the Stager fills: its files resolve by path, without a key each
+    assert ours_art.get_added_local_path_name(image._path) == entry_path
+    assert vars(ours_art._added_local_paths[image._path]) == vars(ours_entries[entry_path])
+    assert f"{image._path}-not-staged" not in ours_art._added_local_paths
+
+
+def _assert_view_reads_as(view, entry):
+    """An EntryView gives wandb's logging path what the entry it stands for gives."""
+    assert isinstance(view, EntryView)
+    for field in ("path", "digest", "size", "ref", "local_path", "birth_artifact_id",
+                  "skip_cache", "extra"):
+        assert getattr(view, field) == getattr(entry, field), field
+    assert view.to_json() == entry.to_json()  # what large manifests are written from
+
+
+def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
+    """An artifact whose entries are rows makes the manifest record, digest and size that
+    the same entries as objects make (wandb-internal: interface._make_artifact_manifest)."""
+    from wandb.sdk.interface.interface import InterfaceBase
+
+    from fastevalcb.tables import MediaIndex, Stager
+    from fastevalcb.tables.staging import entry_rows
+
+    rng = np.random.default_rng(1)
+    data = wandb.Artifact("data", "dataset")
+    stager = Stager(data)
+    images = build_images(rng.integers(0, 255, (5, 4, 6, 3), dtype=np.uint8), stager=stager)
+    images += build_images(np.zeros((2, 4, 6, 3), np.uint8), stager=stager)  # a duplicate
+    files = MediaFiles.of(images, stager, IMAGE_DIR, IMAGE_SUFFIX)
+    pred = wandb.Artifact("pred", "evaluation")
+    MediaIndex.from_files(data, [files]).add_column_references(
+        pred, ImageColumn(files, slice(0, len(files))))
+    assert len(data.manifest.entries) == 6 and len(pred.manifest.entries) == 6
+    for artifact in (data, pred):
+        rows = artifact.manifest.entries
+        assert isinstance(rows, EntryRows) and entry_rows(artifact) is rows
+        objects = wandb.Artifact(artifact.name, artifact.type)
+        objects.manifest.entries.update({name: rows[name] for name in rows})
+        assert type(objects.manifest.entries) is dict
+        assert artifact.manifest.digest() == objects.manifest.digest()
+        assert artifact.manifest.size() == objects.manifest.size()
+        assert artifact.manifest.to_manifest_json() == objects.manifest.to_manifest_json()
+        make = InterfaceBase._make_artifact_manifest
+        assert make(None, artifact.manifest) == make(None, objects.manifest)
+        for name, view in rows.items():
+            _assert_view_reads_as(view, rows[name])
+
+
 @pytest.mark.parametrize("columns", [["epoch", "", "pred"], ["epoch", "  "]])
 def test_blank_column_names_are_refused_like_duplicates(columns):
     from fastevalcb.tables import validate_columns
@@ -386,7 +441,7 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     data = wandb.Artifact("data", "dataset")
     stager = Stager(data)
     parts = [MediaFiles.of(build_images(rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
-                                        stager=stager), data, IMAGE_DIR, IMAGE_SUFFIX)
+                                        stager=stager), stager, IMAGE_DIR, IMAGE_SUFFIX)
              for _ in range(2)]
     files = MediaFiles.concat(parts)
     assert len(files) == 8
@@ -407,7 +462,7 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
         [im._masks["m"] for im in build_images(
             rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
             masks={"m": (np.arange(4 * 35) % 2).astype(np.uint8).reshape(4, 5, 7)},
-            class_labels={0: "a", 1: "b"}, stager=stager)], data, MASK_DIR, MASK_SUFFIX)
+            class_labels={0: "a", 1: "b"}, stager=stager)], stager, MASK_DIR, MASK_SUFFIX)
         for _ in range(2)])
     index = MediaIndex.from_files(data, [files, mask_files])
 

@@ -37,9 +37,11 @@ def log_data_artifact(
     add_table(artifact, table, table_name)
     index = index if index is not None else MediaIndex.from_table(artifact, table)
     if run.offline:
-        run.log_artifact(artifact)
+        with _gc_paused():  # see log_pred_artifact
+            run.log_artifact(artifact)
     else:
-        run.use_artifact(artifact)
+        with _gc_paused():
+            run.use_artifact(artifact)
         artifact.wait()
     for row in table.data:
         for cell in row:
@@ -195,7 +197,10 @@ def log_pred_artifact(
             if isinstance(table, ColumnarTable):
                 table.media_index = media_index
     add_table(artifact, table, table_name)
-    run.log_artifact(artifact, aliases=aliases)
+    # wandb builds the manifest record from a view per entry, all alive at once: with the
+    # collector on, they set off full collections of the whole heap (TF, Keras, numba).
+    with _gc_paused():
+        run.log_artifact(artifact, aliases=aliases)
     release_table(table)
     _uncache(artifact)
     return artifact

@@ -4,7 +4,7 @@ that pred versions get instead of copies (:class:`MediaIndex`)."""
 
 from __future__ import annotations
 
-import base64
+import binascii
 import itertools
 import json
 from collections.abc import Iterable, Sequence
@@ -17,7 +17,7 @@ from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
 from wandb.sdk.data_types.utils import _json_helper
 
 from fastevalcb.tables.media_objects import FileInfo, new_image, new_image_mask
-from fastevalcb.tables.staging import _new_entry
+from fastevalcb.tables.staging import Stager, _new_entry, entry_rows, local_entry_name
 
 
 CLIENT_REF_SCHEME = "wandb-client-artifact"
@@ -52,7 +52,7 @@ class MediaFiles:
         md5: ``(N, 16)`` uint8, the entry digest (its first 10 bytes, hex, name the entry).
         size: ``(N,)`` int64 bytes.
         width, height: ``(N,)`` int32 (images; 0 for masks).
-        stager_prefix: the staging file names' common part (``<dir>/fastevalcb-<hex>-``).
+        stager_prefix: the staging file names' common part (``<dir>/fastevalcb-<hex>/f-``).
         media_subdir, suffix: entry names are ``<media_subdir>/<md5 hex[:20]><suffix>``.
     """
 
@@ -62,34 +62,38 @@ class MediaFiles:
         self.media_subdir, self.suffix, self.stager_prefix = media_subdir, suffix, stager_prefix
         self.counter, self.sha256, self.md5 = counter, sha256, md5
         self.size, self.width, self.height = size, width, height
+        self._md5 = memoryview(np.ascontiguousarray(md5)).cast("B")  # fast reads of a row
         self._row_of = np.full(int(counter.max()) + 1 if len(counter) else 0, -1, np.int64)
         self._row_of[counter] = np.arange(len(counter))
 
     @classmethod
-    def of(cls, media: Sequence[Media], artifact: wandb.Artifact, media_subdir: str,
+    def of(cls, media: Sequence[Media], stager: Stager, media_subdir: str,
            suffix: str) -> MediaFiles:
-        """The files of ``media`` (one batch), which a :class:`Stager` wrote into ``artifact``."""
+        """The files of ``media`` (one batch), which ``stager`` wrote."""
         n = len(media)
         paths = [m._path for m in media]  # wandb-internal (Media._path, _sha256, _size)
-        entries = [artifact._added_local_paths[path] for path in paths]  # wandb-internal
-        prefixes, _, numbers = zip(*(path.rpartition("-") for path in paths)) if n else ((),) * 3
-        stager_prefix = prefixes[0] + "-" if n else ""
+        staged = stager.files
+        start = len(staged.prefix)
+        numbers = [path[start:] for path in paths]
+        if not all(path.startswith(staged.prefix) and number.isdigit()
+                   for path, number in zip(paths, numbers)):
+            raise ValueError("MediaFiles.of: files not written by this Stager (media files "
+                             "of a task callback's data table are staged by "
+                             "fastevalcb.tables.Stager)")
+        counter = np.array(numbers, np.int64).reshape(n)
         files = cls(
-            media_subdir, suffix, stager_prefix,
-            counter=np.array(numbers, np.int64).reshape(n),
+            media_subdir, suffix, staged.prefix, counter=counter,
             sha256=np.frombuffer(bytes.fromhex("".join(m._sha256 for m in media)),
                                  np.uint8).reshape(n, 32),
-            md5=np.frombuffer(b"".join(base64.standard_b64decode(e.digest) for e in entries),
-                              np.uint8).reshape(n, 16),
+            md5=np.frombuffer(staged.digests(counter.tolist()), np.uint8).reshape(n, 16),
             size=np.array([m._size for m in media], np.int64).reshape(n),
             width=np.array([getattr(m, "_width", 0) for m in media], np.int32).reshape(n),
             height=np.array([getattr(m, "_height", 0) for m in media], np.int32).reshape(n))
-        names = files.entry_names(slice(0, n))
-        for path, prefix, entry, name in zip(paths, prefixes, entries, names):
-            if prefix + "-" != stager_prefix or entry.path != name:
-                raise ValueError(
-                    f"{path} is not a file the Stager wrote as {entry.path} (media files of "
-                    "a task callback's data table are staged by fastevalcb.tables.Stager)")
+        for number, name in zip(counter.tolist(), files.entry_names(slice(0, n))):
+            if staged.name(number) != name:
+                raise ValueError(f"{staged.local_path(number)} is staged as "
+                                 f"{staged.name(number)}, not as a {media_subdir}/*{suffix} "
+                                 "file")
         return files
 
     @classmethod
@@ -112,23 +116,28 @@ class MediaFiles:
                 int(self.size[i]))
 
     def entry_name(self, i: int) -> str:
-        return f"{self.media_subdir}/{self.md5[i, :10].tobytes().hex()}{self.suffix}"
+        return f"{self.media_subdir}/{self._md5[16 * i:16 * i + 10].hex()}{self.suffix}"
 
     def entry_names(self, rows: slice) -> list[str]:
         return [f"{self.media_subdir}/{h}{self.suffix}" for h in _hex_rows(self.md5[rows, :10])]
 
     def digest(self, i: int) -> str:
-        return base64.standard_b64encode(self.md5[i].tobytes()).decode("ascii")
+        return binascii.b2a_base64(self._md5[16 * i:16 * i + 16], newline=False).decode()
 
     def row(self, path: str) -> int | None:
         """The row of a staging path, or None when it is not one of these files."""
-        prefix, _, number = path.rpartition("-")
-        if prefix + "-" != self.stager_prefix or not number.isdigit():
+        number = path[len(self.stager_prefix):]
+        if not path.startswith(self.stager_prefix) or not number.isdigit():
             return None
         counter = int(number)
         if counter >= len(self._row_of) or self._row_of[counter] < 0:
             return None
         return int(self._row_of[counter])
+
+    def name_of_path(self, path: str) -> str | None:
+        """The entry name of a staging path, or None when it is not one of these files."""
+        row = self.row(path)
+        return None if row is None else self.entry_name(row)
 
 
 def _hex_rows(arr: np.ndarray) -> list[str]:
@@ -211,6 +220,7 @@ class MediaIndex:
         self.client_id: str = artifact._client_id  # wandb-internal
         self._entry_by_local_path = entry_by_local_path or {}
         self._files = [f for f in files if f is not None]
+        self._sources: dict[int, _References] = {}  # id(files) -> its reference rows
 
     @classmethod
     def from_table(cls, artifact: wandb.Artifact, table: wandb.Table) -> MediaIndex:
@@ -230,20 +240,24 @@ class MediaIndex:
     def __len__(self) -> int:
         return len(self._entry_by_local_path) + sum(len(f) for f in self._files)
 
-    def _lookup(self, media: Media) -> tuple[str, str] | None:
-        """``(entry name, digest)`` of a media object's file in the data artifact."""
+    def _lookup(self, media: Media) -> tuple[str, str] | tuple[MediaFiles, int] | None:
+        """A media object's file in the data artifact: ``(entry name, digest)`` (tables'
+        files), ``(MediaFiles, row)`` (staged files), or None."""
         found = self._entry_by_local_path.get(media._path)
         if found is not None or not self._files:
             return found
         for files in self._files:
             row = files.row(media._path)
             if row is not None:
-                return files.entry_name(row), files.digest(row)
+                return files, row
         return None
 
     def entry_name(self, media: Media) -> str | None:
         found = self._lookup(media)
-        return None if found is None else found[0]
+        if found is None or isinstance(found[0], str):
+            return None if found is None else found[0]
+        files, row = found
+        return files.entry_name(row)
 
     def reference_uri(self, entry_name: str) -> str:
         return f"{CLIENT_REF_SCHEME}://{self.client_id}/{entry_name}"
@@ -259,8 +273,8 @@ class MediaIndex:
             The number of reference entries added.
         """
         added = 0
-        local_paths = target._added_local_paths  # wandb-internal
-        entries = target.manifest.entries
+        entries = entry_rows(target)
+        local_paths = target._added_local_paths  # wandb-internal (a LocalPaths)
         cells = (itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table)
                  else table)
         for cell in cells:
@@ -271,6 +285,14 @@ class MediaIndex:
                     continue
                 found = self._lookup(media)
                 if found is None:
+                    continue
+                if isinstance(found[0], MediaFiles):  # a staged file: a row of its files
+                    files, row = found
+                    references = self._references(target, files)
+                    name = files.entry_name(row)
+                    if name not in entries:
+                        entries.add_row(name, entries.base(references) + row)
+                        added += 1
                     continue
                 name, digest = found
                 if name not in entries:
@@ -283,19 +305,27 @@ class MediaIndex:
 
     def add_column_references(self, target: wandb.Artifact, column: ImageColumn) -> list[str]:
         """Reference entries of ``target`` for a plain :class:`ImageColumn`'s files, straight
-        from its arrays (what :meth:`add_references` adds for the same images).
+        from its arrays (what :meth:`add_references` adds for the same images): a row each.
 
         Returns:
             The entry names, one per row.
         """
-        entries = target.manifest.entries
+        entries = entry_rows(target)
+        base = entries.base(self._references(target, column.files)) + column.rows.start
         names = column.entry_names()
-        md5 = column.files.md5[column.rows].tobytes()
+        add = entries.add_row
         for i, name in enumerate(names):
-            if name not in entries:
-                digest = base64.standard_b64encode(md5[16 * i:16 * i + 16]).decode("ascii")
-                entries[name] = self.reference_entry(name, digest)
+            add(name, base + i)
         return names
+
+    def _references(self, target: wandb.Artifact, files: MediaFiles) -> _References:
+        """``files`` as reference entries of ``target`` (one source per data-table kind,
+        whose staging paths ``target``'s local paths resolve)."""
+        references = self._sources.get(id(files))
+        if references is None:
+            references = self._sources[id(files)] = _References(files, self.client_id)
+        target._added_local_paths.add_resolver(files.stager_prefix, files.name_of_path)
+        return references
 
     def reference_entry(self, entry_name: str, digest: str) -> ArtifactManifestEntry:
         """A new manifest entry referencing ``entry_name`` (of ``digest``) of the data artifact.
@@ -309,10 +339,33 @@ class MediaIndex:
     def image_json(self, image: wandb.Image, artifact: wandb.Artifact) -> dict[str, Any]:
         """``image.to_json(artifact)`` of a plain image whose file is already an entry of
         ``artifact`` (a reference to the data artifact), without wandb's per-image work."""
-        entry = artifact._added_local_paths.get(image._path)  # wandb-internal
-        if entry is None:
+        name = local_entry_name(artifact, image._path)
+        if name is None:
             return _json_helper(image, artifact)
-        return image_file_json(image, entry.path)
+        return image_file_json(image, name)
+
+
+class _References:
+    """:class:`~fastevalcb.tables.staging.EntrySource`: a data table's staged files as
+    reference entries of a pred version (``add_reference`` of their client URI)."""
+
+    def __init__(self, files: MediaFiles, client_id: str) -> None:
+        self.files, self.client_id = files, client_id
+
+    def name(self, row: int) -> str:
+        return self.files.entry_name(row)
+
+    def digest(self, row: int) -> str:
+        return self.files.digest(row)
+
+    def size(self, row: int) -> int:
+        return 0
+
+    def ref(self, name: str) -> str:
+        return f"{CLIENT_REF_SCHEME}://{self.client_id}/{name}"
+
+    def local_path(self, row: int) -> None:
+        return None
 
 
 def image_file_json(image: wandb.Image, entry_path: str) -> dict[str, Any]:

@@ -1,15 +1,17 @@
-"""Staging media files straight into an artifact: :class:`Stager` and the manifest
-entries it (and :class:`~fastevalcb.tables.references.MediaIndex`) makes."""
+"""Staging media files straight into an artifact (:class:`Stager`), and the manifest
+entries that many files make, kept as rows (:class:`EntryRows`)."""
 
 from __future__ import annotations
 
-import base64
+import array
+import binascii
 import hashlib
-import itertools
 import os
 import stat
 import threading
-from typing import Any
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import wandb
 from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
@@ -17,6 +19,193 @@ from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.lib.paths import LogicalPath
 
 from fastevalcb.tables.media_objects import FileInfo
+
+
+# ---------------------------------------------------------------------------------
+# Entries as rows: one int per entry in the manifest, not an entry object
+# ---------------------------------------------------------------------------------
+class EntrySource(Protocol):
+    """Where the fields of some of an artifact's entries are kept, one row per file."""
+
+    def name(self, row: int) -> str: ...
+    def digest(self, row: int) -> str: ...
+    def size(self, row: int) -> int: ...
+    def ref(self, name: str) -> str | None: ...  # of the row named ``name``
+    def local_path(self, row: int) -> str | None: ...
+
+
+_NO_EXTRA = MappingProxyType({})
+
+
+class EntryView:
+    """A manifest entry read from its row: the fields wandb reads when it logs an artifact
+    (``_make_artifact_manifest``, the manifest's digest and size); anything else is read
+    from the :class:`ArtifactManifestEntry` the row stands for, built on demand."""
+
+    __slots__ = ("path", "_source", "_row")
+    birth_artifact_id = None
+    skip_cache = False
+
+    def __init__(self, path: str, source: EntrySource, row: int) -> None:
+        self.path, self._source, self._row = path, source, row
+
+    digest = property(lambda self: self._source.digest(self._row))
+    size = property(lambda self: self._source.size(self._row))
+    ref = property(lambda self: self._source.ref(self.path))
+    local_path = property(lambda self: self._source.local_path(self._row))
+    extra = _NO_EXTRA
+
+    def entry(self) -> ArtifactManifestEntry:
+        return _source_entry(self._source, self._row)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.entry(), name)
+
+
+class EntryRows(dict):
+    """An artifact's ``manifest.entries`` (wandb-internal) whose entries of many files are
+    rows of arrays: entry name -> an int (source and row) instead of an entry object.
+
+    An :class:`ArtifactManifestEntry` with its pydantic bookkeeping is ~1.1 KB and three
+    objects the garbage collector tracks; a 200k-image data table or pred version makes
+    one per file. Here a file costs its name and an int, and the dict stays untracked by
+    the collector. Single lookups (``[name]``, ``get``) build the real entry; iterating
+    (``values``, ``items``: what wandb does when it logs the artifact) yields
+    :class:`EntryView` objects. Any other value (an entry wandb adds itself) is kept as
+    it is.
+    """
+
+    _SHIFT = 40
+    _ROW = (1 << _SHIFT) - 1
+
+    def __init__(self, entries: dict | None = None) -> None:
+        super().__init__(entries or {})
+        self._sources: list[EntrySource] = []
+        self._base: dict[int, int] = {}  # id(source) -> its rows' first int
+
+    def base(self, source: EntrySource) -> int:
+        """The int of ``source``'s row 0 (rows are ``base + row``)."""
+        found = self._base.get(id(source))
+        if found is None:
+            found = self._base[id(source)] = len(self._sources) << self._SHIFT
+            self._sources.append(source)
+        return found
+
+    def add_row(self, name: str, value: int) -> None:
+        """Make row ``value`` (``base(source) + row``) the entry ``name``, unless the
+        artifact has an entry of that name already."""
+        dict.setdefault(self, name, value)
+
+    def _real(self, value: Any) -> Any:
+        if type(value) is not int:
+            return value
+        return _source_entry(self._sources[value >> self._SHIFT], value & self._ROW)
+
+    def _view(self, name: str, value: Any) -> Any:
+        if type(value) is not int:
+            return value
+        return EntryView(name, self._sources[value >> self._SHIFT], value & self._ROW)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._real(dict.__getitem__(self, name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = dict.get(self, name, _MISSING)
+        return default if value is _MISSING else self._real(value)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        return self._real(dict.setdefault(self, name, default))
+
+    def pop(self, name: str, *default: Any) -> Any:
+        return self._real(dict.pop(self, name, *default))
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        view = self._view
+        return (view(name, value) for name, value in dict.items(self))
+
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        view = self._view
+        return ((name, view(name, value)) for name, value in dict.items(self))
+
+    def copy(self) -> dict:
+        return {name: self[name] for name in self}
+
+
+class LocalPaths(dict):
+    """An artifact's ``_added_local_paths`` (wandb-internal: local file -> its entry) that
+    also finds the files of :class:`EntryRows` sources by their path, without a key per
+    file: a ``resolver`` maps a path under its prefix to an entry name, which is the
+    path's entry when the artifact has it."""
+
+    def __init__(self, paths: dict, entries: EntryRows) -> None:
+        super().__init__(paths)
+        self.entries = entries
+        self._resolvers: list[tuple[str, Any]] = []
+
+    def add_resolver(self, prefix: str, resolver: Any) -> None:
+        """``resolver(path)``: the entry name of a file under ``prefix``, or None."""
+        if all(p != prefix or r is not resolver for p, r in self._resolvers):
+            self._resolvers.append((prefix, resolver))
+
+    def entry_name(self, path: str) -> str | None:
+        """The name of the entry for the local file ``path``, or None."""
+        entry = dict.get(self, path)
+        if entry is not None:
+            return entry.path
+        for prefix, resolver in self._resolvers:
+            if path.startswith(prefix):
+                name = resolver(path)
+                if name is not None and dict.__contains__(self.entries, name):
+                    return name
+        return None
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self.entry_name(path) is not None
+
+    def get(self, path: str, default: Any = None) -> Any:
+        entry = dict.get(self, path)
+        if entry is not None:
+            return entry
+        name = self.entry_name(path)
+        return default if name is None else self.entries[name]
+
+    def __getitem__(self, path: str) -> Any:
+        entry = self.get(path)
+        if entry is None:
+            raise KeyError(path)
+        return entry
+
+
+def entry_rows(artifact: wandb.Artifact) -> EntryRows:
+    """The artifact's entries as :class:`EntryRows` (its manifest's and
+    ``_added_local_paths`` dicts replaced, with what they held, the first time)."""
+    manifest = artifact.manifest
+    entries = manifest.entries
+    if not isinstance(entries, EntryRows):
+        entries = EntryRows(entries)
+        # wandb-internal: set past pydantic's validation of the field (wandb >= 0.21)
+        object.__setattr__(manifest, "entries", entries)
+        artifact._added_local_paths = LocalPaths(artifact._added_local_paths, entries)
+    return entries
+
+
+def local_entry_name(artifact: wandb.Artifact, path: str) -> str | None:
+    """The entry name of a local file added to ``artifact`` (``get_added_local_path_name``,
+    without building an entry for a row)."""
+    paths = artifact._added_local_paths  # wandb-internal
+    if isinstance(paths, LocalPaths):
+        return paths.entry_name(path)
+    entry = paths.get(path)
+    return None if entry is None else entry.path
+
+
+def _source_entry(source: EntrySource, row: int) -> ArtifactManifestEntry:
+    name = source.name(row)
+    return _new_entry(name, source.digest(row), source.size(row),
+                      local_path=source.local_path(row), ref=source.ref(name))
+
+
+_MISSING = object()
 
 
 # ---------------------------------------------------------------------------------
@@ -29,9 +218,10 @@ class Stager:
     the staging directory, read it again for its md5 and validate a new manifest entry
     (``Artifact.add_file(path, name, is_tmp=True)``: ~0.6 ms a file, 10x the PNG encode
     of a 32x32 image). Here the encoder thread writes the PNG bytes to their staging file
-    directly, with both digests computed from the bytes in memory, and registers the entry
-    ``add_file`` would have made (same name, digest, size, read-only staging copy), so
-    serializing the table finds every file already added and copies nothing.
+    directly, with both digests computed from the bytes in memory, and the file becomes the
+    entry ``add_file`` would have made (same name, digest, size, read-only staging copy),
+    kept as a row of :attr:`files` (:class:`EntryRows`), so serializing the table finds
+    every file already added and copies nothing.
 
     Thread-safe: encoder threads call :meth:`write` concurrently.
 
@@ -43,11 +233,14 @@ class Stager:
         self.artifact = artifact
         # A folder of its own in the staging dir: creating files in a small folder is
         # ~2x faster than among the staging dir's many, and threads contend less.
-        self.directory = os.path.join(get_staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
-        os.makedirs(self.directory)
+        directory = os.path.join(get_staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
+        os.makedirs(directory)
+        self.files = StagedFiles(f"{directory}/f-")
         self._lock = threading.Lock()
-        self._counter = itertools.count()
         self._xxh = "XXH128" in str(getattr(artifact, "digest_algorithm", ""))
+        self._entries = entry_rows(artifact)
+        self._base = self._entries.base(self.files)
+        artifact._added_local_paths.add_resolver(self.files.prefix, self.files.name_of_path)
 
     def write(self, data: bytes, media_subdir: str, suffix: str) -> FileInfo:
         """Stage ``data`` as the entry ``<media_subdir>/<digest[:20]><suffix>``.
@@ -63,12 +256,14 @@ class Stager:
         """
         if self._xxh:  # wandb-internal: the digest add_file would compute
             from wandb.sdk.lib.hashutil import _xxh128
-            hasher = _xxh128(data)
+            digest = _xxh128(data).digest()
         else:
-            hasher = hashlib.md5(data, usedforsecurity=False)
-        digest = base64.standard_b64encode(hasher.digest()).decode("ascii")
-        name = f"{media_subdir}/{hasher.hexdigest()[:20]}{suffix}"
-        path = f"{self.directory}/f-{next(self._counter)}"
+            digest = hashlib.md5(data, usedforsecurity=False).digest()
+        sha256 = hashlib.sha256(data).hexdigest()
+        files = self.files
+        with self._lock:
+            n = files.append(digest, len(data), (media_subdir, suffix))
+        path = files.local_path(n)
         # Created read-only, as add_file leaves its staging copy (one syscall, no chmod);
         # os.open/os.write skip the buffered file object (a file costs ~20 µs, not ~50).
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR)
@@ -76,12 +271,62 @@ class Stager:
             os.write(fd, data)
         finally:
             os.close(fd)
-        entry = _new_entry(name, digest, len(data), local_path=path)
-        with self._lock:
-            # wandb-internal: what Artifact._add_local_file records
-            self.artifact.manifest.entries.setdefault(name, entry)
-            self.artifact._added_local_paths[path] = self.artifact.manifest.entries[name]
-        return path, hashlib.sha256(data).hexdigest(), len(data)
+        with self._lock:  # the first file of a name is its entry, as add_file keeps
+            self._entries.add_row(files.name(n), self._base + n)
+        return path, sha256, len(data)
+
+
+class StagedFiles:
+    """:class:`EntrySource`: the files a :class:`Stager` wrote, one row per file (its entry
+    digest, size and kind in arrays: ~25 bytes a file). File ``n`` is ``prefix + str(n)``.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._digests = bytearray()  # 16 bytes per file: the entry digest
+        self._sizes = array.array("q")
+        self._kinds = array.array("B")  # per file: index into _kind_names
+        self._kind_names: list[tuple[str, str]] = []  # (media_subdir, suffix)
+
+    def append(self, digest: bytes, size: int, kind: tuple[str, str]) -> int:
+        """Add a file's row (not thread-safe: the Stager locks); returns its number."""
+        if kind not in self._kind_names:
+            self._kind_names.append(kind)
+        self._digests += digest
+        self._sizes.append(size)
+        self._kinds.append(self._kind_names.index(kind))
+        return len(self._sizes) - 1
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def name(self, n: int) -> str:
+        subdir, suffix = self._kind_names[self._kinds[n]]
+        return f"{subdir}/{self._digests[16 * n:16 * n + 10].hex()}{suffix}"
+
+    def digest(self, n: int) -> str:
+        return binascii.b2a_base64(self._digests[16 * n:16 * n + 16], newline=False).decode()
+
+    def digests(self, numbers: Any) -> bytes:
+        """The 16-byte entry digests of files ``numbers``, concatenated."""
+        view = memoryview(self._digests)
+        return b"".join(view[16 * n:16 * n + 16] for n in numbers)
+
+    def size(self, n: int) -> int:
+        return self._sizes[n]
+
+    def ref(self, name: str) -> None:
+        return None
+
+    def local_path(self, n: int) -> str:
+        return f"{self.prefix}{n}"
+
+    def name_of_path(self, path: str) -> str | None:
+        """The entry name of a staging path of these files, or None."""
+        number = path[len(self.prefix):]
+        if not path.startswith(self.prefix) or not number.isdigit() or int(number) >= len(self):
+            return None
+        return self.name(int(number))
 
 
 def _new_entry(path: str, digest: str, size: int, local_path: str | None = None,

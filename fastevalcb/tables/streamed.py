@@ -23,6 +23,7 @@ from fastevalcb.tables.columnar import (
 )
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import ImageColumn, MediaIndex, image_file_json
+from fastevalcb.tables.staging import local_entry_name
 
 
 class StreamedTable(ColumnarTable):
@@ -128,21 +129,21 @@ class StreamedTable(ColumnarTable):
         a :class:`Stager`, or references), without wandb's per-image work: the class set
         is added once per ``Classes`` object, file entries are looked up, not re-added."""
         artifact = self.artifact
-        local = artifact._added_local_paths  # wandb-internal
         files = [image, *(image._masks or {}).values()]  # wandb-internal (_masks, _boxes)
-        if (image._grouping or any(local.get(m._path) is None for m in files)
+        names = [local_entry_name(artifact, m._path) for m in files]
+        if (image._grouping or None in names
                 or ((image._boxes or image._masks) and image._classes is None)
                 or any(not isinstance(b, BoundingBoxes2D) for b in (image._boxes or {}).values())):
             return _json_helper(image, artifact)  # a file wandb still has to add
-        out = image_file_json(image, local[image._path].path)
+        out = image_file_json(image, names[0])
         if image._classes is not None:
             out["classes"] = self._classes_json(image._classes)
         if image._boxes:
             out["boxes"] = {key: box._val for key, box in image._boxes.items()}
         if image._masks:
-            out["masks"] = {key: {"path": local[m._path].path, "sha256": m._sha256,
+            out["masks"] = {key: {"path": name, "sha256": m._sha256,
                                   "_type": ImageMask._log_type}
-                            for key, m in image._masks.items()}
+                            for (key, m), name in zip(image._masks.items(), names[1:])}
         return out
 
     def _classes_json(self, classes: Classes) -> dict[str, Any]:

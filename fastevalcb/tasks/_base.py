@@ -575,12 +575,12 @@ class TaskEvalCallback(WandbEvalCallback):
             rows += len(index)
             self._check_table_size(rows)  # sources of unknown length, as they stream
             batch = columns["image"]
-            images.append(tables.MediaFiles.of(batch, artifact, tables.IMAGE_DIR,
+            images.append(tables.MediaFiles.of(batch, self._stager, tables.IMAGE_DIR,
                                                tables.IMAGE_SUFFIX))
             boxes, layers = tables.image_layers(batch[0])
             if "ground_truth" in layers:
                 masks.append(tables.MediaFiles.of([tables.image_layers(im)[1]["ground_truth"]
-                                                   for im in batch], artifact,
+                                                   for im in batch], self._stager,
                                                   tables.MASK_DIR, tables.MASK_SUFFIX))
             elif not boxes and not layers:  # plain images: serialized from their arrays
                 columns["image"] = tables.ImageColumn(images[-1], slice(0, len(batch)))
