@@ -485,6 +485,11 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert objects_art.manifest.to_manifest_json() == arrays_art.manifest.to_manifest_json()
     ref = arrays_art.manifest.entries[files.entry_name(5)]
     assert ref.ref == index.reference_uri(files.entry_name(5)) and ref.digest == files.digest(5)
+    for art in (objects_art, arrays_art):  # images and masks alike: references, no copy
+        copied = [name for name, entry in art.manifest.entries.items()
+                  if entry.local_path and not name.startswith("media/classes/")]
+        assert copied == ["eval.table.json"]
+        assert mask_files.entry_name(6) in art.manifest.entries
 
 
 def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):

@@ -10,10 +10,12 @@ from typing import Any
 
 import wandb
 from wandb.sdk.artifacts.staging import get_staging_dir
+from wandb.sdk.lib.paths import LogicalPath
 
 from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import MediaIndex
+from fastevalcb.tables.staging import b64_digest, file_hasher
 from fastevalcb.tables.streamed import StreamedTable
 
 
@@ -82,14 +84,20 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
     # it in the artifact's own temp dir, deleted with the artifact or at interpreter exit.
     staged = os.path.join(get_staging_dir(),
                           f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
-    with open(staged, "x", encoding="utf-8") as f:
+    hasher = file_hasher(artifact)
+    with open(staged, "xb") as f:
         if text is None:
-            table.write_json(f)
+            table.write_json(f, hasher)
             table.close()  # the rows live in the staged file now
         else:
-            f.write(text)
+            data = text.encode("utf-8")
+            f.write(data)
+            hasher.update(data)
     os.chmod(staged, stat.S_IRUSR)
-    entry = artifact.add_file(staged, name=path, skip_cache=True, policy="immutable")
+    # add_file(staged, name=path, skip_cache=True, policy="immutable"), with the digest
+    # computed as the file was written instead of reading it back (wandb-internal).
+    entry = artifact._add_local_file(LogicalPath(path), staged, digest=b64_digest(hasher),
+                                     skip_cache=True, policy="immutable")
     artifact._added_objs[id(table)] = (table, entry)  # wandb-internal: as Artifact.add does
     if table._artifact_target is None:
         table._set_artifact_target(artifact, entry.path)

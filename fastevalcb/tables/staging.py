@@ -140,19 +140,21 @@ class LocalPaths(dict):
     def __init__(self, paths: dict, entries: EntryRows) -> None:
         super().__init__(paths)
         self.entries = entries
-        self._resolvers: list[tuple[str, Any]] = []
+        self._resolvers: dict[tuple, tuple[str, Any]] = {}  # one per set of files
 
     def add_resolver(self, prefix: str, resolver: Any) -> None:
-        """``resolver(path)``: the entry name of a file under ``prefix``, or None."""
-        if all(p != prefix or r is not resolver for p, r in self._resolvers):
-            self._resolvers.append((prefix, resolver))
+        """``resolver(path)``: the entry name of a file under ``prefix`` (a staging folder)
+        of one set of files, or None. A set's resolver is added once (several sets, such
+        as a data table's images and masks, can share a folder)."""
+        files = getattr(resolver, "__self__", resolver)  # a bound method: its set of files
+        self._resolvers.setdefault((prefix, id(files)), (prefix, resolver))
 
     def entry_name(self, path: str) -> str | None:
         """The name of the entry for the local file ``path``, or None."""
         entry = dict.get(self, path)
         if entry is not None:
             return entry.path
-        for prefix, resolver in self._resolvers:
+        for prefix, resolver in self._resolvers.values():
             if path.startswith(prefix):
                 name = resolver(path)
                 if name is not None and dict.__contains__(self.entries, name):
@@ -237,7 +239,7 @@ class Stager:
         os.makedirs(directory)
         self.files = StagedFiles(f"{directory}/f-")
         self._lock = threading.Lock()
-        self._xxh = "XXH128" in str(getattr(artifact, "digest_algorithm", ""))
+        self._hasher = file_hasher(artifact)  # a fresh one, copied per file
         self._entries = entry_rows(artifact)
         self._base = self._entries.base(self.files)
         artifact._added_local_paths.add_resolver(self.files.prefix, self.files.name_of_path)
@@ -254,11 +256,9 @@ class Stager:
         Returns:
             ``(staging path, sha256 hex, size)``: the media object's file.
         """
-        if self._xxh:  # wandb-internal: the digest add_file would compute
-            from wandb.sdk.lib.hashutil import _xxh128
-            digest = _xxh128(data).digest()
-        else:
-            digest = hashlib.md5(data, usedforsecurity=False).digest()
+        hasher = self._hasher.copy()
+        hasher.update(data)
+        digest = hasher.digest()
         sha256 = hashlib.sha256(data).hexdigest()
         files = self.files
         with self._lock:
@@ -327,6 +327,20 @@ class StagedFiles:
         if not path.startswith(self.prefix) or not number.isdigit() or int(number) >= len(self):
             return None
         return self.name(int(number))
+
+
+def file_hasher(artifact: wandb.Artifact) -> Any:
+    """A new hashlib-like object for the digest ``add_file`` computes for a file of
+    ``artifact``: md5, or xxh128 where the artifact uses it (wandb-internal)."""
+    if "XXH128" in str(getattr(artifact, "digest_algorithm", "")):
+        from wandb.sdk.lib.hashutil import _xxh128
+        return _xxh128()
+    return hashlib.md5(usedforsecurity=False)
+
+
+def b64_digest(hasher: Any) -> str:
+    """The entry digest of what ``hasher`` was fed (base64, as wandb writes it)."""
+    return binascii.b2a_base64(hasher.digest(), newline=False).decode()
 
 
 def _new_entry(path: str, digest: str, size: int, local_path: str | None = None,

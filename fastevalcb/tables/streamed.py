@@ -49,7 +49,7 @@ class StreamedTable(ColumnarTable):
         self.artifact = artifact
         self.media_index = media_index
         self.nrows = 0
-        self._rows: Any = None  # the rows' JSON text so far (a temporary file)
+        self._rows: Any = None  # the rows' JSON text so far, UTF-8 (a temporary file)
         self._closed = False
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
@@ -96,10 +96,10 @@ class StreamedTable(ColumnarTable):
         if fragments:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
         if self._rows is None:
-            self._rows = tempfile.TemporaryFile("w+", encoding="utf-8")
+            self._rows = tempfile.TemporaryFile("w+b")
         else:
-            self._rows.write(", ")
-        self._rows.write(text[1:-1])
+            self._rows.write(b", ")
+        self._rows.write(text[1:-1].encode("utf-8"))
         self.nrows += n
         for cell in itertools.chain.from_iterable(media):
             release_pixels(cell)
@@ -180,14 +180,17 @@ class StreamedTable(ColumnarTable):
 
     def json_text(self) -> str:
         """The table's JSON, as ``json.dumps(table.to_json(artifact), sort_keys=True)``."""
-        return "".join(self._json_parts())
+        return b"".join(self._json_parts()).decode("utf-8")
 
-    def write_json(self, f: Any) -> None:
-        """Write :meth:`json_text` to the text file ``f`` piece by piece (no whole copy)."""
+    def write_json(self, f: Any, hasher: Any = None) -> None:
+        """Write :meth:`json_text`, UTF-8, to the binary file ``f`` piece by piece (no whole
+        copy), feeding ``hasher`` (a hashlib object) the same bytes."""
         for part in self._json_parts():
             f.write(part)
+            if hasher is not None:
+                hasher.update(part)
 
-    def _json_parts(self) -> Iterator[str]:
+    def _json_parts(self) -> Iterator[bytes]:
         head = {
             "_type": wandb.Table._log_type,
             "columns": self.columns,
@@ -199,13 +202,13 @@ class StreamedTable(ColumnarTable):
             "log_mode": self.log_mode,
         }
         before, after = json.dumps(head, sort_keys=True).split(_ROWS_JSON)
-        yield before + "["
+        yield (before + "[").encode("utf-8")
         if self._rows is not None:
             self._rows.seek(0)
             while block := self._rows.read(1 << 20):
                 yield block
             self._rows.seek(0, os.SEEK_END)
-        yield "]" + after
+        yield ("]" + after).encode("utf-8")
 
     def close(self) -> None:
         """Delete the rows' text (after the table's JSON is written)."""
