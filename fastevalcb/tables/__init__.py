@@ -7,7 +7,9 @@ changes it (the supported wandb range in ``pyproject.toml`` is what those tests 
 One stage per module, each depending only on those above it:
 
 * ``media_objects``: wandb media objects built from files we already wrote.
-* ``staging``: :class:`Stager`, media files written straight into an artifact's staging.
+* ``staging``: :class:`Stager`, media files written straight into an artifact's staging,
+  and :class:`~fastevalcb.tables.staging.EntryRows`, the manifest entries of many files
+  kept as rows (an int per file, not an entry object; wandb reads them as views).
 * ``references``: a data table's files as arrays (:class:`MediaFiles`, :class:`ImageColumn`)
   and the reference entries pred versions get (:class:`MediaIndex`).
 * ``columnar``: :class:`ColumnarTable` and the JSON / type helpers every table shares.

@@ -70,33 +70,30 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
         if table.artifact is not artifact:
             raise ValueError("a StreamedTable can only be added to the artifact it was "
                              "serialized into")
-        text = None
-    elif isinstance(table, ColumnarTable):
-        fragments: list[str] = []
-        with _gc_paused():
-            text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
-        if fragments:
-            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+        staged, digest = table.finish()  # written already, into wandb's staging dir
     else:
-        text = json.dumps(table.to_json(artifact), sort_keys=True)
-    # Written straight into wandb's staging dir and added as is ("immutable": no second
-    # copy), as new_file + its staging copy would leave it; wandb < 0.21's new_file kept
-    # it in the artifact's own temp dir, deleted with the artifact or at interpreter exit.
-    staged = os.path.join(get_staging_dir(),
-                          f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
-    hasher = file_hasher(artifact)
-    with open(staged, "xb") as f:
-        if text is None:
-            table.write_json(f, hasher)
-            table.close()  # the rows live in the staged file now
+        if isinstance(table, ColumnarTable):
+            fragments: list[str] = []
+            with _gc_paused():
+                text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
+            if fragments:
+                text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
         else:
-            data = text.encode("utf-8")
+            text = json.dumps(table.to_json(artifact), sort_keys=True)
+        # Written straight into wandb's staging dir and added as is ("immutable": no second
+        # copy), as new_file + its staging copy would leave it; wandb < 0.21's new_file kept
+        # it in the artifact's own temp dir, deleted with the artifact or at exit.
+        staged = os.path.join(get_staging_dir(),
+                              f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
+        data, hasher = text.encode("utf-8"), file_hasher(artifact)
+        hasher.update(data)
+        with open(staged, "xb") as f:
             f.write(data)
-            hasher.update(data)
-    os.chmod(staged, stat.S_IRUSR)
+        os.chmod(staged, stat.S_IRUSR)
+        digest = b64_digest(hasher)
     # add_file(staged, name=path, skip_cache=True, policy="immutable"), with the digest
     # computed as the file was written instead of reading it back (wandb-internal).
-    entry = artifact._add_local_file(LogicalPath(path), staged, digest=b64_digest(hasher),
+    entry = artifact._add_local_file(LogicalPath(path), staged, digest=digest,
                                      skip_cache=True, policy="immutable")
     artifact._added_objs[id(table)] = (table, entry)  # wandb-internal: as Artifact.add does
     if table._artifact_target is None:

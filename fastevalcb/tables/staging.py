@@ -58,8 +58,33 @@ class EntryView:
     def entry(self) -> ArtifactManifestEntry:
         return _source_entry(self._source, self._row)
 
+    def to_json(self) -> dict[str, Any]:
+        """``entry().to_json()`` (what wandb writes a manifest of >100k entries from) built
+        from the row: the keys the real entry of this source's first view wrote, which
+        are the same for every row of a source (wandb releases differ in which they
+        write; ~1 µs, not ~10)."""
+        source = self._source
+        keys = getattr(source, "_json_keys", None)
+        if keys is None:
+            real = self.entry().to_json()
+            source._json_keys = keys = (list(real) if set(real) <= set(_JSON_FIELDS)
+                                        and real == self._json(list(real)) else ())
+            return real
+        return self._json(keys) if keys else self.entry().to_json()
+
+    def _json(self, keys: list[str]) -> dict[str, Any]:
+        out = {key: getattr(self, _JSON_FIELDS[key]) for key in keys}
+        if "extra" in out:
+            out["extra"] = dict(out["extra"])
+        return out
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.entry(), name)
+
+
+_JSON_FIELDS = {"path": "path", "digest": "digest", "ref": "ref", "size": "size",
+                "local_path": "local_path", "skip_cache": "skip_cache", "extra": "extra",
+                "birth_artifact_id": "birth_artifact_id", "birthArtifactID": "birth_artifact_id"}
 
 
 class EntryRows(dict):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import stat
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import wandb
+from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.data_types import _dtypes
 from wandb.sdk.data_types.utils import _json_helper
 from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D
@@ -23,17 +26,20 @@ from fastevalcb.tables.columnar import (
 )
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import ImageColumn, MediaIndex, image_file_json
-from fastevalcb.tables.staging import local_entry_name
+from fastevalcb.tables.staging import b64_digest, file_hasher, local_entry_name
 
 
 class StreamedTable(ColumnarTable):
     """A :class:`ColumnarTable` serialized into its artifact batch by batch, as rows arrive.
 
     Each :meth:`add_columns` call writes its rows' JSON text at once (media files added to
-    or referenced from ``artifact``, box layers spliced, column types merged) to a
-    temporary file: no row, media object, pixel array or row text outlives its batch in
-    memory (a 10k-image detection version's box layers are ~100 MB of text). Its JSON is
-    the text :func:`add_table` writes for a :class:`ColumnarTable` with the same rows.
+    or referenced from ``artifact``, box layers spliced, column types merged) to the
+    table's file in wandb's staging directory, its digest updated as it goes: no row,
+    media object, pixel array or row text outlives its batch in memory (a 10k-image
+    detection version's box layers are ~100 MB of text), and the file is written once,
+    never copied or read back. Its JSON is what :func:`add_table` writes for a
+    :class:`ColumnarTable` with the same rows, with ``"data"`` first (the other keys,
+    column types among them, are known only after the last row).
 
     Args:
         columns: the column names.
@@ -49,7 +55,9 @@ class StreamedTable(ColumnarTable):
         self.artifact = artifact
         self.media_index = media_index
         self.nrows = 0
-        self._rows: Any = None  # the rows' JSON text so far, UTF-8 (a temporary file)
+        self._file: Any = None  # the table's staged file, "data" written so far
+        self._hasher = file_hasher(artifact)  # its digest so far
+        self._cleanup: Any = None  # removes the file of a table dropped unwritten
         self._closed = False
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
@@ -61,7 +69,7 @@ class StreamedTable(ColumnarTable):
 
     def add_columns(self, columns: Mapping[str, Any]) -> None:
         if self._closed:
-            raise TableSchemaError("this StreamedTable is written and closed: no rows can be added")
+            raise TableSchemaError("this StreamedTable is written: no rows can be added")
         values = self._checked_columns(columns)
         n = len(values[0])
         if not n:
@@ -95,11 +103,7 @@ class StreamedTable(ColumnarTable):
             text = _fill_cells(text, texts, n)
         if fragments:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
-        if self._rows is None:
-            self._rows = tempfile.TemporaryFile("w+b")
-        else:
-            self._rows.write(b", ")
-        self._rows.write(text[1:-1].encode("utf-8"))
+        self._write((", " if self.nrows else "") + text[1:-1])
         self.nrows += n
         for cell in itertools.chain.from_iterable(media):
             release_pixels(cell)
@@ -179,42 +183,65 @@ class StreamedTable(ColumnarTable):
         return json.loads(self.json_text())
 
     def json_text(self) -> str:
-        """The table's JSON, as ``json.dumps(table.to_json(artifact), sort_keys=True)``."""
-        return b"".join(self._json_parts()).decode("utf-8")
+        """The table's JSON as written so far and finished (:meth:`finish` writes it so)."""
+        self._open()
+        self._file.flush()
+        with open(self._file.name, "rb") as f:
+            return f.read().decode("utf-8") + self._tail()
 
-    def write_json(self, f: Any, hasher: Any = None) -> None:
-        """Write :meth:`json_text`, UTF-8, to the binary file ``f`` piece by piece (no whole
-        copy), feeding ``hasher`` (a hashlib object) the same bytes."""
-        for part in self._json_parts():
-            f.write(part)
-            if hasher is not None:
-                hasher.update(part)
+    def finish(self) -> tuple[str, str]:
+        """Write the rest of the table's JSON and close its file.
 
-    def _json_parts(self) -> Iterator[bytes]:
+        Returns:
+            ``(path, digest)``: the staged file, read-only, and its entry digest.
+        """
+        if self._closed:
+            raise TableSchemaError("this StreamedTable is already written")
+        self._write(self._tail())
+        self._file.close()
+        self._cleanup.detach()
+        os.chmod(self._file.name, stat.S_IRUSR)  # as add_file leaves its staging copies
+        self._closed = True
+        return self._file.name, b64_digest(self._hasher)
+
+    def _tail(self) -> str:
+        """What follows the rows: ``], <the other keys>}``, as ``json.dumps`` sorts them."""
         head = {
             "_type": wandb.Table._log_type,
             "columns": self.columns,
-            "data": _ROWS,
             "ncols": len(self.columns),
             "nrows": self.nrows,
             "column_types": _dtypes.TypedDictType(
                 self._column_types.params["type_map"]).to_json(self.artifact),
             "log_mode": self.log_mode,
         }
-        before, after = json.dumps(head, sort_keys=True).split(_ROWS_JSON)
-        yield (before + "[").encode("utf-8")
-        if self._rows is not None:
-            self._rows.seek(0)
-            while block := self._rows.read(1 << 20):
-                yield block
-            self._rows.seek(0, os.SEEK_END)
-        yield ("]" + after).encode("utf-8")
+        return "], " + json.dumps(head, sort_keys=True)[1:]
+
+    def _open(self) -> None:
+        if self._file is None:
+            path = os.path.join(get_staging_dir(),
+                                f"fastevalcb-{os.urandom(6).hex()}.table.json")
+            self._file = open(path, "xb")
+            self._cleanup = weakref.finalize(self, _remove, self._file)
+            self._write('{"data": [')
+
+    def _write(self, text: str) -> None:
+        self._open()
+        data = text.encode("utf-8")
+        self._file.write(data)
+        self._hasher.update(data)
 
     def close(self) -> None:
-        """Delete the rows' text (after the table's JSON is written)."""
-        if self._rows is not None:
-            self._rows.close()
-        self._rows, self._closed = None, True
+        """Delete the file of a table that will not be written (a dropped version)."""
+        if not self._closed and self._cleanup is not None:
+            self._cleanup()
+        self._closed = True
+
+
+def _remove(f: Any) -> None:
+    f.close()
+    with contextlib.suppress(OSError):
+        os.remove(f.name)
 
 
 _CELL = "\x00fastevalcb-cell\x00"  # where a pre-written cell's text goes
@@ -235,8 +262,6 @@ def _fill_cells(text: str, columns: list[list[str]], n: int) -> str:
     return "".join(out)
 
 
-_ROWS = "\x00fastevalcb-rows\x00"
-_ROWS_JSON = json.dumps(_ROWS)
 
 
 def num_rows(table: wandb.Table) -> int:
