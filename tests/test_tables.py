@@ -263,7 +263,7 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
         objects.manifest.entries.update({name: rows[name] for name in rows})
         assert type(objects.manifest.entries) is dict
         assert artifact.manifest.digest() == objects.manifest.digest()
-        assert artifact.manifest.size() == objects.manifest.size()
+        assert artifact.size == objects.size
         assert artifact.manifest.to_manifest_json() == objects.manifest.to_manifest_json()
         make = InterfaceBase._make_artifact_manifest
         assert make(None, artifact.manifest) == make(None, objects.manifest)

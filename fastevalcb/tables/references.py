@@ -59,6 +59,9 @@ class MediaFiles:
     def __init__(self, media_subdir: str, suffix: str, stager_prefix: str, counter: np.ndarray,
                  sha256: np.ndarray, md5: np.ndarray, size: np.ndarray, width: np.ndarray,
                  height: np.ndarray) -> None:
+        if any(json.dumps(part) != f'"{part}"' for part in (media_subdir, suffix)):
+            raise ValueError(f"media folder and suffix must be plain text: got "
+                             f"{media_subdir!r}, {suffix!r}")
         self.media_subdir, self.suffix, self.stager_prefix = media_subdir, suffix, stager_prefix
         self.counter, self.sha256, self.md5 = counter, sha256, md5
         self.size, self.width, self.height = size, width, height
@@ -194,13 +197,13 @@ class ImageColumn(Sequence):
         ``json.dumps(image.to_json(artifact), sort_keys=True)`` (``MediaIndex.image_json``),
         written straight from the arrays."""
         rows = self.rows
-        return [_IMAGE_JSON.format(h, json.dumps(name), sha, w)
+        return [_IMAGE_JSON.format(h, name, sha, w)  # names need no JSON escaping
                 for name, sha, w, h in zip(names, _hex_rows(self.files.sha256[rows]),
                                            self.files.width[rows].tolist(),
                                            self.files.height[rows].tolist())]
 
 
-_IMAGE_JSON = ('{{"_type": "image-file", "format": "png", "height": {}, "path": {}, '
+_IMAGE_JSON = ('{{"_type": "image-file", "format": "png", "height": {}, "path": "{}", '
                '"sha256": "{}", "width": {}}}')
 
 
