@@ -409,6 +409,26 @@ def _canonical(text: str) -> str:
     return json.dumps(json.loads(text), sort_keys=True)
 
 
+def test_a_streamed_table_dropped_unwritten_leaves_no_file(wandb_env):
+    from fastevalcb.tables import StreamedTable
+
+    table = StreamedTable(["x"], wandb.Artifact("a", "x"))
+    table.add_columns({"x": [1, 2]})
+    assert json.loads(table.json_text())["data"] == [[1], [2]]  # written so far, finished
+    path = table._file.name
+    assert os.path.dirname(path) == get_staging_dir() and os.path.exists(path)
+    table.close()  # a version dropped after a logging failure
+    assert not os.path.exists(path)
+    with pytest.raises(TableSchemaError, match="closed unwritten"):
+        table.json_text()
+    kept = StreamedTable(["x"], wandb.Artifact("b", "x"))
+    kept.add_columns({"x": [3]})
+    path = kept._file.name
+    del kept  # dropped without close(): removed when collected
+    gc.collect()
+    assert not os.path.exists(path)
+
+
 def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
     from fastevalcb.tables import StreamedTable, add_table, num_rows
 
@@ -427,6 +447,7 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
     stock_entry = add_table(stock_art, whole, "t")
     ours_entry = add_table(ours_art, streamed, "t")
     assert _canonical(open(ours_entry.local_path).read()) == open(stock_entry.local_path).read()
+    assert streamed.json_text() == open(ours_entry.local_path).read()
     # wandb's own serialization of the same rows, for the parts it writes the same way
     stock = json.loads(open(stock_entry.local_path).read())
     assert stock["column_types"] == json.loads(open(

@@ -58,7 +58,7 @@ class StreamedTable(ColumnarTable):
         self._file: Any = None  # the table's staged file, "data" written so far
         self._hasher = file_hasher(artifact)  # its digest so far
         self._cleanup: Any = None  # removes the file of a table dropped unwritten
-        self._closed = False
+        self._closed = self._finished = False
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
         self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
@@ -183,11 +183,15 @@ class StreamedTable(ColumnarTable):
         return json.loads(self.json_text())
 
     def json_text(self) -> str:
-        """The table's JSON as written so far and finished (:meth:`finish` writes it so)."""
+        """The table's JSON: as :meth:`finish` writes it (or wrote it)."""
+        if self._closed and not self._finished:
+            raise TableSchemaError("this StreamedTable was closed unwritten: it has no JSON")
         self._open()
-        self._file.flush()
+        if not self._finished:
+            self._file.flush()
         with open(self._file.name, "rb") as f:
-            return f.read().decode("utf-8") + self._tail()
+            text = f.read().decode("utf-8")
+        return text if self._finished else text + self._tail()
 
     def finish(self) -> tuple[str, str]:
         """Write the rest of the table's JSON and close its file.
@@ -201,7 +205,7 @@ class StreamedTable(ColumnarTable):
         self._file.close()
         self._cleanup.detach()
         os.chmod(self._file.name, stat.S_IRUSR)  # as add_file leaves its staging copies
-        self._closed = True
+        self._closed = self._finished = True
         return self._file.name, b64_digest(self._hasher)
 
     def _tail(self) -> str:
