@@ -198,6 +198,21 @@ def segmentation_metrics(pred, target, num_classes, ignore_index=None):
     return iou, acc
 
 
+def segmentation_counts(pred, target, num_classes, ignore_index=None):
+    """Per image per class ``(tp, pred_count, target_count)`` over non-ignored pixels."""
+    p = np.asarray(pred).astype(np.int64)
+    p = p.reshape(len(p), int(np.prod(p.shape[1:])))
+    t = np.asarray(target).astype(np.int64).reshape(p.shape)
+    out = np.zeros((3, len(p), num_classes), np.int64)
+    for i in range(len(p)):
+        valid = np.ones(p.shape[1], bool) if ignore_index is None else t[i] != ignore_index
+        pi, ti = p[i][valid], t[i][valid]
+        out[0, i] = np.bincount(pi[pi == ti], minlength=num_classes)
+        out[1, i] = np.bincount(pi, minlength=num_classes)
+        out[2, i] = np.bincount(ti, minlength=num_classes)
+    return tuple(out)
+
+
 def palette_lookup(masks, palette):
     return np.asarray(palette, np.uint8)[np.asarray(masks)]
 

@@ -40,6 +40,7 @@ from fastevalcb.kernels.masks import (
     logits_argmax,
     palette_lookup,
     resize_nearest,
+    segmentation_counts,
     segmentation_metrics,
 )
 from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
@@ -65,6 +66,7 @@ __all__ = [
     "per_image_ap",
     "precision_recall",
     "resize_nearest",
+    "segmentation_counts",
     "segmentation_metrics",
     "sigmoid",
     "softmax",

@@ -150,8 +150,9 @@ def _write_image(image, path: str, compress_level: int, stager=None):
 
 def _write_mask(mask: np.ndarray, path: str, compress_level: int, stager=None):
     if stager is None:
-        return write_png(mask, path, compress_level)
-    data = encode_png_pil(mask) if compress_level is None else encode_png(mask, compress_level)
+        return write_png(mask, path, compress_level, row_filter="none")
+    data = (encode_png_pil(mask) if compress_level is None
+            else encode_png(mask, compress_level, row_filter="none"))
     return stager.write(data, _MASK_DIR, tables.MASK_SUFFIX)
 
 

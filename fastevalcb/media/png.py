@@ -68,11 +68,14 @@ def encode_png(
     compress_level: int = 1,
     strategy: int | None = None,
     backend: str | None = None,
+    row_filter: str = "sub",
 ) -> bytes:
     """Encode a uint8 image as PNG bytes.
 
     Each row uses the PNG "Sub" filter (difference to the pixel on the left), which is one
-    vectorised numpy subtraction and compresses photos and flat masks well.
+    vectorised numpy subtraction and compresses photos well, or none (``row_filter="none"``),
+    which is faster and smaller for class masks: their runs deflate as they are, and Sub
+    would turn each class edge into two symbols.
 
     Args:
         image: C-contiguous uint8 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``
@@ -84,6 +87,7 @@ def encode_png(
         backend: ``"zlib"`` or ``"isal"`` (ISA-L, levels 1-3 map to ISA-L's 1-3; needs
             ``pip install isal``); None: :func:`default_backend`. Both write standard
             zlib streams; the decoded pixels are the same.
+        row_filter: ``"sub"`` or ``"none"``, the PNG filter of every row.
 
     Returns:
         PNG file contents.
@@ -98,9 +102,15 @@ def encode_png(
         raise ValueError(f"image must be at least 1x1, got {image.shape}")
     rows = image.reshape(h, w * c)
     raw = np.empty((h, w * c + 1), dtype=np.uint8)
-    raw[:, 0] = 1  # filter type "Sub"
-    raw[:, 1 : 1 + c] = rows[:, :c]
-    np.subtract(rows[:, c:], rows[:, :-c], out=raw[:, 1 + c :])
+    if row_filter == "sub":
+        raw[:, 0] = 1  # PNG filter type 1
+        raw[:, 1 : 1 + c] = rows[:, :c]
+        np.subtract(rows[:, c:], rows[:, :-c], out=raw[:, 1 + c :])
+    elif row_filter == "none":
+        raw[:, 0] = 0
+        raw[:, 1:] = rows
+    else:
+        raise ValueError(f"row_filter must be 'sub' or 'none', got {row_filter!r}")
     header = struct.pack(">IIBBBBB", w, h, 8, _COLOR_TYPE[c], 0, 0, 0)
     backend = backend or default_backend(compress_level)
     if backend == "isal":
@@ -127,15 +137,18 @@ def encode_png_pil(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_png(image: np.ndarray, path: str, compress_level: int | None = 1) -> tuple[str, str, int]:
+def write_png(image: np.ndarray, path: str, compress_level: int | None = 1,
+              row_filter: str = "sub") -> tuple[str, str, int]:
     """Encode ``image`` to ``path``; safe to call from worker threads.
 
-    ``compress_level=None`` encodes with PIL exactly like wandb (see :func:`encode_png_pil`).
+    ``compress_level=None`` encodes with PIL exactly like wandb (see :func:`encode_png_pil`);
+    ``row_filter`` as in :func:`encode_png`.
 
     Returns:
         ``(path, sha256 hex digest, size in bytes)`` of the written file.
     """
-    data = encode_png_pil(image) if compress_level is None else encode_png(image, compress_level)
+    data = (encode_png_pil(image) if compress_level is None
+            else encode_png(image, compress_level, row_filter=row_filter))
     with open(path, "wb") as f:
         f.write(data)
     return path, hashlib.sha256(data).hexdigest(), len(data)

@@ -61,7 +61,8 @@ class StreamedTable(ColumnarTable):
         self._closed = self._finished = False
         self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
-        self._classes: dict[int, tuple] = {}  # id(Classes) -> (it, its JSON) in artifact
+        self._last_classes: tuple = (None, None)  # (Classes, its JSON): batches share one
+        self._class_files: dict[str, dict] = {}  # class-set digest -> JSON of its file
 
     def add_data(self, *data: Any) -> None:
         self._check_row(data)
@@ -151,16 +152,20 @@ class StreamedTable(ColumnarTable):
         return out
 
     def _classes_json(self, classes: Classes) -> dict[str, Any]:
-        """What ``Image.to_json`` writes for its class set, adding it to the artifact once."""
-        cached = self._classes.get(id(classes))
-        if cached is None or cached[0] is not classes:
-            digest = hashlib.md5(str(classes._class_set).encode("utf-8"),
-                                 usedforsecurity=False).hexdigest()
+        """What ``Image.to_json`` writes for its class set, adding each set to the artifact
+        once: the images of a batch share one ``Classes``, and batches with an equal set
+        share its file."""
+        if self._last_classes[0] is classes:
+            return self._last_classes[1]
+        digest = hashlib.md5(str(classes._class_set).encode("utf-8"),
+                             usedforsecurity=False).hexdigest()
+        out = self._class_files.get(digest)
+        if out is None:
             entry = self.artifact.add(classes, os.path.join("media", "classes", digest + "_cls"))
-            cached = (classes, {"type": "classes-file", "path": entry.path,
-                                "digest": entry.digest})
-            self._classes[id(classes)] = cached
-        return cached[1]
+            out = {"type": "classes-file", "path": entry.path, "digest": entry.digest}
+            self._class_files[digest] = out
+        self._last_classes = (classes, out)
+        return out
 
     def _entry_names(self, column: ImageColumn) -> list[str]:
         """The artifact's entry names of a plain image column's files."""

@@ -83,6 +83,39 @@ def test_segmentation_metrics_unknown_ids():
 
 
 @SETTINGS
+@given(st.integers(0, 3), st.integers(1, 40), st.integers(1, 30), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_segmentation_counts_match_reference(b, side, c, use_ignore, seed):
+    """Both kernel paths: the joint histogram (``4 * C * C <= H * W``) and the direct loop."""
+    rng = np.random.default_rng(seed)
+    pred = rng.integers(0, c, (b, side, side)).astype(np.uint8)
+    target = rng.integers(0, c, (b, side, side)).astype(np.uint8)
+    if use_ignore:
+        target[rng.random(target.shape) < 0.2] = 255
+    ignore = 255 if use_ignore else None
+    got = kernels.segmentation_counts(pred, target, c, ignore)
+    for g, r in zip(got, reference.segmentation_counts(pred, target, c, ignore)):
+        np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("side", [2, 64])  # direct loop; joint histogram
+def test_segmentation_counts_name_the_first_unknown_id(dtype, side):
+    m = np.zeros((2, side, side), dtype)
+    bad = m.copy()
+    bad[1, side - 1, 0] = 9
+    bad[1, side - 1, 1] = 255
+    with pytest.raises(ValueError, match=rf"target contains unknown class id 9 at flat index "
+                                         rf"{side * side + (side - 1) * side}; .*\[0, 3\)"):
+        kernels.segmentation_counts(m, bad, 3, ignore_index=255)
+    with pytest.raises(ValueError, match="pred contains unknown class id 9"):
+        kernels.segmentation_counts(bad, m, 3, ignore_index=9)  # ignore is for targets only
+    if dtype is not np.uint8:
+        with pytest.raises(ValueError, match="target contains unknown class id -1"):
+            kernels.segmentation_counts(m, np.full_like(m, -1), 3)
+
+
+@SETTINGS
 @given(dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 4))),
        st.floats(0, 1), st.integers(0, 2**32 - 1))
 def test_palette_and_overlay_match_reference(masks, alpha, seed):
