@@ -253,8 +253,7 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
     images += build_images(np.zeros((2, 4, 6, 3), np.uint8), stager=stager)  # a duplicate
     files = MediaFiles.of(images, stager, IMAGE_DIR, IMAGE_SUFFIX)
     pred = wandb.Artifact("pred", "evaluation")
-    MediaIndex.from_files(data, [files]).add_column_references(
-        pred, ImageColumn(files, slice(0, len(files))))
+    MediaIndex.from_files(data, [files]).add_column_references(pred, files, slice(0, len(files)))
     assert len(data.manifest.entries) == 6 and len(pred.manifest.entries) == 6
     for artifact in (data, pred):
         rows = artifact.manifest.entries
@@ -469,8 +468,12 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
 def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
     the same images as wandb.Image objects give through MediaIndex.add_references."""
-    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX, ImageColumn,
-                                   MediaFiles, MediaIndex, Stager, StreamedTable, add_table)
+    from fastevalcb.media.boxes import box_data_json
+    from fastevalcb.media.images import stage_masks
+    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX,
+                                   LayeredImages, MediaFiles, MediaIndex, Stager, StreamedTable,
+                                   add_table)
+    from fastevalcb.types import PackedDetections
 
     rng = np.random.default_rng(4)
     data = wandb.Artifact("data", "dataset")
@@ -502,16 +505,31 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     index = MediaIndex.from_files(data, [files, mask_files])
 
     objects_art, arrays_art = wandb.Artifact("p1", "evaluation"), wandb.Artifact("p2", "evaluation")
-    columns = ["image", "layered", "n"]
+    stagers = {art.name: Stager(art) for art in (objects_art, arrays_art)}
+    labels = {0: "a", 1: "b"}
+    columns = ["image", "layered", "predicted", "boxed", "n"]
     whole, streamed = ColumnarTable(columns), StreamedTable(columns, arrays_art, index)
     for r in rows:
+        n = r.stop - r.start
         column = ImageColumn(files, r)
-        layered = ImageColumn(files, r, mask_files, {0: "a", 1: "b"})
+        layered = ImageColumn(files, r, mask_files, labels)
         assert isinstance(column[0], wandb.Image) and len(list(column)) == len(column)
-        whole.add_columns({"image": list(column), "layered": list(layered),
-                           "n": list(range(r.start, r.stop))})
-        streamed.add_columns({"image": column, "layered": layered,
-                              "n": list(range(r.start, r.stop))})
+        pred_masks = (rng.random((n, 5, 7)) < 0.5).astype(np.uint8)
+        dets = PackedDetections(np.arange(n + 1) * 2, rng.uniform(0, 5, (2 * n, 4)).cumsum(1),
+                                rng.integers(0, 2, 2 * n), rng.random(2 * n))
+        cells = {}
+        for name, stager in stagers.items():  # a version's masks, staged into its artifact
+            predicted = LayeredImages(layered, labels, masks={"predictions": stage_masks(
+                pred_masks, labels, stager).results()})
+            boxed = LayeredImages(column, labels, boxes={"predictions": box_data_json(
+                dets, labels, "pixel", 2)})
+            cells[name] = {"image": column, "layered": layered, "predicted": predicted,
+                           "boxed": boxed, "n": list(range(r.start, r.stop))}
+        assert predicted[1]._masks["predictions"]._sha256 == cells["p1"]["predicted"][1]._masks[
+            "predictions"]._sha256  # the same PNG in both artifacts
+        whole.add_columns({key: value if key == "n" else list(value)
+                           for key, value in cells["p1"].items()})
+        streamed.add_columns(cells["p2"])
     index.add_references(objects_art, whole)
     whole.media_index = index
     by_objects = add_table(objects_art, whole, "eval")
@@ -523,11 +541,17 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert media[0] == media[1]
     ref = arrays_art.manifest.entries[files.entry_name(5)]
     assert ref.ref == index.reference_uri(files.entry_name(5)) and ref.digest == files.digest(5)
-    for art in (objects_art, arrays_art):  # images and masks alike: references, no copy
+    for art in (objects_art, arrays_art):  # data-table media: references, no copy
+        staged = stagers[art.name].files.prefix  # the version's own masks, written once
         copied = [name for name, entry in art.manifest.entries.items()
-                  if entry.local_path and not name.startswith("media/classes/")]
+                  if entry.local_path and not name.startswith("media/classes/")
+                  and not entry.local_path.startswith(staged)]
         assert copied == ["eval.table.json"]
         assert mask_files.entry_name(6) in art.manifest.entries
+        assert sum(str(entry.local_path).startswith(staged)
+                   for entry in art.manifest.entries.values()) == 8
+    row = json.loads(open(by_arrays.local_path).read())["data"][4]
+    assert set(row[2]["masks"]) == {"ground_truth", "predictions"} and "boxes" in row[3]
 
 
 def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):

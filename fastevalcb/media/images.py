@@ -280,6 +280,24 @@ def build_images(
     return out
 
 
+def stage_masks(masks, class_labels: dict[int, str], stager: "tables.Stager",
+                compress_level: int | None = 1, max_workers: int | None = None) -> _Chunked:
+    """Start PNG-encoding a batch of class maps on the encoder pool, straight into
+    ``stager``'s artifact: what :func:`build_images` does for one mask layer, without the
+    media objects (for a :class:`fastevalcb.tables.LayeredImages` column).
+
+    ``max_workers`` defaults to one thread fewer than the cores: the caller goes on with
+    the rest of its batch (metrics, table text) on the last one, and ``results()`` waits.
+
+    Returns:
+        Pending files: ``.results()`` is one ``(staging path, sha256 hex, size)`` per mask.
+    """
+    arr = as_mask_batch(masks, class_labels)
+    workers = max_workers or max(1, (os.cpu_count() or 1) - 1)
+    write_mask = functools.partial(_write_mask, compress_level=compress_level, stager=stager)
+    return _Chunked(_pool(workers), workers, write_mask, list(arr), [""] * len(arr))
+
+
 def detection_images(
     images,
     predictions: PackedDetections,

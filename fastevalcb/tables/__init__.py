@@ -10,7 +10,8 @@ One stage per module, each depending only on those above it:
 * ``staging``: :class:`Stager`, media files written straight into an artifact's staging,
   and :class:`~fastevalcb.tables.staging.EntryRows`, the manifest entries of many files
   kept as rows (an int per file, not an entry object; wandb reads them as views).
-* ``references``: a data table's files as arrays (:class:`MediaFiles`, :class:`ImageColumn`)
+* ``references``: a data table's files as arrays (:class:`MediaFiles`, :class:`ImageColumn`,
+  :class:`LayeredImages`)
   and the reference entries pred versions get (:class:`MediaIndex`).
 * ``columnar``: :class:`ColumnarTable` and the JSON / type helpers every table shares.
 * ``streamed``: :class:`StreamedTable`, serialized into its artifact batch by batch.
@@ -63,6 +64,7 @@ from fastevalcb.tables.media_objects import (
 from fastevalcb.tables.references import (
     CLIENT_REF_SCHEME,
     ImageColumn,
+    LayeredImages,
     MediaFiles,
     MediaIndex,
     media_files,
@@ -72,7 +74,7 @@ from fastevalcb.tables.streamed import StreamedTable, num_rows
 
 __all__ = [
     "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",
-    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "MASK_DIR", "MASK_SUFFIX", "MediaFiles",
+    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "LayeredImages", "MASK_DIR", "MASK_SUFFIX", "MediaFiles",
     "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
     "artifact_cache_by_client_id", "define_step_metrics", "file_of", "image_layers",
     "image_size", "log_data_artifact", "log_metrics", "log_pred_artifact", "media_files",

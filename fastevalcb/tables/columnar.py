@@ -18,7 +18,7 @@ from wandb.sdk.data_types import _dtypes
 from wandb.sdk.data_types.base_types.wb_value import WBValue
 from wandb.sdk.data_types.utils import _json_helper
 
-from fastevalcb.tables.references import ImageColumn, MediaIndex
+from fastevalcb.tables.references import ImageColumn, LayeredImages, MediaIndex
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -213,7 +213,7 @@ class ColumnarTable(wandb.Table):
 
 
 def _column_to_list(data: Any) -> Any:
-    if isinstance(data, ImageColumn):
+    if isinstance(data, (ImageColumn, LayeredImages)):
         return data  # a StreamedTable reads its arrays; others iterate it
     if isinstance(data, np.ndarray):
         if data.ndim == 0:

@@ -1,13 +1,15 @@
 """Media references: a logged data table's files as arrays (:class:`MediaFiles`), a
-batch of them as one column value (:class:`ImageColumn`), and the reference entries
-that pred versions get instead of copies (:class:`MediaIndex`)."""
+batch of them as one column value (:class:`ImageColumn`; :class:`LayeredImages` with a
+version's own mask and box layers on top), and the reference entries that pred versions
+get instead of copies (:class:`MediaIndex`)."""
 
 from __future__ import annotations
 
 import binascii
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from wandb.sdk.data_types.base_types.media import Media
 from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
 from wandb.sdk.data_types.utils import _json_helper
 
-from fastevalcb.tables.media_objects import FileInfo, new_image, new_image_mask
+from fastevalcb.tables.media_objects import FileInfo, new_boxes2d, new_image, new_image_mask
 from fastevalcb.tables.staging import Stager, _new_entry, entry_rows, local_entry_name
 
 
@@ -207,6 +209,107 @@ _IMAGE_JSON = ('{{"_type": "image-file", "format": "png", "height": {}, "path": 
                '"sha256": "{}", "width": {}}}')
 
 
+class LayeredImages(Sequence):
+    """A pred batch's images with this version's layers: the data table's images (and
+    their ground-truth mask layer) by reference, plus mask files staged into this
+    version's artifact and box layers kept as JSON text.
+
+    Like :class:`ImageColumn`, one value for a whole column of a :class:`StreamedTable`
+    batch, serialized from its parts (no media object per row); read as a sequence, its
+    items are the same images as ``wandb.Image`` objects.
+
+    Args:
+        base: the data table's images of this batch (``base.masks``, if any, is the
+            ``"ground_truth"`` mask layer).
+        class_labels: ``{class_id: name}`` of the new layers.
+        masks: ``{layer: one staged mask file per row}`` (``(path, sha256 hex, size)``).
+        boxes: ``{layer: one box_data JSONText per row}``
+            (:func:`fastevalcb.media.boxes.box_data_json`).
+    """
+
+    def __init__(self, base: ImageColumn, class_labels: dict,
+                 masks: Mapping[str, Sequence[FileInfo]] | None = None,
+                 boxes: Mapping[str, Sequence[Any]] | None = None) -> None:
+        self.base, self.class_labels = base, class_labels
+        self.masks, self.boxes = dict(masks or {}), dict(boxes or {})
+        if base.masks is not None and "ground_truth" in self.masks:
+            raise ValueError("masks: 'ground_truth' is the base images' own mask layer")
+        if base.plain and not (self.masks or self.boxes):
+            raise ValueError("LayeredImages needs a layer (plain images are an ImageColumn)")
+        for kind, layers in (("masks", self.masks), ("boxes", self.boxes)):
+            for key, layer in layers.items():
+                if len(layer) != len(base):
+                    raise ValueError(f"{kind}[{key!r}] must have {len(base)} rows, got "
+                                     f"{len(layer)}")
+        self._classes_cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        base, row = self.base, self.base.rows.start + i
+        masks = {key: new_image_mask(key, None, self.class_labels, files[i], keep_data=False)
+                 for key, files in self.masks.items()}
+        if base.masks is not None:
+            masks["ground_truth"] = new_image_mask("ground_truth", None, base.mask_labels,
+                                                   base.masks.file(row), keep_data=False)
+        boxes = {key: new_boxes2d(key, data[i], self.class_labels, None)
+                 for key, data in self.boxes.items()}
+        return new_image(base.files.file(row), int(base.files.width[row]),
+                         int(base.files.height[row]), boxes, masks,
+                         classes_cache=self._classes_cache)
+
+    @property
+    def classes(self):
+        """The images' shared ``Classes`` (what each image's ``to_json`` adds)."""
+        return self[0]._classes
+
+    def json_texts(self, names: list[str], mask_names: Mapping[str, list[str]],
+                   classes_json: dict) -> list[str]:
+        """Each image's ``json.dumps(image.to_json(artifact), sort_keys=True)`` once its
+        files are the artifact's entries: the image's ``names[i]``, each mask layer's
+        ``mask_names[layer][i]`` (``"ground_truth"`` included); ``classes_json`` is the
+        class-set file's JSON. Written from the parts, a format string per batch."""
+        base, rows = self.base, self.base.rows
+        slots: list[list] = []  # per-row values; the template holds _SLOT markers
+
+        def slot(values: list, quote: bool = True) -> str:  # names, hex: no JSON escaping
+            slots.append([f'"{v}"' for v in values] if quote else values)
+            return _SLOT.format(len(slots) - 1)
+
+        value: dict[str, Any] = {
+            "_type": "image-file", "format": "png", "classes": classes_json,
+            "path": slot(names), "sha256": slot(_hex_rows(base.files.sha256[rows])),
+            "width": slot(base.files.width[rows].tolist(), quote=False),
+            "height": slot(base.files.height[rows].tolist(), quote=False)}
+        masks = {key: {"_type": _MASK_TYPE, "path": slot(mask_names[key]),
+                       "sha256": slot([file[1] for file in files])}
+                 for key, files in self.masks.items()}
+        if base.masks is not None:
+            masks["ground_truth"] = {"_type": _MASK_TYPE, "path": slot(mask_names["ground_truth"]),
+                                     "sha256": slot(_hex_rows(base.masks.sha256[rows]))}
+        if masks:
+            value["masks"] = masks
+        if self.boxes:
+            value["boxes"] = {key: slot([getattr(b, "text", None) or json.dumps(b, sort_keys=True)
+                                         for b in data], quote=False)
+                              for key, data in self.boxes.items()}
+        pieces = _SLOT_JSON.split(json.dumps(value, sort_keys=True))  # text, slot, text, ...
+        fmt = "".join("{" + p + "}" if k % 2 else p.replace("{", "{{").replace("}", "}}")
+                      for k, p in enumerate(pieces))
+        return [fmt.format(*row) for row in zip(*slots)]
+
+
+_MASK_TYPE = "mask"  # ImageMask._log_type: the "_type" its to_json writes
+_SLOT = "\x00slot:{}\x00"
+_SLOT_JSON = re.compile(r'"\\u0000slot:(\d+)\\u0000"')
+
+
 class MediaIndex:
     """Which local media files are entries of a logged data artifact.
 
@@ -306,16 +409,17 @@ class MediaIndex:
                 local_paths[media._path] = entries[name]
         return added
 
-    def add_column_references(self, target: wandb.Artifact, column: ImageColumn) -> list[str]:
-        """Reference entries of ``target`` for a plain :class:`ImageColumn`'s files, straight
-        from its arrays (what :meth:`add_references` adds for the same images): a row each.
+    def add_column_references(self, target: wandb.Artifact, files: MediaFiles,
+                              rows: slice) -> list[str]:
+        """Reference entries of ``target`` for ``rows`` of a data table's ``files``, straight
+        from the arrays (what :meth:`add_references` adds for the same media): a row each.
 
         Returns:
             The entry names, one per row.
         """
         entries = entry_rows(target)
-        base = entries.base(self._references(target, column.files)) + column.rows.start
-        names = column.entry_names()
+        base = entries.base(self._references(target, files)) + rows.start
+        names = files.entry_names(rows)
         add = entries.add_row
         for i, name in enumerate(names):
             add(name, base + i)

@@ -25,7 +25,9 @@ from fastevalcb.tables.columnar import (
     _gc_paused, _image_signature, _uniform_representative, _value_key,
 )
 from fastevalcb.tables.media_objects import release_pixels
-from fastevalcb.tables.references import ImageColumn, MediaIndex, image_file_json
+from fastevalcb.tables.references import (
+    ImageColumn, LayeredImages, MediaFiles, MediaIndex, image_file_json,
+)
 from fastevalcb.tables.staging import b64_digest, file_hasher, local_entry_name
 
 
@@ -76,10 +78,10 @@ class StreamedTable(ColumnarTable):
         if not n:
             return
         artifact, index = self.artifact, self.media_index
-        # Plain image columns go from their arrays (by reference through media_index, or
-        # files of this artifact); the rest as wandb values.
+        # Plain and layered image columns go from their arrays (by reference through
+        # media_index, or files of this artifact); the rest as wandb values.
         by_ref = {i for i, col in enumerate(values)
-                  if isinstance(col, ImageColumn) and col.plain}
+                  if isinstance(col, LayeredImages) or isinstance(col, ImageColumn) and col.plain}
         values = [col if i in by_ref else list(col) for i, col in enumerate(values)]
         media = [col for i, col in enumerate(values)
                  if i not in by_ref and not _SCALAR_SET.issuperset(map(type, col))]
@@ -92,8 +94,7 @@ class StreamedTable(ColumnarTable):
         with _gc_paused():
             # Plain images are written as text, the rest by json.dumps around a marker that
             # the texts then replace (str.split/join: C speed, no dict per cell).
-            texts = [col.json_texts(self._entry_names(col))
-                     for i, col in enumerate(values) if i in by_ref]
+            texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
             json_columns = [_CELL if i in by_ref
                             else _column_to_json(col, artifact, index, fragments,
                                                  self._image_json)
@@ -167,16 +168,36 @@ class StreamedTable(ColumnarTable):
         self._last_classes = (classes, out)
         return out
 
-    def _entry_names(self, column: ImageColumn) -> list[str]:
-        """The artifact's entry names of a plain image column's files."""
+    def _column_texts(self, column: ImageColumn | LayeredImages) -> list[str]:
+        """The JSON text of each image of a plain or layered image column, its files made
+        entries of this table's artifact."""
+        if isinstance(column, ImageColumn):
+            return column.json_texts(self._entry_names(column.files, column.rows))
+        base = column.base
+        mask_names = {key: [self._staged_name(file[0]) for file in files]
+                      for key, files in column.masks.items()}
+        if base.masks is not None:
+            mask_names["ground_truth"] = self._entry_names(base.masks, base.rows)
+        return column.json_texts(self._entry_names(base.files, base.rows), mask_names,
+                                 self._classes_json(column.classes))
+
+    def _entry_names(self, files: MediaFiles, rows: slice) -> list[str]:
+        """The artifact's entry names of rows of a data table's files."""
         if self.media_index is not None:
-            return self.media_index.add_column_references(self.artifact, column)
-        names = column.entry_names()
+            return self.media_index.add_column_references(self.artifact, files, rows)
+        names = files.entry_names(rows)
         missing = [name for name in names[:1] if name not in self.artifact.manifest.entries]
         if missing:
             raise ValueError(f"{missing[0]} is not a file of this table's artifact (and the "
                              "table has no media_index to reference it by)")
         return names
+
+    def _staged_name(self, path: str) -> str:
+        name = local_entry_name(self.artifact, path)
+        if name is None:
+            raise ValueError(f"{path} is not a file of this table's artifact (stage a "
+                             "LayeredImages column's masks with the table's Stager)")
+        return name
 
     def add_column(self, name: str, data: Any, optional: bool = False) -> None:
         raise TableSchemaError(f"a StreamedTable's columns are fixed ({self.columns}): "

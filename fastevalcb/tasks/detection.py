@@ -16,7 +16,9 @@ from fastevalcb.kernels import (
     per_image_ap,
     precision_recall,
 )
+from fastevalcb import tables
 from fastevalcb.media import build_images
+from fastevalcb.media.boxes import box_data_json
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 from fastevalcb.tasks._quality import BoxCheck
@@ -457,11 +459,9 @@ class DetectionEvalCallback(TaskEvalCallback):
             state.setdefault(key, []).append(value)
         state["counts"] = state.get("counts", 0) + counts.sum(axis=0)
         return {
-            "image": build_images(base_images, boxes={"predictions": dets,
-                                                      "ground_truth": labels},
-                                  class_labels=self.class_labels,
-                                  compress_level=self.compress_level, table_only=True,
-                                  box_decimals=self.box_decimals),
+            "image": tables.LayeredImages(base_images, self.class_labels, boxes={
+                key: box_data_json(boxes, self.class_labels, "pixel", self.box_decimals)
+                for key, boxes in (("predictions", dets), ("ground_truth", labels))}),
             "num_predictions": np.diff(dets.offsets).tolist(),
             "tp": counts[:, 0].tolist(),
             "fp": counts[:, 1].tolist(),

@@ -10,7 +10,9 @@ import numpy as np
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import blend_overlay, resize_nearest
 from fastevalcb.kernels.masks import segmentation_counts
+from fastevalcb import tables
 from fastevalcb.media import build_images, default_palette
+from fastevalcb.media.images import stage_masks
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 
@@ -200,6 +202,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
         finite = np.asarray(batch.outputs["finite"], bool)  # False: NaN/inf scores
         if pred.shape[1:] != labels.shape[1:]:
             pred = resize_nearest(pred, labels.shape[1:])
+        staging = None if self.overlay_alpha is not None else stage_masks(
+            pred, self.mask_labels, self._pred_stager(version), self.compress_level)
         tp, pred_count, target_count = segmentation_counts(
             pred, labels, self.num_classes, self.ignore_index)
         union = pred_count + target_count - tp
@@ -216,11 +220,9 @@ class SegmentationEvalCallback(TaskEvalCallback):
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
 
-        if self.overlay_alpha is None:
-            images = build_images(base_images, masks={"predictions": pred},
-                                  class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False,
-                                  stager=self._pred_stager(version))
+        if staging is not None:  # the masks' PNGs were encoding meanwhile
+            images = tables.LayeredImages(base_images, self.mask_labels,
+                                          masks={"predictions": staging.results()})
         else:
             pixels = self._display_images(batch.x)
             if pixels.ndim == 3:  # grey: blend in colour
