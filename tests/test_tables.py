@@ -469,7 +469,7 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
     the same images as wandb.Image objects give through MediaIndex.add_references."""
     from fastevalcb.media.boxes import box_data_json
-    from fastevalcb.media.images import stage_masks
+    from fastevalcb.media import stage_masks
     from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX,
                                    LayeredImages, MediaFiles, MediaIndex, Stager, StreamedTable,
                                    add_table)

@@ -5,6 +5,7 @@ Public entry points:
 * :func:`build_images` / :func:`detection_images` / :func:`segmentation_images`:
   batches -> ``list[wandb.Image]``.
 * :func:`encode_images`: encode fixed images once, reuse them every epoch.
+* :func:`stage_masks`: a batch of class maps' PNGs straight into an artifact (no objects).
 * :func:`box_payload` / :func:`box_payloads`: the stock ``boxes=`` dicts, built fast.
 * :func:`encode_png`: the GIL-releasing PNG encoder.
 """
@@ -16,6 +17,7 @@ from fastevalcb.media.images import (
     detection_images,
     encode_images,
     segmentation_images,
+    stage_masks,
 )
 from fastevalcb.media.masks import default_palette
 from fastevalcb.media.png import encode_png
@@ -30,4 +32,5 @@ __all__ = [
     "encode_images",
     "encode_png",
     "segmentation_images",
+    "stage_masks",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fastevalcb import tables
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import (
     box_format_name,
@@ -16,7 +17,6 @@ from fastevalcb.kernels import (
     per_image_ap,
     precision_recall,
 )
-from fastevalcb import tables
 from fastevalcb.media import build_images
 from fastevalcb.media.boxes import box_data_json
 from fastevalcb.predictor import PredictionBatch

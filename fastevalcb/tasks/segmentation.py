@@ -7,12 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb.callback import FastEvalInputError
-from fastevalcb.kernels import blend_overlay, resize_nearest
-from fastevalcb.kernels.masks import segmentation_counts
 from fastevalcb import tables
-from fastevalcb.media import build_images, default_palette
-from fastevalcb.media.images import stage_masks
+from fastevalcb.callback import FastEvalInputError
+from fastevalcb.kernels import blend_overlay, resize_nearest, segmentation_counts
+from fastevalcb.media import build_images, default_palette, stage_masks
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 
