@@ -483,6 +483,12 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
              for _ in range(2)]
     files = MediaFiles.concat(parts)
     assert len(files) == 8
+    # A batch's lookup spans its own files' numbers, not all numbers before them: a data
+    # table holds one MediaFiles per batch until the end (O(N) each was O(N^2) in all).
+    later = parts[1]
+    assert len(later._rows_by_counter()) == 4
+    assert [later.row(later.file(i)[0]) for i in range(4)] == [0, 1, 2, 3]
+    assert later.row(parts[0].file(3)[0]) is None and files.row(later.file(2)[0]) == 6
     index = MediaIndex.from_files(data, [files])
     rows = [slice(0, 3), slice(3, 8)]
     # The data table itself: its staged files as ImageColumns of their own artifact.

@@ -68,8 +68,7 @@ class MediaFiles:
         self.counter, self.sha256, self.md5 = counter, sha256, md5
         self.size, self.width, self.height = size, width, height
         self._md5 = memoryview(np.ascontiguousarray(md5)).cast("B")  # fast reads of a row
-        self._row_of = np.full(int(counter.max()) + 1 if len(counter) else 0, -1, np.int64)
-        self._row_of[counter] = np.arange(len(counter))
+        self._row_of: np.ndarray | None = None  # counter - first counter -> row, when read
 
     @classmethod
     def of(cls, media: Sequence[Media], stager: Stager, media_subdir: str,
@@ -134,10 +133,24 @@ class MediaFiles:
         number = path[len(self.stager_prefix):]
         if not path.startswith(self.stager_prefix) or not number.isdigit():
             return None
-        counter = int(number)
-        if counter >= len(self._row_of) or self._row_of[counter] < 0:
+        row_of = self._rows_by_counter()
+        slot = int(number) - self._first_counter
+        if not 0 <= slot < len(row_of) or row_of[slot] < 0:
             return None
-        return int(self._row_of[counter])
+        return int(row_of[slot])
+
+    def _rows_by_counter(self) -> np.ndarray:
+        """Row of each Stager number from the first of these files' to the last (-1: not
+        one of them). Built on first use and spanning only these files' numbers: a data
+        table's batches each hold a :class:`MediaFiles` until they are concatenated."""
+        if self._row_of is None:
+            counter = self.counter
+            self._first_counter = int(counter.min()) if len(counter) else 0
+            row_of = np.full(int(counter.max()) + 1 - self._first_counter if len(counter)
+                             else 0, -1, np.int64)
+            row_of[counter - self._first_counter] = np.arange(len(counter))
+            self._row_of = row_of
+        return self._row_of
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path, or None when it is not one of these files."""
