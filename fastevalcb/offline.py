@@ -7,7 +7,9 @@ of chunks, each ``crc32 (4, little endian) | length (2) | type (1) | payload`` w
 is FULL, FIRST, MIDDLE or LAST and the CRC is zlib's crc32 over type byte + payload.
 
 Artifacts appear as ``Record.artifact`` entries; their manifests list each file with
-its digest, its staged local copy (``local_path``) and, for references, ``ref``.
+its digest, its staged local copy (``local_path``) and, for references, ``ref`` (a large
+manifest is a file the record names, ``manifest_file_path``: gzip'd JSON, one entry a line,
+in wandb's staging directory, where ``wandb sync`` reads it too).
 
 Example:
     >>> run = OfflineRun.latest("wandb")
@@ -19,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 import time
@@ -298,16 +301,26 @@ class OfflineRun:
 
 
 def _logged_artifact(art: Any, version: int) -> LoggedArtifact:
-    entries = {
-        c.path: ManifestEntry(
-            path=c.path,
-            digest=c.digest,
-            size=c.size,
-            ref=c.ref or None,
-            local_path=c.local_path or None,
-        )
-        for c in art.manifest.contents
-    }
+    if art.manifest.manifest_file_path:  # a large manifest: wandb's file, one entry a line
+        with gzip.open(art.manifest.manifest_file_path, "rt", encoding="utf-8") as f:
+            contents = [json.loads(line) for line in f]
+        entries = {
+            c["path"]: ManifestEntry(path=c["path"], digest=c["digest"], size=c.get("size") or 0,
+                                     ref=c.get("ref") or None,
+                                     local_path=c.get("local_path") or None)
+            for c in contents
+        }
+    else:
+        entries = {
+            c.path: ManifestEntry(
+                path=c.path,
+                digest=c.digest,
+                size=c.size,
+                ref=c.ref or None,
+                local_path=c.local_path or None,
+            )
+            for c in art.manifest.contents
+        }
     return LoggedArtifact(
         name=art.name,
         type=art.type,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import wandb
 from wandb.sdk.artifacts.staging import get_staging_dir
+from wandb.sdk.interface import interface as _interface
 from wandb.sdk.lib.paths import LogicalPath
 
 from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
@@ -39,10 +42,10 @@ def log_data_artifact(
     add_table(artifact, table, table_name)
     index = index if index is not None else MediaIndex.from_table(artifact, table)
     if run.offline:
-        with _gc_paused():  # see log_pred_artifact
+        with _gc_paused(), manifest_as_file():  # see log_pred_artifact
             run.log_artifact(artifact)
     else:
-        with _gc_paused():
+        with _gc_paused(), manifest_as_file():
             run.use_artifact(artifact)
         artifact.wait()
     for row in table.data:
@@ -51,6 +54,44 @@ def log_data_artifact(
     release_table(table)
     _uncache(artifact)
     return index
+
+
+MANIFEST_FILE_ENTRIES = 10_000
+"""Manifests of more entries are sent the way wandb sends those of more than 100,000."""
+
+_manifest_lock = threading.Lock()
+_manifest_users = 0
+_manifest_threshold = 0
+
+
+@contextlib.contextmanager
+def manifest_as_file() -> Iterator[None]:
+    """While ``log_artifact`` runs, a manifest of more than :data:`MANIFEST_FILE_ENTRIES`
+    entries goes to wandb-core as wandb's own manifest file (gzip'd JSON lines in the
+    staging directory, ``ArtifactManifest.manifest_file_path``), not as one protobuf record.
+
+    The record is built whole (every entry's message, then its serialized bytes, then the
+    send) and costs ~1.1 KB per data-table sample and ~1.8 KB per pred-version row of
+    transient memory: the peak RSS of a large validation set. wandb switches to the file
+    above ``interface.MANIFEST_FILE_SIZE_THRESHOLD`` (100,000 entries), read as the
+    threshold at call time (wandb-internal); this lowers it while our artifacts are logged
+    (other threads' artifacts logged meanwhile may take the file too: wandb's path either
+    way), and puts it back after the last such call.
+    """
+    global _manifest_users, _manifest_threshold
+    with _manifest_lock:
+        if _manifest_users == 0:
+            _manifest_threshold = _interface.MANIFEST_FILE_SIZE_THRESHOLD  # wandb-internal
+            _interface.MANIFEST_FILE_SIZE_THRESHOLD = min(_manifest_threshold,
+                                                          MANIFEST_FILE_ENTRIES)
+        _manifest_users += 1
+    try:
+        yield
+    finally:
+        with _manifest_lock:
+            _manifest_users -= 1
+            if _manifest_users == 0:
+                _interface.MANIFEST_FILE_SIZE_THRESHOLD = _manifest_threshold
 
 
 def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
@@ -204,7 +245,7 @@ def log_pred_artifact(
     add_table(artifact, table, table_name)
     # wandb builds the manifest record from a view per entry, all alive at once: with the
     # collector on, they set off full collections of the whole heap (TF, Keras, numba).
-    with _gc_paused():
+    with _gc_paused(), manifest_as_file():
         run.log_artifact(artifact, aliases=aliases)
     release_table(table)
     _uncache(artifact)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from wandb.sdk.lib.hashutil import md5_file_b64
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
 from fastevalcb.offline import OfflineRun
@@ -82,6 +83,40 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     defs = metric_definitions(log)
     assert defs["eval/*"] == "eval/global_step"
     assert cb.timings[-1]["samples"] == 20 and cb.timings[-1]["logged_s"] > 0
+
+
+def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classifier,
+                                                    monkeypatch):
+    """Past MANIFEST_FILE_ENTRIES, the data and pred manifests are wandb's manifest file
+    (not one protobuf record: its transient copies were the peak RSS of a large set); the
+    run records the same entries, and wandb's own threshold is back afterwards."""
+    from wandb.sdk.interface import interface
+
+    from fastevalcb.tables import artifacts
+
+    before = interface.MANIFEST_FILE_SIZE_THRESHOLD
+    monkeypatch.setattr(artifacts, "MANIFEST_FILE_ENTRIES", 5)
+    run, read = offline_run
+    x, y = shapes.images[:20], shapes.labels[:20]
+    cb = ClassificationEvalCallback((x, y), list(shapes.class_names), batch_size=8, verbose=0)
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
+                   verbose=0)
+    assert interface.MANIFEST_FILE_SIZE_THRESHOLD == before
+    log = read()
+    records = [r.artifact for r in log.records if r.HasField("artifact")]
+    assert len(records) == 3
+    assert all(r.manifest.manifest_file_path and not r.manifest.contents for r in records)
+    data, versions = log.artifact("val"), pred_versions(log, run.id)
+    images = [e for e in data.entries.values() if e.path.endswith(".png")]
+    assert len(images) == 20
+    for entry in images:  # the staged files, their digests as wandb computes them
+        assert md5_file_b64(entry.local_path) == entry.digest
+    table = log.load_table(versions[-1], "eval_data")
+    assert table.column("id") == list(range(20))
+    for cell in table.column("image"):
+        entry = versions[-1].entries[cell["path"]]
+        assert entry.referenced_client_id == data.client_id
+        assert log.resolve(versions[-1], cell["path"])[1] == data.entries[cell["path"]]
 
 
 def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
