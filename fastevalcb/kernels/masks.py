@@ -60,6 +60,22 @@ def _resize_nearest(masks, out_h, out_w):
     return out
 
 
+_COUNTED, _IGNORED, _UNKNOWN = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pixel_kind(pv, tv, num_classes, ignore_index):
+    """A pixel of ``_class_counts``: counted, its target ignored, or an id outside
+    ``[0, num_classes)`` (pred, or target unless it is ``ignore_index``)."""
+    if pv < 0 or pv >= num_classes:
+        return _UNKNOWN
+    if tv == ignore_index:
+        return _IGNORED
+    if tv < 0 or tv >= num_classes:
+        return _UNKNOWN
+    return _COUNTED
+
+
 @njit(cache=True, nogil=True)
 def _class_counts(pred, target, num_classes, ignore_index):
     """Per image per class ``(tp, pred_count, target_count)``, each ``(B, C)`` int64.
@@ -83,32 +99,25 @@ def _class_counts(pred, target, num_classes, ignore_index):
     for i in range(b):
         p = pred[i].ravel()
         t = target[i].ravel()
-        if not joint:
-            for j in range(n):
-                pv = p[j]
-                tv = t[j]
-                if pv < 0 or pv >= c:
-                    return tp, pc, tc, i * n + j
-                if tv == ignore_index:
+        if joint:
+            hist[:] = 0
+        for j in range(n):
+            pv = p[j]
+            tv = t[j]
+            kind = _pixel_kind(pv, tv, c, ignore_index)
+            if kind != _COUNTED:
+                if kind == _IGNORED:
                     continue
-                if tv < 0 or tv >= c:
-                    return tp, pc, tc, i * n + j
+                return tp, pc, tc, i * n + j
+            if joint:
+                hist[(j & 3) * cc + pv * c + tv] += 1
+            else:
                 pc[i, pv] += 1
                 tc[i, tv] += 1
                 if pv == tv:
                     tp[i, pv] += 1
+        if not joint:
             continue
-        hist[:] = 0
-        for j in range(n):
-            pv = p[j]
-            tv = t[j]
-            if pv < 0 or pv >= c:
-                return tp, pc, tc, i * n + j
-            if tv == ignore_index:
-                continue
-            if tv < 0 or tv >= c:
-                return tp, pc, tc, i * n + j
-            hist[(j & 3) * cc + pv * c + tv] += 1
         for pv in range(c):
             for tv in range(c):
                 k = pv * c + tv
