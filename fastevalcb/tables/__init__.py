@@ -74,8 +74,8 @@ from fastevalcb.tables.streamed import StreamedTable, num_rows
 
 __all__ = [
     "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",
-    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "LayeredImages", "MASK_DIR", "MASK_SUFFIX", "MediaFiles",
-    "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
+    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "LayeredImages", "MASK_DIR", "MASK_SUFFIX",
+    "MediaFiles", "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
     "artifact_cache_by_client_id", "define_step_metrics", "file_of", "image_layers",
     "image_size", "log_data_artifact", "log_metrics", "log_pred_artifact", "media_files",
     "media_tmp_dir", "new_boxes2d", "new_image", "new_image_mask", "num_rows",

@@ -204,9 +204,6 @@ class ImageColumn(Sequence):
     def plain(self) -> bool:
         return self.masks is None
 
-    def entry_names(self) -> list[str]:
-        return self.files.entry_names(self.rows)
-
     def json_texts(self, names: list[str]) -> list[str]:
         """The JSON text of each image once its file is the artifact's entry ``names[i]``:
         ``json.dumps(image.to_json(artifact), sort_keys=True)`` (``MediaIndex.image_json``),

@@ -92,7 +92,7 @@ class StreamedTable(ColumnarTable):
             type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
         fragments: list[str] = []
         with _gc_paused():
-            # Plain images are written as text, the rest by json.dumps around a marker that
+            # Image columns are written as text, the rest by json.dumps around a marker that
             # the texts then replace (str.split/join: C speed, no dict per cell).
             texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
             json_columns = [_CELL if i in by_ref
