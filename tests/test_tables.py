@@ -98,6 +98,11 @@ def test_wandb_internals_we_rely_on_exist(wandb_env):
     assert art._added_local_paths[image._path].path == name
     image._free_ram()
     assert image._image is None and image.image is not None  # reloads from its file
+    # tables.artifacts.manifest_as_file lowers the size past which wandb sends a manifest
+    # as its file; the end-to-end check is test_large_manifests_go_as_wandbs_manifest_file.
+    from wandb.sdk.interface import interface
+
+    assert isinstance(interface.MANIFEST_FILE_SIZE_THRESHOLD, int)
 
 
 def test_client_reference_entries_resolve_locally(wandb_env):
