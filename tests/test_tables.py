@@ -260,6 +260,11 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
     pred = wandb.Artifact("pred", "evaluation")
     MediaIndex.from_files(data, [files]).add_column_references(pred, files, slice(0, len(files)))
     assert len(data.manifest.entries) == 6 and len(pred.manifest.entries) == 6
+    # an entry object after the rows (pred), between rows of one source (data)
+    for artifact in (data, pred):
+        with artifact.new_file("notes.txt") as f:
+            f.write("an entry object")
+    stager.write(b"a later file", IMAGE_DIR, IMAGE_SUFFIX)
     for artifact in (data, pred):
         rows = artifact.manifest.entries
         assert isinstance(rows, EntryRows) and entry_rows(artifact) is rows
@@ -272,7 +277,43 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
         make = InterfaceBase._make_artifact_manifest
         assert make(None, artifact.manifest) == make(None, objects.manifest)
         for name, view in rows.items():
-            _assert_view_reads_as(view, rows[name])
+            if name != "notes.txt":
+                _assert_view_reads_as(view, rows[name])
+        _assert_bulk_manifest_is_wandbs(artifact.manifest, objects.manifest)
+
+
+def _assert_bulk_manifest_is_wandbs(rows, objects):
+    """While manifest_as_file runs, a manifest of rows is written and hashed in bulk: the
+    manifest file's lines and the digest wandb's own code makes of the same entries as
+    objects (wandb-internal: InterfaceBase._write_artifact_manifest_file,
+    ArtifactManifestV1.digest)."""
+    import gzip
+
+    from wandb.sdk.artifacts.artifact_manifests.artifact_manifest_v1 import ArtifactManifestV1
+    from wandb.sdk.interface.interface import InterfaceBase
+
+    from fastevalcb.tables.artifacts import manifest_as_file
+
+    wandb_write = InterfaceBase._write_artifact_manifest_file
+    wandb_digest = ArtifactManifestV1.digest
+    assert type(rows) is ArtifactManifestV1 and type(objects) is ArtifactManifestV1
+    wandb_file = wandb_write(None, objects)
+    with manifest_as_file():
+        assert InterfaceBase._write_artifact_manifest_file is not wandb_write
+        assert ArtifactManifestV1.digest is not wandb_digest
+        ours_file = InterfaceBase._write_artifact_manifest_file(None, rows)
+        # a manifest of objects still goes through wandb's own code
+        assert InterfaceBase._write_artifact_manifest_file(None, objects) != wandb_file
+        assert rows.digest() == wandb_digest(objects) == objects.digest()
+    assert InterfaceBase._write_artifact_manifest_file is wandb_write  # put back
+    assert ArtifactManifestV1.digest is wandb_digest
+    assert rows.digest() == wandb_digest(objects)
+    assert os.path.dirname(ours_file) == os.path.dirname(wandb_file)
+    assert ours_file.endswith(".manifest_contents.jl.gz")
+    text = [gzip.open(f, "rt", encoding="utf-8").read() for f in (ours_file, wandb_file)]
+    assert text[0] == text[1] and text[0].count("\n") == len(objects.entries)
+    assert any(type(value) is int for value in dict.values(rows.entries))
+    assert any(type(value) is not int for value in dict.values(rows.entries))
 
 
 @pytest.mark.parametrize("columns", [["epoch", "", "pred"], ["epoch", "  "]])

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import wandb
+from wandb.sdk.artifacts.artifact_manifests.artifact_manifest_v1 import ArtifactManifestV1
 from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.interface import interface as _interface
 from wandb.sdk.lib.paths import LogicalPath
@@ -18,7 +22,7 @@ from wandb.sdk.lib.paths import LogicalPath
 from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import MediaIndex
-from fastevalcb.tables.staging import b64_digest, file_hasher
+from fastevalcb.tables.staging import EntryRows, b64_digest, file_hasher
 from fastevalcb.tables.streamed import StreamedTable
 
 
@@ -61,29 +65,41 @@ MANIFEST_FILE_ENTRIES = 10_000
 
 _manifest_lock = threading.Lock()
 _manifest_users = 0
-_manifest_threshold = 0
+_wandb_manifest = {}  # what manifest_as_file replaces while it runs: wandb's own
 
 
 @contextlib.contextmanager
 def manifest_as_file() -> Iterator[None]:
     """While ``log_artifact`` runs, a manifest of more than :data:`MANIFEST_FILE_ENTRIES`
     entries goes to wandb-core as wandb's own manifest file (gzip'd JSON lines in the
-    staging directory, ``ArtifactManifest.manifest_file_path``), not as one protobuf record.
+    staging directory, ``ArtifactManifest.manifest_file_path``), not as one protobuf record;
+    and the manifests whose entries are rows (:class:`EntryRows`) are written and hashed in
+    bulk.
 
     The record is built whole (every entry's message, then its serialized bytes, then the
     send) and costs ~1.1 KB per data-table sample and ~1.8 KB per pred-version row of
     transient memory: the peak RSS of a large validation set. wandb switches to the file
     above ``interface.MANIFEST_FILE_SIZE_THRESHOLD`` (100,000 entries), read as the
-    threshold at call time (wandb-internal); this lowers it while our artifacts are logged
-    (other threads' artifacts logged meanwhile may take the file too: wandb's path either
-    way), and puts it back after the last such call.
+    threshold at call time; this lowers it while our artifacts are logged (other threads'
+    artifacts logged meanwhile may take the file too: wandb's path either way), and puts it
+    back after the last such call. wandb writes that file and the manifest's digest an
+    entry at a time (pydantic dumps, an f-string per entry: ~20 µs an entry, most of a
+    classification version's cost); for :class:`EntryRows` the same text comes from the
+    rows' arrays (:meth:`EntryRows.manifest_lines`, :meth:`EntryRows.digest_lines`),
+    other manifests go to wandb's own code. wandb-internal, all three; canaries in
+    ``tests/test_tables.py``.
     """
-    global _manifest_users, _manifest_threshold
+    global _manifest_users
     with _manifest_lock:
         if _manifest_users == 0:
-            _manifest_threshold = _interface.MANIFEST_FILE_SIZE_THRESHOLD  # wandb-internal
-            _interface.MANIFEST_FILE_SIZE_THRESHOLD = min(_manifest_threshold,
+            _wandb_manifest.update(
+                threshold=_interface.MANIFEST_FILE_SIZE_THRESHOLD,
+                write=_interface.InterfaceBase._write_artifact_manifest_file,
+                digest=ArtifactManifestV1.digest)
+            _interface.MANIFEST_FILE_SIZE_THRESHOLD = min(_wandb_manifest["threshold"],
                                                           MANIFEST_FILE_ENTRIES)
+            _interface.InterfaceBase._write_artifact_manifest_file = _write_manifest_file
+            ArtifactManifestV1.digest = _manifest_digest
         _manifest_users += 1
     try:
         yield
@@ -91,7 +107,40 @@ def manifest_as_file() -> Iterator[None]:
         with _manifest_lock:
             _manifest_users -= 1
             if _manifest_users == 0:
-                _interface.MANIFEST_FILE_SIZE_THRESHOLD = _manifest_threshold
+                _interface.MANIFEST_FILE_SIZE_THRESHOLD = _wandb_manifest["threshold"]
+                _interface.InterfaceBase._write_artifact_manifest_file = _wandb_manifest["write"]
+                ArtifactManifestV1.digest = _wandb_manifest["digest"]
+
+
+def _write_manifest_file(interface: Any, manifest: Any) -> str:
+    """``InterfaceBase._write_artifact_manifest_file``: the same file, named as wandb names
+    it, its lines from :meth:`EntryRows.manifest_lines` in wandb's JSON (its interface
+    module's ``json``: pydantic-core, orjson or the stdlib, by release), compressed in
+    one call."""
+    if not isinstance(manifest.entries, EntryRows):
+        return _wandb_manifest["write"](interface, manifest)
+    directory = os.path.join(get_staging_dir(), "artifact_manifests")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory,
+                        f"{time.time()}_{os.urandom(8).hex()}.manifest_contents.jl.gz")
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(manifest.entries.manifest_lines(_interface.json.dumps).encode("utf-8"))
+    return path
+
+
+def _manifest_digest(manifest: Any) -> str:
+    """``ArtifactManifestV1.digest``: the hash of its header and the entries' sorted
+    ``name:digest`` lines (md5, or xxh128 where the manifest uses it), in one update."""
+    if not isinstance(manifest.entries, EntryRows):
+        return _wandb_manifest["digest"](manifest)
+    header = getattr(manifest, "_DIGEST_HEADER", b"wandb-artifact-manifest-v1\n")
+    if "XXH128" in str(getattr(manifest, "digest_algorithm", "")):
+        from wandb.sdk.lib.hashutil import _xxh128
+        hasher = _xxh128(header)
+    else:
+        hasher = hashlib.md5(header, usedforsecurity=False)
+    hasher.update(manifest.entries.digest_lines().encode("utf-8"))
+    return hasher.hexdigest()
 
 
 def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:

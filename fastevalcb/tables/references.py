@@ -466,8 +466,11 @@ class _References:
     """:class:`~fastevalcb.tables.staging.EntrySource`: a data table's staged files as
     reference entries of a pred version (``add_reference`` of their client URI)."""
 
+    local_path_prefix = None
+
     def __init__(self, files: MediaFiles, client_id: str) -> None:
         self.files, self.client_id = files, client_id
+        self.ref_prefix = f"{CLIENT_REF_SCHEME}://{client_id}/"
 
     def name(self, row: int) -> str:
         return self.files.entry_name(row)
@@ -479,10 +482,16 @@ class _References:
         return 0
 
     def ref(self, name: str) -> str:
-        return f"{CLIENT_REF_SCHEME}://{self.client_id}/{name}"
+        return self.ref_prefix + name
 
     def local_path(self, row: int) -> None:
         return None
+
+    def md5s(self, rows: np.ndarray) -> bytes:
+        return self.files.md5[rows].tobytes()
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        return np.zeros(len(rows), np.int64)
 
 
 def image_file_json(image: wandb.Image, entry_path: str) -> dict[str, Any]:

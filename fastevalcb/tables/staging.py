@@ -6,13 +6,15 @@ from __future__ import annotations
 import array
 import binascii
 import hashlib
+import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numpy as np
 import wandb
 from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
 from wandb.sdk.artifacts.staging import get_staging_dir
@@ -32,6 +34,14 @@ class EntrySource(Protocol):
     def size(self, row: int) -> int: ...
     def ref(self, name: str) -> str | None: ...  # of the row named ``name``
     def local_path(self, row: int) -> str | None: ...
+
+    # The same in bulk, for a manifest's many rows at once:
+    ref_prefix: str | None  # ref(name) is ref_prefix + name
+    local_path_prefix: str | None  # local_path(row) is local_path_prefix + str(row)
+
+    def md5s(self, rows: np.ndarray) -> bytes: ...  # the rows' 16-byte entry digests
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 _NO_EXTRA = MappingProxyType({})
@@ -154,6 +164,91 @@ class EntryRows(dict):
 
     def copy(self) -> dict:
         return {name: self[name] for name in self}
+
+    def manifest_lines(self, dumps: Callable[[Any], str] = json.dumps) -> str:
+        """What wandb writes as the manifest file of these entries: ``dumps`` (its JSON
+        writer) of each entry's ``to_json()``, a line each, in order. A source's rows are
+        written in bulk, by one format string (~1 µs an entry; wandb's loop of pydantic
+        dumps is ~15)."""
+        return "".join(dumps(value.to_json()) + "\n" if source is None
+                       else _rows_json_lines(source, names, rows, dumps)
+                       for source, names, rows, value in self._runs())
+
+    def digest_lines(self) -> str:
+        """What the manifest's digest hashes after its header: ``f"{name}:{digest}\n"`` of
+        every entry, sorted by name (``ArtifactManifestV1.digest``, wandb-internal)."""
+        pairs: list[tuple[str, str]] = []
+        for source, names, rows, value in self._runs():
+            pairs.extend(zip(names, [value.digest] if source is None
+                             else b64_rows(source.md5s(rows))))
+        pairs.sort()
+        return "".join(f"{name}:{digest}\n" for name, digest in pairs)
+
+    def _runs(self) -> Iterator[tuple[Any, list[str], Any, Any]]:
+        """The entries in order, in runs: ``(source, names, rows, None)`` for consecutive
+        rows of one source, ``(None, [name], None, entry)`` for an entry object."""
+        names, values = list(dict.keys(self)), list(dict.values(self))
+        codes = np.fromiter((v if type(v) is int else -1 for v in values), np.int64,
+                            len(values))
+        source = np.where(codes >= 0, codes >> self._SHIFT, -1)
+        cuts = np.flatnonzero((source[1:] != source[:-1]) | (source[1:] < 0)) + 1
+        bounds = [0, *cuts.tolist(), len(values)]
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            if source[start] < 0:  # an entry object: a run of its own
+                yield None, names[start:end], None, values[start]
+            elif end > start:
+                yield (self._sources[int(source[start])], names[start:end],
+                       codes[start:end] & self._ROW, None)
+
+
+def _rows_json_lines(source: EntrySource, names: list[str], rows: np.ndarray,
+                     dumps: Callable[[Any], str]) -> str:
+    """The manifest-file lines of ``rows`` of ``source`` (entries ``names``): ``dumps`` of
+    what :meth:`EntryView.to_json` gives for each, through one format string."""
+    first = EntryView(names[0], source, int(rows[0])).to_json()  # learns the source's keys
+    keys = getattr(source, "_json_keys", ())
+    prefixes = {"ref": source.ref_prefix, "local_path": source.local_path_prefix}
+    joined = "".join(names)
+    if (not keys or dumps(joined) != f'"{joined}"'  # names needing escapes: one by one
+            or any(prefixes.get(key, "") is None for key in keys)):
+        return "".join(dumps(EntryView(name, source, row).to_json()) + "\n"
+                       for name, row in zip(names, rows.tolist()))
+    probe = dumps({"a": 0, "b": 0})  # the writer's separators: '{"a": 0, "b": 0}' or compact
+    colon, comma = probe[4:probe.index("0")], probe[probe.index("0") + 1:probe.index('"b"')]
+    pieces, columns = [], []
+    for key in keys:
+        piece = dumps(key) + colon
+        if key in ("path", "digest", "ref", "local_path"):  # strings: prefix + row's text
+            piece += '"' + _literal(dumps(prefixes.get(key) or "")[1:-1]) + '{}"'
+            columns.append(b64_rows(source.md5s(rows)) if key == "digest"
+                           else rows.tolist() if key == "local_path" else names)
+        elif key == "size":
+            piece += "{}"
+            columns.append(source.sizes(rows).tolist())
+        else:  # the same for every row of a source (skip_cache, extra)
+            piece += _literal(dumps(first[key]))
+        pieces.append(piece)
+    line = "{{" + comma.join(pieces) + "}}\n"
+    return "".join(map(line.format, *columns))
+
+
+def _literal(text: str) -> str:
+    """``text`` as a literal part of a format string."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def b64_rows(md5s: bytes) -> list[str]:
+    """The base64 entry digest (wandb's form) of each 16 bytes of ``md5s``, in one pass:
+    each row padded to 18 bytes encodes alone (18 = 6 x 3), its last 2 characters made
+    the ``==`` padding a 16-byte encoding ends with."""
+    n = len(md5s) // 16
+    padded = np.zeros((n, 18), np.uint8)
+    padded[:, :16] = np.frombuffer(md5s, np.uint8).reshape(n, 16)
+    text = np.frombuffer(binascii.b2a_base64(padded.tobytes(), newline=False),
+                         np.uint8).reshape(n, 24).copy()
+    text[:, 22:] = ord("=")
+    flat = text.tobytes().decode("ascii")
+    return [flat[i:i + 24] for i in range(0, 24 * n, 24)]
 
 
 class LocalPaths(dict):
@@ -345,6 +440,19 @@ class StagedFiles:
 
     def local_path(self, n: int) -> str:
         return f"{self.prefix}{n}"
+
+    ref_prefix = None
+
+    @property
+    def local_path_prefix(self) -> str:
+        return self.prefix
+
+    def md5s(self, rows: np.ndarray) -> bytes:
+        # Copies first: a buffer exported from the bytearray would block appends.
+        return np.frombuffer(bytes(self._digests), np.uint8).reshape(-1, 16)[rows].tobytes()
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        return np.frombuffer(self._sizes.tobytes(), np.int64)[rows]
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path of these files, or None."""
