@@ -104,10 +104,11 @@ class EntryRows(dict):
     An :class:`ArtifactManifestEntry` with its pydantic bookkeeping is ~1.1 KB and three
     objects the garbage collector tracks; a 200k-image data table or pred version makes
     one per file. Here a file costs its name and an int (~150 bytes), and adds nothing
-    for the collector to track: a version's entries no longer set off full collections. Single lookups (``[name]``, ``get``) build the real entry; iterating
-    (``values``, ``items``: what wandb does when it logs the artifact) yields
-    :class:`EntryView` objects. Any other value (an entry wandb adds itself) is kept as
-    it is.
+    for the collector to track: a version's entries no longer set off full collections.
+    Single lookups (``[name]``, ``get``) build the real entry; iterating (``values``,
+    ``items``: what wandb does when it logs the artifact) yields :class:`EntryView`
+    objects; a logged manifest's file and digest are written from the rows in bulk. Any
+    other value (an entry wandb adds itself) is kept as it is.
     """
 
     _SHIFT = 40
