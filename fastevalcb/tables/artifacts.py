@@ -60,8 +60,10 @@ def log_data_artifact(
     return index
 
 
-MANIFEST_FILE_ENTRIES = 10_000
-"""Manifests of more entries are sent the way wandb sends those of more than 100,000."""
+MANIFEST_FILE_ENTRIES = 1_000
+"""Manifests of more entries are sent the way wandb sends those of more than 100,000: as
+its manifest file, which :class:`EntryRows` write in bulk (~1 µs an entry, where the
+protobuf record costs ~4 and ~1.8 KB of transient memory)."""
 
 _manifest_lock = threading.Lock()
 _manifest_users = 0
