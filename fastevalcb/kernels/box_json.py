@@ -46,15 +46,14 @@ def _literals() -> tuple[np.ndarray, np.ndarray]:
 _LIT, _LIT_OFF = _literals()
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put(buf, pos, src, start, end):
-    for i in range(start, end):
-        buf[pos] = src[i]
-        pos += 1
-    return pos
+    n = end - start
+    buf[pos:pos + n] = src[start:end]
+    return pos + n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_digits(buf, pos, v, width):
     """Write the non-negative int ``v`` in decimal, zero-padded to at least ``width``."""
     n = 1
@@ -69,7 +68,7 @@ def _put_digits(buf, pos, v, width):
     return pos + n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_int(buf, pos, v):
     if v < 0:
         buf[pos] = 45  # '-'
@@ -78,27 +77,42 @@ def _put_int(buf, pos, v):
     return _put_digits(buf, pos, v, 1)
 
 
-@njit(cache=True, nogil=True)
+_POW10 = 10.0 ** np.arange(10)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _put_fixed(buf, pos, x, decimals, strip):
     """Write ``x`` rounded half-even to ``decimals`` places (``strip``: trailing zeros off,
-    keeping one)."""
-    scale = np.int64(10) ** decimals
-    v = np.int64(np.rint(x * scale))
+    keeping one). The digits go right to left into the 24 bytes after ``pos`` (an int64
+    has 19), then move into place: one division by 10 a digit."""
+    v = np.int64(np.rint(x * _POW10[decimals]))
     if v < 0:
-        buf[pos] = 45
+        buf[pos] = 45  # '-'
         pos += 1
         v = -v
-    pos = _put_digits(buf, pos, v // scale, 1)
-    buf[pos] = 46  # '.'
-    pos += 1
+    last = i = pos + 23
+    for _ in range(decimals):
+        buf[i] = 48 + v % 10
+        v //= 10
+        i -= 1
     if decimals == 0:
-        buf[pos] = 48
-        return pos + 1
-    end = _put_digits(buf, pos, v % scale, decimals)
+        buf[i] = 48
+        i -= 1
+    buf[i] = 46  # '.'
+    buf[i - 1] = 48 + v % 10
+    v //= 10
+    i -= 2
+    while v > 0:
+        buf[i] = 48 + v % 10
+        v //= 10
+        i -= 1
     if strip:
-        while end - pos > 1 and buf[end - 1] == 48:
-            end -= 1
-    return end
+        while buf[last] == 48 and buf[last - 1] != 46:
+            last -= 1
+    n = last - i
+    for j in range(n):  # forward: the text moves left, never past what it copies
+        buf[pos + j] = buf[i + 1 + j]
+    return pos + n
 
 
 @njit(cache=True, nogil=True)
@@ -109,7 +123,9 @@ def _box_json(xyxy, class_id, scores, has_scores, pixel, offsets, names, name_of
     longest = 0
     for k in range(name_off.shape[0] - 1):
         longest = max(longest, name_off[k + 1] - name_off[k])
-    buf = np.empty(n * (lit_off[-1] + longest + 8 * 24) + 2 * (offsets.shape[0] - 1), np.uint8)
+    # room for every piece, each number's 25 bytes of scratch (_put_fixed) included
+    buf = np.empty(n * (lit_off[-1] + longest + 8 * 25) + 2 * offsets.shape[0] + 25,
+                   np.uint8)
     out = np.empty(offsets.shape[0], np.int64)
     pos = 0
     for i in range(offsets.shape[0] - 1):
