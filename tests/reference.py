@@ -102,6 +102,22 @@ def clip_boxes(xyxy, image_size):
     return np.minimum(np.maximum(b, 0), hi).astype(np.float32)
 
 
+def box_validity(boxes, scores, box_format, skip=None):
+    boxes = np.asarray(boxes, np.float32)
+    finite = np.isfinite(boxes).all(axis=-1) & np.isfinite(scores)
+    name = {"cxcywh": "center_xywh"}.get(box_format.lower(), box_format.lower())
+    with np.errstate(invalid="ignore"):
+        if "xyxy" in name or "yxyx" in name:
+            extent_a, extent_b = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        else:
+            extent_a, extent_b = boxes[..., 2], boxes[..., 3]
+        positive = (extent_a > 0) & (extent_b > 0)
+    code = np.where(~finite, 1, np.where(positive, 0, 2)).astype(np.uint8)
+    if skip is not None:
+        code[np.asarray(skip, bool)] = 0
+    return code
+
+
 def _iou_matrix(a, b):
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return _iou_matrix_f64(np.asarray(a, np.float32).astype(np.float64),

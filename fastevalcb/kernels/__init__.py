@@ -17,6 +17,7 @@ from fastevalcb.kernels.boxes import (
     BOX_FORMATS,
     box_format_name,
     box_iou_batch,
+    box_validity,
     clip_boxes,
     convert_boxes,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "box_format_name",
     "box_iou_batch",
     "box_json",
+    "box_validity",
     "classification_summary",
     "clip_boxes",
     "convert_boxes",
@@ -102,6 +104,7 @@ def warmup() -> dict[str, float]:
     timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)),
                             clip_boxes(boxes, (2, 2)),
                             box_iou_batch(boxes[0], boxes[0]),
+                            box_validity(boxes, scores, "xyxy", scores > 0),
                             box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
                             box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))
     timed("nms", lambda: (nms_keep(boxes[0], scores[0], [0, 1]),

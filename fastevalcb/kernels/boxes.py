@@ -103,6 +103,29 @@ def _clip_boxes(xyxy, width, height):
     return out
 
 
+VALID_BOX, NON_FINITE_BOX, DEGENERATE_BOX = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _box_validity(boxes, scores, skip, corners):
+    """``(B, K)`` uint8 codes of ``(B, K, 4)`` boxes and ``(B, K)`` scores, in one pass."""
+    b, k = scores.shape
+    code = np.zeros((b, k), np.uint8)
+    for i in range(b):
+        for j in range(k):
+            if skip[i, j]:
+                continue
+            p, q, r, t = boxes[i, j, 0], boxes[i, j, 1], boxes[i, j, 2], boxes[i, j, 3]
+            if not (np.isfinite(p) and np.isfinite(q) and np.isfinite(r) and np.isfinite(t)
+                    and np.isfinite(scores[i, j])):
+                code[i, j] = NON_FINITE_BOX
+                continue
+            extent_a, extent_b = (r - p, t - q) if corners else (r, t)
+            if not (extent_a > 0 and extent_b > 0):
+                code[i, j] = DEGENERATE_BOX
+    return code
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _iou(a, b):
     """IoU of two xyxy boxes (1-D views), computed in float64; 0 when either is empty."""
@@ -224,6 +247,35 @@ def clip_boxes(xyxy, image_size: tuple[int, int]) -> np.ndarray:
     flat = np.ascontiguousarray(arr.reshape(-1, 4), dtype=np.float32)
     out = _clip_boxes(flat, np.float32(image_size[1]), np.float32(image_size[0]))
     return out.reshape(arr.shape)
+
+
+def box_validity(boxes, scores, box_format: str, skip=None) -> np.ndarray:
+    """Which boxes can be drawn: finite, and positive in both extents.
+
+    Corner formats (``xyxy``, ``yxyx`` and their ``rel_`` forms) must have max > min on
+    both axes; every other format (``xywh``, ``center_xywh``, ``center_yxhw``, ``rel_*``)
+    holds width and height in slots 2 and 3, which must be positive.
+
+    Args:
+        boxes: ``(B, K, 4)`` float boxes in ``box_format``.
+        scores: ``(B, K)`` float scores.
+        box_format: the boxes' format name (:data:`BOX_FORMATS` or an alias).
+        skip: optional ``(B, K)`` bool, rows not to check (padding): coded valid.
+
+    Returns:
+        ``(B, K)`` uint8: ``VALID_BOX`` (0), ``NON_FINITE_BOX`` (1: a NaN/inf coordinate or
+        score) or ``DEGENERATE_BOX`` (2: finite, but inverted or zero-area).
+    """
+    name = box_format_name(box_format)
+    arr = np.asarray(boxes)
+    if arr.ndim != 3 or arr.shape[2] != 4:
+        raise ValueError(f"boxes must have shape (B, K, 4), got {tuple(arr.shape)}")
+    b, k = arr.shape[:2]
+    sc = as_array(scores, "scores", np.float32, (b, k))
+    mask = (np.zeros((b, k), np.bool_) if skip is None
+            else as_array(skip, "skip", np.bool_, (b, k)))
+    return _box_validity(np.ascontiguousarray(arr, np.float32), sc, mask,
+                         name.removeprefix("rel_") in ("xyxy", "yxyx"))
 
 
 def box_iou_batch(boxes_a, boxes_b) -> np.ndarray:

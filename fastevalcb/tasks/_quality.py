@@ -4,7 +4,7 @@
   (logits, probabilities, boxes, scores, mask scores) and the first such sample id. Each
   task's pred table gets a ``finite`` column from it, the version's summary metrics become
   NaN, and the first such version of a fit is warned about (once per fit).
-* :func:`box_validity` / :class:`BoxCheck`: predicted boxes that cannot be drawn (NaN/inf
+* :class:`BoxCheck` (:func:`fastevalcb.kernels.box_validity`): predicted boxes that cannot be drawn (NaN/inf
   coordinates or score, inverted or zero-area) are counted and dropped from the overlay
   and the metrics; warned once per fit with the count and the first sample id.
 """
@@ -16,35 +16,9 @@ from typing import Any
 
 import numpy as np
 
-VALID, NON_FINITE, DEGENERATE = 0, 1, 2
-
-
-def box_validity(boxes: np.ndarray, scores: np.ndarray, box_format: str) -> np.ndarray:
-    """Which predicted boxes can be drawn.
-
-    Corner formats (``xyxy``, ``yxyx`` and their ``rel_`` forms) must have max > min on
-    both axes; every other format (``xywh``, ``cxcywh``, ``center_xywh``,
-    ``center_yxhw``, ``rel_*``) holds width and height in slots 2 and 3, which must be
-    positive.
-
-    Args:
-        boxes: ``(B, K, 4)`` float boxes in ``box_format``.
-        scores: ``(B, K)`` float scores.
-        box_format: the boxes' format name.
-
-    Returns:
-        ``(B, K)`` uint8: ``VALID`` (0), ``NON_FINITE`` (1: a NaN/inf coordinate or score)
-        or ``DEGENERATE`` (2: finite, but inverted or zero-area).
-    """
-    boxes = np.asarray(boxes)
-    finite = np.isfinite(boxes).all(axis=-1) & np.isfinite(scores)
-    if "xyxy" in box_format or "yxyx" in box_format:
-        extent_a, extent_b = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-    else:
-        extent_a, extent_b = boxes[..., 2], boxes[..., 3]
-    with np.errstate(invalid="ignore"):
-        positive = (extent_a > 0) & (extent_b > 0)
-    return np.where(~finite, NON_FINITE, np.where(positive, VALID, DEGENERATE)).astype(np.uint8)
+from fastevalcb.kernels.boxes import (DEGENERATE_BOX as DEGENERATE,
+                                      NON_FINITE_BOX as NON_FINITE, VALID_BOX as VALID,
+                                      box_validity)
 
 
 class BoxCheck:
@@ -65,8 +39,7 @@ class BoxCheck:
     def __call__(self, boxes: np.ndarray, scores: np.ndarray, padding: np.ndarray,
                  box_format: str) -> np.ndarray:
         """``(B, K)`` bool: the non-padding boxes that must not be drawn or scored."""
-        code = box_validity(boxes, scores, box_format)
-        code[np.asarray(padding, bool)] = VALID
+        code = box_validity(boxes, scores, box_format, skip=padding)
         self.non_finite = (code == NON_FINITE).sum(axis=1)
         self.degenerate = (code == DEGENERATE).sum(axis=1)
         self.finite = self.non_finite == 0

@@ -115,3 +115,31 @@ def test_errors():
         kernels.convert_boxes(np.zeros((1, 4)), "yxxy")
     with pytest.raises(ValueError, match="image_size"):
         kernels.convert_boxes(np.zeros((1, 4)), "rel_xyxy")
+
+
+
+@SETTINGS
+@given(st.integers(0, 3), st.integers(0, 6), st.sampled_from(FORMATS_AND_ALIAS),
+       st.integers(0, 2**32 - 1), st.booleans())
+def test_box_validity_matches_reference(b, k, fmt, seed, with_skip):
+    """NaN/inf coordinates or scores, inverted and zero-area boxes, padding skipped."""
+    rng = np.random.default_rng(seed)
+    boxes = rng.uniform(-5, 5, (b, k, 4)).astype(np.float32)
+    boxes[rng.random((b, k, 4)) < 0.2] = np.nan
+    boxes[rng.random((b, k, 4)) < 0.1] = np.inf
+    boxes[rng.random((b, k, 4)) < 0.2] = 0.0  # zero-area in both layouts
+    scores = rng.uniform(0, 1, (b, k)).astype(np.float32)
+    scores[rng.random((b, k)) < 0.2] = np.nan
+    skip = rng.random((b, k)) < 0.3 if with_skip else None
+    got = kernels.box_validity(boxes, scores, fmt, skip)
+    assert got.dtype == np.uint8 and got.shape == (b, k)
+    np.testing.assert_array_equal(got, reference.box_validity(boxes, scores, fmt, skip))
+
+
+def test_box_validity_errors_name_the_shapes():
+    with pytest.raises(ValueError, match=r"boxes must have shape \(B, K, 4\), got \(2, 4\)"):
+        kernels.box_validity(np.zeros((2, 4)), np.zeros(2), "xyxy")
+    with pytest.raises(ValueError, match="scores"):
+        kernels.box_validity(np.zeros((1, 2, 4)), np.zeros((1, 3)), "xyxy")
+    with pytest.raises(ValueError, match="box_format|format"):
+        kernels.box_validity(np.zeros((1, 2, 4)), np.zeros((1, 2)), "xyzw")
