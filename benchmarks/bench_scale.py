@@ -53,7 +53,7 @@ import psutil  # noqa: E402
 import wandb  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_name  # noqa: E402
+from _machine import cpu_name, fresh_memory_costs  # noqa: E402
 
 from fastevalcb import BatchedPredictor, ClassificationEvalCallback  # noqa: E402
 from fastevalcb.media import encode_images  # noqa: E402
@@ -412,9 +412,16 @@ def main() -> None:
         rows.append(json.loads(next(line for line in out.splitlines()
                                     if line.startswith("RESULT "))[7:]))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "logs"}), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = fresh_memory_costs(tmp)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
-            "keras": keras.__version__, "wandb": wandb.__version__}
-    table = markdown(rows)
+            "keras": keras.__version__, "wandb": wandb.__version__, "fresh_memory": memory}
+    table = markdown(rows) + (
+        "\nFresh memory on this machine (`_machine.fresh_memory_costs`, after the rows): "
+        f"{memory['fresh_page_us']:.2f} µs per 4 KiB page on first touch, "
+        f"{memory['touched_page_us']:.2f} on the next; a new file is written at "
+        f"{memory['new_file_mb_s']} MB/s, the same bytes overwritten at "
+        f"{memory['overwrite_mb_s']} MB/s.\n")
     print(table)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)

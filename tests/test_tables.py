@@ -313,6 +313,12 @@ def _assert_bulk_manifest_is_wandbs(rows, objects):
     text = [gzip.open(f, "rt", encoding="utf-8").read() for f in (ours_file, wandb_file)]
     assert text[0] == text[1] and text[0].count("\n") == len(objects.entries)
     assert any(type(value) is int for value in dict.values(rows.entries))
+    from wandb.sdk.interface import interface
+
+    for chunk in (1, 2, 3):  # streamed a few entries at a time: the same text
+        assert "".join(rows.entries.manifest_lines(interface.json.dumps, chunk)) == text[1]
+        assert ("".join(rows.entries.digest_lines(chunk))
+                == "".join(rows.entries.digest_lines()))
     assert any(type(value) is not int for value in dict.values(rows.entries))
 
 

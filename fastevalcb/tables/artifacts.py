@@ -117,8 +117,8 @@ def manifest_as_file() -> Iterator[None]:
 def _write_manifest_file(interface: Any, manifest: Any) -> str:
     """``InterfaceBase._write_artifact_manifest_file``: the same file, named as wandb names
     it, its lines from :meth:`EntryRows.manifest_lines` in wandb's JSON (its interface
-    module's ``json``: pydantic-core, orjson or the stdlib, by release), compressed in
-    one call."""
+    module's ``json``: pydantic-core, orjson or the stdlib, by release), compressed as
+    it goes."""
     if not isinstance(manifest.entries, EntryRows):
         return _wandb_manifest["write"](interface, manifest)
     directory = os.path.join(get_staging_dir(), "artifact_manifests")
@@ -126,13 +126,14 @@ def _write_manifest_file(interface: Any, manifest: Any) -> str:
     path = os.path.join(directory,
                         f"{time.time()}_{os.urandom(8).hex()}.manifest_contents.jl.gz")
     with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(manifest.entries.manifest_lines(_interface.json.dumps).encode("utf-8"))
+        for text in manifest.entries.manifest_lines(_interface.json.dumps):
+            f.write(text.encode("utf-8"))
     return path
 
 
 def _manifest_digest(manifest: Any) -> str:
     """``ArtifactManifestV1.digest``: the hash of its header and the entries' sorted
-    ``name:digest`` lines (md5, or xxh128 where the manifest uses it), in one update."""
+    ``name:digest`` lines (md5, or xxh128 where the manifest uses it), a chunk at a time."""
     if not isinstance(manifest.entries, EntryRows):
         return _wandb_manifest["digest"](manifest)
     header = getattr(manifest, "_DIGEST_HEADER", b"wandb-artifact-manifest-v1\n")
@@ -141,7 +142,8 @@ def _manifest_digest(manifest: Any) -> str:
         hasher = _xxh128(header)
     else:
         hasher = hashlib.md5(header, usedforsecurity=False)
-    hasher.update(manifest.entries.digest_lines().encode("utf-8"))
+    for text in manifest.entries.digest_lines():
+        hasher.update(text.encode("utf-8"))
     return hasher.hexdigest()
 
 

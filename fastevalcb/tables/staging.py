@@ -166,24 +166,36 @@ class EntryRows(dict):
     def copy(self) -> dict:
         return {name: self[name] for name in self}
 
-    def manifest_lines(self, dumps: Callable[[Any], str] = json.dumps) -> str:
-        """What wandb writes as the manifest file of these entries: ``dumps`` (its JSON
-        writer) of each entry's ``to_json()``, a line each, in order. A source's rows are
-        written in bulk, by one format string (~1 µs an entry; wandb's loop of pydantic
-        dumps is ~15)."""
-        return "".join(dumps(value.to_json()) + "\n" if source is None
-                       else _rows_json_lines(source, names, rows, dumps)
-                       for source, names, rows, value in self._runs())
-
-    def digest_lines(self) -> str:
-        """What the manifest's digest hashes after its header: ``f"{name}:{digest}\n"`` of
-        every entry, sorted by name (``ArtifactManifestV1.digest``, wandb-internal)."""
-        pairs: list[tuple[str, str]] = []
+    def manifest_lines(self, dumps: Callable[[Any], str] = json.dumps,
+                       chunk: int = 4096) -> Iterator[str]:
+        """What wandb writes as the manifest file of these entries, ``chunk`` entries of it
+        at a time: ``dumps`` (its JSON writer) of each entry's ``to_json()``, a line each,
+        in order. A source's rows are written in bulk, by one format string (~1 µs an
+        entry; wandb's loop of pydantic dumps is ~15)."""
         for source, names, rows, value in self._runs():
-            pairs.extend(zip(names, [value.digest] if source is None
-                             else b64_rows(source.md5s(rows))))
-        pairs.sort()
-        return "".join(f"{name}:{digest}\n" for name, digest in pairs)
+            if source is None:
+                yield dumps(value.to_json()) + "\n"
+                continue
+            for start in range(0, len(names), chunk):
+                yield _rows_json_lines(source, names[start:start + chunk],
+                                       rows[start:start + chunk], dumps)
+
+    def digest_lines(self, chunk: int = 4096) -> Iterator[str]:
+        """What the manifest's digest hashes after its header, ``chunk`` entries at a time:
+        ``f"{name}:{digest}\n"`` of every entry, sorted by name
+        (``ArtifactManifestV1.digest``, wandb-internal)."""
+        names: list[str] = []
+        digests: list[str] = []
+        for source, run_names, rows, value in self._runs():
+            names += run_names
+            if source is None:
+                digests.append(value.digest)
+            else:
+                for start in range(0, len(rows), chunk):
+                    digests += b64_rows(source.md5s(rows[start:start + chunk]))
+        order = sorted(range(len(names)), key=names.__getitem__)
+        for start in range(0, len(order), chunk):
+            yield "".join(f"{names[i]}:{digests[i]}\n" for i in order[start:start + chunk])
 
     def _runs(self) -> Iterator[tuple[Any, list[str], Any, Any]]:
         """The entries in order, in runs: ``(source, names, rows, None)`` for consecutive
