@@ -461,11 +461,11 @@ class StagedFiles:
         return self.prefix
 
     def md5s(self, rows: np.ndarray) -> bytes:
-        # Copies first: a buffer exported from the bytearray would block appends.
-        return np.frombuffer(bytes(self._digests), np.uint8).reshape(-1, 16)[rows].tobytes()
+        return self.digests(rows.tolist())
 
     def sizes(self, rows: np.ndarray) -> np.ndarray:
-        return np.frombuffer(self._sizes.tobytes(), np.int64)[rows]
+        sizes = self._sizes  # read a row at a time: no copy of every file's size per chunk
+        return np.array([sizes[n] for n in rows.tolist()], np.int64)
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path of these files, or None."""

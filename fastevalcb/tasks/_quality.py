@@ -4,9 +4,10 @@
   (logits, probabilities, boxes, scores, mask scores) and the first such sample id. Each
   task's pred table gets a ``finite`` column from it, the version's summary metrics become
   NaN, and the first such version of a fit is warned about (once per fit).
-* :class:`BoxCheck` (:func:`fastevalcb.kernels.box_validity`): predicted boxes that cannot be drawn (NaN/inf
-  coordinates or score, inverted or zero-area) are counted and dropped from the overlay
-  and the metrics; warned once per fit with the count and the first sample id.
+* :class:`BoxCheck` (:func:`fastevalcb.kernels.box_validity`): predicted boxes that
+  cannot be drawn (NaN/inf coordinates or score, inverted or zero-area) are counted and
+  dropped from the overlay and the metrics; warned once per fit with the count and the
+  first sample id.
 """
 
 from __future__ import annotations
