@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,12 +16,11 @@ import wandb
 from wandb.sdk.artifacts.artifact_manifests.artifact_manifest_v1 import ArtifactManifestV1
 from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.interface import interface as _interface
-from wandb.sdk.lib.paths import LogicalPath
 
 from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import MediaIndex
-from fastevalcb.tables.staging import EntryRows, b64_digest, file_hasher
+from fastevalcb.tables.staging import EntryRows, add_json, add_staged
 from fastevalcb.tables.streamed import StreamedTable
 
 
@@ -155,44 +153,24 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
     the same text. :class:`JSONText` box layers are spliced in as they are. Tables
     already added go through ``Artifact.add``.
     """
-    if id(table) in artifact._added_objs or table._get_artifact_entry_ref_url() is not None:
-        return artifact.add(table, name)  # wandb-internal (_added_objs)
     path = table.with_suffix(name)
-    if path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path):
-        return artifact.add(table, name)
+    if (id(table) in artifact._added_objs or table._get_artifact_entry_ref_url() is not None
+            or path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path)):
+        return artifact.add(table, name)  # added, referenced, renamed by digest or taken
     if isinstance(table, StreamedTable):
         if table.artifact is not artifact:
             raise ValueError("a StreamedTable can only be added to the artifact it was "
                              "serialized into")
         staged, digest = table.finish()  # written already, into wandb's staging dir
-    else:
-        if isinstance(table, ColumnarTable):
-            fragments: list[str] = []
-            with _gc_paused():
-                text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
-            if fragments:
-                text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
-        else:
-            text = json.dumps(table.to_json(artifact), sort_keys=True)
-        # Written straight into wandb's staging dir and added as is ("immutable": no second
-        # copy), as new_file + its staging copy would leave it; wandb < 0.21's new_file kept
-        # it in the artifact's own temp dir, deleted with the artifact or at exit.
-        staged = os.path.join(get_staging_dir(),
-                              f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
-        data, hasher = text.encode("utf-8"), file_hasher(artifact)
-        hasher.update(data)
-        with open(staged, "xb") as f:
-            f.write(data)
-        os.chmod(staged, stat.S_IRUSR)
-        digest = b64_digest(hasher)
-    # add_file(staged, name=path, skip_cache=True, policy="immutable"), with the digest
-    # computed as the file was written instead of reading it back (wandb-internal).
-    entry = artifact._add_local_file(LogicalPath(path), staged, digest=digest,
-                                     skip_cache=True, policy="immutable")
-    artifact._added_objs[id(table)] = (table, entry)  # wandb-internal: as Artifact.add does
-    if table._artifact_target is None:
-        table._set_artifact_target(artifact, entry.path)
-    return entry
+        return add_staged(artifact, table, path, staged, digest)
+    if isinstance(table, ColumnarTable):
+        fragments: list[str] = []
+        with _gc_paused():
+            text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
+        if fragments:
+            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
+        return add_json(artifact, table, name, text)
+    return add_json(artifact, table, name)
 
 
 def release_table(table: wandb.Table) -> None:

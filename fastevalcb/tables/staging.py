@@ -475,6 +475,56 @@ class StagedFiles:
         return self.name(int(number))
 
 
+def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = None) -> Any:
+    """``artifact.add(obj, name)`` for a value that is one JSON file (a class set, a table).
+
+    ``Artifact.add`` writes ``json.dump(obj.to_json(artifact), f, sort_keys=True)`` through
+    ``new_file``: a temp folder of the artifact's own, an ``fsync`` (with the version's
+    image files just written, it waits for them to reach the disk: tens of ms per version),
+    then a staging copy read back for its digest. Here the same text (``json.dumps`` writes
+    what ``json.dump`` does, at C speed; or ``text``, already serialized) is written once
+    straight into wandb's staging dir, hashed from memory, and added as that copy
+    ("immutable"), with ``Artifact.add``'s bookkeeping (wandb-internal).
+
+    Returns:
+        The manifest entry. Objects added already, or logged in another artifact (a
+        reference), and paths taken go as in ``Artifact.add``.
+    """
+    if id(obj) in artifact._added_objs or obj._get_artifact_entry_ref_url() is not None:
+        return artifact.add(obj, name)  # added already, or a reference to another artifact
+    path = obj.with_suffix(name)
+    entry = artifact.manifest.get_entry_by_path(path)
+    if entry is not None:
+        return entry
+    if text is None:
+        text = json.dumps(obj.to_json(artifact), sort_keys=True)
+    data, hasher = text.encode("utf-8"), file_hasher(artifact)
+    hasher.update(data)
+    staged = os.path.join(get_staging_dir(),
+                          f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return add_staged(artifact, obj, path, staged, b64_digest(hasher))
+
+
+def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
+               digest: str) -> Any:
+    """What ``Artifact.add(obj, path)`` records for ``obj``'s file ``staged``, already in
+    wandb's staging dir with entry digest ``digest``: the entry its last ``add_file(path,
+    name)`` leaves (``skip_cache`` False), made from the staged file as it is ("immutable":
+    no second copy) without reading it back; ``obj`` kept among the added objects and
+    pointed at its entry (wandb-internal)."""
+    entry = artifact._add_local_file(LogicalPath(path), staged, digest=digest,
+                                     skip_cache=False, policy="immutable")
+    artifact._added_objs[id(obj)] = (obj, entry)
+    if obj._artifact_target is None:
+        obj._set_artifact_target(artifact, entry.path)
+    return entry
+
+
 def file_hasher(artifact: wandb.Artifact) -> Any:
     """A new hashlib-like object for the digest ``add_file`` computes for a file of
     ``artifact``: md5, or xxh128 where the artifact uses it (wandb-internal)."""

@@ -28,7 +28,7 @@ from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import (
     ImageColumn, LayeredImages, MediaFiles, MediaIndex, image_file_json,
 )
-from fastevalcb.tables.staging import b64_digest, file_hasher, local_entry_name
+from fastevalcb.tables.staging import add_json, b64_digest, file_hasher, local_entry_name
 
 
 class StreamedTable(ColumnarTable):
@@ -162,7 +162,8 @@ class StreamedTable(ColumnarTable):
                              usedforsecurity=False).hexdigest()
         out = self._class_files.get(digest)
         if out is None:
-            entry = self.artifact.add(classes, os.path.join("media", "classes", digest + "_cls"))
+            entry = add_json(self.artifact, classes,
+                             os.path.join("media", "classes", digest + "_cls"))
             out = {"type": "classes-file", "path": entry.path, "digest": entry.digest}
             self._class_files[digest] = out
         self._last_classes = (classes, out)
