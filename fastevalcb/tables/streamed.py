@@ -121,6 +121,8 @@ class StreamedTable(ColumnarTable):
             signatures = set(map(_image_signature, column))  # all one type when one signature
             if len(signatures) == 1:
                 key, column = ("image", signatures.pop()), column[:1]
+        elif _SCALAR_SET.issuperset(kinds := set(map(type, column))):  # NaNs among numbers
+            key = ("scalars", frozenset(kinds), any(v != v for v in column))
         known = self._known_kinds.setdefault(name, set())
         if key is not None and key in known:
             return self._column_types.params["type_map"][name]
