@@ -15,6 +15,7 @@ from typing import Any
 import wandb
 from wandb.sdk.artifacts.staging import get_staging_dir
 from wandb.sdk.data_types import _dtypes
+from wandb.sdk.data_types.base_types.media import Media
 from wandb.sdk.data_types.utils import _json_helper
 from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D
 from wandb.sdk.data_types.helper_types.classes import Classes
@@ -83,8 +84,8 @@ class StreamedTable(ColumnarTable):
         by_ref = {i for i, col in enumerate(values)
                   if isinstance(col, LayeredImages) or isinstance(col, ImageColumn) and col.plain}
         values = [col if i in by_ref else list(col) for i, col in enumerate(values)]
-        media = [col for i, col in enumerate(values)
-                 if i not in by_ref and not _SCALAR_SET.issuperset(map(type, col))]
+        media = [col for i, col in enumerate(values)  # lists of scores hold no media
+                 if i not in by_ref and any(issubclass(k, Media) for k in set(map(type, col)))]
         if index is not None:
             index.add_references(artifact, itertools.chain.from_iterable(media))
         type_map = self._column_types.params["type_map"]
