@@ -20,7 +20,7 @@ from wandb.sdk.interface import interface as _interface
 from fastevalcb.tables.columnar import ColumnarTable, _FRAGMENT_JSON, _gc_paused
 from fastevalcb.tables.media_objects import release_pixels
 from fastevalcb.tables.references import MediaIndex
-from fastevalcb.tables.staging import EntryRows, add_json, add_staged
+from fastevalcb.tables.staging import EntryRows, add_json, add_staged, wandb_adds
 from fastevalcb.tables.streamed import StreamedTable
 
 
@@ -154,9 +154,8 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
     already added go through ``Artifact.add``.
     """
     path = table.with_suffix(name)
-    if (id(table) in artifact._added_objs or table._get_artifact_entry_ref_url() is not None
-            or path.startswith("media/tables") or artifact.manifest.get_entry_by_path(path)):
-        return artifact.add(table, name)  # added, referenced, renamed by digest or taken
+    if path.startswith("media/tables") or wandb_adds(artifact, table, path):
+        return artifact.add(table, name)  # renamed by its digest, added, referenced or taken
     if isinstance(table, StreamedTable):
         if table.artifact is not artifact:
             raise ValueError("a StreamedTable can only be added to the artifact it was "

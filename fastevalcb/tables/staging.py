@@ -490,12 +490,9 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
         The manifest entry. Objects added already, or logged in another artifact (a
         reference), and paths taken go as in ``Artifact.add``.
     """
-    if id(obj) in artifact._added_objs or obj._get_artifact_entry_ref_url() is not None:
-        return artifact.add(obj, name)  # added already, or a reference to another artifact
     path = obj.with_suffix(name)
-    entry = artifact.manifest.get_entry_by_path(path)
-    if entry is not None:
-        return entry
+    if wandb_adds(artifact, obj, path):
+        return artifact.add(obj, name)
     if text is None:
         text = json.dumps(obj.to_json(artifact), sort_keys=True)
     data, hasher = text.encode("utf-8"), file_hasher(artifact)
@@ -508,6 +505,14 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
     finally:
         os.close(fd)
     return add_staged(artifact, obj, path, staged, b64_digest(hasher))
+
+
+def wandb_adds(artifact: wandb.Artifact, obj: Any, path: str) -> bool:
+    """Whether ``Artifact.add(obj)`` at ``path`` does something other than add a new file:
+    ``obj`` is added already, is logged in another artifact (a reference), or ``path`` is
+    taken (wandb-internal)."""
+    return (id(obj) in artifact._added_objs or obj._get_artifact_entry_ref_url() is not None
+            or artifact.manifest.get_entry_by_path(path) is not None)
 
 
 def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
