@@ -16,6 +16,9 @@ process per row, offline W&B:
   encode + file creation is the floor of staging. Measured twice: during ``fit`` (what a
   user waits for) and alone, after the logs, with nothing else in flight (as the encode
   and the file creation are measured; the ratios are of this one).
+* **cold start**: the train-begin wait and the time until the first version is logged
+  on a cold numba cache (a fresh process with an empty ``NUMBA_CACHE_DIR``: the first
+  run after an install), small N per task.
 * **peak RSS growth per sample**: process RSS high-water during construction + fit
   (psutil, sampled every 10 ms), minus the RSS before construction, over N; the
   per-sample slope between two N (what grows with the set, beyond fixed costs such as
@@ -240,11 +243,15 @@ class Start(keras.callbacks.Callback):
 
 
 def forward_s(model, x, batch_size: int) -> float:
+    """The raw compiled forward over ``x``, streamed batch by batch to host arrays as the
+    callback's pass runs it (``predict_all`` would also gather every output: 1.6 GB of
+    segmentation logits at N=300, which the peak RSS would then charge to the callback)."""
     predictor = BatchedPredictor(model, x, batch_size=batch_size)
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        predictor.predict_all()
+        for _batch in predictor.iter_batches():
+            pass
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -331,6 +338,29 @@ def measure(task: str, n: int, workdir: Path) -> dict:
     }
 
 
+
+COLD_N = {"classification": 1000, "detection": 64, "segmentation": 32}
+
+
+def cold_start(task: str, workdir: Path) -> dict:
+    """``fit``'s wait at train begin on a cold numba cache (run with ``NUMBA_CACHE_DIR``
+    set to an empty folder: the first process after an install, or a read-only
+    ``__pycache__``), and until the worker has compiled the kernels and logged."""
+    setup = TASKS[task][0](COLD_N[task])
+    model = setup["model"]
+    model.fit(*setup["train"], epochs=1, verbose=0)
+    run = wandb.init(project="bench-scale", mode="offline", dir=str(workdir),
+                     reinit="finish_previous")
+    cb = setup["callback"]()
+    start, clock = Start(), Clock()
+    model.fit(*setup["train"], epochs=1, batch_size=16, verbose=0,
+              callbacks=[start, cb, clock])
+    cb.flush()
+    until_logged = time.perf_counter() - start.t
+    run.finish()
+    return {"task": task, "n": COLD_N[task], "train_begin_block_s": clock.epoch_begin - start.t,
+            "until_logged_s": until_logged}
+
 TARGET_US = {"classification": 15, "detection": 150, "segmentation": 600}
 
 
@@ -360,6 +390,13 @@ def markdown(rows: list[dict]) -> str:
                  f"{b['n']:,}: {slope / 1024:.2f} KB (the rest of the per-sample column is "
                  "fixed cost: TF, numba, wandb).\n")
     return head + "\n".join(lines) + "\n" + notes
+
+
+def cold_markdown(cold: list[dict]) -> str:
+    cells = ", ".join(f"{c['task']} (N={c['n']:,}) {c['train_begin_block_s']:.2f} s "
+                      f"({c['until_logged_s']:.1f} s until logged)" for c in cold)
+    return ("\nOn a cold numba cache (an empty `NUMBA_CACHE_DIR`, a fresh process each; "
+            f"the kernels compile on the worker), fit waits at train begin: {cells}.\n")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -404,7 +441,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--full", action="store_true", help="also classification N=200,000")
     parser.add_argument("--one", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--cold", metavar="TASK", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cold:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["WANDB_DATA_DIR"] = tmp
+            print("RESULT " + json.dumps(cold_start(args.cold, Path(tmp))), flush=True)
+        return
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
             # wandb's staging folder too (WANDB_DATA_DIR): an offline run's staged files
@@ -427,11 +470,20 @@ def main() -> None:
         rows.append(json.loads(next(line for line in out.splitlines()
                                     if line.startswith("RESULT "))[7:]))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "logs"}), flush=True)
+    cold = []
+    for task in COLD_N:  # a fresh process and an empty numba cache each
+        with tempfile.TemporaryDirectory() as cache:
+            out = subprocess.run([sys.executable, __file__, "--cold", task], check=True,
+                                 capture_output=True, text=True,
+                                 env={**os.environ, "NUMBA_CACHE_DIR": cache}).stdout
+        cold.append(json.loads(next(line for line in out.splitlines()
+                                    if line.startswith("RESULT "))[7:]))
+        print(json.dumps(cold[-1]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         memory = fresh_memory_costs(tmp)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
             "keras": keras.__version__, "wandb": wandb.__version__, "fresh_memory": memory}
-    table = markdown(rows) + (
+    table = markdown(rows) + cold_markdown(cold) + (
         "\nFresh memory on this machine (`_machine.fresh_memory_costs`, after the rows): "
         f"{memory['fresh_page_us']:.2f} µs per 4 KiB page on first touch, "
         f"{memory['touched_page_us']:.2f} on the next; a new file is written at "
@@ -440,7 +492,8 @@ def main() -> None:
     print(table)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "rows": rows},
+        (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "rows": rows,
+                                                        "cold_start": cold},
                                                        indent=1))
         (RESULTS / "scale.md").write_text(
             "`python benchmarks/bench_scale.py" + (" --full" if args.full else "")

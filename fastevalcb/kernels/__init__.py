@@ -9,6 +9,7 @@ it (or loads the cache) up front, e.g. at train begin.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -48,6 +49,7 @@ from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
 
 __all__ = [
     "BOX_FORMATS",
+    "KERNEL_GROUPS",
     "average_precision",
     "batched_nms_keep",
     "binary_probabilities",
@@ -77,53 +79,82 @@ __all__ = [
 ]
 
 
-def warmup() -> dict[str, float]:
-    """Compile (or load from cache) every kernel on tiny arrays of the dtypes we use.
+def warmup(groups: Iterable[str] | None = None) -> dict[str, float]:
+    """Compile (or load from cache) kernels on tiny arrays of the dtypes we use.
+
+    A cold cache (the first process after an install, or a read-only ``__pycache__``)
+    compiles for seconds per group: the task callbacks run this on their logging worker,
+    for their own groups only, so ``fit`` does not wait for it.
+
+    Args:
+        groups: kernel groups to warm (:data:`KERNEL_GROUPS`); None: all of them.
 
     Returns:
         Seconds spent per kernel group, e.g. ``{"classification": 0.01, ...}``.
+
+    Raises:
+        ValueError: on an unknown group name.
     """
+    names = list(KERNEL_GROUPS) if groups is None else list(groups)
+    unknown = sorted(set(names) - set(KERNEL_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown kernel groups {unknown}; expected some of "
+                         f"{list(KERNEL_GROUPS)}")
     timings: dict[str, float] = {}
-
-    def timed(name, fn):
+    for name in names:
         t0 = time.perf_counter()
-        fn()
+        KERNEL_GROUPS[name]()
         timings[name] = time.perf_counter() - t0
-
-    logits = np.zeros((2, 3), np.float32)
-    boxes = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]], np.float32)
-    scores = np.ones((1, 2), np.float32)
-    masks = np.zeros((1, 2, 2), np.uint8)
-
-    timed("classification", lambda: (softmax(logits), topk(logits, 1),
-                                     classification_summary(logits, [0, 1], 1),
-                                     binary_probabilities(logits[:, :1]),
-                                     binary_probabilities(logits[:, :1], False),
-                                     multilabel_summary(logits, logits > 0),
-                                     multilabel_summary(logits, None, 0.5, False)))
-    timed("boxes", lambda: (convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)),
-                            clip_boxes(boxes, (2, 2)),
-                            box_iou_batch(boxes[0], boxes[0]),
-                            box_validity(boxes, scores, "xyxy", scores > 0),
-                            box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"}),
-                            box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})))
-    timed("nms", lambda: (nms_keep(boxes[0], scores[0], [0, 1]),
-                          batched_nms_keep(boxes, scores, [[0, 1]], [2])))
-    palette = np.zeros((1, 3), np.uint8)
-    timed("masks", lambda: (logits_argmax(np.zeros((1, 2, 2, 3), np.float32)),
-                            resize_nearest(masks, (3, 3)),
-                            segmentation_metrics(masks, masks, 1),
-                            palette_lookup(masks, palette),
-                            blend_overlay(np.zeros((1, 2, 2, 3), np.uint8), masks, palette)))
-    offsets = np.array([0, 2], np.int64)
-    cls = np.zeros(2, np.int64)
-
-    def detection_metrics():
-        tp, counts = match_detections(offsets, boxes[0], scores[0], cls, offsets, boxes[0], cls)
-        average_precision(scores[0], tp, 2)
-        per_image_ap(offsets, scores[0], cls, tp, offsets, cls, 1)
-        mean_average_precision(scores[0], cls, tp, cls, 1)
-        precision_recall(counts)
-
-    timed("detection_metrics", detection_metrics)
     return timings
+
+
+_LOGITS = np.zeros((2, 3), np.float32)
+_BOXES = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]], np.float32)
+_SCORES = np.ones((1, 2), np.float32)
+_MASKS = np.zeros((1, 2, 2), np.uint8)
+
+
+def _warm_classification() -> None:
+    logits = _LOGITS
+    softmax(logits), topk(logits, 1), classification_summary(logits, [0, 1], 1)
+    binary_probabilities(logits[:, :1]), binary_probabilities(logits[:, :1], False)
+    multilabel_summary(logits, logits > 0), multilabel_summary(logits, None, 0.5, False)
+
+
+def _warm_boxes() -> None:
+    boxes, scores = _BOXES, _SCORES
+    convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)), clip_boxes(boxes, (2, 2))
+    box_iou_batch(boxes[0], boxes[0]), box_validity(boxes, scores, "xyxy", scores > 0)
+    box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"})
+    box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})
+
+
+def _warm_nms() -> None:
+    nms_keep(_BOXES[0], _SCORES[0], [0, 1]), batched_nms_keep(_BOXES, _SCORES, [[0, 1]], [2])
+
+
+def _warm_masks() -> None:
+    masks, palette = _MASKS, np.zeros((1, 3), np.uint8)
+    logits_argmax(np.zeros((1, 2, 2, 3), np.float32)), resize_nearest(masks, (3, 3))
+    segmentation_metrics(masks, masks, 1), palette_lookup(masks, palette)
+    blend_overlay(np.zeros((1, 2, 2, 3), np.uint8), masks, palette)
+
+
+def _warm_detection_metrics() -> None:
+    boxes, scores = _BOXES[0], _SCORES[0]
+    offsets, cls = np.array([0, 2], np.int64), np.zeros(2, np.int64)
+    tp, counts = match_detections(offsets, boxes, scores, cls, offsets, boxes, cls)
+    average_precision(scores, tp, 2)
+    per_image_ap(offsets, scores, cls, tp, offsets, cls, 1)
+    mean_average_precision(scores, cls, tp, cls, 1)
+    precision_recall(counts)
+
+
+#: Kernel groups :func:`warmup` knows, each compiled by one call on tiny arrays.
+KERNEL_GROUPS: dict[str, Callable[[], None]] = {
+    "classification": _warm_classification,
+    "boxes": _warm_boxes,
+    "nms": _warm_nms,
+    "masks": _warm_masks,
+    "detection_metrics": _warm_detection_metrics,
+}

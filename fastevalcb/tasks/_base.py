@@ -303,6 +303,7 @@ class TaskEvalCallback(WandbEvalCallback):
     """
 
     task: str = "task"
+    kernel_groups: tuple[str, ...] = ()  # numba kernels the worker compiles first (warmup)
     stores_targets: bool = True  # keep validated targets in the EvalSet (else: per batch)
     max_classes: int | None = None  # segmentation: 256 (uint8 masks)
     mask_labels: dict[int, str] | None = None  # segmentation: the mask layers' class labels
@@ -487,6 +488,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._run_obj = run
         self._run_guard.attach(run, timeout=self.run_end_timeout)
         self._quality.new_fit()
+        self._worker.submit(self._warm_kernels)  # first in the queue: fit does not wait
         first = self._prepare_model()
         if self._eval_set is not None:
             self._eval_set.check_same_samples(first.index, first.y)
@@ -788,11 +790,20 @@ class TaskEvalCallback(WandbEvalCallback):
             raise first
 
     # -- helpers ---------------------------------------------------------------------------
-    def _prepare_model(self) -> PredictionBatch:
-        """Build the compiled step and check the model's outputs on one batch."""
+    def _warm_kernels(self) -> None:
+        """Compile (or load from numba's cache) this task's kernels, on the worker: a cold
+        cache takes seconds a group, which ``fit`` does not wait for. A check on the
+        training thread that needs a kernel before then compiles just that one."""
         from fastevalcb import kernels
 
-        kernels.warmup()
+        with self._guard("kernel warmup", fatal=()):
+            seconds = sum(kernels.warmup(self.kernel_groups).values())
+            if seconds > 1 and self._verbosity() >= 1:
+                print(f"fastevalcb: compiled the {self.task} kernels in {seconds:.1f} s "
+                      "(cached for later processes)")
+
+    def _prepare_model(self) -> PredictionBatch:
+        """Build the compiled step and check the model's outputs on one batch."""
         try:
             first = next(iter(self.predictor.iter_batches(self.model)))
         except StopIteration:

@@ -81,6 +81,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
     """
 
     task = "classification"
+    kernel_groups = ("classification",)
 
     def __init__(
         self,

@@ -243,6 +243,7 @@ class DetectionEvalCallback(TaskEvalCallback):
     """
 
     task = "detection"
+    kernel_groups = ("boxes", "nms", "detection_metrics")
 
     def __init__(
         self,

@@ -106,6 +106,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
     """
 
     task = "segmentation"
+    kernel_groups = ("masks",)
     stores_targets = False  # masks are pixels: read from each batch, never held
     max_classes = 256  # class maps are uint8
 

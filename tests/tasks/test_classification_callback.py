@@ -406,6 +406,40 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     assert len(log.artifacts("val")) == 1
 
 
+def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shapes,
+                                                             classifier):
+    """A cold numba cache compiles for seconds: that runs as the worker's first job, for
+    this task's kernel groups, not in train begin."""
+    from fastevalcb import kernels
+
+    calls = []
+    warmup = kernels.warmup
+
+    def recording(groups=None):
+        calls.append((threading.current_thread().name, tuple(groups)))
+        return warmup(groups)
+
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
+                                    verbose=0)
+    kernels.warmup = recording
+    try:
+        classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=0)
+    finally:
+        kernels.warmup = warmup
+    assert calls == [("fastevalcb-logger", ("classification",))]
+    assert len(pred_versions(offline_run[1](), offline_run[0].id)) == 1
+
+
+@pytest.mark.parametrize("task", ["ClassificationEvalCallback", "DetectionEvalCallback",
+                                  "SegmentationEvalCallback"])
+def test_each_task_names_kernel_groups_warmup_knows(task):
+    import fastevalcb
+    from fastevalcb import kernels
+
+    groups = getattr(fastevalcb, task).kernel_groups
+    assert groups and set(kernels.warmup(groups)) == set(groups)
+
+
 def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
         offline_run, shapes, classifier):
     run, read = offline_run
