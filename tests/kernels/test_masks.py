@@ -142,3 +142,10 @@ def test_warmup_compiles_everything():
     timings = kernels.warmup()
     assert set(timings) == {"classification", "boxes", "nms", "masks", "detection_metrics"}
     assert set(timings) == set(kernels.KERNEL_GROUPS)
+
+
+def test_warmup_of_some_groups_compiles_those():
+    assert set(kernels.warmup(["masks", "nms"])) == {"masks", "nms"}
+    assert kernels.warmup(()) == {}
+    with pytest.raises(ValueError, match=r"unknown kernel groups \['mask'\]; expected"):
+        kernels.warmup(["mask"])
