@@ -147,6 +147,31 @@ def detections_from_outputs(
     Returns:
         PackedDetections: ``xyxy`` float32 pixels, ``scores`` float32, ``class_id`` int32.
     """
+    boxes, scores, classes, counts, padding = padded_outputs(outputs, n, adapter, num_classes,
+                                                             index)
+    if box_check is not None:
+        padding |= box_check(boxes, scores, padding, box_format)  # bad boxes: dropped
+    scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
+    classes = np.where(padding, 0, classes)
+    return PackedDetections.from_padded(
+        boxes, classes, scores, counts, box_format=box_format, image_size=image_size,
+        clip=True, iou_threshold=nms_iou_threshold, score_threshold=score_threshold,
+        max_detections=max_detections, num_classes=num_classes)
+
+
+def padded_outputs(outputs: Any, n: int, adapter: Callable[[Any], Any] | None,
+                   num_classes: int, index: np.ndarray | None = None) -> tuple:
+    """The model's outputs for ``n`` images, checked with numpy alone (no kernel: train
+    begin checks the first batch with it while the worker compiles the kernels).
+
+    Returns:
+        ``(boxes (n, K, 4) float32, scores (n, K) float32, classes (n, K) int64, counts
+        (n,) int64 or None, padding (n, K) bool)``; the classes of rows that are not
+        padding lie in ``[0, num_classes)``.
+
+    Raises:
+        FastEvalInputError: on shapes, non-integer classes or class ids out of range.
+    """
     raw = (adapter or default_adapter)(outputs)
     if adapter is not None and not (isinstance(raw, dict) and "boxes" in raw):
         raw = default_adapter(raw)
@@ -166,16 +191,9 @@ def detections_from_outputs(
     if counts is not None:
         counts = np.clip(np.asarray(counts).reshape(n).astype(np.int64), 0, k)
         padding |= np.arange(k)[None, :] >= counts[:, None]
-    if box_check is not None:
-        padding |= box_check(boxes, scores, padding, box_format)  # bad boxes: dropped
-    scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
-    classes = np.where(padding, 0, classes)
-    check_class_range(classes, num_classes, "a predicted class",
+    check_class_range(np.where(padding, 0, classes), num_classes, "a predicted class",
                       np.arange(n) if index is None else index)
-    return PackedDetections.from_padded(
-        boxes, classes, scores, counts, box_format=box_format, image_size=image_size,
-        clip=True, iou_threshold=nms_iou_threshold, score_threshold=score_threshold,
-        max_detections=max_detections, num_classes=num_classes)
+    return boxes, scores, classes, counts, padding
 
 
 class DetectionEvalCallback(TaskEvalCallback):
@@ -307,8 +325,10 @@ class DetectionEvalCallback(TaskEvalCallback):
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
         self._resolve_box_formats(self.model)
-        self._predictions(batch.outputs, len(batch), self._hw_of(batch), np.asarray(batch.index),
-                          batch.model_hw)
+        self._hw_of(batch)
+        # numpy alone: a cold numba cache compiles for seconds, on the worker meanwhile
+        padded_outputs(batch.outputs, len(batch), self.adapter, self.num_classes,
+                       np.asarray(batch.index))
 
     def _resolve_box_formats(self, model: Any) -> None:
         """Fix the predicted and target box formats now that the model is known."""

@@ -188,6 +188,18 @@ def test_unreadable_model_outputs_fail_at_train_begin(offline_run):
     assert epochs.epochs == []
 
 
+def test_predicted_classes_outside_class_names_fail_at_train_begin(offline_run):
+    """The first batch's check is numpy alone (the kernels compile on the worker), and
+    still names the sample and the class id, before epoch 1."""
+    targets = {"boxes": GT_BOXES, "classes": np.minimum(GT_CLASSES, 0)}  # ids 0 and -1
+    cb = DetectionEvalCallback((val_images(), targets), NAMES[:1])
+    epochs = EpochRecorder()
+    with pytest.raises(FastEvalInputError, match=r"a predicted class of sample \d+ is 1, "
+                                                  r"outside class_names \(1 classes"):
+        fit(fixed_detector(), [cb, epochs])
+    assert epochs.epochs == []
+
+
 def test_adapter_failing_mid_training_warns_once_and_fit_goes_on(offline_run):
     run, read = offline_run
     calls = {"n": 0}
