@@ -27,10 +27,10 @@ process per row, offline W&B:
   is written (``logged_s``), over the raw compiled forward of the same samples (a
   ``BatchedPredictor`` pass streamed to host arrays, warm), and over the callback's own
   compiled step (the forward plus what it adds on the device: segmentation's argmax);
-  measured on 3 extra logs after the fit, each right after the forward measurements,
+  measured on 5 extra logs after the fit, each right after one pass of each of those,
   best of each; and the worker's CPU time per sample (CPU seconds of the logging
   worker's and PNG encoder's threads, from /proc, over N) during those logs, when
-  nothing else is in flight (best of 3), with the share of it spent in the kernel.
+  nothing else is in flight (best of 5), with the share of it spent in the kernel.
 
 Run: ``python benchmarks/bench_scale.py`` (classification 10k and 50k, detection 1k and
 segmentation 300; ``--full`` adds classification 200k; ``--quick`` is a smoke run).
@@ -91,39 +91,34 @@ class PeakRSS:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def fastevalcb_cpu_s() -> float:
-    """CPU seconds so far of the worker's threads (``fastevalcb-logger`` and the PNG pool;
-    not ``fastevalcb-predictor``, which runs the forward pass ahead of the training
-    thread), from Linux /proc: each thread's ``schedstat`` (run time in ns; ``stat``'s
-    utime + stime count 10 ms ticks, 33 µs a sample at N=300)."""
-    total = 0.0
+def worker_threads(what: str) -> list[str]:
+    """``/proc/self/task/<tid>/<what>`` of each of the worker's threads (``fastevalcb-logger``
+    and the PNG pool; not ``fastevalcb-predictor``, which runs the forward pass ahead of
+    the training thread) that is still there."""
+    texts = []
     for thread in threading.enumerate():
         if (not thread.name.startswith("fastevalcb") or thread.name == "fastevalcb-predictor"
                 or thread.native_id is None):
             continue
         try:
-            with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
-                total += int(f.read().split()[0]) / 1e9
-        except OSError:
+            with open(f"/proc/self/task/{thread.native_id}/{what}") as f:
+                texts.append(f.read())
+        except OSError:  # the thread ended meanwhile
             continue
-    return total
+    return texts
+
+
+def fastevalcb_cpu_s() -> float:
+    """CPU seconds so far of the worker's threads, from each one's ``schedstat`` (run time
+    in ns; ``stat``'s utime + stime count 10 ms ticks, 33 µs a sample at N=300)."""
+    return sum(int(text.split()[0]) for text in worker_threads("schedstat")) / 1e9
 
 
 def fastevalcb_kernel_share() -> tuple[int, int]:
-    """``(user, system)`` clock ticks so far of the same threads as
-    :func:`fastevalcb_cpu_s` (``/proc/.../stat``: 10 ms ticks, so a share, not a total)."""
-    user = system = 0
-    for thread in threading.enumerate():
-        if (not thread.name.startswith("fastevalcb") or thread.name == "fastevalcb-predictor"
-                or thread.native_id is None):
-            continue
-        try:
-            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user, system = user + int(fields[11]), system + int(fields[12])
-    return user, system
+    """``(user, system)`` clock ticks so far of the worker's threads (``stat``: 10 ms ticks,
+    so a share, not a total)."""
+    fields = [text.rsplit(")", 1)[1].split() for text in worker_threads("stat")]
+    return sum(int(f[11]) for f in fields), sum(int(f[12]) for f in fields)
 
 
 def near_free_classifier(size: int = SIZE) -> keras.Model:
@@ -262,19 +257,19 @@ class Start(keras.callbacks.Callback):
 def forward_s(model, x, batch_size: int) -> float:
     """The raw compiled forward over ``x``, streamed batch by batch to host arrays as the
     callback's pass runs it (``predict_all`` would also gather every output: 1.6 GB of
-    segmentation logits at N=300, which the peak RSS would then charge to the callback)."""
-    return pass_s(BatchedPredictor(model, x, batch_size=batch_size), model)
+    segmentation logits at N=300, which the peak RSS would then charge to the callback).
+    The first pass traces the step; the second is timed."""
+    predictor = BatchedPredictor(model, x, batch_size=batch_size)
+    pass_s(predictor, model)
+    return pass_s(predictor, model)
 
 
 def pass_s(predictor: BatchedPredictor, model) -> float:
-    """Best of 3 passes of ``predictor`` over its data, batches to host arrays."""
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _batch in predictor.iter_batches(model):
-            pass
-        best = min(best, time.perf_counter() - t)
-    return best
+    """One pass of ``predictor`` over its data, batches to host arrays (warm)."""
+    t = time.perf_counter()
+    for _batch in predictor.iter_batches(model):
+        pass
+    return time.perf_counter() - t
 
 
 def measure(task: str, n: int, workdir: Path) -> dict:
@@ -307,12 +302,16 @@ def measure(task: str, n: int, workdir: Path) -> dict:
                   callbacks=[start, cb, clock])
         fit_s = time.perf_counter() - t_fit
         cb.flush()
-        # Three more logs on their own, after the data table and the fit's versions are
-        # written, each right after a forward pass of the same samples: the training
-        # thread vs the forward, and the worker's CPU per sample with nothing else in flight.
+        # Five more logs on their own, after the data table and the fit's versions are
+        # written, each right after one raw forward pass and one pass of the callback's
+        # step over the same samples (one try each per log, the best of each reported):
+        # the training thread vs the forward, and the worker's CPU per sample with
+        # nothing else in flight.
+        raw = BatchedPredictor(model, x, batch_size=batch_size)
+        pass_s(raw, model)  # traces
         logs = []
-        for epoch in range(2, 5):
-            fwd = forward_s(model, x, batch_size)
+        for epoch in range(2, 7):
+            fwd = pass_s(raw, model)
             # The callback's own compiled step: the forward plus what it adds on the device
             # (segmentation: argmax + finite check; free on a GPU, not on 2 CPU cores).
             own_step = pass_s(cb.predictor, model)
@@ -536,7 +535,8 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
         runs = [("classification", 10_000), ("classification", 50_000)]
         runs += [("classification", 200_000)] if args.full else []
         runs += [("detection", 1000), ("segmentation", 300)]
-    settled_us = wait_for_settled_disk(workdir)
+    settled_us = (file_creation_us(workdir) if args.quick  # a smoke run does not wait
+                  else wait_for_settled_disk(workdir))
     rows = []
     for task, n in runs:  # a fresh process per row: RSS growth is not hidden by reused memory
         out = subprocess.run([sys.executable, __file__, "--one", task, str(n),
