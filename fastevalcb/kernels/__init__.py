@@ -116,27 +116,36 @@ _MASKS = np.zeros((1, 2, 2), np.uint8)
 
 def _warm_classification() -> None:
     logits = _LOGITS
-    softmax(logits), topk(logits, 1), classification_summary(logits, [0, 1], 1)
-    binary_probabilities(logits[:, :1]), binary_probabilities(logits[:, :1], False)
-    multilabel_summary(logits, logits > 0), multilabel_summary(logits, None, 0.5, False)
+    softmax(logits)
+    topk(logits, 1)
+    classification_summary(logits, [0, 1], 1)
+    binary_probabilities(logits[:, :1])
+    binary_probabilities(logits[:, :1], False)
+    multilabel_summary(logits, logits > 0)
+    multilabel_summary(logits, None, 0.5, False)
 
 
 def _warm_boxes() -> None:
     boxes, scores = _BOXES, _SCORES
-    convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2)), clip_boxes(boxes, (2, 2))
-    box_iou_batch(boxes[0], boxes[0]), box_validity(boxes, scores, "xyxy", scores > 0)
+    convert_boxes(boxes, "rel_center_xywh", "yxyx", (2, 2))
+    clip_boxes(boxes, (2, 2))
+    box_iou_batch(boxes[0], boxes[0])
+    box_validity(boxes, scores, "xyxy", scores > 0)
     box_json([0, 2], boxes[0], [0, 0], scores[0], {0: "a"})
     box_json([0, 2], boxes[0], [0, 0], None, {0: "a"})
 
 
 def _warm_nms() -> None:
-    nms_keep(_BOXES[0], _SCORES[0], [0, 1]), batched_nms_keep(_BOXES, _SCORES, [[0, 1]], [2])
+    nms_keep(_BOXES[0], _SCORES[0], [0, 1])
+    batched_nms_keep(_BOXES, _SCORES, [[0, 1]], [2])
 
 
 def _warm_masks() -> None:
     masks, palette = _MASKS, np.zeros((1, 3), np.uint8)
-    logits_argmax(np.zeros((1, 2, 2, 3), np.float32)), resize_nearest(masks, (3, 3))
-    segmentation_metrics(masks, masks, 1), palette_lookup(masks, palette)
+    logits_argmax(np.zeros((1, 2, 2, 3), np.float32))
+    resize_nearest(masks, (3, 3))
+    segmentation_metrics(masks, masks, 1)
+    palette_lookup(masks, palette)
     blend_overlay(np.zeros((1, 2, 2, 3), np.uint8), masks, palette)
 
 
