@@ -21,7 +21,7 @@ import functools
 import hashlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,11 +87,25 @@ class _Chunked:
         n = len(columns[0]) if columns else 0
         size = max(1, -(-n // (4 * workers)))  # ~4 chunks per thread: balanced, few futures
         rows = list(zip(*columns))
-        self._futures = [pool.submit(_run_chunk, fn, rows[i:i + size])
-                         for i in range(0, n, size)]
+        self._futures = [_submit(pool, fn, rows[i:i + size]) for i in range(0, n, size)]
 
     def results(self) -> list:
         return [r for future in self._futures for r in future.result()]
+
+
+def _submit(pool: ThreadPoolExecutor, fn, rows: list) -> Future:
+    """``pool.submit`` of one chunk, or the chunk run here when the pool takes no more work:
+    after interpreter shutdown has begun, where the run's end still writes what was queued
+    (``worker`` flushes at exit, after ``concurrent.futures`` stopped accepting futures)."""
+    try:
+        return pool.submit(_run_chunk, fn, rows)
+    except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+        done: Future = Future()
+        try:
+            done.set_result(_run_chunk(fn, rows))
+        except Exception as exc:  # raised by results(), as from the pool
+            done.set_exception(exc)
+        return done
 
 
 def _run_chunk(fn, rows: list) -> list:

@@ -159,9 +159,11 @@ _DISK_FULL_SCRIPT = textwrap.dedent("""
     from fastevalcb.synthetic import make_shapes
 
     class FillDisk(keras.callbacks.Callback):
-        # Something else fills the disk as epoch 0 ends, before our worker writes.
+        # Something else fills the disk as epoch 0 ends, once the data table is written
+        # (on the worker, after its kernel warmup) and before any version is queued.
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:
+                cb.flush()
                 fd = os.open(os.path.join(small, "filler"), os.O_WRONLY | os.O_CREAT)
                 try:
                     while True:
