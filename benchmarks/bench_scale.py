@@ -369,7 +369,6 @@ def measure(task: str, n: int, workdir: Path) -> dict:
     }
 
 
-
 COLD_N = {"classification": 1000, "detection": 64, "segmentation": 32}
 
 
@@ -391,6 +390,7 @@ def cold_start(task: str, workdir: Path) -> dict:
     run.finish()
     return {"task": task, "n": COLD_N[task], "train_begin_block_s": clock.epoch_begin - start.t,
             "until_logged_s": until_logged}
+
 
 TARGET_US = {"classification": 15, "detection": 150, "segmentation": 600}
 
@@ -520,6 +520,16 @@ def wait_for_settled_disk(folder: str, limit_us: float = 100.0, patience_s: floa
     return us
 
 
+def row_in_process(args: list[str], workdir: str, **env: str) -> dict:
+    """This script's ``RESULT`` row for ``args`` (``--one TASK N`` or ``--cold TASK``), run
+    in a fresh process with its files under ``workdir``; printed as it comes."""
+    out = subprocess.run([sys.executable, __file__, *args, "--workdir", workdir], check=True,
+                         capture_output=True, text=True, env={**os.environ, **env}).stdout
+    row = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    print(json.dumps({k: v for k, v in row.items() if k != "logs"}), flush=True)
+    return row
+
+
 def run_all(args: argparse.Namespace, workdir: str) -> None:
     """Every row in a fresh process; the files they make are deleted together at the end.
 
@@ -537,23 +547,12 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
         runs += [("detection", 1000), ("segmentation", 300)]
     settled_us = (file_creation_us(workdir) if args.quick  # a smoke run does not wait
                   else wait_for_settled_disk(workdir))
-    rows = []
-    for task, n in runs:  # a fresh process per row: RSS growth is not hidden by reused memory
-        out = subprocess.run([sys.executable, __file__, "--one", task, str(n),
-                              "--workdir", workdir], check=True, capture_output=True,
-                             text=True).stdout
-        rows.append(json.loads(next(line for line in out.splitlines()
-                                    if line.startswith("RESULT "))[7:]))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "logs"}), flush=True)
+    # A fresh process per row: RSS growth is not hidden by reused memory.
+    rows = [row_in_process(["--one", task, str(n)], workdir) for task, n in runs]
     cold = []
-    for task in COLD_N:  # a fresh process and an empty numba cache each
+    for task in COLD_N:  # and an empty numba cache each
         with tempfile.TemporaryDirectory() as cache:
-            out = subprocess.run([sys.executable, __file__, "--cold", task, "--workdir",
-                                  workdir], check=True, capture_output=True, text=True,
-                                 env={**os.environ, "NUMBA_CACHE_DIR": cache}).stdout
-        cold.append(json.loads(next(line for line in out.splitlines()
-                                    if line.startswith("RESULT "))[7:]))
-        print(json.dumps(cold[-1]), flush=True)
+            cold.append(row_in_process(["--cold", task], workdir, NUMBA_CACHE_DIR=cache))
     with tempfile.TemporaryDirectory() as tmp:
         memory = fresh_memory_costs(tmp)
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),

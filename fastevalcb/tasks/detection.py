@@ -325,7 +325,7 @@ class DetectionEvalCallback(TaskEvalCallback):
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
         self._resolve_box_formats(self.model)
-        self._hw_of(batch)
+        self._hw_of(batch)  # the image size must be known: raises here otherwise
         # numpy alone: a cold numba cache compiles for seconds, on the worker meanwhile
         padded_outputs(batch.outputs, len(batch), self.adapter, self.num_classes,
                        np.asarray(batch.index))
