@@ -22,20 +22,9 @@ import keras
 import wandb
 
 from fastevalcb import _keras, distributed, tables
+from fastevalcb.errors import FastEvalInputError, FastEvalWarning
 
 logger = logging.getLogger("fastevalcb")
-
-
-class FastEvalWarning(UserWarning):
-    """A logging step failed; training goes on (pass ``strict=True`` to raise)."""
-
-
-class FastEvalInputError(ValueError):
-    """The validation data, class names or model outputs do not fit the callback.
-
-    Raised at construction or at train begin, before the first epoch, whatever
-    ``strict`` says: it is a configuration error, not a transient logging failure.
-    """
 
 
 class RefRow(Sequence):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from wandb.proto import wandb_internal_pb2
+from fastevalcb.tables._wandb import record_class
 
 _HEADER = b":W&B\xe1\xbe\x00"
 _BLOCK = 32 * 1024
@@ -44,7 +44,7 @@ class OfflineRunError(ValueError):
     """The path is not a readable offline run, or an artifact/table is missing."""
 
 
-def read_records(path: str | Path) -> Iterator[wandb_internal_pb2.Record]:
+def read_records(path: str | Path) -> Iterator[Any]:
     """Yield every record of a ``.wandb`` transaction log, in order.
 
     A torn chunk at the very end (a run still writing, or killed) ends the stream;
@@ -86,8 +86,8 @@ def read_records(path: str | Path) -> Iterator[wandb_internal_pb2.Record]:
             raise OfflineRunError(f"{path}: unknown chunk type {kind} at byte {start - 7}")
 
 
-def _parse(payload: bytes) -> wandb_internal_pb2.Record:
-    record = wandb_internal_pb2.Record()
+def _parse(payload: bytes) -> Any:
+    record = record_class()()
     record.ParseFromString(payload)
     return record
 
@@ -170,7 +170,7 @@ class OfflineRun:
             raise OfflineRunError(f"{path} does not exist")
         self.wandb_file = path
         self.run_dir = path.parent
-        self._records: list[wandb_internal_pb2.Record] | None = None
+        self._records: list[Any] | None = None
 
     @classmethod
     def latest(cls, wandb_dir: str | Path) -> OfflineRun:
@@ -197,7 +197,7 @@ class OfflineRun:
         return self
 
     @property
-    def records(self) -> list[wandb_internal_pb2.Record]:
+    def records(self) -> list[Any]:
         if self._records is None:
             self._records = list(read_records(self.wandb_file))
         return self._records

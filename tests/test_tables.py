@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import types
 import os
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from fastevalcb.media import build_images
 from fastevalcb.tables import CLIENT_REF_SCHEME, ColumnarTable, TableSchemaError
 from fastevalcb.types import PackedDetections
 from fastevalcb.tables.references import ImageColumn, MediaFiles
-from fastevalcb.tables.media_objects import IMAGE_DIR, IMAGE_SUFFIX
+from fastevalcb.tables import IMAGE_DIR, IMAGE_SUFFIX
 from fastevalcb.tables.staging import EntryRows, EntryView
 
 
@@ -100,8 +101,8 @@ def test_wandb_internals_we_rely_on_exist(wandb_env):
     assert art._added_local_paths[image._path].path == name
     image._free_ram()
     assert image._image is None and image.image is not None  # reloads from its file
-    # tables.artifacts.manifest_as_file lowers the size past which wandb sends a manifest
-    # as its file; the end-to-end check is test_large_manifests_go_as_wandbs_manifest_file.
+    # tables._wandb.scope_manifest reads the size past which wandb sends a manifest as its
+    # file; the end-to-end check is test_large_manifests_go_as_wandbs_manifest_file.
     from wandb.sdk.interface import interface
 
     assert isinstance(interface.MANIFEST_FILE_SIZE_THRESHOLD, int)
@@ -288,33 +289,30 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
 
 
 def _assert_bulk_manifest_is_wandbs(rows, objects):
-    """While manifest_as_file runs, a manifest of rows is written and hashed in bulk: the
-    manifest file's lines and the digest wandb's own code makes of the same entries as
-    objects (wandb-internal: InterfaceBase._write_artifact_manifest_file,
-    ArtifactManifestV1.digest)."""
+    """A manifest of rows given the scoped subclass (ours alone) hashes them in bulk to the
+    digest wandb's own code makes of the same entries as objects, and wandb's own writer
+    writes the same manifest file from either; no wandb class changes
+    (wandb-internal: InterfaceBase._write_artifact_manifest_file, ArtifactManifestV1.digest)."""
     import gzip
 
     from wandb.sdk.artifacts.artifact_manifests.artifact_manifest_v1 import ArtifactManifestV1
     from wandb.sdk.interface.interface import InterfaceBase
 
-    from fastevalcb.tables.artifacts import manifest_as_file
+    from fastevalcb.tables import _wandb
 
     wandb_write = InterfaceBase._write_artifact_manifest_file
     wandb_digest = ArtifactManifestV1.digest
     assert type(rows) is ArtifactManifestV1 and type(objects) is ArtifactManifestV1
-    wandb_file = wandb_write(None, objects)
-    with manifest_as_file():
-        assert InterfaceBase._write_artifact_manifest_file is not wandb_write
-        assert ArtifactManifestV1.digest is not wandb_digest
-        ours_file = InterfaceBase._write_artifact_manifest_file(None, rows)
-        # a manifest of objects still goes through wandb's own code
-        assert InterfaceBase._write_artifact_manifest_file(None, objects) != wandb_file
-        assert rows.digest() == wandb_digest(objects) == objects.digest()
-    assert InterfaceBase._write_artifact_manifest_file is wandb_write  # put back
-    assert ArtifactManifestV1.digest is wandb_digest
-    assert rows.digest() == wandb_digest(objects)
-    assert os.path.dirname(ours_file) == os.path.dirname(wandb_file)
-    assert ours_file.endswith(".manifest_contents.jl.gz")
+    wandb_digest_of_rows = rows.digest()
+    carrier = types.SimpleNamespace(manifest=rows)
+    _wandb.scope_manifest(carrier, rows.entries.digest_lines)
+    assert type(rows) is not ArtifactManifestV1 and isinstance(rows, ArtifactManifestV1)
+    assert type(objects) is ArtifactManifestV1  # other manifests keep wandb's class
+    assert ArtifactManifestV1.digest is wandb_digest  # and wandb's class its methods
+    assert InterfaceBase._write_artifact_manifest_file is wandb_write
+    assert rows.digest() == wandb_digest(objects) == objects.digest() == wandb_digest_of_rows
+    assert len(rows) == len(objects.entries)  # few entries: the record, as wandb sends it
+    ours_file, wandb_file = wandb_write(None, rows), wandb_write(None, objects)
     text = [gzip.open(f, "rt", encoding="utf-8").read() for f in (ours_file, wandb_file)]
     assert text[0] == text[1] and text[0].count("\n") == len(objects.entries)
     assert any(type(value) is int for value in dict.values(rows.entries))
@@ -401,7 +399,8 @@ def test_image_json_of_a_referenced_image_is_wandbs(wandb_env):
 def test_wandb_caches_artifacts_by_client_id_and_a_logged_pred_version_is_dropped(offline_run):
     """Canary: wandb's instance cache (artifact_instance_cache_by_client_id) holds every
     Artifact made; log_pred_artifact takes its version out again (memory per version)."""
-    from fastevalcb.tables import artifact_cache_by_client_id, log_pred_artifact
+    from fastevalcb.tables import log_pred_artifact
+    from fastevalcb.tables._wandb import artifact_cache_by_client_id
 
     run, _ = offline_run
     cache = artifact_cache_by_client_id()

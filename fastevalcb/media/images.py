@@ -144,7 +144,7 @@ def encode_images(
 
 def _write_image(image, path: str, compress_level: int, stager=None):
     if isinstance(image, wandb.Image):
-        file = tables.file_of(image)
+        file = tables.media_file(image)
         if file is None:
             raise ValueError("a wandb.Image given as a base image must be backed by a file")
         return (file, *tables.image_size(image))

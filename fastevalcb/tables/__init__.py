@@ -1,12 +1,14 @@
 """Tables, artifacts and media references: the one package that talks to wandb.
 
-Everything here that touches a private wandb attribute is marked ``# wandb-internal``
-and covered by ``tests/test_tables.py``, which fails loudly when a wandb release
-changes it (the supported wandb range in ``pyproject.toml`` is what those tests cover).
+Every private wandb name and ``wandb.sdk`` import lives in :mod:`~fastevalcb.tables._wandb`,
+a named function each, and every fast path it enables is checked once per process against
+wandb's own public-API result, falling back to wandb's path with one warning when they
+differ (``FASTEVALCB_SAFE=1`` forces the public path everywhere).
 
 One stage per module, each depending only on those above it:
 
-* ``media_objects``: wandb media objects built from files we already wrote.
+* ``_wandb``: the wandb internals, media objects built from files we already wrote, and
+  the fast-path checks.
 * ``staging``: :class:`Stager`, media files written straight into an artifact's staging,
   and :class:`~fastevalcb.tables.staging.EntryRows`, the manifest entries of many files
   kept as rows (an int per file, not an entry object; wandb reads them as views).
@@ -31,36 +33,36 @@ How references work, online and offline alike:
   ``wandb sync`` of an offline run.
 """
 
-from fastevalcb.tables.artifacts import (
-    add_table,
-    artifact_cache_by_client_id,
-    define_step_metrics,
-    log_data_artifact,
-    log_metrics,
-    log_pred_artifact,
-    on_run_finish,
-    pred_artifact,
-    release_table,
-    run_finished,
-)
-from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
-from fastevalcb.tables.media_objects import (
+from fastevalcb.tables._wandb import (
     BOXES_SUFFIX,
     IMAGE_DIR,
     IMAGE_SUFFIX,
     MASK_DIR,
     MASK_SUFFIX,
     FileInfo,
-    file_of,
     image_layers,
     image_size,
+    media_file,
     media_tmp_dir,
     new_boxes2d,
     new_image,
     new_image_mask,
     payload_json,
+    record_feature,
     release_pixels,
+    release_table,
 )
+from fastevalcb.tables.artifacts import (
+    add_table,
+    define_step_metrics,
+    log_data_artifact,
+    log_metrics,
+    log_pred_artifact,
+    on_run_finish,
+    pred_artifact,
+    run_finished,
+)
+from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
 from fastevalcb.tables.references import (
     CLIENT_REF_SCHEME,
     ImageColumn,
@@ -76,9 +78,9 @@ __all__ = [
     "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",
     "IMAGE_SUFFIX", "ImageColumn", "JSONText", "LayeredImages", "MASK_DIR", "MASK_SUFFIX",
     "MediaFiles", "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
-    "artifact_cache_by_client_id", "define_step_metrics", "file_of", "image_layers",
-    "image_size", "log_data_artifact", "log_metrics", "log_pred_artifact", "media_files",
-    "media_tmp_dir", "new_boxes2d", "new_image", "new_image_mask", "num_rows",
-    "on_run_finish", "payload_json", "pred_artifact", "release_pixels", "release_table",
-    "run_finished", "validate_columns",
+    "define_step_metrics", "image_layers", "image_size", "log_data_artifact", "log_metrics",
+    "log_pred_artifact", "media_file", "media_files", "media_tmp_dir", "new_boxes2d",
+    "new_image", "new_image_mask", "num_rows", "on_run_finish", "payload_json",
+    "pred_artifact", "record_feature", "release_pixels", "release_table", "run_finished",
+    "validate_columns",
 ]

@@ -3,21 +3,19 @@ the JSON and type-inference helpers every table here shares."""
 
 from __future__ import annotations
 
-import gc
 import itertools
 import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import wandb
-from wandb.sdk.data_types import _dtypes
-from wandb.sdk.data_types.base_types.wb_value import WBValue
-from wandb.sdk.data_types.utils import _json_helper
+from wandb.data_types import WBValue
 
+from fastevalcb.tables import _wandb
+from fastevalcb.tables._wandb import is_plain_image as _is_plain_image
 from fastevalcb.tables.references import ImageColumn, LayeredImages, MediaIndex
 
 
@@ -188,26 +186,24 @@ class ColumnarTable(wandb.Table):
             for name, col in zip(self.columns, by_column)
         }
         return {
-            "_type": wandb.Table._log_type,
+            "_type": _wandb.TABLE_TYPE,
             "columns": self.columns,
             "data": [list(row) for row in zip(*json_columns)] if self.data else [],
             "ncols": ncols,
             "nrows": len(self.data),
-            "column_types": _dtypes.TypedDictType(type_map).to_json(artifact),
+            "column_types": _wandb.column_types_json(type_map, artifact),
             "log_mode": self.log_mode,
         }
 
-    def _infer_column_type(self, name: str, column: Sequence[Any]) -> _dtypes.Type:
-        col_type = self._column_types.params["type_map"][name]
+    def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
+        """The column's wandb type, merged from one representative per kind of value."""
+        col_type = _wandb.column_type_map(self)[name]
         for value in _type_representatives(column):
-            merged = col_type.assign(value)
-            if isinstance(merged, _dtypes.InvalidType):
-                if not self._allow_mixed:
-                    raise TypeError(
-                        f"column {name!r} mixes incompatible types: {col_type} and "
-                        f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True"
-                    )
-                merged = _dtypes.UnionType([col_type, _dtypes.TypeRegistry.type_of(value)])
+            merged = _wandb.merge_type(col_type, value, self._allow_mixed)
+            if merged is None:
+                raise TypeError(
+                    f"column {name!r} mixes incompatible types: {col_type} and "
+                    f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True")
             col_type = merged
         return col_type
 
@@ -278,7 +274,7 @@ def _column_to_json(
             out.append(media_index.image_json(v, artifact))
         else:
             value = (image_json(v) if image_json is not None and isinstance(v, wandb.Image)
-                     else _json_helper(v, artifact))
+                     else _wandb.json_helper(v, artifact))
             if isinstance(v, wandb.Image) and isinstance(value, dict) and value.get("boxes"):
                 value["boxes"] = {key: _fragment(layer, fragments)
                                   for key, layer in value["boxes"].items()}
@@ -295,13 +291,6 @@ def _fragment(value: Any, fragments: list[str] | None) -> Any:
     return _FRAGMENT.format(len(fragments) - 1)
 
 
-def _is_plain_image(value: Any) -> bool:
-    """A ``wandb.Image`` without boxes, masks or class map (all such share one type)."""
-    return isinstance(value, wandb.Image) and not (
-        value._boxes or value._masks or value._classes  # wandb-internal
-    )
-
-
 def _score_keys(box_data: Any) -> frozenset[str]:
     if isinstance(box_data, JSONText):
         return box_data.score_keys
@@ -310,16 +299,16 @@ def _score_keys(box_data: Any) -> frozenset[str]:
 
 def _image_signature(image: wandb.Image) -> tuple:
     """What an image's wandb type depends on: layer names, class maps and score keys."""
-    boxes = image._boxes or {}  # wandb-internal
-    masks = image._masks or {}
-    classes = image._classes
+    boxes, masks = _wandb.image_layers(image)
+    classes = _wandb.image_classes(image)
     return (
         "image",
         None if classes is None
-        else tuple((c.get("id"), c.get("name")) for c in classes._class_set),
-        tuple(sorted((key, id(b._class_labels), _score_keys(b._val))
-                     for key, b in boxes.items())),
-        tuple(sorted((key, id(m._val.get("class_labels"))) for key, m in masks.items())),
+        else tuple((c.get("id"), c.get("name")) for c in _wandb.class_set(classes)),
+        tuple(sorted((key, id(labels), _score_keys(data))
+                     for key, (data, labels) in ((k, _wandb.box_layer(b))
+                                                 for k, b in boxes.items()))),
+        tuple(sorted((key, id(_wandb.mask_labels(m))) for key, m in masks.items())),
     )
 
 
@@ -395,20 +384,3 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
 
 def _nan_free(values: Sequence[Any]) -> list[Any]:
     return type(values)(0.0 if type(v) is float and v != v else v for v in values)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a table's JSON is built.
-
-    Building it allocates a few lists per row and nothing cyclic; with a large heap (a big
-    validation set's handles), each automatic collection walks every live object, which
-    made the collector most of a 10k-row version's JSON time.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import wandb
-from wandb.sdk.data_types.base_types.media import Media
-from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
-from wandb.sdk.data_types.utils import _json_helper
+from wandb.data_types import Media
 
-from fastevalcb.tables.media_objects import FileInfo, new_boxes2d, new_image, new_image_mask
-from fastevalcb.tables.staging import Stager, _new_entry, entry_rows, local_entry_name
+from fastevalcb.tables import _wandb
+from fastevalcb.tables._wandb import (
+    FileInfo, image_file_json, new_boxes2d, new_image, new_image_mask,
+)
+from fastevalcb.tables.staging import Stager, entry_rows, local_entry_name
 
 
 CLIENT_REF_SCHEME = "wandb-client-artifact"
@@ -37,8 +38,9 @@ def media_files(value: Any) -> Iterable[Media]:
     if isinstance(value, Media):
         if value.file_is_set():
             yield value
-        for mask in (getattr(value, "_masks", None) or {}).values():
-            yield from media_files(mask)
+        if isinstance(value, wandb.Image):
+            for mask in _wandb.image_layers(value)[1].values():
+                yield from media_files(mask)
 
 
 class MediaFiles:
@@ -75,7 +77,8 @@ class MediaFiles:
            suffix: str) -> MediaFiles:
         """The files of ``media`` (one batch), which ``stager`` wrote."""
         n = len(media)
-        paths = [m._path for m in media]  # wandb-internal (Media._path, _sha256, _size)
+        infos = [_wandb.media_file(m) for m in media]
+        paths = [info.path for info in infos]
         staged = stager.files
         start = len(staged.prefix)
         numbers = [path[start:] for path in paths]
@@ -87,12 +90,12 @@ class MediaFiles:
         counter = np.array(numbers, np.int64).reshape(n)
         files = cls(
             media_subdir, suffix, staged.prefix, counter=counter,
-            sha256=np.frombuffer(bytes.fromhex("".join(m._sha256 for m in media)),
+            sha256=np.frombuffer(bytes.fromhex("".join(info.sha256 for info in infos)),
                                  np.uint8).reshape(n, 32),
             md5=np.frombuffer(staged.digests(counter.tolist()), np.uint8).reshape(n, 16),
-            size=np.array([m._size for m in media], np.int64).reshape(n),
-            width=np.array([getattr(m, "_width", 0) for m in media], np.int32).reshape(n),
-            height=np.array([getattr(m, "_height", 0) for m in media], np.int32).reshape(n))
+            size=np.array([info.size for info in infos], np.int64).reshape(n),
+            width=np.array([_width_height(m)[0] for m in media], np.int32).reshape(n),
+            height=np.array([_width_height(m)[1] for m in media], np.int32).reshape(n))
         for number, name in zip(counter.tolist(), files.entry_names(slice(0, n))):
             if staged.name(number) != name:
                 raise ValueError(f"{staged.local_path(number)} is staged as "
@@ -116,7 +119,7 @@ class MediaFiles:
 
     def file(self, i: int) -> FileInfo:
         """``(staging path, sha256 hex, size)`` of row ``i``: a media object's file."""
-        return (f"{self.stager_prefix}{int(self.counter[i])}", self.sha256[i].tobytes().hex(),
+        return FileInfo(f"{self.stager_prefix}{int(self.counter[i])}", self.sha256[i].tobytes().hex(),
                 int(self.size[i]))
 
     def entry_name(self, i: int) -> str:
@@ -277,7 +280,7 @@ class LayeredImages(Sequence):
     @property
     def classes(self):
         """The images' shared ``Classes`` (what each image's ``to_json`` adds)."""
-        return self[0]._classes
+        return _wandb.image_classes(self[0])
 
     def json_texts(self, names: list[str], mask_names: Mapping[str, list[str]],
                    classes_json: dict) -> list[str]:
@@ -315,7 +318,7 @@ class LayeredImages(Sequence):
         return [fmt.format(*row) for row in zip(*slots)]
 
 
-_MASK_TYPE = "mask"  # ImageMask._log_type: the "_type" its to_json writes
+_MASK_TYPE = _wandb.MASK_TYPE  # the "_type" an ImageMask's to_json writes
 _SLOT = "\x00slot:{}\x00"
 _SLOT_JSON = re.compile(r'"\\u0000slot:(\d+)\\u0000"')
 
@@ -333,7 +336,8 @@ class MediaIndex:
     def __init__(self, artifact: wandb.Artifact,
                  entry_by_local_path: dict[str, tuple[str, str]] | None = None,
                  files: Sequence[MediaFiles] = ()) -> None:
-        self.client_id: str = artifact._client_id  # wandb-internal
+        self.artifact = artifact
+        self.client_id: str = _wandb.client_id(artifact)
         self._entry_by_local_path = entry_by_local_path or {}
         self._files = [f for f in files if f is not None]
         self._sources: dict[int, _References] = {}  # id(files) -> its reference rows
@@ -344,9 +348,10 @@ class MediaIndex:
         for row in table.data:
             for cell in row:
                 for media in media_files(cell):
-                    entry = artifact._added_local_paths.get(media._path)  # wandb-internal
+                    path = _wandb.media_path(media)
+                    entry = _wandb.added_local_paths(artifact).get(path)
                     if entry is not None:
-                        index[media._path] = (entry.path, entry.digest)
+                        index[path] = (entry.path, entry.digest)
         return cls(artifact, index)
 
     @classmethod
@@ -359,11 +364,12 @@ class MediaIndex:
     def _lookup(self, media: Media) -> tuple[str, str] | tuple[MediaFiles, int] | None:
         """A media object's file in the data artifact: ``(entry name, digest)`` (tables'
         files), ``(MediaFiles, row)`` (staged files), or None."""
-        found = self._entry_by_local_path.get(media._path)
+        path = _wandb.media_path(media)
+        found = self._entry_by_local_path.get(path)
         if found is not None or not self._files:
             return found
         for files in self._files:
-            row = files.row(media._path)
+            row = files.row(path)
             if row is not None:
                 return files, row
         return None
@@ -390,14 +396,15 @@ class MediaIndex:
         """
         added = 0
         entries = entry_rows(target)
-        local_paths = target._added_local_paths  # wandb-internal (a LocalPaths)
+        local_paths = _wandb.added_local_paths(target)  # a LocalPaths
         cells = (itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table)
                  else table)
         for cell in cells:
             if not isinstance(cell, Media):
                 continue
             for media in media_files(cell):
-                if media._path in local_paths:
+                path = _wandb.media_path(media)
+                if path in local_paths:
                     continue
                 found = self._lookup(media)
                 if found is None:
@@ -416,7 +423,7 @@ class MediaIndex:
                     # is already a valid entry name of the data artifact.
                     entries[name] = self.reference_entry(name, digest)
                     added += 1
-                local_paths[media._path] = entries[name]
+                local_paths[path] = entries[name]
         return added
 
     def add_column_references(self, target: wandb.Artifact, files: MediaFiles,
@@ -441,24 +448,24 @@ class MediaIndex:
         references = self._sources.get(id(files))
         if references is None:
             references = self._sources[id(files)] = _References(files, self.client_id)
-        target._added_local_paths.add_resolver(files.stager_prefix, files.name_of_path)
+        _wandb.added_local_paths(target).add_resolver(files.stager_prefix, files.name_of_path)
         return references
 
-    def reference_entry(self, entry_name: str, digest: str) -> ArtifactManifestEntry:
+    def reference_entry(self, entry_name: str, digest: str) -> Any:
         """A new manifest entry referencing ``entry_name`` (of ``digest``) of the data artifact.
 
         The entry ``target.add_reference(reference_uri(name), name)`` would add (what
         ``WBLocalArtifactHandler.store_path`` builds): ``add_reference`` costs ~0.1 ms a
         call, which adds up to a second per 10k rows.
         """
-        return _new_entry(entry_name, digest, 0, ref=self.reference_uri(entry_name))
+        return _wandb.new_entry(entry_name, digest, 0, ref=self.reference_uri(entry_name))
 
     def image_json(self, image: wandb.Image, artifact: wandb.Artifact) -> dict[str, Any]:
         """``image.to_json(artifact)`` of a plain image whose file is already an entry of
         ``artifact`` (a reference to the data artifact), without wandb's per-image work."""
-        name = local_entry_name(artifact, image._path)
+        name = local_entry_name(artifact, _wandb.media_path(image))
         if name is None:
-            return _json_helper(image, artifact)
+            return _wandb.json_helper(image, artifact)
         return image_file_json(image, name)
 
 
@@ -494,11 +501,6 @@ class _References:
         return np.zeros(len(rows), np.int64)
 
 
-def image_file_json(image: wandb.Image, entry_path: str) -> dict[str, Any]:
-    """What ``image.to_json(artifact)`` writes for the image's own file once it is the
-    artifact's entry ``entry_path`` (its layers and class set aside)."""
-    out = {"path": entry_path, "sha256": image._sha256, "_type": "image-file",  # wandb-internal
-           "format": image.format, "width": image._width, "height": image._height}
-    if image._caption is not None:
-        out["caption"] = image._caption
-    return out
+def _width_height(media: Media) -> tuple[int, int]:
+    """An image's ``(width, height)``; ``(0, 0)`` for a mask."""
+    return _wandb.image_size(media) if isinstance(media, wandb.Image) else (0, 0)

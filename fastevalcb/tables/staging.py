@@ -16,11 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import wandb
-from wandb.sdk.artifacts.artifact_manifest_entry import ArtifactManifestEntry
-from wandb.sdk.artifacts.staging import get_staging_dir
-from wandb.sdk.lib.paths import LogicalPath
 
-from fastevalcb.tables.media_objects import FileInfo
+from fastevalcb.tables import _wandb
+from fastevalcb.tables._wandb import FileInfo, b64_digest, file_hasher
 
 
 # ---------------------------------------------------------------------------------
@@ -65,7 +63,7 @@ class EntryView:
     local_path = property(lambda self: self._source.local_path(self._row))
     extra = _NO_EXTRA
 
-    def entry(self) -> ArtifactManifestEntry:
+    def entry(self) -> Any:
         return _source_entry(self._source, self._row)
 
     def to_json(self) -> dict[str, Any]:
@@ -74,10 +72,10 @@ class EntryView:
         are the same for every row of a source (wandb releases differ in which they
         write; ~1 µs, not ~10)."""
         source = self._source
-        keys = getattr(source, "_json_keys", None)
+        keys = getattr(source, "json_keys", None)
         if keys is None:
             real = self.entry().to_json()
-            source._json_keys = keys = (list(real) if set(real) <= set(_JSON_FIELDS)
+            source.json_keys = keys = (list(real) if set(real) <= set(_JSON_FIELDS)
                                         and real == self._json(list(real)) else ())
             return real
         return self._json(keys) if keys else self.entry().to_json()
@@ -219,7 +217,7 @@ def _rows_json_lines(source: EntrySource, names: list[str], rows: np.ndarray,
     """The manifest-file lines of ``rows`` of ``source`` (entries ``names``): ``dumps`` of
     what :meth:`EntryView.to_json` gives for each, through one format string."""
     first = EntryView(names[0], source, int(rows[0])).to_json()  # learns the source's keys
-    keys = getattr(source, "_json_keys", ())
+    keys = getattr(source, "json_keys", ())
     prefixes = {"ref": source.ref_prefix, "local_path": source.local_path_prefix}
     joined = "".join(names)
     if (not keys or dumps(joined) != f'"{joined}"'  # names needing escapes: one by one
@@ -318,25 +316,24 @@ def entry_rows(artifact: wandb.Artifact) -> EntryRows:
     entries = manifest.entries
     if not isinstance(entries, EntryRows):
         entries = EntryRows(entries)
-        # wandb-internal: set past pydantic's validation of the field (wandb >= 0.21)
-        object.__setattr__(manifest, "entries", entries)
-        artifact._added_local_paths = LocalPaths(artifact._added_local_paths, entries)
+        _wandb.replace_entries(artifact, entries)
+        _wandb.set_added_local_paths(
+            artifact, LocalPaths(_wandb.added_local_paths(artifact), entries))
     return entries
 
 
 def local_entry_name(artifact: wandb.Artifact, path: str) -> str | None:
     """The entry name of a local file added to ``artifact`` (``get_added_local_path_name``,
     without building an entry for a row)."""
-    paths = artifact._added_local_paths  # wandb-internal
+    paths = _wandb.added_local_paths(artifact)
     if isinstance(paths, LocalPaths):
         return paths.entry_name(path)
-    entry = paths.get(path)
-    return None if entry is None else entry.path
+    return artifact.get_added_local_path_name(path)
 
 
-def _source_entry(source: EntrySource, row: int) -> ArtifactManifestEntry:
+def _source_entry(source: EntrySource, row: int) -> Any:
     name = source.name(row)
-    return _new_entry(name, source.digest(row), source.size(row),
+    return _wandb.new_entry(name, source.digest(row), source.size(row),
                       local_path=source.local_path(row), ref=source.ref(name))
 
 
@@ -368,14 +365,15 @@ class Stager:
         self.artifact = artifact
         # A folder of its own in the staging dir: creating files in a small folder is
         # ~2x faster than among the staging dir's many, and threads contend less.
-        directory = os.path.join(get_staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
+        directory = os.path.join(_wandb.staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
         os.makedirs(directory)
         self.files = StagedFiles(f"{directory}/f-")
         self._lock = threading.Lock()
         self._hasher = file_hasher(artifact)  # a fresh one, copied per file
         self._entries = entry_rows(artifact)
         self._base = self._entries.base(self.files)
-        artifact._added_local_paths.add_resolver(self.files.prefix, self.files.name_of_path)
+        _wandb.added_local_paths(artifact).add_resolver(self.files.prefix,
+                                                        self.files.name_of_path)
 
     def write(self, data: bytes, media_subdir: str, suffix: str) -> FileInfo:
         """Stage ``data`` as the entry ``<media_subdir>/<digest[:20]><suffix>``.
@@ -497,7 +495,7 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
         text = json.dumps(obj.to_json(artifact), sort_keys=True)
     data, hasher = text.encode("utf-8"), file_hasher(artifact)
     hasher.update(data)
-    staged = os.path.join(get_staging_dir(),
+    staged = os.path.join(_wandb.staging_dir(),
                           f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR)
     try:
@@ -507,85 +505,5 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
     return add_staged(artifact, obj, path, staged, b64_digest(hasher))
 
 
-def wandb_adds(artifact: wandb.Artifact, obj: Any, path: str) -> bool:
-    """Whether ``Artifact.add(obj)`` at ``path`` does something other than add a new file:
-    ``obj`` is added already, is logged in another artifact (a reference), or ``path`` is
-    taken (wandb-internal)."""
-    return (id(obj) in artifact._added_objs or obj._get_artifact_entry_ref_url() is not None
-            or artifact.manifest.get_entry_by_path(path) is not None)
-
-
-def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
-               digest: str) -> Any:
-    """What ``Artifact.add(obj, path)`` records for ``obj``'s file ``staged``, already in
-    wandb's staging dir with entry digest ``digest``: the entry its last ``add_file(path,
-    name)`` leaves (``skip_cache`` False), made from the staged file as it is ("immutable":
-    no second copy) without reading it back; ``obj`` kept among the added objects and
-    pointed at its entry (wandb-internal)."""
-    entry = artifact._add_local_file(LogicalPath(path), staged, digest=digest,
-                                     skip_cache=False, policy="immutable")
-    artifact._added_objs[id(obj)] = (obj, entry)
-    if obj._artifact_target is None:
-        obj._set_artifact_target(artifact, entry.path)
-    return entry
-
-
-def file_hasher(artifact: wandb.Artifact) -> Any:
-    """A new hashlib-like object for the digest ``add_file`` computes for a file of
-    ``artifact``: md5, or xxh128 where the artifact uses it (wandb-internal)."""
-    if "XXH128" in str(getattr(artifact, "digest_algorithm", "")):
-        from wandb.sdk.lib.hashutil import _xxh128
-        return _xxh128()
-    return hashlib.md5(usedforsecurity=False)
-
-
-def b64_digest(hasher: Any) -> str:
-    """The entry digest of what ``hasher`` was fed (base64, as wandb writes it)."""
-    return binascii.b2a_base64(hasher.digest(), newline=False).decode()
-
-
-def _new_entry(path: str, digest: str, size: int, local_path: str | None = None,
-               ref: str | None = None) -> ArtifactManifestEntry:
-    """The manifest entry ``Artifact._add_local_file`` makes for a staged local file, or
-    ``add_reference`` for a reference (``ref``).
-
-    ``path`` must already be a normal POSIX entry name (``media/images/<hex>.png``), as
-    every name we make is. Built without pydantic's validation (~0.4 ms an entry) and
-    without ``LogicalPath``'s pathlib round trip: the entry's fields, set as pydantic's
-    ``model_construct`` sets them, from values of the types the validators would produce
-    (~1 µs; a pred version makes one per sample). ``tests/test_tables.py`` checks both kinds
-    equal wandb's own entries, field by field.
-    """
-    fields = {"path": _logical_path(path), "digest": digest, "ref": ref,
-              "birth_artifact_id": None, "size": size, "extra": {},
-              "local_path": local_path, "skip_cache": False}
-    if _ENTRY_TEMPLATE is None:  # wandb releases before pydantic entries
-        return ArtifactManifestEntry(**fields)
-    entry = _object_new(ArtifactManifestEntry)
-    _object_setattr(entry, "__dict__", fields)
-    for name, value in _ENTRY_TEMPLATE.items():
-        # Every field is set, so pydantic never adds to the fields-set: one set serves all
-        # entries (a set is ~700 bytes, most of an entry's memory). Private attributes
-        # are per entry.
-        _object_setattr(entry, name, value.copy() if isinstance(value, dict) else value)
-    return entry
-
-
-def _logical_path(path: str) -> LogicalPath:
-    """``LogicalPath(path)`` for a name that is already normal (what it would return)."""
-    return str.__new__(LogicalPath, path)
-
-
-def _entry_template() -> dict[str, Any] | None:
-    """The pydantic bookkeeping ``model_construct`` gives a new entry (wandb-internal)."""
-    construct = getattr(ArtifactManifestEntry, "model_construct", None)
-    if construct is None:
-        return None
-    entry = construct(path=LogicalPath("a"), digest="", ref=None, birth_artifact_id=None,
-                      size=0, extra={}, local_path=None, skip_cache=False)
-    return {name: getattr(entry, name) for name in
-            ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")}
-
-
-_object_new, _object_setattr = object.__new__, object.__setattr__
-_ENTRY_TEMPLATE = _entry_template()
+wandb_adds = _wandb.wandb_adds
+add_staged = _wandb.add_staged

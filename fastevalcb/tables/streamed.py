@@ -13,23 +13,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import wandb
-from wandb.sdk.artifacts.staging import get_staging_dir
-from wandb.sdk.data_types import _dtypes
-from wandb.sdk.data_types.base_types.media import Media
-from wandb.sdk.data_types.utils import _json_helper
-from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D
-from wandb.sdk.data_types.helper_types.classes import Classes
-from wandb.sdk.data_types.helper_types.image_mask import ImageMask
+from wandb.data_types import BoundingBoxes2D, Classes, Media
 
+from fastevalcb.tables import _wandb
+from fastevalcb.tables._wandb import b64_digest, file_hasher, image_file_json, release_pixels
 from fastevalcb.tables.columnar import (
-    ColumnarTable, TableSchemaError, _FRAGMENT_JSON, _SCALAR_SET, _column_to_json,
-    _gc_paused, _image_signature, _uniform_representative, _value_key,
+    _FRAGMENT_JSON,
+    _SCALAR_SET,
+    ColumnarTable,
+    TableSchemaError,
+    _column_to_json,
+    _image_signature,
+    _uniform_representative,
+    _value_key,
 )
-from fastevalcb.tables.media_objects import release_pixels
-from fastevalcb.tables.references import (
-    ImageColumn, LayeredImages, MediaFiles, MediaIndex, image_file_json,
-)
-from fastevalcb.tables.staging import add_json, b64_digest, file_hasher, local_entry_name
+from fastevalcb.tables.references import ImageColumn, LayeredImages, MediaFiles, MediaIndex
+from fastevalcb.tables.staging import add_json, local_entry_name
 
 
 class StreamedTable(ColumnarTable):
@@ -88,22 +87,20 @@ class StreamedTable(ColumnarTable):
                  if i not in by_ref and any(issubclass(k, Media) for k in set(map(type, col)))]
         if index is not None:
             index.add_references(artifact, itertools.chain.from_iterable(media))
-        type_map = self._column_types.params["type_map"]
+        type_map = _wandb.column_type_map(self)
         for i, (name, col) in enumerate(zip(self.columns, values)):
             type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
         fragments: list[str] = []
-        with _gc_paused():
-            # Image columns are written as text, the rest by json.dumps around a marker that
-            # the texts then replace (str.split/join: C speed, no dict per cell).
-            texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
-            json_columns = [_CELL if i in by_ref
-                            else _column_to_json(col, artifact, index, fragments,
-                                                 self._image_json)
-                            for i, col in enumerate(values)]
-            text = json.dumps([list(row) for row in zip(*[
-                itertools.repeat(col, n) if col is _CELL else col for col in json_columns])],
-                sort_keys=True)
-            text = _fill_cells(text, texts, n)
+        # Image columns are written as text, the rest by json.dumps around a marker that
+        # the texts then replace (str.split/join: C speed, no dict per cell).
+        texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
+        json_columns = [_CELL if i in by_ref
+                        else _column_to_json(col, artifact, index, fragments, self._image_json)
+                        for i, col in enumerate(values)]
+        text = json.dumps([list(row) for row in zip(*[
+            itertools.repeat(col, n) if col is _CELL else col for col in json_columns])],
+            sort_keys=True)
+        text = _fill_cells(text, texts, n)
         if fragments:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
         self._write((", " if self.nrows else "") + text[1:-1])
@@ -111,7 +108,7 @@ class StreamedTable(ColumnarTable):
         for cell in itertools.chain.from_iterable(media):
             release_pixels(cell)
 
-    def _infer_column_type(self, name: str, column: Sequence[Any]) -> _dtypes.Type:
+    def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
         """The column's type so far, merged with this batch's (cached per kind of value:
         a batch whose values are all of a kind already merged costs no wandb type work)."""
         uniform = _uniform_representative(column)
@@ -126,7 +123,7 @@ class StreamedTable(ColumnarTable):
             key = ("scalars", frozenset(kinds), any(v != v for v in column))
         known = self._known_kinds.setdefault(name, set())
         if key is not None and key in known:
-            return self._column_types.params["type_map"][name]
+            return _wandb.column_type_map(self)[name]
         merged = super()._infer_column_type(name, column)
         if key is not None:
             known.add(key)
@@ -138,21 +135,23 @@ class StreamedTable(ColumnarTable):
         a :class:`Stager`, or references), without wandb's per-image work: the class set
         is added once per ``Classes`` object, file entries are looked up, not re-added."""
         artifact = self.artifact
-        files = [image, *(image._masks or {}).values()]  # wandb-internal (_masks, _boxes)
-        names = [local_entry_name(artifact, m._path) for m in files]
-        if (image._grouping or None in names
-                or ((image._boxes or image._masks) and image._classes is None)
-                or any(not isinstance(b, BoundingBoxes2D) for b in (image._boxes or {}).values())):
-            return _json_helper(image, artifact)  # a file wandb still has to add
+        boxes, masks = _wandb.image_layers(image)
+        classes = _wandb.image_classes(image)
+        files = [image, *masks.values()]
+        names = [local_entry_name(artifact, _wandb.media_path(m)) for m in files]
+        if (_wandb.image_grouping(image) or None in names
+                or ((boxes or masks) and classes is None)
+                or any(not isinstance(b, BoundingBoxes2D) for b in boxes.values())):
+            return _wandb.json_helper(image, artifact)  # a file wandb still has to add
         out = image_file_json(image, names[0])
-        if image._classes is not None:
-            out["classes"] = self._classes_json(image._classes)
-        if image._boxes:
-            out["boxes"] = {key: box._val for key, box in image._boxes.items()}
-        if image._masks:
-            out["masks"] = {key: {"path": name, "sha256": m._sha256,
-                                  "_type": ImageMask._log_type}
-                            for (key, m), name in zip(image._masks.items(), names[1:])}
+        if classes is not None:
+            out["classes"] = self._classes_json(classes)
+        if boxes:
+            out["boxes"] = {key: _wandb.box_layer(box)[0] for key, box in boxes.items()}
+        if masks:
+            out["masks"] = {key: {"path": name, "sha256": _wandb.media_file(m).sha256,
+                                  "_type": _wandb.MASK_TYPE}
+                            for (key, m), name in zip(masks.items(), names[1:])}
         return out
 
     def _classes_json(self, classes: Classes) -> dict[str, Any]:
@@ -161,7 +160,7 @@ class StreamedTable(ColumnarTable):
         share its file."""
         if self._last_classes[0] is classes:
             return self._last_classes[1]
-        digest = hashlib.md5(str(classes._class_set).encode("utf-8"),
+        digest = hashlib.md5(str(_wandb.class_set(classes)).encode("utf-8"),
                              usedforsecurity=False).hexdigest()
         out = self._class_files.get(digest)
         if out is None:
@@ -241,19 +240,19 @@ class StreamedTable(ColumnarTable):
     def _tail(self) -> str:
         """What follows the rows: ``], <the other keys>}``, as ``json.dumps`` sorts them."""
         head = {
-            "_type": wandb.Table._log_type,
+            "_type": _wandb.TABLE_TYPE,
             "columns": self.columns,
             "ncols": len(self.columns),
             "nrows": self.nrows,
-            "column_types": _dtypes.TypedDictType(
-                self._column_types.params["type_map"]).to_json(self.artifact),
+            "column_types": _wandb.column_types_json(_wandb.column_type_map(self),
+                                                     self.artifact),
             "log_mode": self.log_mode,
         }
         return "], " + json.dumps(head, sort_keys=True)[1:]
 
     def _open(self) -> None:
         if self._file is None:
-            path = os.path.join(get_staging_dir(),
+            path = os.path.join(_wandb.staging_dir(),
                                 f"fastevalcb-{os.urandom(6).hex()}.table.json")
             self._file = open(path, "xb")
             self._cleanup = weakref.finalize(self, _remove, self._file)

@@ -89,13 +89,13 @@ def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classif
                                                     monkeypatch):
     """Past MANIFEST_FILE_ENTRIES, the data and pred manifests are wandb's manifest file
     (not one protobuf record: its transient copies were the peak RSS of a large set); the
-    run records the same entries, and wandb's own threshold is back afterwards."""
+    run records the same entries, and wandb's own threshold never changes."""
     from wandb.sdk.interface import interface
 
-    from fastevalcb.tables import artifacts
+    from fastevalcb.tables import _wandb
 
     before = interface.MANIFEST_FILE_SIZE_THRESHOLD
-    monkeypatch.setattr(artifacts, "MANIFEST_FILE_ENTRIES", 5)
+    monkeypatch.setattr(_wandb, "MANIFEST_FILE_ENTRIES", 5)
     run, read = offline_run
     x, y = shapes.images[:20], shapes.labels[:20]
     cb = ClassificationEvalCallback((x, y), list(shapes.class_names), batch_size=8, verbose=0)
