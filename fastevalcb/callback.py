@@ -144,6 +144,8 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 f"{type(self).__name__} needs an active W&B run: call wandb.init() "
                 "(mode='offline' works without an account) before creating the callback."
             )
+        if wandb.run is not None:  # as stock's __init__ records it
+            tables.record_feature(wandb.run, "keras_wandb_eval_callback")
         self.data_table_columns = tables.validate_columns(data_table_columns, "data_table_columns")
         self.pred_table_columns = tables.validate_columns(pred_table_columns, "pred_table_columns")
         if log_every_n_batches is not None and (

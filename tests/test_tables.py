@@ -316,10 +316,7 @@ def _assert_bulk_manifest_is_wandbs(rows, objects):
     text = [gzip.open(f, "rt", encoding="utf-8").read() for f in (ours_file, wandb_file)]
     assert text[0] == text[1] and text[0].count("\n") == len(objects.entries)
     assert any(type(value) is int for value in dict.values(rows.entries))
-    from wandb.sdk.interface import interface
-
-    for chunk in (1, 2, 3):  # streamed a few entries at a time: the same text
-        assert "".join(rows.entries.manifest_lines(interface.json.dumps, chunk)) == text[1]
+    for chunk in (1, 2, 3):  # hashed a few entries at a time: the same text
         assert ("".join(rows.entries.digest_lines(chunk))
                 == "".join(rows.entries.digest_lines()))
     assert any(type(value) is not int for value in dict.values(rows.entries))
@@ -644,7 +641,8 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
 def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
     """A NaN in a list of numbers (a model's NaN row: top-k scores) must not make the
     column Invalid: wandb types NaN as None, [0.5, nan] as Invalid[] and would refuse the
-    table. The NaN stays in the JSON; the column is typed as its numbers."""
+    table. The NaN is written as null, as wandb writes a NaN (JSON has none); the column
+    is typed as its numbers."""
     from fastevalcb.tables import StreamedTable, add_table
 
     nan = float("nan")
@@ -655,7 +653,7 @@ def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
     mixed.add_columns({"s": [[0.5, 0.25], [nan, nan], [0.75, nan]]})
     ours = _table_json(wandb.Artifact("b", "x"), mixed)
     assert ours["column_types"] == expected
-    assert np.isnan(ours["data"][1][0][0]) and np.isnan(ours["data"][2][0][1])
+    assert ours["data"][1][0] == [None, None] and ours["data"][2][0] == [0.75, None]
     art = wandb.Artifact("c", "x")
     streamed = StreamedTable(["s"], art)
     streamed.add_columns({"s": [[0.5, 0.25]]})

@@ -73,6 +73,7 @@ from fastevalcb.tables.references import (
 )
 from fastevalcb.tables.staging import Stager
 from fastevalcb.tables.streamed import StreamedTable, num_rows
+from fastevalcb.tables import checks as _checks  # noqa: E402,F401 - registers the checks
 
 __all__ = [
     "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",

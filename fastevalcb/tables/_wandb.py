@@ -60,6 +60,7 @@ def safe_mode() -> bool:
 _lock = threading.RLock()
 _state: dict[str, bool] = {}  # path -> checked result, this process
 _checks: dict[str, Callable[[], None]] = {}  # path -> check (raises when it differs)
+_checking = threading.local()  # the paths this thread is checking now
 
 
 def register_check(path: str, check: Callable[[], None]) -> None:
@@ -81,10 +82,14 @@ def fast(path: str) -> bool:
     found = _state.get(path)
     if found is not None:
         return found
+    checking = _checking.__dict__.setdefault("paths", set())
+    if path in checking:
+        return True  # inside its own check: the fast path is what is being compared
     with _lock:
         if path in _state:
             return _state[path]
         check = _checks.get(path)
+        checking.add(path)
         try:
             if check is None:
                 raise RuntimeError("no check is registered for it")
@@ -94,6 +99,8 @@ def fast(path: str) -> bool:
             _warn_fallback(path, exc)
         else:
             _state[path] = True
+        finally:
+            checking.discard(path)
         return _state[path]
 
 
@@ -611,6 +618,12 @@ def scope_manifest(artifact: wandb.Artifact, digest_lines: Callable[[], Iterator
         object.__setattr__(manifest, "_fastevalcb_lines", digest_lines)
     except (AttributeError, TypeError):  # pydantic private-attr storage
         manifest.__dict__["_fastevalcb_lines"] = digest_lines
+
+
+def write_manifest_file(manifest: Any) -> str:
+    """wandb's own manifest file of ``manifest`` (``InterfaceBase.
+    _write_artifact_manifest_file``: gzip'd JSON lines in the staging dir); its path."""
+    return _interface.InterfaceBase._write_artifact_manifest_file(None, manifest)
 
 
 def manifest_file_threshold() -> int:

@@ -34,7 +34,8 @@ def log_data_artifact(
     """
     artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
     add_table(artifact, table, table_name)
-    index = index if index is not None else MediaIndex.from_table(artifact, table)
+    if index is None and _wandb.fast("entries"):
+        index = MediaIndex.from_table(artifact, table)
     _scope_manifest(artifact)
     if run.offline:
         run.log_artifact(artifact)
@@ -72,8 +73,13 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
         if table.artifact is not artifact:
             raise ValueError("a StreamedTable can only be added to the artifact it was "
                              "serialized into")
+        if table.keeps_rows:  # wandb serializes it
+            table.close()
+            return artifact.add(table.as_wandb_table(), name)
         staged, digest = table.finish()  # written already, into wandb's staging dir
         return add_staged(artifact, table, path, staged, digest)
+    if isinstance(table, ColumnarTable) and not _wandb.fast("tables"):
+        return artifact.add(table.as_wandb_table(), name)
     if isinstance(table, ColumnarTable):
         fragments: list[str] = []
         text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)

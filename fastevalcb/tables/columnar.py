@@ -167,6 +167,20 @@ class ColumnarTable(wandb.Table):
                 row.append(value)
 
     # -- serialization ------------------------------------------------------------
+    def as_wandb_table(self) -> wandb.Table:
+        """A plain ``wandb.Table`` of the same rows, for wandb's own serialization: box
+        layers kept as text decoded to lists, every row typed by ``add_data``.
+
+        A column wandb cannot type (a list of numbers holding a NaN, which wandb types as
+        None) makes the whole table of mixed types rather than unloggable."""
+        try:
+            return wandb.Table(columns=list(self.columns), data=self.data,
+                               allow_mixed_types=self._allow_mixed)
+        except TypeError:
+            return wandb.Table(columns=list(self.columns), data=self.data,
+                               allow_mixed_types=True)
+
+
     def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
         """The table's JSON for an artifact.
 
@@ -253,7 +267,8 @@ def _column_to_json(
 ) -> list[Any]:
     """JSON-ready values of one column.
 
-    Scalar columns and lists of scalars pass through untouched. Plain images that are
+    Scalar columns and lists of scalars pass through, a NaN written as null as wandb
+    writes it (``util.json_friendly``: JSON has no NaN). Plain images that are
     data-artifact references serialize to the same JSON in every pred version, so
     ``media_index`` caches it. ``image_json``: serializes the other images (wandb's
     ``to_json`` otherwise). Box layers kept as :class:`JSONText` become placeholders
@@ -261,15 +276,18 @@ def _column_to_json(
     """
     kinds = set(map(type, column))
     if _SCALAR_SET.issuperset(kinds):
+        return _nan_to_null(column) if float in kinds else list(column)
+    if kinds == {list} and _SCALAR_SET.issuperset(
+            items := set(map(type, itertools.chain.from_iterable(column)))):
+        if float in items:  # lists of scalars are JSON as they are, NaNs aside
+            return [_nan_to_null(v) for v in column]
         return list(column)
-    if kinds == {list} and _SCALAR_SET.issuperset(map(type, itertools.chain.from_iterable(column))):
-        return list(column)  # lists of scalars are JSON as they are
     out = []
     for v in column:
         if type(v) in _JSON_SCALARS:
-            out.append(v)
+            out.append(None if v != v else v)
         elif _is_scalar_list(v):
-            out.append(list(v))
+            out.append(_nan_to_null(v))
         elif media_index is not None and _is_plain_image(v):
             out.append(media_index.image_json(v, artifact))
         else:
@@ -280,6 +298,14 @@ def _column_to_json(
                                   for key, layer in value["boxes"].items()}
             out.append(value)
     return out
+
+
+def _nan_to_null(values: Sequence[Any]) -> list[Any]:
+    """``values`` as a list, each NaN float None (one pass at C speed when there is none)."""
+    total = sum(v for v in values if type(v) is float)
+    if total == total:  # no NaN (nor inf - inf) among them
+        return list(values)
+    return [None if type(v) is float and v != v else v for v in values]
 
 
 def _fragment(value: Any, fragments: list[str] | None) -> Any:

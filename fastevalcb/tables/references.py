@@ -271,7 +271,7 @@ class LayeredImages(Sequence):
         if base.masks is not None:
             masks["ground_truth"] = new_image_mask("ground_truth", None, base.mask_labels,
                                                    base.masks.file(row), keep_data=False)
-        boxes = {key: new_boxes2d(key, data[i], self.class_labels, None)
+        boxes = {key: new_boxes2d(key, _plain(data[i]), self.class_labels, None)
                  for key, data in self.boxes.items()}
         return new_image(base.files.file(row), int(base.files.width[row]),
                          int(base.files.height[row]), boxes, masks,
@@ -394,6 +394,8 @@ class MediaIndex:
         Returns:
             The number of reference entries added.
         """
+        if not _wandb.fast("entries"):
+            return 0  # wandb's own serialization adds them, as copies
         added = 0
         entries = entry_rows(target)
         local_paths = _wandb.added_local_paths(target)  # a LocalPaths
@@ -434,9 +436,14 @@ class MediaIndex:
         Returns:
             The entry names, one per row.
         """
+        names = files.entry_names(rows)
+        if not _wandb.fast("entries"):  # wandb's public path: copies of the files
+            for i, name in enumerate(names, rows.start):
+                if target.manifest.get_entry_by_path(name) is None:
+                    target.add_file(files.file(i).path, name=name, policy="mutable")
+            return names
         entries = entry_rows(target)
         base = entries.base(self._references(target, files)) + rows.start
-        names = files.entry_names(rows)
         add = entries.add_row
         for i, name in enumerate(names):
             add(name, base + i)
@@ -504,3 +511,9 @@ class _References:
 def _width_height(media: Media) -> tuple[int, int]:
     """An image's ``(width, height)``; ``(0, 0)`` for a mask."""
     return _wandb.image_size(media) if isinstance(media, wandb.Image) else (0, 0)
+
+
+def _plain(box_data: Any) -> Any:
+    """A box layer's ``box_data`` as a list (a ``JSONText`` layer decoded)."""
+    decoded = getattr(box_data, "decoded", None)
+    return decoded() if decoded is not None else box_data

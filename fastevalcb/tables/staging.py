@@ -33,13 +33,7 @@ class EntrySource(Protocol):
     def ref(self, name: str) -> str | None: ...  # of the row named ``name``
     def local_path(self, row: int) -> str | None: ...
 
-    # The same in bulk, for a manifest's many rows at once:
-    ref_prefix: str | None  # ref(name) is ref_prefix + name
-    local_path_prefix: str | None  # local_path(row) is local_path_prefix + str(row)
-
-    def md5s(self, rows: np.ndarray) -> bytes: ...  # the rows' 16-byte entry digests
-
-    def sizes(self, rows: np.ndarray) -> np.ndarray: ...
+    def md5s(self, rows: np.ndarray) -> bytes: ...  # the rows' 16-byte entry digests (bulk)
 
 
 _NO_EXTRA = MappingProxyType({})
@@ -105,8 +99,8 @@ class EntryRows(dict):
     for the collector to track: a version's entries no longer set off full collections.
     Single lookups (``[name]``, ``get``) build the real entry; iterating (``values``,
     ``items``: what wandb does when it logs the artifact) yields :class:`EntryView`
-    objects; a logged manifest's file and digest are written from the rows in bulk. Any
-    other value (an entry wandb adds itself) is kept as it is.
+    objects; a logged manifest's digest is hashed from the rows in bulk. Any other value
+    (an entry wandb adds itself) is kept as it is.
     """
 
     _SHIFT = 40
@@ -164,20 +158,6 @@ class EntryRows(dict):
     def copy(self) -> dict:
         return {name: self[name] for name in self}
 
-    def manifest_lines(self, dumps: Callable[[Any], str] = json.dumps,
-                       chunk: int = 4096) -> Iterator[str]:
-        """What wandb writes as the manifest file of these entries, ``chunk`` entries of it
-        at a time: ``dumps`` (its JSON writer) of each entry's ``to_json()``, a line each,
-        in order. A source's rows are written in bulk, by one format string (~1 µs an
-        entry; wandb's loop of pydantic dumps is ~15)."""
-        for source, names, rows, value in self._runs():
-            if source is None:
-                yield dumps(value.to_json()) + "\n"
-                continue
-            for start in range(0, len(names), chunk):
-                yield _rows_json_lines(source, names[start:start + chunk],
-                                       rows[start:start + chunk], dumps)
-
     def digest_lines(self, chunk: int = 4096) -> Iterator[str]:
         """What the manifest's digest hashes after its header, ``chunk`` entries at a time:
         ``f"{name}:{digest}\n"`` of every entry, sorted by name
@@ -210,42 +190,6 @@ class EntryRows(dict):
             elif end > start:
                 yield (self._sources[int(source[start])], names[start:end],
                        codes[start:end] & self._ROW, None)
-
-
-def _rows_json_lines(source: EntrySource, names: list[str], rows: np.ndarray,
-                     dumps: Callable[[Any], str]) -> str:
-    """The manifest-file lines of ``rows`` of ``source`` (entries ``names``): ``dumps`` of
-    what :meth:`EntryView.to_json` gives for each, through one format string."""
-    first = EntryView(names[0], source, int(rows[0])).to_json()  # learns the source's keys
-    keys = getattr(source, "json_keys", ())
-    prefixes = {"ref": source.ref_prefix, "local_path": source.local_path_prefix}
-    joined = "".join(names)
-    if (not keys or dumps(joined) != f'"{joined}"'  # names needing escapes: one by one
-            or any(prefixes.get(key, "") is None for key in keys)):
-        return "".join(dumps(EntryView(name, source, row).to_json()) + "\n"
-                       for name, row in zip(names, rows.tolist()))
-    probe = dumps({"a": 0, "b": 0})  # the writer's separators: '{"a": 0, "b": 0}' or compact
-    colon, comma = probe[4:probe.index("0")], probe[probe.index("0") + 1:probe.index('"b"')]
-    pieces, columns = [], []
-    for key in keys:
-        piece = dumps(key) + colon
-        if key in ("path", "digest", "ref", "local_path"):  # strings: prefix + row's text
-            piece += '"' + _literal(dumps(prefixes.get(key) or "")[1:-1]) + '{}"'
-            columns.append(b64_rows(source.md5s(rows)) if key == "digest"
-                           else rows.tolist() if key == "local_path" else names)
-        elif key == "size":
-            piece += "{}"
-            columns.append(source.sizes(rows).tolist())
-        else:  # the same for every row of a source (skip_cache, extra)
-            piece += _literal(dumps(first[key]))
-        pieces.append(piece)
-    line = "{{" + comma.join(pieces) + "}}\n"
-    return "".join(map(line.format, *columns))
-
-
-def _literal(text: str) -> str:
-    """``text`` as a literal part of a format string."""
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def b64_rows(md5s: bytes) -> list[str]:
@@ -348,12 +292,13 @@ class Stager:
 
     ``artifact.add(table)`` would, per media file of the table, copy the temp file into
     the staging directory, read it again for its md5 and validate a new manifest entry
-    (``Artifact.add_file(path, name, is_tmp=True)``: ~0.6 ms a file, 10x the PNG encode
-    of a 32x32 image). Here the encoder thread writes the PNG bytes to their staging file
-    directly, with both digests computed from the bytes in memory, and the file becomes the
-    entry ``add_file`` would have made (same name, digest, size, read-only staging copy),
-    kept as a row of :attr:`files` (:class:`EntryRows`), so serializing the table finds
-    every file already added and copies nothing.
+    (``Artifact.add_file(path, name, is_tmp=True)``). Here the encoder thread writes the
+    PNG bytes to their staging file directly, with both digests computed from the bytes
+    in memory, and the file becomes the entry ``add_file`` would have made (same name,
+    digest, size, read-only staging copy), kept as a row of :attr:`files`
+    (:class:`EntryRows`), so serializing the table finds every file already added and
+    copies nothing. Without the "entries" fast path (:func:`_wandb.fast`), each file is
+    given to ``Artifact.add_file`` as it is written: wandb hashes it and makes the entry.
 
     Thread-safe: encoder threads call :meth:`write` concurrently.
 
@@ -364,16 +309,18 @@ class Stager:
     def __init__(self, artifact: wandb.Artifact) -> None:
         self.artifact = artifact
         # A folder of its own in the staging dir: creating files in a small folder is
-        # ~2x faster than among the staging dir's many, and threads contend less.
+        # faster than among the staging dir's many, and threads contend less.
         directory = os.path.join(_wandb.staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
         os.makedirs(directory)
         self.files = StagedFiles(f"{directory}/f-")
         self._lock = threading.Lock()
         self._hasher = file_hasher(artifact)  # a fresh one, copied per file
-        self._entries = entry_rows(artifact)
-        self._base = self._entries.base(self.files)
-        _wandb.added_local_paths(artifact).add_resolver(self.files.prefix,
-                                                        self.files.name_of_path)
+        self.rows = _wandb.fast("entries")
+        if self.rows:
+            self._entries = entry_rows(artifact)
+            self._base = self._entries.base(self.files)
+            _wandb.added_local_paths(artifact).add_resolver(self.files.prefix,
+                                                            self.files.name_of_path)
 
     def write(self, data: bytes, media_subdir: str, suffix: str) -> FileInfo:
         """Stage ``data`` as the entry ``<media_subdir>/<digest[:20]><suffix>``.
@@ -395,16 +342,18 @@ class Stager:
         with self._lock:
             n = files.append(digest, len(data), (media_subdir, suffix))
         path = files.local_path(n)
-        # Created read-only, as add_file leaves its staging copy (one syscall, no chmod);
-        # os.open/os.write skip the buffered file object (a file costs ~20 µs, not ~50).
+        # Created read-only, as add_file leaves its staging copy (one syscall, no chmod).
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-        with self._lock:  # the first file of a name is its entry, as add_file keeps
-            self._entries.add_row(files.name(n), self._base + n)
-        return path, sha256, len(data)
+        with self._lock:  # the first file of a name is its entry
+            if self.rows:
+                self._entries.add_row(files.name(n), self._base + n)
+            elif self.artifact.manifest.get_entry_by_path(files.name(n)) is None:
+                self.artifact.add_file(path, name=files.name(n), policy="immutable")
+        return FileInfo(path, sha256, len(data))
 
 
 class StagedFiles:
@@ -452,18 +401,8 @@ class StagedFiles:
     def local_path(self, n: int) -> str:
         return f"{self.prefix}{n}"
 
-    ref_prefix = None
-
-    @property
-    def local_path_prefix(self) -> str:
-        return self.prefix
-
     def md5s(self, rows: np.ndarray) -> bytes:
         return self.digests(rows.tolist())
-
-    def sizes(self, rows: np.ndarray) -> np.ndarray:
-        sizes = self._sizes  # read a row at a time: no copy of every file's size per chunk
-        return np.array([sizes[n] for n in rows.tolist()], np.int64)
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path of these files, or None."""
@@ -482,14 +421,15 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
     then a staging copy read back for its digest. Here the same text (``json.dumps`` writes
     what ``json.dump`` does, at C speed; or ``text``, already serialized) is written once
     straight into wandb's staging dir, hashed from memory, and added as that copy
-    ("immutable"), with ``Artifact.add``'s bookkeeping (wandb-internal).
+    ("immutable"), with ``Artifact.add``'s bookkeeping. Without the "entries" fast path:
+    ``Artifact.add`` itself.
 
     Returns:
         The manifest entry. Objects added already, or logged in another artifact (a
         reference), and paths taken go as in ``Artifact.add``.
     """
     path = obj.with_suffix(name)
-    if wandb_adds(artifact, obj, path):
+    if not _wandb.fast("entries") or wandb_adds(artifact, obj, path):
         return artifact.add(obj, name)
     if text is None:
         text = json.dumps(obj.to_json(artifact), sort_keys=True)
@@ -505,5 +445,15 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
     return add_staged(artifact, obj, path, staged, b64_digest(hasher))
 
 
+def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
+               digest: str) -> Any:
+    """Add ``obj``'s file ``staged`` (already written into wandb's staging dir, of entry
+    digest ``digest``) as the entry ``path``: as ``Artifact.add(obj, path)`` records it
+    (:func:`_wandb.add_staged`), or, without the "entries" fast path, through
+    ``Artifact.add_file`` (which hashes it again)."""
+    if _wandb.fast("entries"):
+        return _wandb.add_staged(artifact, obj, path, staged, digest)
+    return artifact.add_file(staged, name=path, policy="immutable")
+
+
 wandb_adds = _wandb.wandb_adds
-add_staged = _wandb.add_staged

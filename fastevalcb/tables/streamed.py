@@ -43,6 +43,10 @@ class StreamedTable(ColumnarTable):
     :class:`ColumnarTable` with the same rows, with ``"data"`` first (the other keys,
     column types among them, are known only after the last row).
 
+    Without the "tables" fast path (:func:`_wandb.fast`), the rows are kept as wandb
+    values instead, and :func:`add_table` adds them as a ``wandb.Table`` (wandb writes its
+    JSON): the version's rows are in memory until it is logged.
+
     Args:
         columns: the column names.
         artifact: the artifact the table will be added to (its media become entries, or
@@ -65,6 +69,8 @@ class StreamedTable(ColumnarTable):
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
         self._last_classes: tuple = (None, None)  # (Classes, its JSON): batches share one
         self._class_files: dict[str, dict] = {}  # class-set digest -> JSON of its file
+        # Without the "tables" fast path: rows are kept in .data, for wandb to serialize.
+        self.keeps_rows = not _wandb.fast("tables")
 
     def add_data(self, *data: Any) -> None:
         self._check_row(data)
@@ -87,6 +93,9 @@ class StreamedTable(ColumnarTable):
                  if i not in by_ref and any(issubclass(k, Media) for k in set(map(type, col)))]
         if index is not None:
             index.add_references(artifact, itertools.chain.from_iterable(media))
+        if self.keeps_rows:
+            self._keep_rows(values, by_ref, n)
+            return
         type_map = _wandb.column_type_map(self)
         for i, (name, col) in enumerate(zip(self.columns, values)):
             type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
@@ -107,6 +116,19 @@ class StreamedTable(ColumnarTable):
         self.nrows += n
         for cell in itertools.chain.from_iterable(media):
             release_pixels(cell)
+
+    def _keep_rows(self, values: list[Any], by_ref: set[int], n: int) -> None:
+        """Keep a batch's rows in :attr:`data`, their data-table files first made entries
+        of this table's artifact (references or copies), where wandb will find them."""
+        for i in by_ref:
+            column = values[i]
+            base = column if isinstance(column, ImageColumn) else column.base
+            self._entry_names(base.files, base.rows)
+            if base.masks is not None:
+                self._entry_names(base.masks, base.rows)
+            values[i] = list(column)
+        self.data.extend(map(list, zip(*values)))
+        self.nrows += n
 
     def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
         """The column's type so far, merged with this batch's (cached per kind of value:
