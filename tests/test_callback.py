@@ -109,6 +109,7 @@ def test_documented_stock_example_runs_unchanged_offline(offline_run, tiny_class
     assert last.column("image") == data.column("image")  # same files, same sha256
 
 
+@pytest.mark.fast_path
 def test_pred_image_cells_are_references_into_the_data_artifact(offline_run, tiny_classifier):
     run, read = offline_run
     model, x, y = tiny_classifier
@@ -144,6 +145,7 @@ def test_logs_signatures_receive_logs_and_ref_indexing_by_column(offline_run, ti
     assert table.column("id") == list(range(20)) and table.column("label") == y.tolist()
 
 
+@pytest.mark.fast_path
 def test_pred_version_bytes_do_not_grow_with_image_size(offline_run):
     """N=1,000 images: a pred version costs the same bytes at 8x8 and at 64x64."""
     run, read = offline_run

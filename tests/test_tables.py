@@ -203,6 +203,7 @@ def _staged_table(artifact, stager):
     return json.loads(open(entry.local_path).read()), images[0]
 
 
+@pytest.mark.fast_path
 def test_staged_files_are_the_entries_add_file_makes(wandb_env):
     from fastevalcb.tables import Stager
 
@@ -246,6 +247,7 @@ def _assert_view_reads_as(view, entry):
         assert json.dumps(view.to_json()) == json.dumps(entry.to_json())
 
 
+@pytest.mark.fast_path
 def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
     """An artifact whose entries are rows makes the manifest record, digest and size that
     the same entries as objects make (wandb-internal: interface._make_artifact_manifest)."""
@@ -483,6 +485,7 @@ def _canonical(text: str) -> str:
     return json.dumps(json.loads(text), sort_keys=True)
 
 
+@pytest.mark.fast_path
 def test_a_streamed_table_dropped_unwritten_leaves_no_file(wandb_env):
     from fastevalcb.tables import StreamedTable
 
@@ -503,6 +506,7 @@ def test_a_streamed_table_dropped_unwritten_leaves_no_file(wandb_env):
     assert not os.path.exists(path)
 
 
+@pytest.mark.fast_path
 def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
     from fastevalcb.tables import StreamedTable, add_table, num_rows
 
@@ -543,6 +547,7 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
         add_table(wandb.Artifact("d", "dataset"), streamed, "t")
 
 
+@pytest.mark.fast_path
 def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
     the same images as wandb.Image objects give through MediaIndex.add_references."""
@@ -638,6 +643,7 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert set(row[2]["masks"]) == {"ground_truth", "predictions"} and "boxes" in row[3]
 
 
+@pytest.mark.fast_path
 def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
     """A NaN in a list of numbers (a model's NaN row: top-k scores) must not make the
     column Invalid: wandb types NaN as None, [0.5, nan] as Invalid[] and would refuse the

@@ -26,6 +26,7 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+@pytest.mark.fast_path
 def test_tables_references_and_metrics(offline_run, shapes, classifier):
     run, read = offline_run
     x, y = shapes.images[:20], shapes.labels[:20]
@@ -85,6 +86,7 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     assert cb.timings[-1]["samples"] == 20 and cb.timings[-1]["logged_s"] > 0
 
 
+@pytest.mark.fast_path
 def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classifier,
                                                     monkeypatch):
     """Past MANIFEST_FILE_ENTRIES, the data and pred manifests are wandb's manifest file
@@ -353,6 +355,7 @@ def test_a_reshuffling_dataset_is_refused_before_epoch_1(offline_run, shapes, cl
     assert epochs.epochs == []
 
 
+@pytest.mark.fast_path
 def test_a_new_run_gets_its_own_data_table(wandb_env, shapes, classifier):
     import wandb
 

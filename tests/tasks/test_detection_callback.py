@@ -97,6 +97,7 @@ def _nan_to_none(values):
     return [None if v is None or np.isnan(v) else v for v in values]
 
 
+@pytest.mark.fast_path
 def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run):
     run, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}

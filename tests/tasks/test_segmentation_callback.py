@@ -27,6 +27,7 @@ def iou_by_hand(pred, target, num_classes, ignore=None):
     return out
 
 
+@pytest.mark.fast_path
 def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     run, read = offline_run
     x, masks = shapes.images[:12], shapes.masks[:12]
