@@ -94,10 +94,13 @@ def _uncache(artifact: wandb.Artifact) -> None:
     data table stayed in memory for the whole fit and every pred version added a few KB per
     sample. We add no client-id reference through wandb (:class:`MediaIndex` writes the
     entries; wandb-core resolves them from the records)."""
-    _wandb.clear_added_objs(artifact)
-    if _wandb.keeps_own_files(artifact):
-        return  # wandb < 0.21 deletes its new_file()s with the artifact: keep it until upload
-    _wandb.uncache(artifact)
+    try:
+        _wandb.clear_added_objs(artifact)
+        if _wandb.keeps_own_files(artifact):
+            return  # wandb < 0.21 deletes its new_file()s with the artifact: keep it
+        _wandb.uncache(artifact)
+    except (AttributeError, ImportError, KeyError, TypeError):
+        return  # a wandb without these internals: the artifact stays cached (memory only)
 
 
 def define_step_metrics(run: Any, prefix: str) -> str:

@@ -337,10 +337,14 @@ class MediaIndex:
                  entry_by_local_path: dict[str, tuple[str, str]] | None = None,
                  files: Sequence[MediaFiles] = ()) -> None:
         self.artifact = artifact
-        self.client_id: str = _wandb.client_id(artifact)
         self._entry_by_local_path = entry_by_local_path or {}
         self._files = [f for f in files if f is not None]
         self._sources: dict[int, _References] = {}  # id(files) -> its reference rows
+
+    @property
+    def client_id(self) -> str:
+        """The data artifact's client id, which its references name (fast path only)."""
+        return _wandb.client_id(self.artifact)
 
     @classmethod
     def from_table(cls, artifact: wandb.Artifact, table: wandb.Table) -> MediaIndex:
