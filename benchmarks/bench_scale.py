@@ -33,8 +33,10 @@ process per row, offline W&B:
   nothing else is in flight (best of 5), with the share of it spent in the kernel.
 
 Run: ``python benchmarks/bench_scale.py`` (classification 10k and 50k, detection 1k and
-segmentation 300; ``--full`` adds classification 200k; ``--quick`` is a smoke run).
-Writes ``benchmarks/results/scale.{json,md,png}``.
+segmentation 300; ``--full`` adds classification 200k; ``--quick`` is a smoke run;
+``--safe`` runs every row again with ``FASTEVALCB_SAFE=1``, wandb's public API for every
+write, beside the fast rows; ``--rows TASK:N,...`` picks the rows).
+Writes ``benchmarks/results/scale.{json,md,png}`` (``scale-safe.*`` with ``--safe``).
 """
 
 from __future__ import annotations
@@ -404,7 +406,8 @@ def markdown(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         lines.append(
-            f"| {r['task']} ({r['shape']}) | {r['n']:,} | {r['train_begin_block_s']:.2f} s | "
+            f"| {r['task']} ({r['shape']}){' **safe**' if r.get('mode') == 'safe' else ''}"
+            f" | {r['n']:,} | {r['train_begin_block_s']:.2f} s | "
             f"{r['data_table_s']:.2f} / {r['data_table_alone_s']:.2f} s | "
             f"{r['png_encode_s']:.2f} s | {r['file_creation_s']:.2f} s | "
             f"{r['data_table_alone_over_encode']:.1f}x, "
@@ -414,7 +417,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['logged_over_forward']:.2f}x | {r['worker_cpu_us_per_sample_per_log']:.0f} "
             f"({TARGET_US[r['task']]}) | {100 * r['worker_kernel_share']:.0f}% | "
             f"{r['peak_rss_bytes_per_sample'] / 1024:.1f} KB |")
-    cls = sorted((r for r in rows if r["task"] == "classification"), key=lambda r: r["n"])
+    cls = sorted((r for r in rows if r["task"] == "classification"
+                  and r.get("mode", "fast") == "fast"), key=lambda r: r["n"])
     notes = ""
     if len(cls) >= 2:
         a, b = cls[0], cls[-1]
@@ -426,6 +430,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def cold_markdown(cold: list[dict]) -> str:
+    if not cold:
+        return ""
     cells = ", ".join(f"{c['task']} (N={c['n']:,}) {c['train_begin_block_s']:.2f} s "
                       f"({c['until_logged_s']:.1f} s until logged)" for c in cold)
     return ("\nOn a cold numba cache (an empty `NUMBA_CACHE_DIR`, a fresh process each; "
@@ -438,7 +444,8 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cls = sorted((r for r in rows if r["task"] == "classification"), key=lambda r: r["n"])
+    cls = sorted((r for r in rows if r["task"] == "classification"
+                  and r.get("mode", "fast") == "fast"), key=lambda r: r["n"])
     ns = [r["n"] for r in cls]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(ns, [r["train_begin_block_s"] for r in cls], "o-", label="fit waits")
@@ -473,6 +480,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--full", action="store_true", help="also classification N=200,000")
+    parser.add_argument("--safe", action="store_true",
+                        help="each row also with FASTEVALCB_SAFE=1 (wandb's public API)")
+    parser.add_argument("--rows", help="TASK:N,... instead of the default rows")
     parser.add_argument("--one", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--cold", metavar="TASK", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -485,6 +495,7 @@ def main() -> None:
         os.environ["WANDB_DATA_DIR"] = str(work)
         row = cold_start(args.cold, work) if args.cold else measure(
             args.one[0], int(args.one[1]), work)
+        row["mode"] = "safe" if os.environ.get("FASTEVALCB_SAFE") == "1" else "fast"
         print("RESULT " + json.dumps(row), flush=True)
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -539,7 +550,9 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
     in ``perf``), so a row right after the previous row's 200,000 staged files went was
     charged for them.
     """
-    if args.quick:
+    if args.rows:
+        runs = [(row.split(":")[0], int(row.split(":")[1])) for row in args.rows.split(",")]
+    elif args.quick:
         runs = [("classification", 2000), ("detection", 64), ("segmentation", 32)]
     else:
         runs = [("classification", 10_000), ("classification", 50_000)]
@@ -548,9 +561,13 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
     settled_us = (file_creation_us(workdir) if args.quick  # a smoke run does not wait
                   else wait_for_settled_disk(workdir))
     # A fresh process per row: RSS growth is not hidden by reused memory.
-    rows = [row_in_process(["--one", task, str(n)], workdir) for task, n in runs]
+    rows = []
+    for task, n in runs:
+        rows.append(row_in_process(["--one", task, str(n)], workdir, FASTEVALCB_SAFE="0"))
+        if args.safe:
+            rows.append(row_in_process(["--one", task, str(n)], workdir, FASTEVALCB_SAFE="1"))
     cold = []
-    for task in COLD_N:  # and an empty numba cache each
+    for task in ([] if args.safe else COLD_N):  # and an empty numba cache each
         with tempfile.TemporaryDirectory() as cache:
             cold.append(row_in_process(["--cold", task], workdir, NUMBA_CACHE_DIR=cache))
     with tempfile.TemporaryDirectory() as tmp:
@@ -569,13 +586,15 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
     print(table)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "rows": rows,
-                                                        "cold_start": cold},
-                                                       indent=1))
-        (RESULTS / "scale.md").write_text(
-            "`python benchmarks/bench_scale.py" + (" --full" if args.full else "")
-            + "` (near-free models, offline W&B, 2 shared cores)\n\n" + table)
-        plot(rows, RESULTS / "scale.png")
+        name = "scale-safe" if args.safe else "scale"
+        command = " ".join(["python benchmarks/bench_scale.py", *sys.argv[1:]])
+        (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows,
+                                                          "cold_start": cold,
+                                                          "command": command}, indent=1))
+        (RESULTS / f"{name}.md").write_text(
+            f"`{command}` (near-free models, offline W&B, 2 shared cores)\n\n" + table)
+        if not args.safe:
+            plot(rows, RESULTS / "scale.png")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -10,7 +9,7 @@ import wandb
 
 from fastevalcb.tables import _wandb
 from fastevalcb.tables._wandb import release_pixels, release_table
-from fastevalcb.tables.columnar import _FRAGMENT_JSON, ColumnarTable
+from fastevalcb.tables.columnar import ColumnarTable
 from fastevalcb.tables.references import MediaIndex
 from fastevalcb.tables.staging import EntryRows, add_json, add_staged, wandb_adds
 from fastevalcb.tables.streamed import StreamedTable
@@ -59,34 +58,33 @@ def _scope_manifest(artifact: wandb.Artifact) -> None:
 
 
 def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
-    """``artifact.add(table, name)``, writing the JSON with the C encoder.
-
-    ``Artifact.add`` writes with ``json.dump``, which always takes the pure-Python
-    encoder path (~1 s per 10k-row table); ``json.dumps`` with the same options writes
-    the same text. :class:`JSONText` box layers are spliced in as they are. Tables
-    already added go through ``Artifact.add``.
+    """``artifact.add(table, name)``: every table of ours is written by one writer,
+    :class:`StreamedTable`, straight into wandb's staging dir (a :class:`ColumnarTable` is
+    streamed whole); without the "tables" fast path, wandb writes a ``wandb.Table`` of the
+    same rows. Tables already added, referenced, or of a taken name, and other tables,
+    go through ``Artifact.add``.
     """
     path = table.with_suffix(name)
     if path.startswith("media/tables") or wandb_adds(artifact, table, path):
         return artifact.add(table, name)  # renamed by its digest, added, referenced or taken
+    if not isinstance(table, ColumnarTable):
+        return add_json(artifact, table, name)
+    if not _wandb.fast("tables"):  # wandb writes it
+        if isinstance(table, StreamedTable):
+            table.close()
+        return artifact.add(table.as_wandb_table(), name)
     if isinstance(table, StreamedTable):
         if table.artifact is not artifact:
             raise ValueError("a StreamedTable can only be added to the artifact it was "
                              "serialized into")
-        if table.keeps_rows:  # wandb serializes it
-            table.close()
-            return artifact.add(table.as_wandb_table(), name)
-        staged, digest = table.finish()  # written already, into wandb's staging dir
-        return add_staged(artifact, table, path, staged, digest)
-    if isinstance(table, ColumnarTable) and not _wandb.fast("tables"):
-        return artifact.add(table.as_wandb_table(), name)
-    if isinstance(table, ColumnarTable):
-        fragments: list[str] = []
-        text = json.dumps(table.to_json(artifact, fragments), sort_keys=True)
-        if fragments:
-            text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
-        return add_json(artifact, table, name, text)
-    return add_json(artifact, table, name)
+        streamed = table
+    else:
+        streamed = StreamedTable(table.columns, artifact, table.media_index,
+                                 table.allow_mixed_types)
+        if table.data:
+            streamed.add_columns(dict(zip(table.columns, map(list, zip(*table.data)))))
+    staged, digest = streamed.finish()  # written already, into wandb's staging dir
+    return add_staged(artifact, table, path, staged, digest)
 
 
 def _uncache(artifact: wandb.Artifact) -> None:

@@ -173,6 +173,10 @@ class ColumnarTable(wandb.Table):
 
         A column wandb cannot type (a list of numbers holding a NaN, which wandb types as
         None) makes the whole table of mixed types rather than unloggable."""
+        if _wandb.fast("tables"):  # our error for incompatible types, before wandb's
+            columns = list(zip(*self.data)) if self.data else [() for _ in self.columns]
+            for name, column in zip(self.columns, columns):
+                self._infer_column_type(name, column)
         try:
             return wandb.Table(columns=list(self.columns), data=self.data,
                                allow_mixed_types=self._allow_mixed)
@@ -180,34 +184,15 @@ class ColumnarTable(wandb.Table):
             return wandb.Table(columns=list(self.columns), data=self.data,
                                allow_mixed_types=True)
 
+    def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
+        """wandb's own JSON of the same rows, for ``Artifact.add(table)`` and ``wandb.log``
+        called on this table directly; :func:`~fastevalcb.tables.add_table` writes it
+        through :class:`~fastevalcb.tables.StreamedTable`, the one writer of our tables."""
+        return self.as_wandb_table().to_json(run_or_artifact)
 
-    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
-        """The table's JSON for an artifact.
-
-        ``fragments``: when given (by :func:`add_table`), :class:`JSONText` values become
-        placeholders indexing into it, to be spliced into the dumped text; otherwise they
-        are decoded into plain lists.
-        """
-        if not isinstance(run_or_artifact, wandb.Artifact):
-            return super().to_json(run_or_artifact)
-        artifact = run_or_artifact
-        ncols = len(self.columns)
-        by_column = list(zip(*self.data)) if self.data else [() for _ in range(ncols)]
-        json_columns = [_column_to_json(col, artifact, self.media_index, fragments)
-                        for col in by_column]
-        type_map = {
-            name: self._infer_column_type(name, col)
-            for name, col in zip(self.columns, by_column)
-        }
-        return {
-            "_type": _wandb.TABLE_TYPE,
-            "columns": self.columns,
-            "data": [list(row) for row in zip(*json_columns)] if self.data else [],
-            "ncols": ncols,
-            "nrows": len(self.data),
-            "column_types": _wandb.column_types_json(type_map, artifact),
-            "log_mode": self.log_mode,
-        }
+    @property
+    def allow_mixed_types(self) -> bool:
+        return self._allow_mixed
 
     def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
         """The column's wandb type, merged from one representative per kind of value."""

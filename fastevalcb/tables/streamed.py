@@ -228,7 +228,7 @@ class StreamedTable(ColumnarTable):
         raise TableSchemaError(f"a StreamedTable's columns are fixed ({self.columns}): "
                                f"cannot add {name!r}")
 
-    def to_json(self, run_or_artifact: Any, fragments: list[str] | None = None) -> dict[str, Any]:
+    def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
         if run_or_artifact is not self.artifact:
             raise TypeError("a StreamedTable is serialized into its own artifact only")
         return json.loads(self.json_text())
