@@ -35,46 +35,55 @@ class EntrySource(Protocol):
 
     def md5s(self, rows: np.ndarray) -> bytes: ...  # the rows' 16-byte entry digests (bulk)
 
+    def sizes(self, rows: np.ndarray) -> np.ndarray: ...  # the rows' sizes (bulk)
+
 
 _NO_EXTRA = MappingProxyType({})
 
 
 class EntryView:
     """A manifest entry read from its row: the fields wandb reads when it logs an artifact
-    (``_make_artifact_manifest``, the manifest's digest and size); anything else is read
-    from the :class:`ArtifactManifestEntry` the row stands for, built on demand."""
+    (``_make_artifact_manifest``, its manifest file, the manifest's digest and size), the
+    digest and size read in bulk for a chunk of rows (:meth:`EntryRows.items`); anything
+    else is read from the ``ArtifactManifestEntry`` the row stands for, built on demand."""
 
-    __slots__ = ("path", "_source", "_row")
+    __slots__ = ("path", "digest", "size", "_source", "_row")
     birth_artifact_id = None
     skip_cache = False
+    extra = _NO_EXTRA
 
-    def __init__(self, path: str, source: EntrySource, row: int) -> None:
+    def __init__(self, path: str, source: EntrySource, row: int, digest: str | None = None,
+                 size: int | None = None) -> None:
         self.path, self._source, self._row = path, source, row
+        self.digest = source.digest(row) if digest is None else digest
+        self.size = source.size(row) if size is None else size
 
-    digest = property(lambda self: self._source.digest(self._row))
-    size = property(lambda self: self._source.size(self._row))
     ref = property(lambda self: self._source.ref(self.path))
     local_path = property(lambda self: self._source.local_path(self._row))
-    extra = _NO_EXTRA
 
     def entry(self) -> Any:
         return _source_entry(self._source, self._row)
 
     def to_json(self) -> dict[str, Any]:
-        """``entry().to_json()`` (what wandb writes a manifest of >100k entries from) built
-        from the row: the keys the real entry of this source's first view wrote, which
-        are the same for every row of a source (wandb releases differ in which they
-        write; ~1 µs, not ~10)."""
+        """``entry().to_json()`` (what wandb writes its manifest file from) built from the
+        row: the keys the real entry of this source's first view wrote, which are the
+        same for every row of a source (wandb releases differ in which they write)."""
         source = self._source
         keys = getattr(source, "json_keys", None)
         if keys is None:
             real = self.entry().to_json()
-            source.json_keys = keys = (list(real) if set(real) <= set(_JSON_FIELDS)
-                                        and real == self._json(list(real)) else ())
+            source.json_keys = keys = (tuple(real) if set(real) <= set(_JSON_FIELDS)
+                                       and real == self._json(tuple(real)) else ())
             return real
+        if keys == _FILE_KEYS:  # a staged file: the common case, without getattr
+            return {"path": self.path, "digest": self.digest, "size": self.size, "extra": {},
+                    "local_path": self.local_path, "skip_cache": False}
+        if keys == _REF_KEYS:  # a reference
+            return {"path": self.path, "digest": self.digest, "ref": self.ref, "size": 0,
+                    "extra": {}, "skip_cache": False}
         return self._json(keys) if keys else self.entry().to_json()
 
-    def _json(self, keys: list[str]) -> dict[str, Any]:
+    def _json(self, keys: tuple[str, ...]) -> dict[str, Any]:
         out = {key: getattr(self, _JSON_FIELDS[key]) for key in keys}
         if "extra" in out:
             out["extra"] = dict(out["extra"])
@@ -84,6 +93,8 @@ class EntryView:
         return getattr(self.entry(), name)
 
 
+_FILE_KEYS = ("path", "digest", "size", "extra", "local_path", "skip_cache")
+_REF_KEYS = ("path", "digest", "ref", "size", "extra", "skip_cache")
 _JSON_FIELDS = {"path": "path", "digest": "digest", "ref": "ref", "size": "size",
                 "local_path": "local_path", "skip_cache": "skip_cache", "extra": "extra",
                 "birth_artifact_id": "birth_artifact_id", "birthArtifactID": "birth_artifact_id"}
@@ -129,11 +140,6 @@ class EntryRows(dict):
             return value
         return _source_entry(self._sources[value >> self._SHIFT], value & self._ROW)
 
-    def _view(self, name: str, value: Any) -> Any:
-        if type(value) is not int:
-            return value
-        return EntryView(name, self._sources[value >> self._SHIFT], value & self._ROW)
-
     def __getitem__(self, name: str) -> Any:
         return self._real(dict.__getitem__(self, name))
 
@@ -148,12 +154,23 @@ class EntryRows(dict):
         return self._real(dict.pop(self, name, *default))
 
     def values(self) -> Iterator[Any]:  # type: ignore[override]
-        view = self._view
-        return (view(name, value) for name, value in dict.items(self))
+        return (view for _, view in self.items())
 
-    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
-        view = self._view
-        return ((name, view(name, value)) for name, value in dict.items(self))
+    def items(self, chunk: int = 4096) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        """``(name, entry)`` in order: entry objects as they are, rows as
+        :class:`EntryView` objects whose digests and sizes are read ``chunk`` rows at a
+        time."""
+        for source, names, rows, value in self._runs():
+            if source is None:
+                yield names[0], value
+                continue
+            for start in range(0, len(names), chunk):
+                part = rows[start:start + chunk]
+                digests = b64_rows(source.md5s(part))
+                sizes = source.sizes(part).tolist()
+                for name, row, digest, size in zip(names[start:start + chunk], part.tolist(),
+                                                   digests, sizes):
+                    yield name, EntryView(name, source, row, digest, size)
 
     def copy(self) -> dict:
         return {name: self[name] for name in self}
@@ -403,6 +420,10 @@ class StagedFiles:
 
     def md5s(self, rows: np.ndarray) -> bytes:
         return self.digests(rows.tolist())
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        sizes = self._sizes  # a row at a time: no copy of every file's size per chunk
+        return np.array([sizes[n] for n in rows.tolist()], np.int64)
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path of these files, or None."""
