@@ -58,6 +58,40 @@ def of_model(model: Any) -> ModuleType:
     )
 
 
+# Backends the compiled predict step (BatchedPredictor, the task callbacks) runs on.
+STEP_BACKENDS = ("tensorflow", "jax")
+
+
+def backend_of(model: Any) -> str:
+    """The backend that runs ``model``: ``"tensorflow"`` for tf_keras models, else Keras 3's
+    backend (``KERAS_BACKEND``: ``"tensorflow"``, ``"jax"``, ``"torch"``...)."""
+    if of_model(model) is not keras3():
+        return "tensorflow"
+    return keras3().backend.backend()
+
+
+def check_backend(backend: str, what: str) -> None:
+    """Refuse a backend the compiled predict step does not run on.
+
+    Decided from the name alone, so it is testable without the backend installed.
+
+    Raises:
+        FastEvalInputError: ``backend`` is not in :data:`STEP_BACKENDS`; the message names
+            it, the backends that work, and the drop-in base, which works on any backend.
+    """
+    if backend in STEP_BACKENDS:
+        return
+    from fastevalcb.callback import FastEvalInputError
+
+    raise FastEvalInputError(
+        f"{what} runs Keras models on the TensorFlow and JAX backends; this Keras runs on "
+        f"{backend!r} (KERAS_BACKEND={backend}), which its compiled predict step does not "
+        "support. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow before keras is "
+        "imported, or subclass the drop-in fastevalcb.WandbEvalCallback (your own "
+        "add_ground_truth / add_model_predictions), which works on any backend."
+    )
+
+
 def name_of(module: ModuleType) -> str:
     """``"Keras 3.x"`` or ``"tf_keras"``, for messages."""
     return "tf_keras" if module.__name__ == TF_KERAS else f"Keras {module.__version__}"
