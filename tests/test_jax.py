@@ -1,0 +1,88 @@
+"""Backends: which Keras backend the compiled predict step runs on, and the JAX suite.
+
+Keras fixes its backend when it is first imported, so everything JAX runs in a
+subprocess with ``KERAS_BACKEND=jax``: the import check here, and ``tests/jax`` (the task
+callbacks against ``model.predict`` on JAX) when this process is not already on JAX (CI's
+``jax`` leg runs that folder directly). Torch is not installed; its refusal is decided
+from the backend's name, tested here without it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastevalcb import FastEvalInputError, _keras
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+
+def jax_env(**extra):
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT), **extra)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return env
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy", "openvino"])
+def test_backends_without_a_step_are_refused_naming_the_backend_and_the_drop_in_base(backend):
+    with pytest.raises(FastEvalInputError) as info:
+        _keras.check_backend(backend, "ClassificationEvalCallback")
+    message = str(info.value)
+    assert f"KERAS_BACKEND={backend}" in message and repr(backend) in message
+    assert "ClassificationEvalCallback" in message and "WandbEvalCallback" in message
+    assert "KERAS_BACKEND=jax" in message
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_tensorflow_and_jax_have_a_step(backend):
+    _keras.check_backend(backend, "BatchedPredictor")  # no error
+
+
+def test_task_callbacks_refuse_an_unsupported_backend_at_construction(monkeypatch):
+    import numpy as np
+
+    from fastevalcb import ClassificationEvalCallback
+
+    monkeypatch.setattr(_keras.keras3().backend, "backend", lambda: "torch")
+    monkeypatch.setitem(sys.modules, "tf_keras", None)  # no tf_keras model can exist
+    x, y = np.zeros((4, 8, 8, 3), "float32"), np.arange(4) % 2
+    with pytest.raises(FastEvalInputError, match="'torch'.*WandbEvalCallback"):
+        ClassificationEvalCallback((x, y), ["a", "b"])
+
+
+IMPORT_CHECK = """
+import sys
+import fastevalcb
+import keras
+assert keras.backend.backend() == "jax"
+heavy = sorted(m for m in ("tensorflow", "numba") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_import_under_jax_loads_neither_tensorflow_nor_numba():
+    pytest.importorskip("jax")
+    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True,
+                          timeout=300, env=jax_env(), cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_the_jax_suite_passes_under_keras_backend_jax():
+    pytest.importorskip("jax")
+    if _keras.keras3().backend.backend() == "jax":
+        pytest.skip("already on JAX: tests/jax runs in this session")
+    pytest.importorskip("keras_hub")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(HERE / "jax"), "-q", "-p", "no:cacheprovider",
+         "-o", "addopts=", "-W", "ignore::DeprecationWarning"],
+        capture_output=True, text=True, timeout=1500, env=jax_env(), cwd=str(ROOT))
+    tail = proc.stdout[-4000:]
+    assert proc.returncode == 0, tail + proc.stderr[-2000:]
+    assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
