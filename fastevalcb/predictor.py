@@ -2,8 +2,11 @@
 
 The second stage of the pipeline (``source -> predictor -> kernels -> media -> tables``).
 A validation source (see :mod:`fastevalcb.sources`) is run through a Keras model in
-fixed-size batches the way ``model.predict`` runs it, by a single ``tf.function`` traced
-once per model:
+fixed-size batches the way ``model.predict`` runs it, by a single compiled step traced
+once per model: a ``tf.function`` on TensorFlow (Keras 3 or tf_keras), a ``jax.jit`` on
+Keras 3's JAX backend (:class:`_JaxStep`: ``predict_step(state, data)`` with the weights
+as arguments, read at the start of each pass). Other backends (torch) are refused with a
+:class:`~fastevalcb.callback.FastEvalInputError` naming them.
 
 * the step calls ``model.predict_step(data)`` exactly as ``keras.Model.predict`` does:
   ``data`` is the bare ``x``, or ``(x,)`` when ``x`` is itself a tuple / list
@@ -18,9 +21,10 @@ once per model:
   serves ragged sets, XLA (``jit_compile=True``) compiles one shape, replicas of a
   ``tf.distribute`` strategy get equal shards, and decoders that need a static batch
   (KerasHub's ``NonMaxSuppression``) work;
-* an optional ``output_fn`` (TensorFlow ops: softmax + top-k, argmax, box decode + NMS)
-  and the cast of floating outputs to float32 are fused after ``predict_step``, so only
-  small tensors cross to the host;
+* an optional ``output_fn`` (``keras.ops``, which serve every backend, or TensorFlow ops
+  on TensorFlow: softmax + top-k, argmax, box decode + NMS) and the cast of floating
+  outputs to float32 are fused after ``predict_step``, so only small tensors cross to the
+  host;
 * results stream back as :class:`PredictionBatch` es of host numpy arrays while a
   background thread already computes the next batch (bounded queue, ``prefetch`` deep).
 
@@ -513,7 +517,8 @@ class BatchedPredictor:
         model: a Keras model (unbuilt models are built on one zero sample first), or
             ``None`` to pass it later to :meth:`iter_batches` / :meth:`predict_all` (what
             callbacks do). Models built under a ``tf.distribute`` strategy run on all its
-            replicas.
+            replicas; on JAX, under a ``keras.distribution`` (``DataParallel``...) each
+            batch is laid out as ``fit`` lays out its batches.
         source: numpy array(s) in Keras' ``x`` / ``(x,)`` / ``(x, y)`` layout (dicts or
             lists of arrays allowed), a ``tf.data.Dataset`` (batched or not, labels or
             not) or a ``keras.utils.PyDataset``.
@@ -523,11 +528,13 @@ class BatchedPredictor:
         selection: ``"first"``: the first ``max_samples`` samples; ``"random"``: a fixed
             ``seed`` subset of ``max_samples`` samples. The same samples every pass.
         seed: seed of the random subset.
-        output_fn: optional TensorFlow function ``outputs -> structure of tensors``
-            compiled into the step (e.g. softmax + ``tf.math.top_k``). Its outputs must be
+        output_fn: optional function ``outputs -> structure of tensors`` compiled into
+            the step (e.g. ``keras.ops.softmax`` + ``keras.ops.top_k``): ``keras.ops`` on
+            any backend, TensorFlow ops on TensorFlow only. Its outputs must be
             batch-major (leading dim = batch).
-        jit_compile: compile the step with XLA (the step always gets ``B`` rows, so one
-            shape is compiled). A KerasHub preprocessor is never compiled.
+        jit_compile: compile the TensorFlow step with XLA (the step always gets ``B``
+            rows, so one shape is compiled). JAX steps are always XLA. A KerasHub
+            preprocessor is never compiled.
         float32_outputs: cast floating outputs (e.g. float16 under mixed precision) to
             float32 inside the step.
         return_x: also hand back each batch's inputs as numpy in ``PredictionBatch.x``.
@@ -549,8 +556,9 @@ class BatchedPredictor:
             lengths); input rank/shape mismatches against the model are raised when the
             model is first seen, before any prediction. A batched ``tf.data`` source whose
             batch dim is not static reads one batch then, to learn ``B``.
-        FastEvalInputError: ``image_key`` names no image input of ``x`` (when the model
-            is first seen).
+        FastEvalInputError: ``image_key`` names no image input of ``x``, or the model's
+            backend has no compiled step (torch), or JAX runs multi-process (when the
+            model is first seen).
     """
 
     def __init__(

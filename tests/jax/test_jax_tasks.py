@@ -21,8 +21,9 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "jax":
     pytest.skip("run with KERAS_BACKEND=jax (tests/test_jax.py does)", allow_module_level=True)
 
-import real_models as rm  # noqa: E402
-from fastevalcb import (  # noqa: E402
+import real_models as rm
+
+from fastevalcb import (
     BatchedPredictor,
     ClassificationEvalCallback,
     DetectionEvalCallback,
@@ -30,7 +31,6 @@ from fastevalcb import (  # noqa: E402
     SegmentationEvalCallback,
     WandbEvalCallback,
 )
-
 
 NAMES3 = ["a", "b", "c"]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,8 +199,8 @@ def test_a_tensorflow_output_function_fails_naming_the_backend(offline_run):
 
 # ------------------------------------------------------------------- segmentation
 def test_keras_hub_deeplab_masks_are_predicts_argmax(offline_run):
-    from reference import resize_nearest
     from PIL import Image as PILImage
+    from reference import resize_nearest
 
     run, read = offline_run
     model = rm.deeplab(image_size=(32, 32), num_classes=3)
