@@ -837,14 +837,19 @@ class TaskEvalCallback(WandbEvalCallback):
         return first
 
     def _step_failed(self, model: Any, exc: Exception) -> str:
+        """What failed in the compiled step, with its backend (the data fit the inputs)."""
         backend = _keras.backend_of(model)
         custom = callable(getattr(self, "output", None))
-        where = (f"{type(model).__name__}.predict_step"
-                 + (" or the output= function" if custom else ""))
-        hint = (" (an output= function runs inside the compiled step: on JAX write it in "
-                "keras.ops, not TensorFlow)" if custom and backend != "tensorflow" else "")
+        where = f"{type(model).__name__}.predict_step"
+        if custom:
+            where += ", then your output= function"
+            if backend != "tensorflow":
+                where += (" (it runs inside the compiled step: on JAX write it in keras.ops, "
+                          "not TensorFlow)")
+        elif self._output_fn() is not None:
+            where += f", then the {self.task} post-processing"
         return (f"the compiled predict step failed on the first validation batch on the "
-                f"{backend} backend, in {where}{hint}: {type(exc).__name__}: {exc}")
+                f"{backend} backend, in {where}: {type(exc).__name__}: {exc}")
 
     def _check_resize(self, batch: PredictionBatch) -> None:
         """Predictions are at the model's resolution; the tables show the user's images.

@@ -114,6 +114,18 @@ def test_predictor_reads_new_weights_without_retracing():
     assert predictor.trace_count == 1
 
 
+def test_predictor_on_a_tf_data_source_hands_arrays_to_the_jax_step():
+    import tensorflow as tf
+
+    model = small_cnn()
+    x, _ = classification_data(10)
+    source = tf.data.Dataset.from_tensor_slices(x).batch(4)  # 4 + 4 + 2
+    predictor = BatchedPredictor(model, source)
+    np.testing.assert_allclose(predictor.predict_all(), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert predictor.trace_count == 1
+
+
 # ------------------------------------------------------------------- classification
 def test_classification_logs_predicts_after_fit_and_traces_once(offline_run):
     run, read = offline_run
@@ -129,10 +141,11 @@ def test_classification_logs_predicts_after_fit_and_traces_once(offline_run):
     assert cb.predictor.trace_count == 1  # two passes, a ragged last batch: one trace
 
 
-def test_per_n_batch_logging_logs_at_the_right_steps(offline_run):
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_per_n_batch_logging_logs_at_the_right_steps(offline_run, steps_per_execution):
     run, read = offline_run
     model = small_cnn()
-    model.compile("adam", loss())
+    model.compile("adam", loss(), steps_per_execution=steps_per_execution)
     x, y = classification_data(12)
     cb = ClassificationEvalCallback((x, y), NAMES3, batch_size=5, log_every_n_batches=2,
                                     log_on_epoch_end=False, verbose=0)
