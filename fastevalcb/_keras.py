@@ -92,6 +92,42 @@ def check_backend(backend: str, what: str) -> None:
     )
 
 
+def ops_for(tensor: Any) -> Any:
+    """The ops namespace for on-device post-processing of ``tensor``: ``keras.ops``.
+
+    One exception: a TensorFlow tensor while Keras 3 runs another backend (a tf_keras
+    model next to ``KERAS_BACKEND=jax``), which ``keras.ops`` cannot take. Then the
+    TensorFlow twins of the few ``keras.ops`` the tasks' post-processing uses, under the
+    same names, so that code stays one path.
+    """
+    keras = keras3()
+    if keras.backend.backend() == "tensorflow" or not type(tensor).__module__.startswith(
+            "tensorflow"):
+        return keras.ops
+    return _tf_ops()
+
+
+def _tf_ops() -> Any:
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    return SimpleNamespace(
+        all=lambda x, axis=None: tf.reduce_all(x, axis=axis),
+        argmax=lambda x, axis=None: tf.argmax(x, axis=axis),
+        cast=tf.cast,
+        isfinite=tf.math.is_finite,
+        logical_and=tf.logical_and,
+        max=tf.reduce_max,
+        min=tf.reduce_min,
+        ones=tf.ones,
+        reshape=tf.reshape,
+        round=tf.round,
+        shape=tf.shape,
+        where=tf.where,
+    )
+
+
 def name_of(module: ModuleType) -> str:
     """``"Keras 3.x"`` or ``"tf_keras"``, for messages."""
     return "tf_keras" if module.__name__ == TF_KERAS else f"Keras {module.__version__}"

@@ -86,3 +86,36 @@ def test_the_jax_suite_passes_under_keras_backend_jax():
     tail = proc.stdout[-4000:]
     assert proc.returncode == 0, tail + proc.stderr[-2000:]
     assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
+
+
+def test_tensorflow_twins_of_keras_ops_agree_with_keras_ops():
+    """The namespace a tf_keras model's post-processing uses next to another backend."""
+    import numpy as np
+    import tensorflow as tf
+
+    keras = _keras.keras3()
+    twins = _keras._tf_ops()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 5)).astype("float32")
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan  # (argmax over NaN differs between backends: rows flagged)
+    cases = [
+        ("argmax", (x,), {"axis": -1}),
+        ("isfinite", (nan,), {}),
+        ("round", (x * 3,), {}),
+        ("min", (x[1],), {}),
+        ("max", (x[1],), {}),
+        ("reshape", (x, (2, -1)), {}),
+        ("cast", (np.abs(x) * 10, "uint8"), {}),
+        ("all", (x > -10,), {"axis": 1}),
+        ("logical_and", (x > 0, x < 1), {}),
+        ("where", (x[1] > 0, 0.5, 0.0), {}),
+        ("ones", ((3,), "bool"), {}),
+    ]
+    for name, args, kwargs in cases:
+        want = np.asarray(getattr(keras.ops, name)(*args, **kwargs))
+        got = getattr(twins, name)(*[tf.constant(a) if isinstance(a, np.ndarray) else a
+                                     for a in args], **kwargs).numpy()
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert list(twins.shape(tf.constant(x)).numpy()) == list(keras.ops.shape(x))
+    assert set(vars(twins)) == {name for name, _, _ in cases} | {"shape"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb import tables
+from fastevalcb import _keras, tables
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import blend_overlay, resize_nearest, segmentation_counts
 from fastevalcb.media import build_images, default_palette, stage_masks
@@ -21,28 +21,28 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
     """The step that turns the model's output into ``(B, H, W)`` uint8 class ids.
 
     Written in ``keras.ops``, so the same code runs inside the compiled predict step of
-    every backend (``tf.function`` on TensorFlow, ``jax.jit`` on JAX). Only one byte per
-    pixel reaches the host (21-class float32 logits would be 84), plus ``(B,)`` bool:
-    every score of the sample is finite (an argmax of NaN scores looks like any other
-    class map).
+    every backend (``tf.function`` on TensorFlow, ``jax.jit`` on JAX; tf_keras models next
+    to another backend: :func:`fastevalcb._keras.ops_for`). Only one byte per pixel
+    reaches the host (21-class float32 logits would be 84), plus ``(B,)`` bool: every
+    score of the sample is finite (an argmax of NaN scores looks like any other class
+    map).
 
     Returns:
         A function ``outputs -> {"class_maps": (B, H, W) uint8, "finite": (B,) bool}``.
     """
     import keras
 
-    ops = keras.ops
-
     def with_finite(out):
         if callable(output):
             out = output(out)
-        maps = class_maps(out)
+        ops = _keras.ops_for(out)
+        maps = class_maps(out, ops)
         if not keras.backend.is_float_dtype(out.dtype):
             return {"class_maps": maps, "finite": ops.ones(ops.shape(maps)[:1], "bool")}
         finite = ops.all(ops.reshape(ops.isfinite(out), (ops.shape(out)[0], -1)), axis=1)
         return {"class_maps": maps, "finite": finite}
 
-    def class_maps(out):
+    def class_maps(out, ops):
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(
                 "the model has several outputs; pass output=<function> (keras.ops) returning "

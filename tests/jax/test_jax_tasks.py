@@ -257,6 +257,27 @@ def test_one_channel_sigmoid_segmenter_thresholds_in_keras_ops(offline_run):
                                (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
 
 
+def test_a_tf_keras_segmenter_next_to_the_jax_backend(offline_run):
+    """A tf_keras model runs on TensorFlow whatever KERAS_BACKEND says: its step is a
+    tf.function, and the post-processing takes TensorFlow's twins of keras.ops."""
+    tf_keras = pytest.importorskip("tf_keras")
+    run, read = offline_run
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 3)),
+                                 tf_keras.layers.Conv2D(3, 3, padding="same")])
+    model.compile("sgd", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 8, 8, 3)).astype("float32")
+    masks = rng.integers(0, 3, (5, 8, 8))
+    cb = SegmentationEvalCallback((x, masks), NAMES3, batch_size=2, verbose=0)
+    model.fit(x, masks, epochs=1, callbacks=[cb], verbose=0)
+    pred = model.predict(x, verbose=0).argmax(-1)
+    table = last_table(read(), run)
+    np.testing.assert_allclose(table.column("pixel_accuracy"),
+                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    assert type(cb.predictor._step).__name__ == "_TFStep"
+
+
 # ------------------------------------------------------------------- detection
 def test_keras_hub_retinanet_boxes_are_predicts(offline_run):
     run, read = offline_run
