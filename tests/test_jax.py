@@ -73,6 +73,36 @@ def test_import_under_jax_loads_neither_tensorflow_nor_numba():
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
+FIT_CHECK = """
+import sys
+import numpy as np
+import keras
+import wandb
+from fastevalcb import ClassificationEvalCallback
+run = wandb.init(project="jax-light")
+x, y = np.random.default_rng(0).random((6, 8, 8, 3)).astype("float32"), np.arange(6) % 2
+cb = ClassificationEvalCallback((x, y), ["a", "b"], batch_size=4, verbose=0)
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),
+                          keras.layers.Dense(2)])
+model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+model.fit(x, y, epochs=2, callbacks=[cb], verbose=0)
+cb.flush()
+print("VERSIONS", len(cb.logged_versions), "HEAVY",
+      sorted(m for m in ("tensorflow", "numba") if m in sys.modules))
+run.finish()
+"""
+
+
+def test_a_jax_fit_on_arrays_never_imports_tensorflow(wandb_env):
+    """Array sources, no KerasHub preprocessor: the whole fit, logging included, runs
+    without TensorFlow (numba, the host kernels, is loaded by the task callback)."""
+    pytest.importorskip("jax")
+    proc = subprocess.run([sys.executable, "-c", FIT_CHECK], capture_output=True, text=True,
+                          timeout=300, env=jax_env(), cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "VERSIONS 2 HEAVY ['numba']" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_the_jax_suite_passes_under_keras_backend_jax():
     pytest.importorskip("jax")
