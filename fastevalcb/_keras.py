@@ -92,6 +92,16 @@ def check_backend(backend: str, what: str) -> None:
     )
 
 
+def is_float_dtype(dtype: Any) -> bool:
+    """Whether a dtype (numpy, TensorFlow, JAX) is floating, bfloat16 included."""
+    if isinstance(dtype, type):  # np.float32, jnp.bfloat16: scalar types, not dtypes
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+    name = getattr(dtype, "name", None) or str(dtype)
+    return name.startswith(("float", "bfloat"))
+
+
 def ops_for(tensor: Any) -> Any:
     """The ops namespace for on-device post-processing of ``tensor``: ``keras.ops``.
 

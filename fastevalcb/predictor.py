@@ -318,12 +318,12 @@ class _JaxStep:
         ops = keras.ops
 
         def cast_input(t):
-            floating = keras.backend.is_float_dtype(t.dtype)
+            floating = _keras.is_float_dtype(t.dtype)
             return ops.cast(t, floatx) if floating and t.dtype != floatx else t
 
         def cast_output(t):
             t = ops.convert_to_tensor(t)
-            floating = keras.backend.is_float_dtype(t.dtype)
+            floating = _keras.is_float_dtype(t.dtype)
             return ops.cast(t, "float32") if float32_outputs and floating else t
 
         def step(state, data):

@@ -149,3 +149,20 @@ def test_tensorflow_twins_of_keras_ops_agree_with_keras_ops():
         np.testing.assert_array_equal(got, want, err_msg=name)
     assert list(twins.shape(tf.constant(x)).numpy()) == list(keras.ops.shape(x))
     assert set(vars(twins)) == {name for name, _, _ in cases} | {"shape"}
+
+
+def test_is_float_dtype_reads_numpy_tensorflow_and_jax_dtypes():
+    import numpy as np
+    import tensorflow as tf
+
+    floating = [np.float32, np.dtype("float16"), tf.float32, tf.bfloat16, tf.float16]
+    other = [np.int32, np.dtype(bool), tf.uint8, tf.int64, tf.string, tf.bool]
+    try:
+        import jax.numpy as jnp
+
+        floating += [jnp.bfloat16, jnp.zeros(1).dtype]
+        other += [jnp.zeros(1, "int32").dtype]
+    except ImportError:
+        pass
+    assert [_keras.is_float_dtype(d) for d in floating] == [True] * len(floating)
+    assert [_keras.is_float_dtype(d) for d in other] == [False] * len(other)

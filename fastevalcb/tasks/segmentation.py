@@ -30,14 +30,13 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
     Returns:
         A function ``outputs -> {"class_maps": (B, H, W) uint8, "finite": (B,) bool}``.
     """
-    import keras
 
     def with_finite(out):
         if callable(output):
             out = output(out)
         ops = _keras.ops_for(out)
         maps = class_maps(out, ops)
-        if not keras.backend.is_float_dtype(out.dtype):
+        if not _keras.is_float_dtype(out.dtype):
             return {"class_maps": maps, "finite": ops.ones(ops.shape(maps)[:1], "bool")}
         finite = ops.all(ops.reshape(ops.isfinite(out), (ops.shape(out)[0], -1)), axis=1)
         return {"class_maps": maps, "finite": finite}
