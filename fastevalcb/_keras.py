@@ -58,6 +58,86 @@ def of_model(model: Any) -> ModuleType:
     )
 
 
+# Backends the compiled predict step (BatchedPredictor, the task callbacks) runs on.
+STEP_BACKENDS = ("tensorflow", "jax")
+
+
+def backend_of(model: Any) -> str:
+    """The backend that runs ``model``: ``"tensorflow"`` for tf_keras models, else Keras 3's
+    backend (``KERAS_BACKEND``: ``"tensorflow"``, ``"jax"``, ``"torch"``...)."""
+    if of_model(model) is not keras3():
+        return "tensorflow"
+    return keras3().backend.backend()
+
+
+def check_backend(backend: str, what: str) -> None:
+    """Refuse a backend the compiled predict step does not run on.
+
+    Decided from the name alone, so it is testable without the backend installed.
+
+    Raises:
+        FastEvalInputError: ``backend`` is not in :data:`STEP_BACKENDS`; the message names
+            it, the backends that work, and the drop-in base, which works on any backend.
+    """
+    if backend in STEP_BACKENDS:
+        return
+    from fastevalcb.callback import FastEvalInputError
+
+    raise FastEvalInputError(
+        f"{what} runs Keras models on the TensorFlow and JAX backends; this Keras runs on "
+        f"{backend!r} (KERAS_BACKEND={backend}), which its compiled predict step does not "
+        "support. Set KERAS_BACKEND=jax or KERAS_BACKEND=tensorflow before keras is "
+        "imported, or subclass the drop-in fastevalcb.WandbEvalCallback (your own "
+        "add_ground_truth / add_model_predictions), which works on any backend."
+    )
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """Whether a dtype (numpy, TensorFlow, JAX) is floating, bfloat16 included."""
+    if isinstance(dtype, type):  # np.float32, jnp.bfloat16: scalar types, not dtypes
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+    name = getattr(dtype, "name", None) or str(dtype)
+    return name.startswith(("float", "bfloat"))
+
+
+def ops_for(tensor: Any) -> Any:
+    """The ops namespace for on-device post-processing of ``tensor``: ``keras.ops``.
+
+    One exception: a TensorFlow tensor while Keras 3 runs another backend (a tf_keras
+    model next to ``KERAS_BACKEND=jax``), which ``keras.ops`` cannot take. Then the
+    TensorFlow twins of the few ``keras.ops`` the tasks' post-processing uses, under the
+    same names, so that code stays one path.
+    """
+    keras = keras3()
+    if keras.backend.backend() == "tensorflow" or not type(tensor).__module__.startswith(
+            "tensorflow"):
+        return keras.ops
+    return _tf_ops()
+
+
+def _tf_ops() -> Any:
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    return SimpleNamespace(
+        all=lambda x, axis=None: tf.reduce_all(x, axis=axis),
+        argmax=lambda x, axis=None: tf.argmax(x, axis=axis),
+        cast=tf.cast,
+        isfinite=tf.math.is_finite,
+        logical_and=tf.logical_and,
+        max=tf.reduce_max,
+        min=tf.reduce_min,
+        ones=tf.ones,
+        reshape=tf.reshape,
+        round=tf.round,
+        shape=tf.shape,
+        where=tf.where,
+    )
+
+
 def name_of(module: ModuleType) -> str:
     """``"Keras 3.x"`` or ``"tf_keras"``, for messages."""
     return "tf_keras" if module.__name__ == TF_KERAS else f"Keras {module.__version__}"

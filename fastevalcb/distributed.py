@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ def role_from_tf_config(tf_config: str | None = None) -> Role:
 
 def is_multi_worker_strategy(strategy: Any) -> bool:
     """Whether ``strategy`` is a ``MultiWorkerMirroredStrategy`` (v2 or experimental)."""
+    if strategy is None:  # a JAX model, or none: TensorFlow need not be imported
+        return False
     import tensorflow as tf
 
     kinds = (tf.distribute.MultiWorkerMirroredStrategy,
@@ -138,9 +141,8 @@ def construction_role() -> Role:
     scope, ``TF_CONFIG`` does (MultiWorkerMirroredStrategy reads the same variable). Train
     begin checks again against the model's own strategy.
     """
-    import tensorflow as tf
-
-    if tf.distribute.has_strategy():
+    tf = sys.modules.get("tensorflow")  # a strategy in scope means it is imported
+    if tf is not None and tf.distribute.has_strategy():
         role = role_of(tf.distribute.get_strategy())
         if role.multi_worker:
             return role

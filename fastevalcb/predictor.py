@@ -2,8 +2,11 @@
 
 The second stage of the pipeline (``source -> predictor -> kernels -> media -> tables``).
 A validation source (see :mod:`fastevalcb.sources`) is run through a Keras model in
-fixed-size batches the way ``model.predict`` runs it, by a single ``tf.function`` traced
-once per model:
+fixed-size batches the way ``model.predict`` runs it, by a single compiled step traced
+once per model: a ``tf.function`` on TensorFlow (Keras 3 or tf_keras), a ``jax.jit`` on
+Keras 3's JAX backend (:class:`_JaxStep`: ``predict_step(state, data)`` with the weights
+as arguments, read at the start of each pass). Other backends (torch) are refused with a
+:class:`~fastevalcb.callback.FastEvalInputError` naming them.
 
 * the step calls ``model.predict_step(data)`` exactly as ``keras.Model.predict`` does:
   ``data`` is the bare ``x``, or ``(x,)`` when ``x`` is itself a tuple / list
@@ -18,9 +21,10 @@ once per model:
   serves ragged sets, XLA (``jit_compile=True``) compiles one shape, replicas of a
   ``tf.distribute`` strategy get equal shards, and decoders that need a static batch
   (KerasHub's ``NonMaxSuppression``) work;
-* an optional ``output_fn`` (TensorFlow ops: softmax + top-k, argmax, box decode + NMS)
-  and the cast of floating outputs to float32 are fused after ``predict_step``, so only
-  small tensors cross to the host;
+* an optional ``output_fn`` (``keras.ops``, which serve every backend, or TensorFlow ops
+  on TensorFlow: softmax + top-k, argmax, box decode + NMS) and the cast of floating
+  outputs to float32 are fused after ``predict_step``, so only small tensors cross to the
+  host;
 * results stream back as :class:`PredictionBatch` es of host numpy arrays while a
   background thread already computes the next batch (bounded queue, ``prefetch`` deep).
 
@@ -161,8 +165,9 @@ def _same(parts: tuple, others: tuple) -> bool:
     return all(a is b for a, b in zip(parts, others))
 
 
-class _Step:
-    """The compiled step for one model: traced once, reused for every batch and pass.
+class _TFStep:
+    """The ``tf.function`` step for one TensorFlow model (Keras 3 on TensorFlow, tf_keras):
+    traced once, reused for every batch and pass.
 
     Every call gets ``pad_to`` rows (``B`` rounded up to a multiple of the replicas).
     """
@@ -259,7 +264,11 @@ class _Step:
         """Raw padded inputs -> the ``data`` ``predict_step`` receives (preprocessed)."""
         return _pack(x) if self.prep is None else self.prep(x)
 
-    def __call__(self, data):
+    def state(self):
+        """The weights a pass runs with: the step captures the model's variables."""
+        return None
+
+    def __call__(self, data, state=None):
         if not self.distributed:
             return self.fn(data)
         shard = self.pad_to // self.num_replicas
@@ -269,6 +278,140 @@ class _Step:
             return _map(lambda a: a[i * shard : (i + 1) * shard], data)
 
         return self.fn(self.strategy.experimental_distribute_values_from_function(value_fn))
+
+
+class _JaxStep:
+    """The ``jax.jit`` step for one Keras 3 model on the JAX backend.
+
+    On JAX, ``predict_step(state, data)`` is stateless: it takes the weights
+    ``(trainable, non_trainable)`` as arguments and returns ``(outputs,
+    non_trainable)``, as Keras' own ``predict_function`` calls it. The weights are
+    arguments of the compiled function, not constants, so one trace serves every pass
+    while training changes them; they are read once per pass (:meth:`state`), after the
+    callback's ``Callback.model`` ran ``jax_state_sync()`` (during ``fit`` the variables
+    are stale otherwise), and a pass ends inside the hook that started it (Keras' train
+    function donates the weight buffers it is given, so a snapshot kept past the hook may
+    point at deleted buffers). Nothing is donated here.
+
+    Every call gets ``pad_to`` rows: one trace, one XLA program. Under a
+    ``keras.distribution`` (``DataParallel``, ``ModelParallel``) the batch is laid out as
+    the distribution lays out ``fit``'s batches (``pad_to`` a multiple of its batch-axis
+    devices) and the jitted step follows the weights' shardings. A KerasHub preprocessor
+    runs as for TensorFlow (:class:`_Preprocess`, on the host); its output is handed to the
+    step as numpy arrays.
+    """
+
+    distributed = False
+
+    def __init__(self, model, prep, data_spec, pad_to, output_fn, float32_outputs, local=False):
+        import jax
+        import keras
+
+        self.model = model
+        self.parts = _model_parts(model)
+        self.prep: Optional[_Preprocess] = prep
+        self.local = local
+        self.trace_count = 0
+        self.pad_to = pad_to
+        self.layouts = _data_layouts(data_spec, pad_to)
+        floatx = _keras.floatx(model)
+        ops = keras.ops
+
+        def cast_input(t):
+            floating = _keras.is_float_dtype(t.dtype)
+            return ops.cast(t, floatx) if floating and t.dtype != floatx else t
+
+        def cast_output(t):
+            t = ops.convert_to_tensor(t)
+            floating = _keras.is_float_dtype(t.dtype)
+            return ops.cast(t, "float32") if float32_outputs and floating else t
+
+        def step(state, data):
+            self.trace_count += 1  # runs only while jax traces
+            out, _ = model.predict_step(state, _map(cast_input, data))
+            if output_fn is not None:
+                out = output_fn(out)
+            return _map(cast_output, out)
+
+        _build_eagerly(model, _unpack_x(data_spec))
+        self.fn = jax.jit(step)
+
+    def data(self, x):
+        """Raw padded inputs -> the ``data`` ``predict_step`` receives, as arrays (laid
+        out for the distribution, if any)."""
+        data = _pack(x) if self.prep is None else self.prep(x)
+        data = _map(np.asarray, data)
+        if self.layouts is None:
+            return data
+        import jax
+
+        return _map(lambda a, layout: jax.make_array_from_process_local_data(layout, a),
+                    data, self.layouts)
+
+    def state(self):
+        """The weights of one pass: ``(trainable, non_trainable)`` values, read now."""
+        model = self.model
+        return ([v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables])
+
+    def __call__(self, data, state=None):
+        return self.fn(self.state() if state is None else state, data)
+
+
+def _data_layouts(data_spec, pad_to):
+    """The ``keras.distribution``'s layout of each padded input (``None`` without one)."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    return _map(
+        lambda s: distribution.get_data_layout((pad_to,) + tuple(s.shape)).backend_layout,
+        data_spec,
+    )
+
+
+def _jax_batch_devices() -> int:
+    """Devices the ``keras.distribution`` in effect splits a batch over (1 without one).
+
+    Raises:
+        FastEvalInputError: JAX runs several processes (multi-host): each would hold only
+            its slice of the validation batch, which the step does not gather.
+    """
+    import jax
+    import keras
+
+    from fastevalcb.callback import FastEvalInputError
+
+    if jax.process_count() > 1:
+        raise FastEvalInputError(
+            f"the JAX backend runs {jax.process_count()} processes (jax.distributed, "
+            "multi-host): the task callbacks and BatchedPredictor predict in one process "
+            "only. Evaluate in a single-process run, or log with the drop-in "
+            "WandbEvalCallback base (your own add_model_predictions)."
+        )
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return int(mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)])
+
+
+def _make_step(model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs, local):
+    if _keras.backend_of(model) == "jax":
+        return _JaxStep(model, prep, data_spec, pad_to, output_fn, float32_outputs, local)
+    return _TFStep(model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs,
+                   local)
+
+
+def _replicas(model, local: bool) -> int:
+    """Devices one batch is split over: the model's strategy (TensorFlow), the
+    ``keras.distribution`` (JAX), 1 when ``local``."""
+    if local:
+        return 1
+    if _keras.backend_of(model) == "jax":
+        return _jax_batch_devices()
+    return int(model.distribute_strategy.num_replicas_in_sync)
 
 
 def _unpack_x(data):
@@ -308,8 +451,13 @@ def _build_eagerly(model, x_spec) -> None:
     """
     if model.built or any(None in s.shape for s in _sources.flatten(x_spec)):
         return
-    with model.distribute_strategy.scope():
-        model(_map(lambda s: np.zeros((1,) + tuple(s.shape), s.dtype), x_spec), training=False)
+    zeros = _map(lambda s: np.zeros((1,) + tuple(s.shape), s.dtype), x_spec)
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only
+    if strategy is None:
+        model(zeros, training=False)
+        return
+    with strategy.scope():
+        model(zeros, training=False)
 
 
 def _map(fn, *structures):
@@ -321,15 +469,18 @@ def _to_numpy(structure):
 
 
 def _pad_rows(structure, size):
-    """Zero-pad every leaf (numpy or eager tensor) along axis 0 to ``size`` rows."""
-    import tensorflow as tf
+    """Zero-pad every leaf along axis 0 to ``size`` rows: TensorFlow tensors (a tf.data
+    batch) with ``tf.pad``, anything else (numpy, JAX arrays) as numpy."""
 
     def pad(a):
         n = a.shape[0]
         if n == size:
             return a
-        if isinstance(a, np.ndarray):
+        if not type(a).__module__.startswith("tensorflow"):
+            a = np.asarray(a)
             return np.concatenate([a, np.zeros((size - n,) + a.shape[1:], a.dtype)])
+        import tensorflow as tf
+
         paddings = [[0, size - n]] + [[0, 0]] * (len(a.shape) - 1)
         return tf.pad(a, paddings)
 
@@ -339,7 +490,7 @@ def _pad_rows(structure, size):
 def _unpad(outputs, rows: int, keep: int):
     """Step outputs -> host numpy, first ``keep`` of ``rows`` rows (padding dropped)."""
     def to_host(name, t):
-        a = t.numpy()
+        a = np.asarray(t)
         if a.ndim == 0 or a.shape[0] != rows:
             raise ValueError(
                 f"{name} must be batch-major with leading dim {rows} (the step's batch), got "
@@ -366,7 +517,8 @@ class BatchedPredictor:
         model: a Keras model (unbuilt models are built on one zero sample first), or
             ``None`` to pass it later to :meth:`iter_batches` / :meth:`predict_all` (what
             callbacks do). Models built under a ``tf.distribute`` strategy run on all its
-            replicas.
+            replicas; on JAX, under a ``keras.distribution`` (``DataParallel``...) each
+            batch is laid out as ``fit`` lays out its batches.
         source: numpy array(s) in Keras' ``x`` / ``(x,)`` / ``(x, y)`` layout (dicts or
             lists of arrays allowed), a ``tf.data.Dataset`` (batched or not, labels or
             not) or a ``keras.utils.PyDataset``.
@@ -376,11 +528,13 @@ class BatchedPredictor:
         selection: ``"first"``: the first ``max_samples`` samples; ``"random"``: a fixed
             ``seed`` subset of ``max_samples`` samples. The same samples every pass.
         seed: seed of the random subset.
-        output_fn: optional TensorFlow function ``outputs -> structure of tensors``
-            compiled into the step (e.g. softmax + ``tf.math.top_k``). Its outputs must be
+        output_fn: optional function ``outputs -> structure of tensors`` compiled into
+            the step (e.g. ``keras.ops.softmax`` + ``keras.ops.top_k``): ``keras.ops`` on
+            any backend, TensorFlow ops on TensorFlow only. Its outputs must be
             batch-major (leading dim = batch).
-        jit_compile: compile the step with XLA (the step always gets ``B`` rows, so one
-            shape is compiled). A KerasHub preprocessor is never compiled.
+        jit_compile: compile the TensorFlow step with XLA (the step always gets ``B``
+            rows, so one shape is compiled). JAX steps are always XLA. A KerasHub
+            preprocessor is never compiled.
         float32_outputs: cast floating outputs (e.g. float16 under mixed precision) to
             float32 inside the step.
         return_x: also hand back each batch's inputs as numpy in ``PredictionBatch.x``.
@@ -402,8 +556,9 @@ class BatchedPredictor:
             lengths); input rank/shape mismatches against the model are raised when the
             model is first seen, before any prediction. A batched ``tf.data`` source whose
             batch dim is not static reads one batch then, to learn ``B``.
-        FastEvalInputError: ``image_key`` names no image input of ``x`` (when the model
-            is first seen).
+        FastEvalInputError: ``image_key`` names no image input of ``x``, or the model's
+            backend has no compiled step (torch), or JAX runs multi-process (when the
+            model is first seen).
     """
 
     def __init__(
@@ -446,7 +601,7 @@ class BatchedPredictor:
         self.image_key = image_key
         self.local = bool(local)
         self.model = model
-        self._step: Optional[_Step] = None
+        self._step: Optional[Any] = None  # _TFStep or _JaxStep
         self._raw_image = self._model_image = None
         if model is not None:
             self._prepare(model)
@@ -500,7 +655,7 @@ class BatchedPredictor:
             An iterator of :class:`PredictionBatch`, in sample order.
         """
         step = self._prepare(model)
-        produce = self._produce(step)
+        produce = self._produce(step, step.state())  # the weights now, in this thread
         if self.prefetch == 0:
             return produce
         return self._threaded(produce)
@@ -529,11 +684,12 @@ class BatchedPredictor:
 
     # ------------------------------------------------------------------ internals
 
-    def _prepare(self, model) -> _Step:
+    def _prepare(self, model):
         """Check the source against ``model`` and build its step, unless cached."""
         model = self.model if model is None else model
         if model is None:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
+        _keras.check_backend(_keras.backend_of(model), "BatchedPredictor")
         step = self._step
         if (step is not None and step.model is model and step.local == self.local
                 and _same(step.parts, _model_parts(model))):
@@ -551,7 +707,7 @@ class BatchedPredictor:
             self.source.batch_size = len(first)
         self._raw_image = _image_path(x_spec, self.image_key, strict=self.image_key is not None)
         # One static batch: one trace, one XLA shape, equal shards, static-batch decoders.
-        replicas = 1 if self.local else int(model.distribute_strategy.num_replicas_in_sync)
+        replicas = _replicas(model, self.local)
         pad_to = -(-self.source.batch_size // replicas) * replicas
         prep_fn = preprocess_fn(model)
         prep = None if prep_fn is None else _Preprocess(prep_fn, x_spec, pad_to)
@@ -560,7 +716,7 @@ class BatchedPredictor:
         _sources.check_inputs(model_x_spec, model)
         self._model_image = _image_path(model_x_spec, self.image_key, strict=False)
         self.model = model
-        self._step = _Step(
+        self._step = _make_step(
             model,
             prep,
             data_spec,
@@ -587,8 +743,11 @@ class BatchedPredictor:
                     y=None if batch.y is None else _map(lambda a: a[key], batch.y),
                 )
 
-    def _produce(self, step: _Step) -> Iterator[PredictionBatch]:
-        """Synchronous pass: host batch -> pad -> (preprocess) -> step -> numpy -> unpad."""
+    def _produce(self, step, state) -> Iterator[PredictionBatch]:
+        """Synchronous pass: host batch -> pad -> (preprocess) -> step -> numpy -> unpad.
+
+        ``state``: the weights of the pass (JAX) or ``None`` (TensorFlow steps capture them).
+        """
         count = 0
         raw_image, model_image = self._raw_image, self._model_image
         for batch in self._host_batches():
@@ -596,7 +755,7 @@ class BatchedPredictor:
             if n == 0:
                 continue
             data = step.data(_pad_rows(batch.x, step.pad_to))
-            outputs = _unpad(step(data), rows=step.pad_to, keep=n)
+            outputs = _unpad(step(data, state), rows=step.pad_to, keep=n)
             count += n
             yield PredictionBatch(
                 index=batch.index,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -506,13 +507,12 @@ def adapt_source(
         TypeError: unsupported source or leaf types.
         ValueError: empty source, arrays of different lengths, bad options.
     """
-    import tensorflow as tf
-
     _check_options(max_samples, selection, seed, batch_size)
     if isinstance(source, Source):
         return source
     kwargs = dict(batch_size=batch_size, max_samples=max_samples, selection=selection, seed=seed)
-    if isinstance(source, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset exists only once it is imported
+    if tf is not None and isinstance(source, tf.data.Dataset):
         return DatasetSource(source, batched=batched, **kwargs)
     if isinstance(source, _keras.sequence_types()):
         return PyDatasetSource(source, **kwargs)

@@ -333,6 +333,8 @@ class TaskEvalCallback(WandbEvalCallback):
         image_key: Any = None,
         multi_worker_eval: str = "sharded",
     ) -> None:
+        if _keras.loaded_tf_keras() is None:  # else the model may be tf_keras: set_model
+            _keras.check_backend(_keras.keras3().backend.backend(), type(self).__name__)
         self.class_names = check_class_names(class_names, self.max_classes)
         self.class_labels = dict(enumerate(self.class_names))
         self.num_classes = len(self.class_names)
@@ -464,6 +466,11 @@ class TaskEvalCallback(WandbEvalCallback):
         return self._to_uint8(self._image_input(x))
 
     # -- train begin ------------------------------------------------------------------------
+    def set_model(self, model: Any) -> None:
+        """Refuse a model whose backend the compiled step does not run on (torch...)."""
+        super().set_model(model)
+        _keras.check_backend(_keras.backend_of(model), type(self).__name__)
+
     def _begin_fit(self) -> None:
         """Before epoch 1: the model's compiled step on one batch, the first labels, metrics.
 
@@ -803,16 +810,46 @@ class TaskEvalCallback(WandbEvalCallback):
                       "(cached for later processes)")
 
     def _prepare_model(self) -> PredictionBatch:
-        """Build the compiled step and check the model's outputs on one batch."""
+        """Build the compiled step and check the model's outputs on one batch.
+
+        Two kinds of failure, told apart: the source does not match the model's declared
+        inputs ("validation_data does not fit the model"), or the step itself fails on
+        the first batch (the model's ``predict_step``, the backend, an ``output=``
+        function): that error is named with the backend, never blamed on the data.
+        """
+        model = self.model  # on JAX, Callback.model syncs the weights (jax_state_sync)
         try:
-            first = next(iter(self.predictor.iter_batches(self.model)))
-        except StopIteration:
-            raise FastEvalInputError("validation_data is empty") from None
+            batches = self.predictor.iter_batches(model)  # checks inputs, builds the step
+        except FastEvalInputError:
+            raise
         except (ValueError, TypeError) as exc:
             raise FastEvalInputError(f"validation_data does not fit the model: {exc}") from exc
+        try:
+            first = next(iter(batches))
+        except StopIteration:
+            raise FastEvalInputError("validation_data is empty") from None
+        except FastEvalInputError:
+            raise
+        except Exception as exc:
+            raise FastEvalInputError(self._step_failed(model, exc)) from exc
         self._check_resize(first)
         self._check_outputs(first)
         return first
+
+    def _step_failed(self, model: Any, exc: Exception) -> str:
+        """What failed in the compiled step, with its backend (the data fit the inputs)."""
+        backend = _keras.backend_of(model)
+        custom = callable(getattr(self, "output", None))
+        where = f"{type(model).__name__}.predict_step"
+        if custom:
+            where += ", then your output= function"
+            if backend != "tensorflow":
+                where += (" (it runs inside the compiled step: on JAX write it in keras.ops, "
+                          "not TensorFlow)")
+        elif self._output_fn() is not None:
+            where += f", then the {self.task} post-processing"
+        return (f"the compiled predict step failed on the first validation batch on the "
+                f"{backend} backend, in {where}: {type(exc).__name__}: {exc}")
 
     def _check_resize(self, batch: PredictionBatch) -> None:
         """Predictions are at the model's resolution; the tables show the user's images.

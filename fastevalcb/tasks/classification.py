@@ -65,9 +65,10 @@ class ClassificationEvalCallback(TaskEvalCallback):
             (softmax, or sigmoid for sigmoid heads, is applied), ``"auto"``
             (probabilities when the first batch's values are in [0, 1], and for a softmax
             head its rows sum to 1; a sigmoid head of logits that happen to lie in [0, 1]
-            is mistaken for probabilities, so say ``"logits"`` for those), or a TensorFlow
-            function ``outputs -> logits`` compiled into the predict step (e.g. to pick
-            one head of a multi-output model).
+            is mistaken for probabilities, so say ``"logits"`` for those), or a function
+            ``outputs -> logits`` compiled into the predict step (e.g. to pick one head
+            of a multi-output model): ``keras.ops`` run on every backend (TensorFlow ops
+            on the TensorFlow backend only).
         multi_label: the model is a multi-label sigmoid head and ``y`` multi-hot.
         threshold: probability above which a sigmoid head predicts a class (0.5).
         **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`
@@ -133,7 +134,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"the model must output (batch, {c}) class scores for {c} class_names"
                 + (" (or (batch, 1) for a one-unit sigmoid head)" if c == 2 else "")
-                + f", got {shape}; pass output=<tf function> to map the model's outputs to "
+                + f", got {shape}; pass output=<function> (keras.ops) to map the model's outputs to "
                 "class scores")
         self._binary = out.shape[1] == 1 and c != 1
         if self._binary and c != 2:

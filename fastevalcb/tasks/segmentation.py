@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb import tables
+from fastevalcb import _keras, tables
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import blend_overlay, resize_nearest, segmentation_counts
 from fastevalcb.media import build_images, default_palette, stage_masks
@@ -18,36 +18,40 @@ OUTPUTS = ("auto", "logits", "probabilities", "labels")
 
 
 def _class_maps(output: str | Callable, num_classes: int) -> Callable:
-    """The TensorFlow step that turns the model's output into ``(B, H, W)`` uint8 class ids.
+    """The step that turns the model's output into ``(B, H, W)`` uint8 class ids.
 
-    Runs inside the compiled predict step, so only one byte per pixel reaches the host
-    (21-class float32 logits would be 84), plus ``(B,)`` bool: every score of the sample
-    is finite (an argmax of NaN scores looks like any other class map).
+    Written in ``keras.ops``, so the same code runs inside the compiled predict step of
+    every backend (``tf.function`` on TensorFlow, ``jax.jit`` on JAX; tf_keras models next
+    to another backend: :func:`fastevalcb._keras.ops_for`). Only one byte per pixel
+    reaches the host (21-class float32 logits would be 84), plus ``(B,)`` bool: every
+    score of the sample is finite (an argmax of NaN scores looks like any other class
+    map).
 
     Returns:
         A function ``outputs -> {"class_maps": (B, H, W) uint8, "finite": (B,) bool}``.
     """
-    import tensorflow as tf
 
     def with_finite(out):
         if callable(output):
             out = output(out)
-        maps = class_maps(out)
-        if not out.dtype.is_floating:
-            return {"class_maps": maps, "finite": tf.ones(tf.shape(maps)[:1], tf.bool)}
-        finite = tf.reduce_all(tf.reshape(tf.math.is_finite(out), [tf.shape(out)[0], -1]), 1)
+        ops = _keras.ops_for(out)
+        maps = class_maps(out, ops)
+        if not _keras.is_float_dtype(out.dtype):
+            return {"class_maps": maps, "finite": ops.ones(ops.shape(maps)[:1], "bool")}
+        finite = ops.all(ops.reshape(ops.isfinite(out), (ops.shape(out)[0], -1)), axis=1)
         return {"class_maps": maps, "finite": finite}
 
-    def class_maps(out):
+    def class_maps(out, ops):
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(
-                "the model has several outputs; pass output=<tf function> returning the "
-                "(B, H, W, C) logits to use")
-        if output == "labels" or out.shape.rank == 3:
-            if out.shape.rank == 4 and out.shape[-1] == 1:
+                "the model has several outputs; pass output=<function> (keras.ops) returning "
+                "the (B, H, W, C) logits to use")
+        rank = len(out.shape)
+        if output == "labels" or rank == 3:
+            if rank == 4 and out.shape[-1] == 1:
                 out = out[..., 0]
-            return tf.cast(tf.round(tf.cast(out, tf.float32)), tf.uint8)
-        if out.shape.rank != 4:
+            return ops.cast(ops.round(ops.cast(out, "float32")), "uint8")
+        if rank != 4:
             raise ValueError(f"the model must output (B, H, W, C) scores, got {out.shape}")
         channels = out.shape[-1]
         if channels == 1 and num_classes == 2:  # one foreground channel: threshold it
@@ -56,14 +60,14 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
             elif output == "probabilities":
                 cut = 0.5
             else:  # auto: probabilities when the batch lies in [0, 1]
-                in_unit = tf.logical_and(tf.reduce_min(out) >= 0, tf.reduce_max(out) <= 1)
-                cut = tf.where(in_unit, 0.5, 0.0)
-            return tf.cast(out[..., 0] > tf.cast(cut, out.dtype), tf.uint8)
+                in_unit = ops.logical_and(ops.min(out) >= 0, ops.max(out) <= 1)
+                cut = ops.where(in_unit, 0.5, 0.0)
+            return ops.cast(out[..., 0] > ops.cast(cut, out.dtype), "uint8")
         if channels != num_classes:
             raise ValueError(
                 f"the model outputs {channels} channels, but there are {num_classes} "
                 "class_names; they must match")
-        return tf.cast(tf.argmax(out, axis=-1), tf.uint8)
+        return ops.cast(ops.argmax(out, axis=-1), "uint8")
 
     return with_finite
 
@@ -89,8 +93,9 @@ class SegmentationEvalCallback(TaskEvalCallback):
             in no metric and show as ``"ignored"`` in the mask overlay.
         output: the model's output: ``(B, h, w, C)`` scores (argmax inside the compiled
             step; ``"auto"``, ``"logits"`` and ``"probabilities"`` agree there),
-            ``"labels"`` (class maps already), or a TensorFlow function mapping the outputs
-            to one of those. With 2 classes, one channel is the foreground score,
+            ``"labels"`` (class maps already), or a function mapping the outputs to one of
+            those, compiled into the step: ``keras.ops`` run on every backend (TensorFlow
+            ops on the TensorFlow backend only). With 2 classes, one channel is the foreground score,
             thresholded at 0 (``"logits"``), 0.5 (``"probabilities"``) or, with
             ``"auto"``, at 0.5 when a batch lies in [0, 1] (sigmoid) and 0 otherwise.
             Predictions of another size than the image are resized (nearest neighbour).
