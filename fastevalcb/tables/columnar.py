@@ -261,10 +261,13 @@ def _column_to_json(
     """
     kinds = set(map(type, column))
     if _SCALAR_SET.issuperset(kinds):
-        return _nan_to_null(column) if float in kinds else list(column)
+        if float in kinds and _holds_nan(column, kinds):
+            return _nan_to_null(column)
+        return list(column)
     if kinds == {list} and _SCALAR_SET.issuperset(
             items := set(map(type, itertools.chain.from_iterable(column)))):
-        if float in items:  # lists of scalars are JSON as they are, NaNs aside
+        # lists of scalars are JSON as they are, NaNs aside
+        if float in items and _holds_nan(itertools.chain.from_iterable(column), items):
             return [_nan_to_null(v) for v in column]
         return list(column)
     out = []
@@ -283,6 +286,13 @@ def _column_to_json(
                                   for key, layer in value["boxes"].items()}
             out.append(value)
     return out
+
+
+def _holds_nan(values: Iterable[Any], kinds: set[type]) -> bool:
+    """Whether ``values`` (of Python types ``kinds``) hold a NaN float (summed at C speed
+    when all are floats: a NaN, or inf - inf, makes the sum NaN)."""
+    total = sum(values) if kinds == {float} else sum(v for v in values if type(v) is float)
+    return total != total
 
 
 def _nan_to_null(values: Sequence[Any]) -> list[Any]:
