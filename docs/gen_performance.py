@@ -145,6 +145,18 @@ def page(e2e: dict) -> str:
                   _body(md.read_text()), ""]
         if (RESULTS / f"{stem}.png").exists():
             parts += [f"![{stem} benchmark plot](img/perf/{stem}.png)", ""]
+    parts += [
+        "## Profiling tools", "",
+        "These print what they measure rather than writing `benchmarks/results`:", "",
+        "- `python benchmarks/profile_log.py classification 10000` (or `detection 1000`, "
+        "...): one log's host time per sample, by stage (kernels, table text, reference "
+        "entries, `log_artifact`), with the worker inline.",
+        "- `python benchmarks/thread_cpu.py`: each thread's CPU per log during real async logs.",
+        "- `python benchmarks/mask_cost.py`: the predicted-mask PNG and per-class counts cost "
+        "for noise masks (what the near-free segmentation model of the *scale* benchmark "
+        "predicts, a worst case for PNG size) against trained-like blob masks.",
+        "",
+    ]
     report = RESULTS / "report.json"
     if report.exists():
         parts += ["## The offline report in a browser", "",
