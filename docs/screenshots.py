@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IMG = ROOT / "docs" / "img"
 TASKS = ("classification", "detection", "segmentation")
 # Small runs: enough samples for a page of rows, enough epochs for non-trivial predictions.
-SIZES = {"classification": ["--samples", "512", "--val-samples", "48", "--epochs", "3"],
-         "detection": ["--samples", "512", "--val-samples", "48", "--epochs", "3"],
-         "segmentation": ["--samples", "256", "--val-samples", "32", "--epochs", "3"]}
+SIZES = {"classification": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
+         "detection": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
+         "segmentation": ["--samples", "512", "--val-samples", "32", "--epochs", "6"]}
 VIEWPORT = {"width": 1280, "height": 860}
 
 
