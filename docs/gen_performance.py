@@ -74,8 +74,9 @@ def headline(e2e: dict) -> str:
         f"TensorFlow {m['tensorflow']}, wandb {m['wandb']}, offline "
         f"(`python benchmarks/bench_e2e.py`).",
         "",
-        "| task | N | stock, per log | fastevalcb, per log: until written (training thread) | stock / ours, "
-        "per log | added to `fit`: stock / ours | peak memory growth: stock / ours |",
+        ("| task | N | stock, per log | fastevalcb, per log: until written (training thread) "
+         "| stock / ours, per log | added to `fit`: stock / ours "
+         "| peak memory growth: stock / ours |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for task, t in e2e["tasks"].items():

@@ -1,8 +1,8 @@
 """The docs site: built with ``mkdocs build --strict``, then opened in headless Chromium.
 
-Needs the ``docs`` extra (mkdocs, mkdocs-material, mkdocstrings-python) and a system
-Chromium under Playwright; without them the tests skip, except under CI=true (whose main
-leg installs both), where they fail.
+Needs the ``docs`` extra (mkdocs, mkdocs-material, mkdocstrings-python), which only CI's main
+leg installs (it also runs ``mkdocs build --strict`` itself): without it the tests skip. With
+it, a missing Chromium or Playwright skips them too, except under CI=true, where it fails.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def site(tmp_path_factory) -> Path:
         import mkdocs  # noqa: F401
         import mkdocstrings  # noqa: F401
     except ImportError:
-        _need("mkdocs", 'pip install -e ".[docs]"')
+        pytest.skip('no mkdocs: pip install -e ".[docs]"')
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                            str(out)], cwd=ROOT, capture_output=True, text=True,
