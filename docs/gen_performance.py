@@ -58,6 +58,11 @@ BENCHMARKS = [
      "masks; the end point for both sides is a `list[wandb.Image]` ready for a table. "
      "ISA-L's deflate comes with `pip install \"fastevalcb[fast]\"` (in the `test` and "
      "`bench` extras); without it PNGs are deflated by zlib."),
+    ("backends", "TensorFlow and JAX",
+     "python benchmarks/bench_backends.py",
+     "Cost per log on Keras 3's TensorFlow and JAX backends, each in its own process: the "
+     "forward floor, `model.predict`, `BatchedPredictor`, and a log's training-thread and "
+     "until-logged time, with a near-free model for the host cost."),
     ("multiworker", "Multi-worker training",
      "python benchmarks/bench_multiworker.py",
      "Two local tf_keras workers under `MultiWorkerMirroredStrategy`: how long each log holds "
