@@ -79,8 +79,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 class _Chunked:
     """``fn(*args)`` for each item of ``columns``, in a few contiguous chunks on ``pool``.
 
-    One future per chunk, not per item: a future costs ~30 µs, half the PNG encode of a
-    32x32 image. ``results()`` waits and gives the per-item results in order.
+    One future per chunk, not per item: a future's own cost is comparable to the PNG
+    encode of a small image. ``results()`` waits and gives the per-item results in order.
     """
 
     def __init__(self, pool: ThreadPoolExecutor, workers: int, fn, *columns) -> None:
@@ -212,8 +212,8 @@ def build_images(
             every class id present.
         box_domain: ``"pixel"`` (xyxy pixel boxes) or ``None`` (normalized [0, 1] boxes).
         captions: optional ``B`` captions.
-        compress_level: zlib level 0-9 for image and mask PNGs (1: fast, files ~15% larger
-            than PIL's), or None to encode with PIL like wandb (byte-identical files, same
+        compress_level: zlib level 0-9 for image and mask PNGs (1: fast, files somewhat
+            larger than PIL's), or None to encode with PIL like wandb (byte-identical files, same
             sha256 and media file names as stock, but serial: PIL holds the GIL).
         max_workers: encoder threads; default ``os.cpu_count()``.
         keep_mask_data: keep each mask array on its ``ImageMask`` like wandb does; False

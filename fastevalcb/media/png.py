@@ -2,7 +2,7 @@
 
 PIL's PNG writer holds the GIL while deflating, so a thread pool cannot run several
 encodes at once. This writer does the same job with numpy (row filter) and ``zlib``
-or, when installed, ISA-L's much faster deflate (``isal``; both release the GIL), so ``N``
+or, when installed, ISA-L's faster deflate (``isal``; both release the GIL), so ``N``
 threads encode ``N`` images at a time. The files are
 standard 8-bit PNGs (grey, RGB or RGBA, no interlace) whose decoded pixels equal the
 input; their bytes differ from PIL's, so their sha256 differs too.
@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-try:  # ISA-L's deflate: ~8x faster than zlib level 1, also releases the GIL
+try:  # ISA-L's deflate: faster than zlib level 1, also releases the GIL
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - optional (pip install "fastevalcb[fast]")
     _isal_zlib = None
@@ -82,7 +82,7 @@ def encode_png(
             (see :func:`as_image_array`).
         compress_level: deflate level 0-9 (1: fast, 6: PIL's default size).
         strategy: zlib strategy (zlib backend); None picks ``Z_RLE`` for colour images
-            (about 30% faster than the default and smaller on noisy photos after the Sub
+            (faster than the default and smaller on noisy photos after the Sub
             filter) and ``Z_DEFAULT_STRATEGY`` for single-channel images (class masks).
         backend: ``"zlib"`` or ``"isal"`` (ISA-L, levels 1-3 map to ISA-L's 1-3; needs
             ``pip install isal``); None: :func:`default_backend`. Both write standard

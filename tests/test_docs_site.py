@@ -1,0 +1,94 @@
+"""The docs site: built with ``mkdocs build --strict``, then opened in headless Chromium.
+
+Needs the ``docs`` extra (mkdocs, mkdocs-material, mkdocstrings-python), which only CI's main
+leg installs (it also runs ``mkdocs build --strict`` itself): without it the tests skip. With
+it, a missing Chromium or Playwright skips them too, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# page -> text its main heading must hold
+PAGES = {
+    "index.html": "fastevalcb",
+    "getting-started.html": "Getting started",
+    "tasks/detection.html": "DetectionEvalCallback",
+    "performance.html": "Performance",
+    "api/tasks.html": "Task callbacks",
+    "changelog.html": "Changelog",
+}
+
+
+def _need(what: str, why: str):
+    if IN_CI:
+        pytest.fail(f"the docs tests need {what}: {why}")
+    pytest.skip(f"no {what}: {why}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    try:
+        import mkdocs  # noqa: F401
+        import mkdocstrings  # noqa: F401
+    except ImportError:
+        pytest.skip('no mkdocs: pip install -e ".[docs]"')
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                           str(out)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                      "google-chrome"))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if executable is None or sync_playwright is None:
+        _need("browser", "pip install playwright; apt-get install chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def test_site_has_every_page(site: Path):
+    for page in PAGES:
+        assert (site / page).is_file(), page
+    # The API reference is rendered from the docstrings, not left as ::: directives.
+    api = (site / "api" / "tasks.html").read_text()
+    assert 'id="fastevalcb.tasks.ClassificationEvalCallback"' in api
+    assert "top_k" in api and ":::" not in api
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_renders_in_chromium(site: Path, browser, page: str):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto((site / page).as_uri())
+    tab.wait_for_load_state("load")
+    heading = tab.inner_text("article h1")
+    assert PAGES[page] in heading
+    # Every picture on the page loaded (broken images have naturalWidth 0).
+    widths = tab.eval_on_selector_all("article img", "els => els.map(e => e.naturalWidth)")
+    assert all(w > 0 for w in widths), (page, widths)
+    if page in ("performance.html", "tasks/detection.html"):
+        assert widths, f"{page} shows its pictures"
+        assert tab.locator("article table").count() > 0, f"{page} shows its tables"
+    context.close()
+    assert errors == []
