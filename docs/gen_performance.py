@@ -41,6 +41,12 @@ BENCHMARKS = [
      "one fresh process per row, offline W&B. \"file creation\" is what the disk charges to "
      "create that many files (a W&B artifact needs one file per image), so PNG encode + "
      "file creation is the floor of the data table."),
+    ("scale-safe", "What the wandb fast paths buy: the same rows with `FASTEVALCB_SAFE=1`",
+     "python benchmarks/bench_scale.py --safe --rows classification:10000,detection:1000,segmentation:300",
+     "Each row twice, fast paths on and `FASTEVALCB_SAFE=1` (wandb's public API for every "
+     "write: `Artifact.add_file` per media file, pred versions holding copies of the data "
+     "table's images, tables serialized by `wandb.Table`), each in a fresh process. The "
+     "*safe* rows are what the fast paths save you."),
     ("core", "Table building and the drop-in callback",
      "python benchmarks/bench_core.py",
      "`wandb.Table` vs `ColumnarTable` on the same rows, and wandb's documented subclass run "
