@@ -30,6 +30,14 @@ from fastevalcb.kernels.classification import (
     softmax,
     topk,
 )
+from fastevalcb.kernels.coco import (
+    CocoMatches,
+    CocoResult,
+    coco_accumulate,
+    coco_match,
+    concat_matches,
+    f1_sweep,
+)
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
     match_detections,
@@ -49,6 +57,8 @@ from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
 
 __all__ = [
     "BOX_FORMATS",
+    "CocoMatches",
+    "CocoResult",
     "KERNEL_GROUPS",
     "average_precision",
     "batched_nms_keep",
@@ -60,7 +70,11 @@ __all__ = [
     "box_validity",
     "classification_summary",
     "clip_boxes",
+    "coco_accumulate",
+    "coco_match",
+    "concat_matches",
     "convert_boxes",
+    "f1_sweep",
     "logits_argmax",
     "match_detections",
     "mean_average_precision",
@@ -159,6 +173,14 @@ def _warm_detection_metrics() -> None:
     precision_recall(counts)
 
 
+def _warm_coco() -> None:
+    boxes, scores = _BOXES[0], _SCORES[0]
+    offsets, cls = np.array([0, 2], np.int64), np.zeros(2, np.int64)
+    matches = coco_match(offsets, boxes, scores, cls, offsets, boxes, cls, 1, cls > 0)
+    coco_accumulate(concat_matches([matches], 1))
+    f1_sweep(matches)
+
+
 #: Kernel groups :func:`warmup` knows, each compiled by one call on tiny arrays.
 KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "classification": _warm_classification,
@@ -166,4 +188,5 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "nms": _warm_nms,
     "masks": _warm_masks,
     "detection_metrics": _warm_detection_metrics,
+    "coco": _warm_coco,
 }
