@@ -500,3 +500,42 @@ def f1_sweep(matches, thresholds=None, max_det=100):
                                       - tp[present], 1)
     mean_f1 = f1.mean(axis=0) if present.any() else np.zeros(len(grid))
     return grid, mean_f1, tp, fp
+
+
+# ---------------------------------------------------------------- confusion matrices
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
+    t = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
+    keep = np.ones(len(t), bool) if ignore_index is None else t != ignore_index
+    return np.bincount(t[keep] * num_classes + p[keep],
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
+                        gt_class, num_classes, iou_threshold=0.5, score_threshold=0.25):
+    """Greedy one-to-one pairing by descending IoU (a stable sort of all pairs, gt-major)."""
+    out = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
+    pb, gb = np.asarray(pred_xyxy, np.float32), np.asarray(gt_xyxy, np.float32)
+    ps, pc, gc = np.asarray(pred_scores, np.float32), np.asarray(pred_class), np.asarray(gt_class)
+    for i in range(len(po) - 1):
+        p = np.arange(po[i], po[i + 1])
+        p = p[ps[p] >= np.float32(score_threshold)]
+        g = np.arange(go[i], go[i + 1])
+        iou = _coco_iou(gb[g], pb[p], np.zeros(len(p), bool))  # (G, P), symmetric formula
+        gi, pj = np.nonzero(iou >= iou_threshold)
+        order = np.argsort(-iou[gi, pj], kind="stable")
+        g_used, p_used = set(), set()
+        for r in order:
+            if gi[r] in g_used or pj[r] in p_used:
+                continue
+            g_used.add(gi[r])
+            p_used.add(pj[r])
+            out[gc[g[gi[r]]], pc[p[pj[r]]]] += 1
+        for k in range(len(g)):
+            if k not in g_used:
+                out[gc[g[k]], num_classes] += 1
+        for k in range(len(p)):
+            if k not in p_used:
+                out[num_classes, pc[p[k]]] += 1
+    return out

@@ -38,6 +38,11 @@ from fastevalcb.kernels.coco import (
     concat_matches,
     f1_sweep,
 )
+from fastevalcb.kernels.confusion import (
+    confusion_matrix,
+    detection_confusion,
+    per_class_scores,
+)
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
     match_detections,
@@ -73,6 +78,8 @@ __all__ = [
     "coco_accumulate",
     "coco_match",
     "concat_matches",
+    "confusion_matrix",
+    "detection_confusion",
     "convert_boxes",
     "f1_sweep",
     "logits_argmax",
@@ -81,6 +88,7 @@ __all__ = [
     "multilabel_summary",
     "nms_keep",
     "palette_lookup",
+    "per_class_scores",
     "per_image_ap",
     "precision_recall",
     "resize_nearest",
@@ -181,6 +189,14 @@ def _warm_coco() -> None:
     f1_sweep(matches)
 
 
+def _warm_confusion() -> None:
+    ids = np.zeros(2, np.int64)
+    confusion_matrix(ids, ids, 1)
+    confusion_matrix(_MASKS, _MASKS, 1, 255)
+    offsets = np.array([0, 2], np.int64)
+    detection_confusion(offsets, _BOXES[0], _SCORES[0], ids, offsets, _BOXES[0], ids, 1)
+
+
 #: Kernel groups :func:`warmup` knows, each compiled by one call on tiny arrays.
 KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "classification": _warm_classification,
@@ -189,4 +205,5 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "masks": _warm_masks,
     "detection_metrics": _warm_detection_metrics,
     "coco": _warm_coco,
+    "confusion": _warm_confusion,
 }
