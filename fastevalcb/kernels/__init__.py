@@ -62,9 +62,9 @@ from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
 
 __all__ = [
     "BOX_FORMATS",
+    "KERNEL_GROUPS",
     "CocoMatches",
     "CocoResult",
-    "KERNEL_GROUPS",
     "average_precision",
     "batched_nms_keep",
     "binary_probabilities",
@@ -79,8 +79,8 @@ __all__ = [
     "coco_match",
     "concat_matches",
     "confusion_matrix",
-    "detection_confusion",
     "convert_boxes",
+    "detection_confusion",
     "f1_sweep",
     "logits_argmax",
     "match_detections",

@@ -313,8 +313,7 @@ def _coco_accumulate(det_class, det_score, det_rank, matched, ignored, num_gt, i
                     pr[k] = tp / (fp + tp + _EPS)
                     k += 1
                 for i in range(k - 1, 0, -1):
-                    if pr[i] > pr[i - 1]:
-                        pr[i - 1] = pr[i]
+                    pr[i - 1] = max(pr[i - 1], pr[i])
                 total = 0.0
                 i = 0
                 for ri in range(n_r):

@@ -424,6 +424,11 @@ class TaskEvalCallback(WandbEvalCallback):
         """Summary metrics over one version's samples."""
         raise NotImplementedError
 
+    def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
+        """W&B tables and charts of one version (per-class results, confusion matrix,
+        curves), logged with its summary metrics; see :mod:`fastevalcb.tasks._metrics`."""
+        return {}
+
     # -- construction-time checks ---------------------------------------------------------
     def _check_table_size(self, rows: int | None = None) -> None:
         """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
@@ -747,7 +752,9 @@ class TaskEvalCallback(WandbEvalCallback):
         summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
         summary[f"{self.metrics_prefix}/epoch"] = version.epoch
         summary[f"{self.metrics_prefix}/global_step"] = version.global_step
-        tables.log_metrics(self._run_obj, summary)
+        charts = {f"{self.metrics_prefix}/{k}": v  # metric tables and plots, same run.log
+                  for k, v in self._summary_charts(version.state).items()}
+        tables.log_metrics(self._run_obj, {**summary, **charts})
         with self._lock:
             timing = version.timing
             timing["samples"] = version.samples

@@ -8,50 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from coco_oracle import cocoeval
+from coco_oracle import cocoeval, generated
 from fastevalcb import kernels
 from fastevalcb.kernels import coco
 
 TOL = 1e-6
-SIDES = np.array([0, 4, 16, 31, 32, 33, 60, 95, 96, 97, 120, 200], np.float64)
-
-
-def generated(seed: int, images: int = 6, classes: int = 3, max_gt: int = 8,
-              max_pred: int = 30, crowd: float = 0.0, outside: bool = True) -> dict:
-    """A packed batch: ground truth of every COCO area range (sides straddle 32 and 96),
-    predictions that are mostly jittered copies of a ground-truth box (so IoUs land on
-    and around every threshold, ties included), some anywhere, some zero-area, some
-    outside the 256x256 image, scores with ties."""
-    rng = np.random.default_rng(seed)
-    po, go, pb, gb, pc, gc, ps, cr = [0], [0], [], [], [], [], [], []
-    for _ in range(images):
-        first = len(gb)
-        for _ in range(rng.integers(0, max_gt + 1)):
-            x, y = rng.integers(-20 if outside else 0, 240, 2).astype(float)
-            w, h = rng.choice(SIDES[1:], 2)
-            gb.append([x, y, x + w, y + h])
-            gc.append(rng.integers(0, classes))
-            cr.append(rng.random() < crowd)
-        for _ in range(rng.integers(0, max_pred + 1)):
-            if len(gb) > first and rng.random() < 0.7:
-                j = rng.integers(first, len(gb))
-                box = np.array(gb[j]) + rng.choice([-8, -4, 0, 0, 0, 4, 8], 4)
-                c = gc[j] if rng.random() < 0.85 else rng.integers(0, classes)
-            else:
-                x, y = rng.integers(-30 if outside else 0, 280, 2).astype(float)
-                w, h = rng.choice(SIDES, 2)
-                box, c = [x, y, x + w, y + h], rng.integers(0, classes)
-            pb.append(box)
-            pc.append(c)
-            ps.append(rng.choice([0.5, 0.25, np.float32(rng.random())]))
-        po.append(len(pb))
-        go.append(len(gb))
-    return dict(pred_offsets=np.array(po), pred_xyxy=np.array(pb, np.float32).reshape(-1, 4),
-                pred_scores=np.array(ps, np.float32), pred_class=np.array(pc, np.int64),
-                gt_offsets=np.array(go), gt_xyxy=np.array(gb, np.float32).reshape(-1, 4),
-                gt_class=np.array(gc, np.int64), gt_crowd=np.array(cr, bool))
-
-
 def evaluate(d: dict, num_classes: int) -> coco.CocoResult:
     return coco.coco_accumulate(coco.coco_match(**d, num_classes=num_classes))
 

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 import reference
 from fastevalcb.kernels import confusion
-from test_coco import generated
+from coco_oracle import generated
 
 
 @settings(max_examples=60, deadline=None)
