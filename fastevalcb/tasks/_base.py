@@ -215,7 +215,7 @@ def _nbytes(batch: PredictionBatch) -> int:
 
 def _concat(parts: list) -> Any:
     if isinstance(parts[0], PackedDetections):
-        return PackedDetections.concat(parts)
+        return type(parts[0]).concat(parts)  # detection's targets carry crowd flags
     return np.concatenate(parts)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,27 @@ _COUNT_KEYS = ("num_detections", "counts")
 # reads the targets as rel_center_xywh. {class name: (predicted, target) formats}.
 _DECLARED_ELSEWHERE = {"DFineObjectDetector": ("yxyx", "rel_center_xywh")}
 AP_CONVENTIONS = ("coco", "voc")
+
+
+@dataclass
+class Targets(PackedDetections):
+    """Packed ground truth plus COCO's crowd flags, ``crowd`` ``(N,)`` bool (or None)."""
+
+    crowd: np.ndarray | None = None
+
+    @classmethod
+    def concat(cls, parts: list[PackedDetections]) -> Targets:
+        base = PackedDetections.concat(parts)
+        flags = [getattr(p, "crowd", None) for p in parts]
+        crowd = (None if all(f is None for f in flags) else np.concatenate(
+            [np.zeros(len(p.class_id), bool) if f is None else f for p, f in zip(parts, flags)]))
+        return cls(base.offsets, base.xyxy, base.class_id, None, crowd)
+
+    def slice(self, start: int, stop: int) -> Targets:
+        base = PackedDetections.slice(self, start, stop)
+        s, e = int(self.offsets[start]), int(self.offsets[stop])
+        return Targets(base.offsets, base.xyxy, base.class_id, None,
+                       None if self.crowd is None else self.crowd[s:e])
 
 
 def _one_key(outputs: Mapping, keys: tuple[str, ...], what: str) -> str | None:
@@ -479,10 +501,16 @@ class DetectionEvalCallback(TaskEvalCallback):
         order = np.argsort(~valid, axis=1, kind="stable")  # padding rows last
         boxes = np.take_along_axis(boxes, order[..., None], axis=1)
         classes = np.take_along_axis(classes, order, axis=1)
-        return PackedDetections.from_padded(
-            boxes, np.maximum(classes, 0), None, valid.sum(axis=1),
+        counts = valid.sum(axis=1)
+        packed = PackedDetections.from_padded(
+            boxes, np.maximum(classes, 0), None, counts,
             box_format=self.target_box_format, image_size=hw, clip=self.clip_boxes,
             num_classes=self.num_classes)
+        crowd = _crowd_flags(y, classes.shape, index)
+        if crowd is not None:  # in the packed rows' order
+            crowd = np.take_along_axis(crowd, order, axis=1)
+            crowd = crowd[np.arange(crowd.shape[1])[None, :] < counts[:, None]]
+        return Targets(packed.offsets, packed.xyxy, packed.class_id, None, crowd)
 
     def _check_targets(self, y: Any, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes (N, M, 4) float32, labels (N, M) int64)`` of one batch, checked."""
@@ -674,6 +702,23 @@ class DetectionEvalCallback(TaskEvalCallback):
 
 
 _NO_ROWS = np.zeros(0, np.int64)
+
+
+def _crowd_flags(y: Any, shape: tuple[int, ...], index: np.ndarray) -> np.ndarray | None:
+    """The targets' ``iscrowd`` ``(N, M)`` 0/1 flags as bool, or None without them."""
+    if not isinstance(y, Mapping) or "iscrowd" not in y:
+        return None
+    flags = np.asarray(y["iscrowd"])
+    if flags.shape != tuple(shape):
+        raise FastEvalInputError(
+            f"target iscrowd must have shape (N, {shape[1]}) like the labels, got "
+            f"{tuple(flags.shape)}")
+    bad = ~((flags == 0) | (flags == 1))
+    if np.any(bad):
+        row = int(np.argwhere(bad)[0, 0])
+        raise FastEvalInputError(
+            f"target iscrowd must be 0 or 1, got {flags[bad][0]!r} for sample {int(index[row])}")
+    return flags.astype(bool)
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray) -> dict[str, np.ndarray]:

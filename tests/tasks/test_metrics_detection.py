@@ -170,25 +170,30 @@ def padded(offsets, *arrays, fill=-1):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed):
+@pytest.mark.parametrize("seed, crowd", [(0, 0.0), (1, 0.0), (2, 0.25)])
+def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd):
     """Zero-area and out-of-image predictions, > 100 per image, tied scores, images
-    without objects: the callback keeps them all (no clipping, no dropping) and logs
-    COCOeval's numbers on them."""
+    without objects, crowd boxes: the callback keeps the boxes as they are (no clipping,
+    no dropping) and logs COCOeval's numbers on them."""
     run, read = offline_run
-    d = generated(seed, images=8, classes=3, max_pred=(40, 130)[seed])
+    d = generated(seed, images=8, classes=3, max_pred=(40, 130, 30)[seed], crowd=crowd)
     g0, g1 = d["gt_offsets"][2], d["gt_offsets"][3]  # image 2: no objects
-    for key in ("gt_xyxy", "gt_class"):
+    for key in ("gt_xyxy", "gt_class", "gt_crowd"):
         d[key] = np.delete(d[key], np.s_[g0:g1], axis=0)
     d["gt_offsets"][3:] -= g1 - g0
-    del d["gt_crowd"]
     boxes, scores, classes = padded(d["pred_offsets"], d["pred_xyxy"], d["pred_scores"],
                                     d["pred_class"].astype(np.float32))
-    gt_boxes, gt_classes = padded(d["gt_offsets"], d["gt_xyxy"], d["gt_class"])
+    gt_boxes, gt_classes, gt_crowd = padded(d["gt_offsets"], d["gt_xyxy"], d["gt_class"],
+                                            d["gt_crowd"].astype(np.int64))
+    targets = {"boxes": gt_boxes, "classes": gt_classes}
+    if crowd:
+        assert d["gt_crowd"].any()
+        targets["iscrowd"] = np.maximum(gt_crowd, 0)
+    else:
+        del d["gt_crowd"]
     images = np.zeros((8, SIZE, SIZE, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(8)
-    cb = DetectionEvalCallback((images, {"boxes": gt_boxes, "classes": gt_classes}),
-                               ["a", "b", "c"], verbose=0, batch_size=3)
+    cb = DetectionEvalCallback((images, targets), ["a", "b", "c"], verbose=0, batch_size=3)
     model = lookup_detector(boxes, scores, classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-area boxes are warned about
@@ -219,3 +224,14 @@ def test_no_ground_truth_and_no_predictions_give_defined_values(offline_run):
     assert table["num_gt"] == [0, 0] and table["num_pred"] == [0, 0]
     assert table["AP"] == [None, None]
     assert not has_table(row, "eval/pr_curve_table")  # no class to draw
+
+
+def test_bad_iscrowd_flags_fail_at_construction(offline_run):
+    from fastevalcb import FastEvalInputError
+
+    targets = {"boxes": GT_BOXES, "classes": GT_CLASSES, "iscrowd": np.full((4, 2), 2)}
+    with pytest.raises(FastEvalInputError, match="iscrowd must be 0 or 1, got 2 for sample 0"):
+        DetectionEvalCallback((val_images(), targets), NAMES)
+    targets["iscrowd"] = np.zeros((4, 3))
+    with pytest.raises(FastEvalInputError, match=r"iscrowd must have shape \(N, 2\)"):
+        DetectionEvalCallback((val_images(), targets), NAMES)
