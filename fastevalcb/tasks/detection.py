@@ -552,6 +552,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         check_class_range(classes, self.num_classes, "a target box label", index, (-1,))
         if not np.all(np.isfinite(boxes[classes >= 0])):
             raise FastEvalInputError("target boxes must be finite numbers")
+        _crowd_flags(y, classes.shape, index)  # checked now, whatever the box format
         return boxes, classes
 
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray,
