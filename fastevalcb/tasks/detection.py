@@ -718,7 +718,7 @@ def _crowd_flags(y: Any, shape: tuple[int, ...], index: np.ndarray) -> np.ndarra
     if np.any(bad):
         row = int(np.argwhere(bad)[0, 0])
         raise FastEvalInputError(
-            f"target iscrowd must be 0 or 1, got {flags[bad][0]!r} for sample {int(index[row])}")
+            f"target iscrowd must be 0 or 1, got {flags[bad][0].item()!r} for sample {int(index[row])}")
     return flags.astype(bool)
 
 
