@@ -539,3 +539,28 @@ def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_off
             if k not in p_used:
                 out[num_classes, pc[p[k]]] += 1
     return out
+
+
+# ---------------------------------------------------------------- curves
+def score_histograms(scores, targets, edges=None, out=None):
+    from fastevalcb.kernels.curves import PR_EDGES
+
+    e = PR_EDGES if edges is None else np.asarray(edges, np.float64)
+    s = np.asarray(scores, np.float32).astype(np.float64)
+    t = np.asarray(targets, bool)
+    pos = np.zeros((s.shape[1], len(e)), np.int64)
+    neg = np.zeros_like(pos)
+    for k in range(s.shape[1]):
+        j = np.searchsorted(e, s[:, k], side="right") - 1
+        ok = ~np.isnan(s[:, k]) & (j >= 0)
+        pos[k] = np.bincount(j[ok & t[:, k]], minlength=len(e))
+        neg[k] = np.bincount(j[ok & ~t[:, k]], minlength=len(e))
+    return pos, neg
+
+
+def calibration_bins(conf, correct, n_bins=15, out=None):
+    c = np.asarray(conf, np.float32).astype(np.float64)
+    ok = ~np.isnan(c)
+    ids = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], c[ok])
+    return (np.bincount(ids, minlength=n_bins), np.bincount(ids, c[ok], minlength=n_bins),
+            np.bincount(ids, np.asarray(correct, bool)[ok], minlength=n_bins).astype(np.int64))

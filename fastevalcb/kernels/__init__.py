@@ -43,6 +43,12 @@ from fastevalcb.kernels.confusion import (
     detection_confusion,
     per_class_scores,
 )
+from fastevalcb.kernels.curves import (
+    calibration_bins,
+    expected_calibration_error,
+    pr_curves,
+    score_histograms,
+)
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
     match_detections,
@@ -73,6 +79,7 @@ __all__ = [
     "box_iou_batch",
     "box_json",
     "box_validity",
+    "calibration_bins",
     "classification_summary",
     "clip_boxes",
     "coco_accumulate",
@@ -81,6 +88,7 @@ __all__ = [
     "confusion_matrix",
     "convert_boxes",
     "detection_confusion",
+    "expected_calibration_error",
     "f1_sweep",
     "logits_argmax",
     "match_detections",
@@ -90,8 +98,10 @@ __all__ = [
     "palette_lookup",
     "per_class_scores",
     "per_image_ap",
+    "pr_curves",
     "precision_recall",
     "resize_nearest",
+    "score_histograms",
     "segmentation_counts",
     "segmentation_metrics",
     "sigmoid",
@@ -197,6 +207,11 @@ def _warm_confusion() -> None:
     detection_confusion(offsets, _BOXES[0], _SCORES[0], ids, offsets, _BOXES[0], ids, 1)
 
 
+def _warm_curves() -> None:
+    score_histograms(_LOGITS, _LOGITS > 0)
+    calibration_bins(_LOGITS[:, 0], _LOGITS[:, 0] > 0)
+
+
 #: Kernel groups :func:`warmup` knows, each compiled by one call on tiny arrays.
 KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "classification": _warm_classification,
@@ -206,4 +221,5 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "detection_metrics": _warm_detection_metrics,
     "coco": _warm_coco,
     "confusion": _warm_confusion,
+    "curves": _warm_curves,
 }
