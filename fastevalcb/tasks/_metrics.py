@@ -116,11 +116,12 @@ def top_k_by_support(support: np.ndarray, top_k: int) -> np.ndarray:
 def pr_chart(recall: np.ndarray, precision: np.ndarray, keys: Sequence[str], title: str) -> Any:
     """``wandb.plot.pr_curve``'s chart (``class, precision, recall``; its
     ``wandb/area-under-curve/v0`` preset): one curve per row of ``precision`` ``(K, P)``
-    at ``recall`` ``(P,)``; NaN points are left out."""
+    at ``recall`` ``(P,)`` (shared) or ``(K, P)``; NaN points are left out."""
     import wandb
 
-    data = [[key, float(p), float(r)] for key, row in zip(keys, precision)
-            for r, p in zip(recall, row) if math.isfinite(float(p))]
+    recall = np.broadcast_to(np.asarray(recall, np.float64), np.shape(precision))
+    data = [[key, float(p), float(r)] for key, prow, rrow in zip(keys, precision, recall)
+            for r, p in zip(rrow, prow) if math.isfinite(float(p)) and math.isfinite(float(r))]
     table = wandb.Table(columns=["class", "precision", "recall"], data=data)
     return wandb.plot_table("wandb/area-under-curve/v0", table,
                             {"x": "recall", "y": "precision", "class": "class"},
@@ -145,3 +146,10 @@ def line_chart(xs: np.ndarray, ys: np.ndarray, keys: Sequence[str], title: str,
 def nan_if_negative(value: float) -> float:
     """COCO's -1 ("no ground truth in this range") as NaN, which W&B charts leave out."""
     return float("nan") if value < 0 else float(value)
+
+
+def macro(values: np.ndarray, over: np.ndarray) -> float:
+    """scikit-learn's macro average: the mean over the classes ``over`` of ``values``,
+    an undefined (NaN) value counting as 0 (``zero_division=0``); NaN over no class."""
+    picked = np.asarray(values, np.float64)[np.asarray(over, bool)]
+    return float(np.nan_to_num(picked).mean()) if picked.size else float("nan")
