@@ -91,7 +91,7 @@ def generated(seed: int, images: int = 6, classes: int = 3, max_gt: int = 8,
             ps.append(rng.choice([0.5, 0.25, np.float32(rng.random())]))
         po.append(len(pb))
         go.append(len(gb))
-    return dict(pred_offsets=np.array(po), pred_xyxy=np.array(pb, np.float32).reshape(-1, 4),
-                pred_scores=np.array(ps, np.float32), pred_class=np.array(pc, np.int64),
-                gt_offsets=np.array(go), gt_xyxy=np.array(gb, np.float32).reshape(-1, 4),
-                gt_class=np.array(gc, np.int64), gt_crowd=np.array(cr, bool))
+    return {"pred_offsets": np.array(po), "pred_xyxy": np.array(pb, np.float32).reshape(-1, 4),
+                "pred_scores": np.array(ps, np.float32), "pred_class": np.array(pc, np.int64),
+                "gt_offsets": np.array(go), "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
+                "gt_class": np.array(gc, np.int64), "gt_crowd": np.array(cr, bool)}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
+from coco_oracle import cocoeval, generated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference
-from coco_oracle import cocoeval, generated
 from fastevalcb import kernels
 from fastevalcb.kernels import coco
 
@@ -98,14 +98,14 @@ def test_f1_sweep_matches_the_twin(seed, grid):
 def one_image(preds, scores, gts, pred_class=None, gt_class=None, crowd=None) -> dict:
     pb = np.array(preds, np.float32).reshape(-1, 4)
     gb = np.array(gts, np.float32).reshape(-1, 4)
-    return dict(pred_offsets=np.array([0, len(pb)]), pred_xyxy=pb,
-                pred_scores=np.array(scores, np.float32),
-                pred_class=np.zeros(len(pb), np.int64) if pred_class is None
+    return {"pred_offsets": np.array([0, len(pb)]), "pred_xyxy": pb,
+                "pred_scores": np.array(scores, np.float32),
+                "pred_class": np.zeros(len(pb), np.int64) if pred_class is None
                 else np.array(pred_class, np.int64),
-                gt_offsets=np.array([0, len(gb)]), gt_xyxy=gb,
-                gt_class=np.zeros(len(gb), np.int64) if gt_class is None
+                "gt_offsets": np.array([0, len(gb)]), "gt_xyxy": gb,
+                "gt_class": np.zeros(len(gb), np.int64) if gt_class is None
                 else np.array(gt_class, np.int64),
-                gt_crowd=np.zeros(len(gb), bool) if crowd is None else np.array(crowd, bool))
+                "gt_crowd": np.zeros(len(gb), bool) if crowd is None else np.array(crowd, bool)}
 
 
 EDGE_CASES = {

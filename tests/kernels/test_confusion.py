@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
+from coco_oracle import generated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-import reference
 from fastevalcb.kernels import confusion
-from coco_oracle import generated
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,8 +61,8 @@ def test_per_class_scores_equal_sklearn():
 def test_detection_confusion_matches_the_twin_and_its_pairs_equal_sklearn(seed):
     d = generated(seed, max_pred=25)
     del d["gt_crowd"]
-    args = dict(num_classes=3, iou_threshold=(0.5, 0.3)[seed % 2],
-                score_threshold=(0.25, 0.0)[seed % 2])
+    args = {"num_classes": 3, "iou_threshold": (0.5, 0.3)[seed % 2],
+                "score_threshold": (0.25, 0.0)[seed % 2]}
     got = confusion.detection_confusion(**d, **args)
     np.testing.assert_array_equal(got, reference.detection_confusion(**d, **args))
     # every ground-truth box is in exactly one row cell, every kept prediction in one column

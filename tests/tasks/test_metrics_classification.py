@@ -7,20 +7,26 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from metrics_helpers import (
+    chart_panels,
+    confusion_from_chart,
+    has_table,
+    logged_table,
+    metric_rows,
+    nan_to_none,
+)
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from fastevalcb import ClassificationEvalCallback
 from fastevalcb.kernels import softmax
 from fastevalcb.kernels.curves import PR_EDGES
-from metrics_helpers import (chart_panels, confusion_from_chart, has_table, logged_table,
-                             metric_rows, nan_to_none)
 
 SIZE = 16
 
 
 def test_softmax_head_metrics_equal_sklearn(offline_run, shapes, classifier):
-    run, read = offline_run
+    _, read = offline_run
     x, y = shapes.images[:40], shapes.labels[:40]
     names = list(shapes.class_names)
     cb = ClassificationEvalCallback((x, y), names, batch_size=16, verbose=0,
@@ -78,7 +84,7 @@ def test_softmax_head_metrics_equal_sklearn(offline_run, shapes, classifier):
 
 
 def test_multi_label_head_macro_scores_equal_sklearn(offline_run, shapes):
-    run, read = offline_run
+    _, read = offline_run
     x = shapes.images[:30]
     y = np.stack([shapes.labels[:30] == 0, shapes.labels[:30] == 1,
                   x.mean(axis=(1, 2, 3)) > x.mean(), np.zeros(30, bool)], axis=1)  # d: never
@@ -102,7 +108,7 @@ def test_multi_label_head_macro_scores_equal_sklearn(offline_run, shapes):
 
 
 def test_metric_groups_switch_off_and_unknown_ones_fail(offline_run, shapes, classifier):
-    run, read = offline_run
+    _, read = offline_run
     x, y = shapes.images[:20], shapes.labels[:20]
     cb = ClassificationEvalCallback((x, y), list(shapes.class_names), verbose=0,
                                     metrics=["per_class"])

@@ -8,16 +8,32 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from keras import ops
-from sklearn import metrics as skm
-
 from coco_oracle import cocoeval, generated
+from keras import ops
+from metrics_helpers import (
+    chart_panels,
+    confusion_from_chart,
+    has_table,
+    logged_table,
+    metric_rows,
+    nan_to_none,
+)
+from sklearn import metrics as skm
+from test_detection_callback import (
+    EXPECTED_MAP50,
+    GT_BOXES,
+    GT_CLASSES,
+    NAMES,
+    PRED_BOXES,
+    PRED_CLASSES,
+    PRED_SCORES,
+    fit,
+    fixed_detector,
+    val_images,
+)
+
 from fastevalcb import DetectionEvalCallback
 from fastevalcb.kernels.coco import STAT_NAMES
-from metrics_helpers import (chart_panels, confusion_from_chart, has_table, logged_table,
-                             metric_rows, nan_to_none)
-from test_detection_callback import (EXPECTED_MAP50, GT_BOXES, GT_CLASSES, NAMES, PRED_BOXES,
-                                     PRED_CLASSES, PRED_SCORES, fit, fixed_detector, val_images)
 
 SIZE = 32
 
@@ -36,10 +52,10 @@ def hand_case_packed(brightness=(200, 150, 100, 50), score_threshold=0.05) -> di
         gc += GT_CLASSES[i][valid].tolist()
         po.append(len(pb))
         go.append(len(gb))
-    return dict(pred_offsets=np.array(po), pred_xyxy=np.array(pb, np.float32),
-                pred_scores=np.array(ps, np.float32), pred_class=np.array(pc),
-                gt_offsets=np.array(go), gt_xyxy=np.array(gb, np.float32).reshape(-1, 4),
-                gt_class=np.array(gc))
+    return {"pred_offsets": np.array(po), "pred_xyxy": np.array(pb, np.float32),
+                "pred_scores": np.array(ps, np.float32), "pred_class": np.array(pc),
+                "gt_offsets": np.array(go), "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
+                "gt_class": np.array(gc)}
 
 
 def assert_stats_equal_cocoeval(row: dict, ev, prefix: str = "eval") -> None:
@@ -52,7 +68,7 @@ def assert_stats_equal_cocoeval(row: dict, ev, prefix: str = "eval") -> None:
 
 
 def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_run):
-    run, read = offline_run
+    _, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
     cb = DetectionEvalCallback((val_images(), targets), NAMES, batch_size=3, verbose=0,
                                score_threshold=0.05, confusion_score_threshold=0.5)
@@ -107,7 +123,7 @@ def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_
 
 
 def test_voc_convention_keeps_the_all_point_map50(offline_run):
-    run, read = offline_run
+    _, read = offline_run
     cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
                                NAMES, verbose=0, score_threshold=0.05, ap_convention="voc",
                                metrics=["coco", "per_class"])
@@ -121,12 +137,12 @@ def test_voc_convention_keeps_the_all_point_map50(offline_run):
 
 
 def test_metric_groups_switch_off(offline_run):
-    run, read = offline_run
+    _, read = offline_run
     cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
                                NAMES, verbose=0, metrics=[])
     fit(fixed_detector(), [cb])
     row = metric_rows(read(), "eval/f1")[-1]
-    assert not [k for k in row if k.startswith("eval/mAP") or k.startswith("eval/AR")]
+    assert not [k for k in row if k.startswith(("eval/mAP", "eval/AR"))]
     assert not [k for k in row if k.endswith("/_type")]  # no table
     with pytest.raises(ValueError, match=r"unknown metrics groups \['mAP'\]"):
         DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
@@ -175,7 +191,7 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
     """Zero-area and out-of-image predictions, > 100 per image, tied scores, images
     without objects, crowd boxes: the callback keeps the boxes as they are (no clipping,
     no dropping) and logs COCOeval's numbers on them."""
-    run, read = offline_run
+    _, read = offline_run
     d = generated(seed, images=8, classes=3, max_pred=(40, 130, 30)[seed], crowd=crowd)
     g0, g1 = d["gt_offsets"][2], d["gt_offsets"][3]  # image 2: no objects
     for key in ("gt_xyxy", "gt_class", "gt_crowd"):
@@ -210,7 +226,7 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
 
 
 def test_no_ground_truth_and_no_predictions_give_defined_values(offline_run):
-    run, read = offline_run
+    _, read = offline_run
     empty = {"boxes": np.zeros((4, 1, 4), np.float32), "classes": np.full((4, 1), -1)}
     cb = DetectionEvalCallback((val_images(), empty), NAMES, verbose=0,
                                score_threshold=0.95, strict=True)  # nothing passes
