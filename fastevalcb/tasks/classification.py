@@ -117,7 +117,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
     """
 
     task = "classification"
-    kernel_groups = ("classification",)
+    kernel_groups = ("classification", "confusion", "curves")
 
     def __init__(
         self,

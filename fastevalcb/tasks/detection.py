@@ -342,7 +342,7 @@ class DetectionEvalCallback(TaskEvalCallback):
     """
 
     task = "detection"
-    kernel_groups = ("boxes", "nms", "detection_metrics")
+    kernel_groups = ("boxes", "nms", "detection_metrics", "coco", "confusion")
 
     def __init__(
         self,
