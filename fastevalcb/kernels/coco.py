@@ -144,6 +144,14 @@ def _match_image_class(dets, gts, pred_xyxy, gt_xyxy, gt_crowd, iou_thrs, area_r
     """
     d_n, g_n = dets.shape[0], gts.shape[0]
     n_t, n_a = iou_thrs.shape[0], area_rng.shape[0]
+    if g_n == 0:  # nothing to match: a detection is ignored where its area is out of range
+        for i in range(d_n):
+            area = _box_area(pred_xyxy[dets[i]])
+            for a in range(n_a):
+                if area < area_rng[a, 0] or area > area_rng[a, 1]:
+                    for t in range(n_t):
+                        ignored[i] |= np.uint64(1) << np.uint64(t * n_a + a)
+        return
     iou = np.zeros((d_n, g_n), dtype=np.float64)
     for i in range(d_n):
         for j in range(g_n):
@@ -280,9 +288,23 @@ def _coco_accumulate(det_class, det_score, det_rank, matched, ignored, num_gt, i
     precision = np.full((n_r, num_classes), -1.0)
     grouped, start = _class_order(det_class, det_score, num_classes)
     top = max_dets[n_m - 1]
+    tp_m = np.zeros(n_m, dtype=np.int64)
     for c in range(num_classes):
+        # the class's rows within the largest cap, best first, copied contiguous
         rows = grouped[start[c]:start[c + 1]]
-        nd = rows.shape[0]
+        nd = 0
+        for i in range(rows.shape[0]):
+            if det_rank[rows[i]] < top:
+                nd += 1
+        rank = np.empty(nd, dtype=np.int64)
+        hit = np.empty(nd, dtype=np.uint64)
+        skip = np.empty(nd, dtype=np.uint64)
+        k = 0
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            if det_rank[r] < top:
+                rank[k], hit[k], skip[k] = det_rank[r], matched[r], ignored[r]
+                k += 1
         pr = np.empty(nd, dtype=np.float64)
         rc = np.empty(nd, dtype=np.float64)
         for a in range(n_a):
@@ -291,27 +313,25 @@ def _coco_accumulate(det_class, det_score, det_rank, matched, ignored, num_gt, i
                 continue
             for t in range(n_t):
                 bit = np.uint64(1) << np.uint64(t * n_a + a)
-                for m in range(n_m):
-                    tp = 0
-                    for i in range(nd):
-                        r = rows[i]
-                        if det_rank[r] < max_dets[m] and (matched[r] & bit) != 0 \
-                                and (ignored[r] & bit) == 0:
-                            tp += 1
-                    recall[t, c, a, m] = tp / npig
-                # precision at the largest maxDets (COCO keeps ignored rows: same result)
+                tp_m[:] = 0
+                # one pass: recall at every cap, precision at the largest (COCO keeps the
+                # ignored rows as entries of its arrays: the same interpolated result)
                 tp, fp, k = 0.0, 0.0, 0
                 for i in range(nd):
-                    r = rows[i]
-                    if det_rank[r] >= top or (ignored[r] & bit) != 0:
+                    if (skip[i] & bit) != 0:
                         continue
-                    if (matched[r] & bit) != 0:
+                    if (hit[i] & bit) != 0:
                         tp += 1.0
+                        for m in range(n_m):
+                            if rank[i] < max_dets[m]:
+                                tp_m[m] += 1
                     else:
                         fp += 1.0
                     rc[k] = tp / npig
                     pr[k] = tp / (fp + tp + _EPS)
                     k += 1
+                for m in range(n_m):
+                    recall[t, c, a, m] = tp_m[m] / npig
                 for i in range(k - 1, 0, -1):
                     pr[i - 1] = max(pr[i - 1], pr[i])
                 total = 0.0

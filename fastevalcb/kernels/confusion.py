@@ -16,10 +16,10 @@ from fastevalcb.kernels.coco import _box_iou
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def _confusion_counts(y_true, y_pred, num_classes, ignore):
-    """``(C, C)`` int64 counts of flat ``(N,)`` id pairs; pairs whose true id is ``ignore``
-    are skipped. Also returns the first position with an id outside ``[0, C)``, or -1."""
-    out = np.zeros((num_classes, num_classes), dtype=np.int64)
+def _confusion_counts(y_true, y_pred, num_classes, ignore, out):
+    """Adds the counts of flat ``(N,)`` id pairs to ``(C, C)`` int64 ``out``; pairs whose
+    true id is ``ignore`` are skipped. Returns the first position with an id outside
+    ``[0, C)``, or -1."""
     bad = -1
     for i in range(y_true.shape[0]):
         t = np.int64(y_true[i])
@@ -31,14 +31,13 @@ def _confusion_counts(y_true, y_pred, num_classes, ignore):
                 bad = i
             continue
         out[t, p] += 1
-    return out, bad
+    return bad
 
 
 @njit(cache=True, nogil=True)
 def _detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets,
-                         gt_xyxy, gt_class, num_classes, iou_threshold, score_threshold):
-    """``(C + 1, C + 1)`` counts; see :func:`detection_confusion`."""
-    out = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+                         gt_xyxy, gt_class, num_classes, iou_threshold, score_threshold, out):
+    """Adds to ``(C + 1, C + 1)`` counts ``out``; see :func:`detection_confusion`."""
     bg = num_classes
     for img in range(pred_offsets.shape[0] - 1):
         ps, pe = pred_offsets[img], pred_offsets[img + 1]
@@ -78,16 +77,16 @@ def _detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_of
         for j in range(n_p):
             if not p_used[j]:
                 out[bg, pred_class[preds[j]]] += 1
-    return out
 
 
 # ---------------------------------------------------------------- wrappers
-def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None = None
-                     ) -> np.ndarray:
+def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """``(C, C)`` int64 counts, ``[true, predicted]``, of integer ids of any (equal) shape.
 
     Equal to ``sklearn.metrics.confusion_matrix(y_true, y_pred, labels=range(C))`` on the
-    pairs whose true id is not ``ignore_index``.
+    pairs whose true id is not ``ignore_index``. With ``out`` (a ``(C, C)`` int64 array),
+    the counts are added to it in place (batch after batch, no ``C x C`` array a batch).
 
     Raises:
         ValueError: on a shape mismatch or an id outside ``[0, num_classes)``.
@@ -100,7 +99,9 @@ def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None 
     if not (np.issubdtype(t.dtype, np.integer) and np.issubdtype(p.dtype, np.integer)):
         raise ValueError(f"ids must be integers, got {t.dtype} and {p.dtype}")
     ignore = -(2 ** 62) if ignore_index is None else int(ignore_index)
-    out, bad = _confusion_counts(t, p, int(num_classes), ignore)
+    c = int(num_classes)
+    out = _check_out(out, c)
+    bad = _confusion_counts(t, p, c, ignore, out)
     if bad >= 0:
         check_class_ids(t, num_classes, "y_true", ignore=ignore)
         check_class_ids(p, num_classes, "y_pred")
@@ -109,7 +110,8 @@ def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None 
 
 def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets,
                         gt_xyxy, gt_class, num_classes: int, iou_threshold: float = 0.5,
-                        score_threshold: float = 0.25) -> np.ndarray:
+                        score_threshold: float = 0.25, out: np.ndarray | None = None
+                        ) -> np.ndarray:
     """Confusion of boxes with a background row and column (ultralytics' layout, transposed
     to ``[true, predicted]``).
 
@@ -127,9 +129,10 @@ def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_off
         num_classes: ``C``.
         iou_threshold: the IoU a pair needs.
         score_threshold: predictions scoring lower are left out.
+        out: a ``(C + 1, C + 1)`` int64 array to add the counts to, or None.
 
     Returns:
-        ``(C + 1, C + 1)`` int64; index ``C`` is the background.
+        ``(C + 1, C + 1)`` int64 (``out`` when given); index ``C`` is the background.
     """
     pb = as_array(pred_xyxy, "pred_xyxy", np.float32, (None, 4))
     n = pb.shape[0]
@@ -138,11 +141,23 @@ def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_off
     gc = as_array(gt_class, "gt_class", np.int64, (gb.shape[0],))
     check_class_ids(pc, num_classes, "pred_class")
     check_class_ids(gc, num_classes, "gt_class")
-    return _detection_confusion(
+    size = int(num_classes) + 1
+    out = _check_out(out, size)
+    _detection_confusion(
         as_array(pred_offsets, "pred_offsets", np.int64, (None,)), pb,
         as_array(pred_scores, "pred_scores", np.float32, (n,)), pc,
         as_array(gt_offsets, "gt_offsets", np.int64, (None,)), gb, gc, int(num_classes),
-        float(iou_threshold), float(score_threshold))
+        float(iou_threshold), float(score_threshold), out)
+    return out
+
+
+def _check_out(out: np.ndarray | None, size: int) -> np.ndarray:
+    if out is None:
+        return np.zeros((size, size), np.int64)
+    if out.shape != (size, size) or out.dtype != np.int64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous ({size}, {size}) int64 array, got "
+                         f"{out.shape} {out.dtype}")
+    return out
 
 
 def per_class_scores(matrix) -> dict[str, np.ndarray]:

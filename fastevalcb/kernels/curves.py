@@ -31,15 +31,24 @@ PR_EDGES = np.linspace(0.0, 1.0, 101)
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True, inline="always")
 def _bin_right(edges, v):
-    """The last ``j`` with ``edges[j] <= v`` (-1 when none): ``searchsorted(right) - 1``."""
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if edges[mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
+    """The last ``j`` with ``edges[j] <= v`` (-1 when none): ``searchsorted(right) - 1``.
+
+    Guessed from the edges' span (exact in one step for uniform edges), then corrected by
+    comparing with the edges themselves, so the answer is the comparison's, not the
+    guess's rounding."""
+    g = edges.shape[0]
+    lo, hi = edges[0], edges[g - 1]
+    if v < lo:
+        return -1
+    if v >= hi:
+        return g - 1
+    j = int((v - lo) / (hi - lo) * (g - 1))
+    j = min(max(j, 0), g - 1)
+    while j + 1 < g and edges[j + 1] <= v:
+        j += 1
+    while j >= 0 and edges[j] > v:
+        j -= 1
+    return j
 
 
 @njit(cache=True, nogil=True)
@@ -56,6 +65,24 @@ def _score_histograms(scores, targets, edges, pos, neg):
             if j < 0:
                 continue
             if targets[i, k]:
+                pos[k, j] += 1
+            else:
+                neg[k, j] += 1
+
+
+@njit(cache=True, nogil=True)
+def _label_histograms(scores, labels, edges, pos, neg):
+    """:func:`_score_histograms` with one positive class per sample, ``labels`` ``(B,)``."""
+    n, c = scores.shape
+    for i in range(n):
+        for k in range(c):
+            v = np.float64(scores[i, k])
+            if np.isnan(v):
+                continue
+            j = _bin_right(edges, v)
+            if j < 0:
+                continue
+            if labels[i] == k:
                 pos[k, j] += 1
             else:
                 neg[k, j] += 1
@@ -88,7 +115,8 @@ def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndar
 
     Args:
         scores: ``(B, C)`` float scores (probabilities, for edges in [0, 1]).
-        targets: ``(B, C)`` bool, True where the sample belongs to the class.
+        targets: ``(B, C)`` bool, True where the sample belongs to the class, or ``(B,)``
+            class ids (one class per sample).
         edges: ``(G,)`` increasing bin edges (:data:`PR_EDGES`).
         out: ``(pos, neg)`` ``(C, G)`` int64 arrays to add to, or None for new ones.
 
@@ -96,8 +124,13 @@ def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndar
         ``(pos, neg)``, each ``(C, G)`` int64.
     """
     s = as_array(scores, "scores", np.float32, (None, None))
-    t = as_array(targets, "targets", np.bool_, s.shape)
+    t = np.asarray(targets)
+    single = t.ndim == 1  # class ids: one positive class per sample
+    t = (as_array(t, "targets", np.int64, (s.shape[0],)) if single
+         else as_array(t, "targets", np.bool_, s.shape))
     e = as_array(edges, "edges", np.float64, (None,))
+    if e.shape[0] < 2 or np.any(np.diff(e) <= 0):
+        raise ValueError(f"edges must be at least two increasing values, got {e[:8].tolist()}")
     if out is None:
         out = (np.zeros((s.shape[1], e.shape[0]), np.int64),
                np.zeros((s.shape[1], e.shape[0]), np.int64))
@@ -105,7 +138,7 @@ def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndar
     if pos.shape != (s.shape[1], e.shape[0]) or neg.shape != pos.shape:
         raise ValueError(f"out must be two ({s.shape[1]}, {e.shape[0]}) arrays, got "
                          f"{pos.shape} and {neg.shape}")
-    _score_histograms(s, t, e, pos, neg)
+    (_label_histograms if single else _score_histograms)(s, t, e, pos, neg)
     return pos, neg
 
 

@@ -8,6 +8,9 @@ and ``wandb.plot_table`` with wandb's own presets (``wandb/confusion_matrix/v1``
 ``wandb.plot.line_series`` logs), built from counts: ``wandb.plot.confusion_matrix`` wants
 one list entry per sample (per pixel, for segmentation).
 
+Tables state their column types (``dtype=``, ``optional=False``) where no cell is empty,
+and skip the type inference elsewhere (``allow_mixed_types=True``): wandb's per-cell
+inference would cost more than all of a version's metrics.
 Sizes are bounded whatever the number of classes: a per-class table has one row a class;
 a confusion chart shows at most ``max_classes`` classes (the rest summed into
 ``"(other)"``); PR curves show the ``top_k`` classes by support and their mean, each at
@@ -63,7 +66,14 @@ def per_class_table(columns: Mapping[str, Sequence[Any]]) -> Any:
 
     names = list(columns)
     rows = [[_cell(v) for v in row] for row in zip(*(columns[n] for n in names))]
-    return wandb.Table(columns=names, data=rows)
+    return wandb.Table(columns=names, data=rows, allow_mixed_types=True)
+
+
+def _typed_table(columns: list[str], rows: list[list], dtypes: list[type]) -> Any:
+    """A ``wandb.Table`` whose cells are all of ``dtypes`` (none empty)."""
+    import wandb
+
+    return wandb.Table(columns=columns, data=rows, dtype=dtypes, optional=False)
 
 
 def fold_classes(matrix: np.ndarray, names: Sequence[str], max_classes: int,
@@ -92,7 +102,7 @@ def fold_classes(matrix: np.ndarray, names: Sequence[str], max_classes: int,
 
 
 def confusion_chart(matrix: np.ndarray, names: Sequence[str], title: str,
-                    max_classes: int = 50, keep_last: bool = False) -> Any:
+                    max_classes: int = 30, keep_last: bool = False) -> Any:
     """``wandb.plot.confusion_matrix``'s chart (``Actual, Predicted, nPredictions``) from a
     ``[true, predicted]`` count matrix."""
     import wandb
@@ -101,7 +111,7 @@ def confusion_chart(matrix: np.ndarray, names: Sequence[str], title: str,
                                   keep_last)
     data = [[labels[i], labels[j], int(folded[i, j])]
             for i in range(len(labels)) for j in range(len(labels))]
-    table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data)
+    table = _typed_table(["Actual", "Predicted", "nPredictions"], data, [str, str, int])
     return wandb.plot_table("wandb/confusion_matrix/v1", table,
                             {"Actual": "Actual", "Predicted": "Predicted",
                              "nPredictions": "nPredictions"}, {"title": title})
@@ -122,7 +132,7 @@ def pr_chart(recall: np.ndarray, precision: np.ndarray, keys: Sequence[str], tit
     recall = np.broadcast_to(np.asarray(recall, np.float64), np.shape(precision))
     data = [[key, float(p), float(r)] for key, prow, rrow in zip(keys, precision, recall)
             for r, p in zip(rrow, prow) if math.isfinite(float(p)) and math.isfinite(float(r))]
-    table = wandb.Table(columns=["class", "precision", "recall"], data=data)
+    table = _typed_table(["class", "precision", "recall"], data, [str, float, float])
     return wandb.plot_table("wandb/area-under-curve/v0", table,
                             {"x": "recall", "y": "precision", "class": "class"},
                             {"title": title, "x-axis-title": "Recall",
@@ -137,7 +147,7 @@ def line_chart(xs: np.ndarray, ys: np.ndarray, keys: Sequence[str], title: str,
 
     data = [[float(x), key, float(y)] for key, row in zip(keys, ys)
             for x, y in zip(xs, row) if math.isfinite(float(y))]
-    table = wandb.Table(columns=["step", "lineKey", "lineVal"], data=data)
+    table = _typed_table(["step", "lineKey", "lineVal"], data, [float, str, float])
     return wandb.plot_table("wandb/lineseries/v0", table,
                             {"step": "step", "lineKey": "lineKey", "lineVal": "lineVal"},
                             {"title": title, "xname": xname})

@@ -129,8 +129,8 @@ class ClassificationEvalCallback(TaskEvalCallback):
         multi_label: bool = False,
         threshold: float = 0.5,
         metrics: Sequence[str] | None = None,
-        pr_top_k: int = 10,
-        max_confusion_classes: int = 50,
+        pr_top_k: int = 5,
+        max_confusion_classes: int = 30,
         calibration_bins: int = 15,
         **options: Any,
     ) -> None:
@@ -267,16 +267,18 @@ class ClassificationEvalCallback(TaskEvalCallback):
         scores, from_logits = batch.outputs, self._from_logits
         if self._binary:
             scores, from_logits = binary_probabilities(scores, from_logits), False
+        finite = np.isfinite(scores).all(axis=1)  # a NaN/inf row is never correct
+        if from_logits and "pr_curve" in self.metrics:  # the PR histograms want them too
+            scores, from_logits = softmax(scores), False
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
             scores, labels, self.top_k, from_logits)
-        finite = np.isfinite(scores).all(axis=1)  # a NaN/inf row is never correct
         correct = correct & finite
         in_top_k = (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
         state["correct"] = state.get("correct", 0) + int(correct.sum())
         state["top_k"] = state.get("top_k", 0) + int(in_top_k.sum())
-        self._add_to_metrics(state, scores, from_logits, labels, pred, conf, correct)
+        self._add_to_metrics(state, scores, labels, pred, conf, correct)
         names = np.asarray(self.class_names, dtype=object)
         return {
             "image": base_images,
@@ -323,17 +325,14 @@ class ClassificationEvalCallback(TaskEvalCallback):
         }
 
     # -- summary metrics (on the worker, per version) -----------------------------------
-    def _add_to_metrics(self, state: dict[str, Any], scores: np.ndarray, from_logits: bool,
-                        labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                        correct: np.ndarray) -> None:
+    def _add_to_metrics(self, state: dict[str, Any], probs: np.ndarray, labels: np.ndarray,
+                        pred: np.ndarray, conf: np.ndarray, correct: np.ndarray) -> None:
         """Fold one single-label batch into the version's bounded accumulators: the
         confusion counts, the PR histograms, the calibration bins."""
         c = self.num_classes
-        state["confusion"] = state.get("confusion", 0) + confusion_matrix(labels, pred, c)
+        state["confusion"] = confusion_matrix(labels, pred, c, out=state.get("confusion"))
         if "pr_curve" in self.metrics:
-            probs = softmax(scores) if from_logits else scores
-            targets = labels[:, None] == np.arange(c)[None, :]
-            state["pr"] = score_histograms(probs, targets, PR_EDGES, state.get("pr"))
+            state["pr"] = score_histograms(probs, labels, PR_EDGES, state.get("pr"))
         if "calibration" in self.metrics:
             state["calibration"] = calibration_bins(conf, correct, self.calibration_bins,
                                                     state.get("calibration"))

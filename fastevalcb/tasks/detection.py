@@ -363,8 +363,8 @@ class DetectionEvalCallback(TaskEvalCallback):
         clip_boxes: bool = False,
         drop_degenerate_boxes: bool = False,
         confusion_score_threshold: float = 0.25,
-        pr_top_k: int = 10,
-        max_confusion_classes: int = 50,
+        pr_top_k: int = 5,
+        max_confusion_classes: int = 30,
         **options: Any,
     ) -> None:
         if normalized is not None:
@@ -610,10 +610,10 @@ class DetectionEvalCallback(TaskEvalCallback):
                              crowd)
         state.setdefault("coco", []).append(matches._replace(det_index=_NO_ROWS))
         if "confusion_matrix" in self.metrics:
-            state["confusion"] = state.get("confusion", 0) + detection_confusion(
+            state["confusion"] = detection_confusion(
                 dets.offsets, dets.xyxy, dets.scores, dets.class_id, labels.offsets,
                 labels.xyxy, labels.class_id, self.num_classes,
-                score_threshold=self.confusion_score_threshold)
+                score_threshold=self.confusion_score_threshold, out=state.get("confusion"))
         if self.ap_convention == "voc":
             for key, value in (("scores", dets.scores), ("classes", dets.class_id),
                                ("tp", tp), ("gt_classes", labels.class_id)):

@@ -143,7 +143,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         output: str | Callable = "auto",
         overlay_alpha: float | None = None,
         metrics: Sequence[str] | None = None,
-        max_confusion_classes: int = 50,
+        max_confusion_classes: int = 30,
         **options: Any,
     ) -> None:
         if not (callable(output) or output in OUTPUTS):
@@ -251,8 +251,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
         if "confusion_matrix" in self.metrics:  # one more pass over the pixels
-            state["confusion"] = state.get("confusion", 0) + confusion_matrix(
-                labels, pred, self.num_classes, self.ignore_index)
+            state["confusion"] = confusion_matrix(labels, pred, self.num_classes,
+                                                  self.ignore_index, state.get("confusion"))
 
         if staging is not None:  # the masks' PNGs were encoding meanwhile
             images = tables.LayeredImages(base_images, self.mask_labels,

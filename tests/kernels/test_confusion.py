@@ -101,3 +101,25 @@ def test_warmup_covers_confusion():
     from fastevalcb import kernels
 
     assert set(kernels.warmup(["confusion"])) == {"confusion"}
+
+
+def test_out_accumulates_batches_in_place():
+    rng = np.random.default_rng(3)
+    t, p = rng.integers(0, 4, 100), rng.integers(0, 4, 100)
+    out = confusion.confusion_matrix(t[:40], p[:40], 4)
+    assert confusion.confusion_matrix(t[40:], p[40:], 4, out=out) is out
+    np.testing.assert_array_equal(out, confusion.confusion_matrix(t, p, 4))
+    d = generated(9, images=6)
+    del d["gt_crowd"]
+    whole = confusion.detection_confusion(**d, num_classes=3)
+    parts = np.zeros((4, 4), np.int64)
+    for lo, hi in ((0, 2), (2, 6)):
+        p0, p1, g0, g1 = (d["pred_offsets"][lo], d["pred_offsets"][hi], d["gt_offsets"][lo],
+                          d["gt_offsets"][hi])
+        confusion.detection_confusion(
+            d["pred_offsets"][lo:hi + 1] - p0, d["pred_xyxy"][p0:p1], d["pred_scores"][p0:p1],
+            d["pred_class"][p0:p1], d["gt_offsets"][lo:hi + 1] - g0, d["gt_xyxy"][g0:g1],
+            d["gt_class"][g0:g1], 3, out=parts)
+    np.testing.assert_array_equal(parts, whole)
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous \(4, 4\) int64 array"):
+        confusion.confusion_matrix(t, p, 4, out=np.zeros((4, 4), np.int32))

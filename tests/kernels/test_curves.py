@@ -52,6 +52,13 @@ def test_histograms_and_calibration_match_the_twins(seed):
     for got, want in zip(curves.score_histograms(p, targets),
                          reference.score_histograms(p, targets)):
         np.testing.assert_array_equal(got, want)
+    for got, want in zip(curves.score_histograms(p, labels),  # class ids: the same counts
+                         reference.score_histograms(p, targets)):
+        np.testing.assert_array_equal(got, want)
+    edges = np.array([0.0, 0.05, 0.3, 0.31, 0.9])  # uneven: the guess is corrected
+    for got, want in zip(curves.score_histograms(p, targets, edges),
+                         reference.score_histograms(p, targets, edges)):
+        np.testing.assert_array_equal(got, want)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == labels
     for got, want in zip(curves.calibration_bins(conf, correct),
                          reference.calibration_bins(conf, correct)):

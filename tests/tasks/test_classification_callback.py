@@ -431,7 +431,7 @@ def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shap
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=0)
     finally:
         kernels.warmup = warmup
-    assert calls == [("fastevalcb-logger", ("classification",))]
+    assert calls == [("fastevalcb-logger", ("classification", "confusion", "curves"))]
     assert len(pred_versions(offline_run[1](), offline_run[0].id)) == 1
 
 
