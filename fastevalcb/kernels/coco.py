@@ -109,11 +109,13 @@ def _stable_desc(scores):
     return np.argsort(neg, kind="mergesort")
 
 
-@njit(cache=True, nogil=True)
-def _box_iou(d, g, crowd):
-    """``bbIou`` of two xyxy float32 boxes, in float64."""
-    dx1, dy1, dx2, dy2 = np.float64(d[0]), np.float64(d[1]), np.float64(d[2]), np.float64(d[3])
-    gx1, gy1, gx2, gy2 = np.float64(g[0]), np.float64(g[1]), np.float64(g[2]), np.float64(g[3])
+@njit(cache=True, nogil=True, inline="always")
+def _box_iou(boxes_d, i, boxes_g, j, crowd):
+    """``bbIou`` of xyxy float32 box ``boxes_d[i]`` and ``boxes_g[j]``, in float64."""
+    dx1, dy1 = np.float64(boxes_d[i, 0]), np.float64(boxes_d[i, 1])
+    dx2, dy2 = np.float64(boxes_d[i, 2]), np.float64(boxes_d[i, 3])
+    gx1, gy1 = np.float64(boxes_g[j, 0]), np.float64(boxes_g[j, 1])
+    gx2, gy2 = np.float64(boxes_g[j, 2]), np.float64(boxes_g[j, 3])
     w = min(dx2, gx2) - max(dx1, gx1)
     if not w > 0:
         return 0.0
@@ -128,83 +130,108 @@ def _box_iou(d, g, crowd):
     return inter / (da + ga - inter)
 
 
-@njit(cache=True, nogil=True)
-def _box_area(b):
-    return (np.float64(b[2]) - np.float64(b[0])) * (np.float64(b[3]) - np.float64(b[1]))
+@njit(cache=True, nogil=True, inline="always")
+def _box_area(boxes, i):
+    return ((np.float64(boxes[i, 2]) - np.float64(boxes[i, 0]))
+            * (np.float64(boxes[i, 3]) - np.float64(boxes[i, 1])))
 
 
 @njit(cache=True, nogil=True)
 def _match_image_class(dets, gts, pred_xyxy, gt_xyxy, gt_crowd, iou_thrs, area_rng,
-                       matched, ignored, num_gt, cls):
+                       matched, ignored, num_gt, cls, scratch_iou, scratch_g, scratch_d,
+                       scratch_ig):
     """``evaluateImg`` of one image and class for every area range and IoU threshold.
 
     ``dets``: rows of the kept detections, best first; ``gts``: rows of the ground truth.
     Writes the bits of ``dets`` (positions ``0..D-1`` of ``matched``/``ignored``) and adds
-    to ``num_gt[cls]``.
+    to ``num_gt[cls]``. ``scratch_*``: work arrays of at least ``(D, G)``, ``(4, G)``,
+    ``(2, D)`` and ``(A, G)`` (one allocation per batch, not per image and class).
+
+    An area range that ignores the same ground truth as an earlier one matches the same
+    way (only its unmatched detections' area test differs): its bits are copied.
     """
     d_n, g_n = dets.shape[0], gts.shape[0]
     n_t, n_a = iou_thrs.shape[0], area_rng.shape[0]
     if g_n == 0:  # nothing to match: a detection is ignored where its area is out of range
         for i in range(d_n):
-            area = _box_area(pred_xyxy[dets[i]])
+            area = _box_area(pred_xyxy, dets[i])
             for a in range(n_a):
                 if area < area_rng[a, 0] or area > area_rng[a, 1]:
                     for t in range(n_t):
                         ignored[i] |= np.uint64(1) << np.uint64(t * n_a + a)
         return
-    iou = np.zeros((d_n, g_n), dtype=np.float64)
+    iou = scratch_iou
     for i in range(d_n):
         for j in range(g_n):
-            iou[i, j] = _box_iou(pred_xyxy[dets[i]], gt_xyxy[gts[j]], gt_crowd[gts[j]])
-    g_area = np.empty(g_n, dtype=np.float64)
+            iou[i, j] = _box_iou(pred_xyxy, dets[i], gt_xyxy, gts[j], gt_crowd[gts[j]])
+    g_area, order, g_ig, taken = scratch_g[0], scratch_g[1], scratch_g[2], scratch_g[3]
+    d_area, d_out = scratch_d[0], scratch_d[1]
     for j in range(g_n):
-        g_area[j] = _box_area(gt_xyxy[gts[j]])
-    d_area = np.empty(d_n, dtype=np.float64)
+        g_area[j] = _box_area(gt_xyxy, gts[j])
     for i in range(d_n):
-        d_area[i] = _box_area(pred_xyxy[dets[i]])
-    order = np.empty(g_n, dtype=np.int64)  # gt positions, non-ignored first (stable)
-    g_ig = np.empty(g_n, dtype=np.bool_)
-    taken = np.empty(g_n, dtype=np.bool_)
+        d_area[i] = _box_area(pred_xyxy, dets[i])
     for a in range(n_a):
         lo, hi = area_rng[a, 0], area_rng[a, 1]
         k = 0
         for j in range(g_n):
             ig = gt_crowd[gts[j]] or g_area[j] < lo or g_area[j] > hi
-            g_ig[j] = ig
+            g_ig[j] = 1.0 if ig else 0.0
+            scratch_ig[a, j] = g_ig[j]
             if not ig:
                 order[k] = j
                 k += 1
         num_gt[cls, a] += k
         for j in range(g_n):
-            if g_ig[j]:
+            if g_ig[j] != 0.0:
                 order[k] = j
                 k += 1
-        d_out = np.empty(d_n, dtype=np.bool_)
         for i in range(d_n):
-            d_out[i] = d_area[i] < lo or d_area[i] > hi
+            d_out[i] = 1.0 if (d_area[i] < lo or d_area[i] > hi) else 0.0
+        same = -1  # an earlier area range ignoring the same ground truth
+        for b in range(a):
+            equal = True
+            for j in range(g_n):
+                if scratch_ig[b, j] != g_ig[j]:
+                    equal = False
+                    break
+            if equal:
+                same = b
+                break
+        if same >= 0:
+            for t in range(n_t):
+                src = np.uint64(1) << np.uint64(t * n_a + same)
+                bit = np.uint64(1) << np.uint64(t * n_a + a)
+                for i in range(d_n):
+                    if (matched[i] & src) != 0:
+                        matched[i] |= bit
+                        if (ignored[i] & src) != 0:
+                            ignored[i] |= bit
+                    elif d_out[i] != 0.0:
+                        ignored[i] |= bit
+            continue
         for t in range(n_t):
             bit = np.uint64(1) << np.uint64(t * n_a + a)
-            taken[:] = False
+            taken[:g_n] = 0.0
             for i in range(d_n):
                 best = min(iou_thrs[t], 1 - 1e-10)
                 m = -1
                 for k in range(g_n):
-                    j = order[k]
-                    if taken[k] and not gt_crowd[gts[j]]:
+                    j = int(order[k])
+                    if taken[k] != 0.0 and not gt_crowd[gts[j]]:
                         continue
-                    if m > -1 and not g_ig[order[m]] and g_ig[j]:
+                    if m > -1 and g_ig[int(order[m])] == 0.0 and g_ig[j] != 0.0:
                         break
                     if iou[i, j] < best:
                         continue
                     best = iou[i, j]
                     m = k
                 if m == -1:
-                    if d_out[i]:
+                    if d_out[i] != 0.0:
                         ignored[i] |= bit
                     continue
-                taken[m] = True
+                taken[m] = 1.0
                 matched[i] |= bit
-                if g_ig[order[m]]:
+                if g_ig[int(order[m])] != 0.0:
                     ignored[i] |= bit
 
 
@@ -226,6 +253,13 @@ def _coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt
     matched = np.zeros(n, dtype=np.uint64)
     ignored = np.zeros(n, dtype=np.uint64)
     num_gt = np.zeros((num_classes, area_rng.shape[0]), dtype=np.int64)
+    max_g = 1
+    for img in range(n_images):
+        max_g = max(max_g, gt_offsets[img + 1] - gt_offsets[img])
+    scratch_iou = np.empty((max_det, max_g), dtype=np.float64)
+    scratch_g = np.empty((4, max_g), dtype=np.float64)  # area, order, ignored, taken
+    scratch_d = np.empty((2, max_det), dtype=np.float64)  # area, out of range
+    scratch_ig = np.empty((area_rng.shape[0], max_g), dtype=np.float64)  # ignored, per area
     kept = 0
     for img in range(n_images):
         preds = _group_by_class(np.arange(pred_offsets[img], pred_offsets[img + 1]),
@@ -246,7 +280,8 @@ def _coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt
             dets = preds[p:min(p_end, p + max_det)]
             _match_image_class(dets, gts[g:g_end], pred_xyxy, gt_xyxy, gt_crowd, iou_thrs,
                                area_rng, matched[kept:kept + dets.shape[0]],
-                               ignored[kept:kept + dets.shape[0]], num_gt, cls)
+                               ignored[kept:kept + dets.shape[0]], num_gt, cls, scratch_iou,
+                               scratch_g, scratch_d, scratch_ig)
             for r in range(dets.shape[0]):
                 det_index[kept + r] = dets[r]
                 det_rank[kept + r] = r

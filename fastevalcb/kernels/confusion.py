@@ -55,7 +55,7 @@ def _detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_of
         k = 0
         for g in range(n_g):
             for j in range(n_p):
-                v = _box_iou(pred_xyxy[preds[j]], gt_xyxy[gs + g], False)
+                v = _box_iou(pred_xyxy, preds[j], gt_xyxy, gs + g, False)
                 if v >= iou_threshold:
                     pair_iou[k] = -v
                     pair_g[k] = g
