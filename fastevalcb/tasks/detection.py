@@ -253,7 +253,8 @@ class DetectionEvalCallback(TaskEvalCallback):
       -1 (no ground truth in a range) the key is NaN. ``ap_convention="voc"`` logs instead
       ``mAP50`` as PASCAL VOC's all-point AP at ``match_iou_threshold`` (every prediction,
       no cap), the convention of earlier versions.
-    * always: ``precision``, ``recall``, ``f1``: means over the classes with ground truth
+    * with any of ``"coco"``, ``"per_class"``, ``"pr_curve"`` (they share COCO's
+      matching): ``precision``, ``recall``, ``f1``: means over the classes with ground truth
       at ``f1_threshold``, the confidence that maximizes the mean F1 on a 0.001 grid
       (ultralytics' P and R), matched as COCO matches at IoU 0.5. With a
       ``score_threshold``, also ``precision_at_score_threshold``,
@@ -604,11 +605,11 @@ class DetectionEvalCallback(TaskEvalCallback):
         """Keep what the version's metrics need of one batch: COCO's per-detection rows
         (a few bytes a kept detection), the confusion counts, and for ``"voc"`` the
         scores, classes and matches of every prediction."""
-        crowd = getattr(labels, "crowd", None)
-        matches = coco_match(dets.offsets, dets.xyxy, dets.scores, dets.class_id,
-                             labels.offsets, labels.xyxy, labels.class_id, self.num_classes,
-                             crowd)
-        state.setdefault("coco", []).append(matches._replace(det_index=_NO_ROWS))
+        if self.metrics & {"coco", "per_class", "pr_curve"}:
+            matches = coco_match(dets.offsets, dets.xyxy, dets.scores, dets.class_id,
+                                 labels.offsets, labels.xyxy, labels.class_id,
+                                 self.num_classes, getattr(labels, "crowd", None))
+            state.setdefault("coco", []).append(matches._replace(det_index=_NO_ROWS))
         if "confusion_matrix" in self.metrics:
             state["confusion"] = detection_confusion(
                 dets.offsets, dets.xyxy, dets.scores, dets.class_id, labels.offsets,
@@ -664,31 +665,33 @@ class DetectionEvalCallback(TaskEvalCallback):
         return float(mean_ap), ap
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
-        if "coco" not in state:
-            return {}
-        evaluated = self._evaluate(state)
         out: dict[str, float] = {}
+        if self.ap_convention == "voc" and "coco" in self.metrics:
+            out["mAP50"] = self._voc_ap(state)[0]
+        if "coco" not in state:
+            return out
+        evaluated = self._evaluate(state)
         if "coco" in self.metrics:
-            if self.ap_convention == "voc":
-                out["mAP50"] = self._voc_ap(state)[0]
-            else:
+            if self.ap_convention != "voc":
                 out.update((name, _metrics.nan_if_negative(value))
                            for name, value in zip(STAT_NAMES, evaluated["result"].stats))
         out.update(evaluated["means"])
         return out
 
     def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
-        if "coco" not in state or state.get("quality", {}).get("non_finite"):
+        if state.get("quality", {}).get("non_finite"):
             return {}  # no charts of a version whose metrics are NaN
-        evaluated = self._evaluate(state)
         charts: dict[str, Any] = {}
-        if "per_class" in self.metrics:
-            charts["per_class"] = _metrics.per_class_table(evaluated["per_class"])
         if "confusion_matrix" in self.metrics and "confusion" in state:
             charts["confusion_matrix"] = _metrics.confusion_chart(
                 state["confusion"], [*self.class_names, _metrics.BACKGROUND],
                 f"Boxes at IoU 0.5, score >= {self.confusion_score_threshold:g}",
                 self.max_confusion_classes, keep_last=True)
+        if "coco" not in state:
+            return charts
+        evaluated = self._evaluate(state)
+        if "per_class" in self.metrics:
+            charts["per_class"] = _metrics.per_class_table(evaluated["per_class"])
         if "pr_curve" in self.metrics:
             result = evaluated["result"]
             present = result.num_gt[:, 0] > 0

@@ -138,12 +138,16 @@ def test_voc_convention_keeps_the_all_point_map50(offline_run):
 
 def test_metric_groups_switch_off(offline_run):
     _, read = offline_run
-    cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
-                               NAMES, verbose=0, metrics=[])
-    fit(fixed_detector(), [cb])
-    row = metric_rows(read(), "eval/f1")[-1]
-    assert not [k for k in row if k.startswith(("eval/mAP", "eval/AR"))]
-    assert not [k for k in row if k.endswith("/_type")]  # no table
+    targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
+    none = DetectionEvalCallback((val_images(), targets), NAMES, verbose=0, metrics=[])
+    only_cm = DetectionEvalCallback((val_images(), targets), NAMES, verbose=0,
+                                    metrics=["confusion_matrix"], metrics_prefix="cm",
+                                    data_artifact_name="cm")
+    fit(fixed_detector(), [none, only_cm])
+    row = metric_rows(read(), "eval/epoch")[-1]
+    assert sorted(k for k in row if k.startswith("eval/")) == ["eval/epoch", "eval/global_step"]
+    row = metric_rows(read(), "cm/epoch")[-1]
+    assert [k for k in row if k.endswith("/_type")] == ["cm/confusion_matrix_table/_type"]
     with pytest.raises(ValueError, match=r"unknown metrics groups \['mAP'\]"):
         DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
                               NAMES, metrics=["mAP"])
