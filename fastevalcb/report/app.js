@@ -347,7 +347,7 @@ const FEV = (() => {
     for (const r of t.data) for (const v of [r[ia], r[ip]]) if (!labels.includes(v)) labels.push(v);
     const n = labels.length, cell = Math.max(14, Math.min(34, Math.floor(420 / Math.max(n, 1))));
     const L = 90, T = 90, s = svg("svg", { class: "heatmap", "data-name": name,
-      width: L + n * cell + 4, height: T + n * cell + 4 });
+      width: L + n * cell + 60, height: T + n * cell + 4 });
     const counts = labels.map(() => labels.map(() => 0));
     for (const r of t.data) counts[labels.indexOf(r[ia])][labels.indexOf(r[ip])] += r[ic];
     labels.forEach((lab, i) => {
