@@ -261,8 +261,9 @@ class DetectionEvalCallback(TaskEvalCallback):
       ``recall_at_score_threshold``, ``f1_at_score_threshold`` over every kept prediction.
 
     Tables and charts of each version (``metrics`` groups): ``per_class`` (a table, one row
-    per class: ``class, num_gt, num_pred, AP, AP50, AP75, precision, recall, f1`` at
-    ``f1_threshold``, plus the ``*_at_score_threshold`` columns; empty cells where
+    per class: ``class, num_gt`` (non-crowd ground-truth boxes), ``num_pred`` (predictions
+    scored: at most 100 per image and class), ``AP, AP50, AP75``, ``precision, recall,
+    f1`` at ``f1_threshold``, plus the ``*_at_score_threshold`` columns; empty cells where
     undefined), ``confusion_matrix`` (W&B's confusion-matrix chart of boxes paired
     one-to-one at IoU >= 0.5 among the predictions scoring ``>= confusion_score_threshold``,
     with a ``background`` row (predictions on no object) and column (missed objects):
