@@ -345,3 +345,222 @@ def box_json(offsets, xyxy, class_id, scores, class_labels, domain="pixel", deci
             boxes.append(box)
         out.append(json.dumps(boxes, sort_keys=True))
     return out
+
+
+# ---------------------------------------------------------------- COCO (pycocotools' rules)
+def _coco_iou(d, g, crowd):
+    """``maskApi.c``'s ``bbIou`` on xyxy boxes ``(D, 4)``, ``(G, 4)`` in float64."""
+    d, g = np.asarray(d, np.float64).reshape(-1, 4), np.asarray(g, np.float64).reshape(-1, 4)
+    w = np.minimum(d[:, None, 2], g[None, :, 2]) - np.maximum(d[:, None, 0], g[None, :, 0])
+    h = np.minimum(d[:, None, 3], g[None, :, 3]) - np.maximum(d[:, None, 1], g[None, :, 1])
+    inter = w * h
+    da = ((d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1]))[:, None]
+    ga = ((g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1]))[None, :]
+    union = np.where(np.asarray(crowd, bool)[None, :], da, da + ga - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((w > 0) & (h > 0), inter / union, 0.0)
+
+
+def _area(b):
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
+               gt_class, num_classes, gt_crowd=None, iou_thresholds=None, area_ranges=None,
+               max_dets=None):
+    """``COCOeval.evaluateImg`` per image and class, transcribed; same rows and bits as the
+    kernel (images in order, classes ascending, detections by rank)."""
+    from fastevalcb.kernels.coco import AREA_RANGES, IOU_THRESHOLDS, MAX_DETS, CocoMatches
+
+    thrs = IOU_THRESHOLDS if iou_thresholds is None else np.asarray(iou_thresholds)
+    areas = AREA_RANGES if area_ranges is None else np.asarray(area_ranges)
+    max_det = int((MAX_DETS if max_dets is None else np.asarray(max_dets))[-1])
+    po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
+    pb, gb = np.asarray(pred_xyxy, np.float32), np.asarray(gt_xyxy, np.float32)
+    ps, pc, gc = np.asarray(pred_scores, np.float32), np.asarray(pred_class), np.asarray(gt_class)
+    crowd = np.zeros(len(gc), bool) if gt_crowd is None else np.asarray(gt_crowd, bool)
+    n_t, n_a = len(thrs), len(areas)
+    rows, ranks, matched, ignored = [], [], [], []
+    num_gt = np.zeros((num_classes, n_a), np.int64)
+    for i in range(len(po) - 1):
+        p_img, g_img = np.arange(po[i], po[i + 1]), np.arange(go[i], go[i + 1])
+        for c in range(num_classes):
+            dt = p_img[pc[p_img] == c]
+            dt = dt[np.argsort(-ps[dt].astype(np.float64), kind="mergesort")][:max_det]
+            gt = g_img[gc[g_img] == c]
+            if len(dt) == 0 and len(gt) == 0:
+                continue
+            bits_m = np.zeros(len(dt), np.uint64)
+            bits_i = np.zeros(len(dt), np.uint64)
+            for a, (lo, hi) in enumerate(areas):
+                g_area = _area(gb[gt])
+                gt_ig = crowd[gt] | (g_area < lo) | (g_area > hi)
+                num_gt[c, a] += int(np.count_nonzero(~gt_ig))
+                order = np.argsort(gt_ig, kind="mergesort")
+                g_sorted, ig, iscrowd = gt[order], gt_ig[order], crowd[gt][order]
+                ious = _coco_iou(pb[dt], gb[g_sorted], iscrowd)
+                d_out = (_area(pb[dt]) < lo) | (_area(pb[dt]) > hi)
+                for t, thr in enumerate(thrs):
+                    bit = np.uint64(1 << (t * n_a + a))
+                    gtm = np.zeros(len(g_sorted), bool)
+                    for di in range(len(dt)):
+                        best, m = min(thr, 1 - 1e-10), -1
+                        for gi in range(len(g_sorted)):
+                            if gtm[gi] and not iscrowd[gi]:
+                                continue
+                            if m > -1 and not ig[m] and ig[gi]:
+                                break
+                            if ious[di, gi] < best:
+                                continue
+                            best, m = ious[di, gi], gi
+                        if m == -1:
+                            if d_out[di]:
+                                bits_i[di] |= bit
+                            continue
+                        gtm[m] = True
+                        bits_m[di] |= bit
+                        if ig[m]:
+                            bits_i[di] |= bit
+            rows += dt.tolist()
+            ranks += list(range(len(dt)))
+            matched += bits_m.tolist()
+            ignored += bits_i.tolist()
+    rows = np.array(rows, np.int64)
+    return CocoMatches(pc[rows].astype(np.int32), ps[rows], np.array(ranks, np.int32),
+                       np.array(matched, np.uint64), np.array(ignored, np.uint64), num_gt,
+                       rows)
+
+
+def coco_accumulate(matches, iou_thresholds=None, recall_thresholds=None, max_dets=None):
+    """``COCOeval.accumulate`` transcribed (the rows of a class sorted by a stable sort on
+    descending score; ignored rows kept, as COCO keeps them)."""
+    from fastevalcb.kernels.coco import (IOU_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS,
+                                         CocoResult, coco_stats)
+
+    thrs = IOU_THRESHOLDS if iou_thresholds is None else np.asarray(iou_thresholds)
+    rec_thrs = RECALL_THRESHOLDS if recall_thresholds is None else np.asarray(recall_thresholds)
+    caps = MAX_DETS if max_dets is None else np.asarray(max_dets)
+    num_gt = np.asarray(matches.num_gt)
+    n_c, n_a = num_gt.shape
+    n_t, n_r, n_m = len(thrs), len(rec_thrs), len(caps)
+    ap = -np.ones((n_t, n_c, n_a))
+    recall = -np.ones((n_t, n_c, n_a, n_m))
+    precision = -np.ones((n_r, n_c))
+    for c in range(n_c):
+        mine = np.flatnonzero(np.asarray(matches.det_class) == c)
+        for a in range(n_a):
+            npig = num_gt[c, a]
+            if npig == 0:
+                continue
+            for m, cap in enumerate(caps):
+                rows = mine[np.asarray(matches.det_rank)[mine] < cap]
+                rows = rows[np.argsort(-np.asarray(matches.det_score)[rows].astype(np.float64),
+                                       kind="mergesort")]
+                for t in range(n_t):
+                    bit = np.uint64(1 << (t * n_a + a))
+                    dtm = (np.asarray(matches.matched)[rows] & bit) != 0
+                    dtig = (np.asarray(matches.ignored)[rows] & bit) != 0
+                    tp = np.cumsum(dtm & ~dtig).astype(float)
+                    fp = np.cumsum(~dtm & ~dtig).astype(float)
+                    rc = tp / npig
+                    pr = (tp / (fp + tp + np.spacing(1))).tolist()
+                    recall[t, c, a, m] = rc[-1] if len(tp) else 0
+                    for i in range(len(pr) - 1, 0, -1):
+                        pr[i - 1] = max(pr[i - 1], pr[i])
+                    q = np.zeros(n_r)
+                    for ri, pi in enumerate(np.searchsorted(rc, rec_thrs, side="left")):
+                        if pi >= len(pr):
+                            break
+                        q[ri] = pr[pi]
+                    if m == n_m - 1:
+                        ap[t, c, a] = q.mean()
+                        if t == 0 and a == 0:
+                            precision[:, c] = q
+    return CocoResult(coco_stats(ap, recall, thrs), ap, recall, precision, num_gt)
+
+
+def f1_sweep(matches, thresholds=None, max_det=100):
+    """Per-class tp/fp with ``score >= threshold`` at IoU bit 0, and the mean F1 over the
+    classes with ground truth, threshold by threshold."""
+    grid = np.linspace(0.0, 1.0, 1001) if thresholds is None else np.asarray(thresholds)
+    num_gt = np.asarray(matches.num_gt)[:, 0]
+    cls = np.asarray(matches.det_class)
+    s = np.asarray(matches.det_score, np.float64)
+    counted = (np.asarray(matches.det_rank) < max_det) & ((np.asarray(matches.ignored) & 1) == 0)
+    hit = (np.asarray(matches.matched) & 1) != 0
+    tp = np.zeros((len(num_gt), len(grid)), np.int64)
+    fp = np.zeros_like(tp)
+    for j, thr in enumerate(grid):
+        at = counted & (s >= thr)
+        tp[:, j] = np.bincount(cls[at & hit], minlength=len(num_gt))
+        fp[:, j] = np.bincount(cls[at & ~hit], minlength=len(num_gt))
+    present = num_gt > 0
+    f1 = 2 * tp[present] / np.maximum(2 * tp[present] + fp[present] + num_gt[present, None]
+                                      - tp[present], 1)
+    mean_f1 = f1.mean(axis=0) if present.any() else np.zeros(len(grid))
+    return grid, mean_f1, tp, fp
+
+
+# ---------------------------------------------------------------- confusion matrices
+def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
+    t = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(y_pred).reshape(-1).astype(np.int64)
+    keep = np.ones(len(t), bool) if ignore_index is None else t != ignore_index
+    return np.bincount(t[keep] * num_classes + p[keep],
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
+                        gt_class, num_classes, iou_threshold=0.5, score_threshold=0.25):
+    """Greedy one-to-one pairing by descending IoU (a stable sort of all pairs, gt-major)."""
+    out = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
+    pb, gb = np.asarray(pred_xyxy, np.float32), np.asarray(gt_xyxy, np.float32)
+    ps, pc, gc = np.asarray(pred_scores, np.float32), np.asarray(pred_class), np.asarray(gt_class)
+    for i in range(len(po) - 1):
+        p = np.arange(po[i], po[i + 1])
+        p = p[ps[p] >= np.float32(score_threshold)]
+        g = np.arange(go[i], go[i + 1])
+        iou = _coco_iou(gb[g], pb[p], np.zeros(len(p), bool))  # (G, P), symmetric formula
+        gi, pj = np.nonzero(iou >= iou_threshold)
+        order = np.argsort(-iou[gi, pj], kind="stable")
+        g_used, p_used = set(), set()
+        for r in order:
+            if gi[r] in g_used or pj[r] in p_used:
+                continue
+            g_used.add(gi[r])
+            p_used.add(pj[r])
+            out[gc[g[gi[r]]], pc[p[pj[r]]]] += 1
+        for k in range(len(g)):
+            if k not in g_used:
+                out[gc[g[k]], num_classes] += 1
+        for k in range(len(p)):
+            if k not in p_used:
+                out[num_classes, pc[p[k]]] += 1
+    return out
+
+
+# ---------------------------------------------------------------- curves
+def score_histograms(scores, targets, edges=None, out=None):
+    from fastevalcb.kernels.curves import PR_EDGES
+
+    e = PR_EDGES if edges is None else np.asarray(edges, np.float64)
+    s = np.asarray(scores, np.float32).astype(np.float64)
+    t = np.asarray(targets, bool)
+    pos = np.zeros((s.shape[1], len(e)), np.int64)
+    neg = np.zeros_like(pos)
+    for k in range(s.shape[1]):
+        j = np.searchsorted(e, s[:, k], side="right") - 1
+        ok = ~np.isnan(s[:, k]) & (j >= 0)
+        pos[k] = np.bincount(j[ok & t[:, k]], minlength=len(e))
+        neg[k] = np.bincount(j[ok & ~t[:, k]], minlength=len(e))
+    return pos, neg
+
+
+def calibration_bins(conf, correct, n_bins=15, out=None):
+    c = np.asarray(conf, np.float32).astype(np.float64)
+    ok = ~np.isnan(c)
+    ids = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], c[ok])
+    return (np.bincount(ids, minlength=n_bins), np.bincount(ids, c[ok], minlength=n_bins),
+            np.bincount(ids, np.asarray(correct, bool)[ok], minlength=n_bins).astype(np.int64))

@@ -30,6 +30,25 @@ from fastevalcb.kernels.classification import (
     softmax,
     topk,
 )
+from fastevalcb.kernels.coco import (
+    CocoMatches,
+    CocoResult,
+    coco_accumulate,
+    coco_match,
+    concat_matches,
+    f1_sweep,
+)
+from fastevalcb.kernels.confusion import (
+    confusion_matrix,
+    detection_confusion,
+    per_class_scores,
+)
+from fastevalcb.kernels.curves import (
+    calibration_bins,
+    expected_calibration_error,
+    pr_curves,
+    score_histograms,
+)
 from fastevalcb.kernels.detection_metrics import (
     average_precision,
     match_detections,
@@ -50,6 +69,8 @@ from fastevalcb.kernels.nms import batched_nms_keep, nms_keep
 __all__ = [
     "BOX_FORMATS",
     "KERNEL_GROUPS",
+    "CocoMatches",
+    "CocoResult",
     "average_precision",
     "batched_nms_keep",
     "binary_probabilities",
@@ -58,18 +79,29 @@ __all__ = [
     "box_iou_batch",
     "box_json",
     "box_validity",
+    "calibration_bins",
     "classification_summary",
     "clip_boxes",
+    "coco_accumulate",
+    "coco_match",
+    "concat_matches",
+    "confusion_matrix",
     "convert_boxes",
+    "detection_confusion",
+    "expected_calibration_error",
+    "f1_sweep",
     "logits_argmax",
     "match_detections",
     "mean_average_precision",
     "multilabel_summary",
     "nms_keep",
     "palette_lookup",
+    "per_class_scores",
     "per_image_ap",
+    "pr_curves",
     "precision_recall",
     "resize_nearest",
+    "score_histograms",
     "segmentation_counts",
     "segmentation_metrics",
     "sigmoid",
@@ -159,6 +191,27 @@ def _warm_detection_metrics() -> None:
     precision_recall(counts)
 
 
+def _warm_coco() -> None:
+    boxes, scores = _BOXES[0], _SCORES[0]
+    offsets, cls = np.array([0, 2], np.int64), np.zeros(2, np.int64)
+    matches = coco_match(offsets, boxes, scores, cls, offsets, boxes, cls, 1, cls > 0)
+    coco_accumulate(concat_matches([matches], 1))
+    f1_sweep(matches)
+
+
+def _warm_confusion() -> None:
+    ids = np.zeros(2, np.int64)
+    confusion_matrix(ids, ids, 1)
+    confusion_matrix(_MASKS, _MASKS, 1, 255)
+    offsets = np.array([0, 2], np.int64)
+    detection_confusion(offsets, _BOXES[0], _SCORES[0], ids, offsets, _BOXES[0], ids, 1)
+
+
+def _warm_curves() -> None:
+    score_histograms(_LOGITS, _LOGITS > 0)
+    calibration_bins(_LOGITS[:, 0], _LOGITS[:, 0] > 0)
+
+
 #: Kernel groups :func:`warmup` knows, each compiled by one call on tiny arrays.
 KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "classification": _warm_classification,
@@ -166,4 +219,7 @@ KERNEL_GROUPS: dict[str, Callable[[], None]] = {
     "nms": _warm_nms,
     "masks": _warm_masks,
     "detection_metrics": _warm_detection_metrics,
+    "coco": _warm_coco,
+    "confusion": _warm_confusion,
+    "curves": _warm_curves,
 }

@@ -33,7 +33,7 @@ const FEV = (() => {
   const S = {  // page state
     meta: null, images: [], table: 0, a: null, b: null, sort: null, filters: {},
     changedOnly: false, limit: null, page: 0, pageSize: 50,
-    layers: {}, hiddenClasses: new Set(), threshold: 0, preset: "",
+    layers: {}, hiddenClasses: new Set(), threshold: 0, preset: "", classSort: {},
   };
   const app = document.getElementById("app");
   const $ = (tag, attrs = {}, ...kids) => {
@@ -303,6 +303,99 @@ const FEV = (() => {
     if (!series.length) box.append($("span", { class: "muted", text: "no summary metrics were logged" }));
     return box;
   }
+  // -- metric tables: per class (sortable), confusion heatmap, curves -----------------------
+  const kindOf = name => name.slice(name.lastIndexOf("/") + 1);
+  function renderClassMetrics() {
+    const tables = Object.entries(S.meta.metric_tables || {});
+    if (!tables.length) return null;
+    const box = $("div", { id: "class-metrics" });
+    for (const [name, t] of tables) {
+      const kind = kindOf(name), title = `${name} (step ${t.step})`;
+      const el = kind === "per_class" ? perClassTable(name, t)
+        : kind === "confusion_matrix_table" ? heatmap(name, t)
+        : kind === "pr_curve_table" ? curves(name, t, "recall", "precision", "class")
+        : curves(name, t, "step", "lineVal", "lineKey");
+      box.append($("div", { class: "metric-table", "data-name": name }, $("h3", { text: title }), el));
+    }
+    return box;
+  }
+  function perClassTable(name, t) {
+    const sort = S.classSort[name] || null;
+    const rows = t.data.map((r, i) => [r, i]);
+    if (sort) {
+      const c = sort.col, nul = sort.dir > 0 ? Infinity : -Infinity;
+      const key = v => v === null || v === undefined ? nul : v;
+      rows.sort((a, b) => {
+        const x = key(a[0][c]), y = key(b[0][c]);
+        return x < y ? -sort.dir : x > y ? sort.dir : a[1] - b[1];
+      });
+    }
+    const head = $("tr", {}, ...t.columns.map((col, c) => $("th", {
+      "data-col": col, class: sort && sort.col === c ? (sort.dir > 0 ? "sorted-asc" : "sorted-desc") : null,
+      on: { click: () => {  // ascending, then descending
+        S.classSort[name] = { col: c, dir: sort && sort.col === c && sort.dir > 0 ? -1 : 1 };
+        const host = document.querySelector(`.metric-table[data-name="${name}"] table`);
+        host.replaceWith(perClassTable(name, t));
+      } }, text: col })));
+    const body = rows.map(([r]) => $("tr", {}, ...r.map((v, c) =>
+      $("td", { class: typeof v === "number" ? "num" : null, "data-col": t.columns[c], text: fmt(v) }))));
+    return $("table", { class: "rows per-class", "data-name": name }, $("thead", {}, head), $("tbody", {}, ...body));
+  }
+  function heatmap(name, t) {
+    const [ia, ip, ic] = ["Actual", "Predicted", "nPredictions"].map(c => t.columns.indexOf(c));
+    const labels = [];
+    for (const r of t.data) for (const v of [r[ia], r[ip]]) if (!labels.includes(v)) labels.push(v);
+    const n = labels.length, cell = Math.max(14, Math.min(34, Math.floor(420 / Math.max(n, 1))));
+    const L = 90, T = 90, s = svg("svg", { class: "heatmap", "data-name": name,
+      width: L + n * cell + 60, height: T + n * cell + 4 });
+    const counts = labels.map(() => labels.map(() => 0));
+    for (const r of t.data) counts[labels.indexOf(r[ia])][labels.indexOf(r[ip])] += r[ic];
+    labels.forEach((lab, i) => {
+      const y = svg("text", { x: L - 4, y: T + i * cell + cell / 2 + 4, "text-anchor": "end" }); y.textContent = lab; s.append(y);
+      const x = svg("text", { x: 0, y: 0, transform: `translate(${L + i * cell + cell / 2 + 4},${T - 4}) rotate(-60)` });
+      x.textContent = lab; s.append(x);
+    });
+    counts.forEach((row, i) => {
+      const total = row.reduce((a, b) => a + b, 0) || 1;  // shaded by the row's share
+      row.forEach((v, j) => {
+        const r = svg("rect", { class: "cell", x: L + j * cell, y: T + i * cell, width: cell - 1, height: cell - 1,
+          fill: `rgba(31,119,180,${(0.05 + 0.95 * v / total).toFixed(3)})`,
+          "data-actual": labels[i], "data-predicted": labels[j], "data-count": v });
+        const tip = svg("title"); tip.textContent = `actual ${labels[i]}, predicted ${labels[j]}: ${v}`; r.append(tip);
+        s.append(r);
+        if (cell >= 20) { const c = svg("text", { x: L + j * cell + cell / 2, y: T + i * cell + cell / 2 + 4, "text-anchor": "middle" });
+          c.textContent = v; s.append(c); }
+      });
+    });
+    const axes = svg("text", { x: 2, y: 12 }); axes.textContent = "rows: actual · columns: predicted"; s.append(axes);
+    return s;
+  }
+  function curves(name, t, xcol, ycol, keycol) {
+    const [ix, iy, ik] = [xcol, ycol, keycol].map(c => t.columns.indexOf(c));
+    const byKey = new Map();
+    for (const r of t.data) {
+      if (r[ix] === null || r[iy] === null) continue;
+      if (!byKey.has(r[ik])) byKey.set(r[ik], []);
+      byKey.get(r[ik]).push([r[ix], r[iy]]);
+    }
+    const W = 300, H = 220, L = 34, B = 24, s = svg("svg", { class: "curves", "data-name": name, width: W + 110, height: H });
+    const X = x => L + x * (W - L - 6), Y = y => 8 + (1 - y) * (H - 8 - B);
+    s.append(svg("rect", { x: L, y: 8, width: W - L - 6, height: H - 8 - B, class: "frame" }));
+    for (const v of [0, 0.5, 1]) {
+      const a = svg("text", { x: 2, y: Y(v) + 3 }); a.textContent = v; s.append(a);
+      const b = svg("text", { x: X(v) - 6, y: H - 10 }); b.textContent = v; s.append(b);
+    }
+    const xl = svg("text", { x: L + 90, y: H - 1 }); xl.textContent = xcol === "step" ? "confidence" : xcol; s.append(xl);
+    let k = 0;
+    for (const [key, pts] of byKey) {
+      pts.sort((a, b) => a[0] - b[0]);
+      const col = key === "mean" ? "#000" : colour(k);
+      s.append(svg("polyline", { "data-key": key, stroke: col, points: pts.map(p => `${X(p[0])},${Y(p[1])}`).join(" ") }));
+      const lab = svg("text", { x: W + 2, y: 16 + 12 * k, fill: col }); lab.textContent = key; s.append(lab);
+      k++;
+    }
+    return s;
+  }
   function presets() {
     const names = new Set(S.a.columns.map(c => c.name)), out = [];
     if (names.has("confidence") && names.has("correct")) {
@@ -450,6 +543,8 @@ const FEV = (() => {
   }
   function render() {
     const parts = [renderHeader(), $("h2", { text: "Summary metrics" }), renderMetrics()];
+    const byClass = renderClassMetrics();
+    if (byClass) parts.push($("h2", { text: "Per class (latest version)" }), byClass);
     if (S.meta.tables.length) {
       parts.push($("h2", { text: "Samples" }), renderControls());
       if (S.a) parts.push(renderOverlayControls(), $("div", { id: "rows" }));

@@ -4,7 +4,8 @@ Layout of what :func:`build_report` writes for ``-o report.html``::
 
     report.html                 the page (opens from file://, no network)
     report_files/app.js, app.css
-    report_files/meta.js        run, tables, versions, columns, summary metrics, problems
+    report_files/meta.js        run, tables, versions, columns, summary metrics, the latest
+                                metric tables (per class, confusion, curves), problems
     report_files/images.js      one relative path per distinct image file
     report_files/t<T>v<V>.js    one table version: columnar cells, box layers, mask ids
     report_files/masks<C>.js    run-length-encoded class-id masks, 256 per chunk
@@ -128,6 +129,8 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
     artifacts = run.artifacts()
     media.by_client_id = {a.client_id: a for a in artifacts}
     for art in artifacts:
+        if art.type == "run_table":  # wandb's copies of tables passed to run.log: below
+            continue
         for path in art.entries:
             if path.endswith(".table.json"):
                 series.setdefault((art.name, path), []).append(art)
@@ -159,6 +162,7 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "tables": tables,
         "metrics": _metrics(run),
+        "metric_tables": _metric_tables(run, problems),
         "problems": problems,
     }
 
@@ -397,6 +401,34 @@ def _metrics(run: OfflineRun) -> dict[str, Any]:
             series.setdefault(key, []).append(
                 [step, value if math.isfinite(value) else None])
     return {"series": dict(sorted(series.items()))}
+
+
+#: Metric tables the page draws, by the end of their ``run.log`` key (what the task
+#: callbacks log with their summary metrics, :mod:`fastevalcb.tasks._metrics`).
+METRIC_TABLES = ("per_class", "confusion_matrix_table", "pr_curve_table", "reliability_table")
+
+
+def _metric_tables(run: OfflineRun, problems: list[str]) -> dict[str, Any]:
+    """The latest of each metric table logged with ``run.log``: ``{key: {"step",
+    "columns", "data"}}``, read from the run's ``files/media/table`` copies."""
+    latest: dict[str, tuple[Any, str]] = {}
+    for row in run.history():
+        for key, value in row.items():
+            if not key.endswith("/_type") or value != "table-file":
+                continue
+            name = key[: -len("/_type")]
+            if name.rsplit("/", 1)[-1] in METRIC_TABLES and f"{name}/path" in row:
+                prefix = name.split("/")[0]
+                latest[name] = (row.get(f"{prefix}/global_step", row.get("_step")),
+                                row[f"{name}/path"])
+    out: dict[str, Any] = {}
+    for name, (step, path) in sorted(latest.items()):
+        try:
+            data = json.loads((run.run_dir / "files" / path).read_text())
+            out[name] = {"step": step, "columns": data["columns"], "data": data["data"]}
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"metric table {name} ({path}) cannot be read: {exc}")
+    return out
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def _nbytes(batch: PredictionBatch) -> int:
 
 def _concat(parts: list) -> Any:
     if isinstance(parts[0], PackedDetections):
-        return PackedDetections.concat(parts)
+        return type(parts[0]).concat(parts)  # detection's targets carry crowd flags
     return np.concatenate(parts)
 
 
@@ -425,6 +425,11 @@ class TaskEvalCallback(WandbEvalCallback):
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         """Summary metrics over one version's samples."""
         raise NotImplementedError
+
+    def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
+        """W&B tables and charts of one version (per-class results, confusion matrix,
+        curves), logged with its summary metrics; see :mod:`fastevalcb.tasks._metrics`."""
+        return {}
 
     # -- construction-time checks ---------------------------------------------------------
     def _check_table_size(self, rows: int | None = None) -> None:
@@ -754,7 +759,9 @@ class TaskEvalCallback(WandbEvalCallback):
         summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
         summary[f"{self.metrics_prefix}/epoch"] = version.epoch
         summary[f"{self.metrics_prefix}/global_step"] = version.global_step
-        tables.log_metrics(self._run_obj, summary)
+        charts = {f"{self.metrics_prefix}/{k}": v  # metric tables and plots, same run.log
+                  for k, v in self._summary_charts(version.state).items()}
+        tables.log_metrics(self._run_obj, {**summary, **charts})
         with self._lock:
             timing = version.timing
             timing["samples"] = version.samples

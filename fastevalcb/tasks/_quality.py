@@ -4,10 +4,11 @@
   (logits, probabilities, boxes, scores, mask scores) and the first such sample id. Each
   task's pred table gets a ``finite`` column from it, the version's summary metrics become
   NaN, and the first such version of a fit is warned about (once per fit).
-* :class:`BoxCheck` (:func:`fastevalcb.kernels.box_validity`): predicted boxes that
-  cannot be drawn (NaN/inf coordinates or score, inverted or zero-area) are counted and
-  dropped from the overlay and the metrics; warned once per fit with the count and the
-  first sample id.
+* :class:`BoxCheck` (:func:`fastevalcb.kernels.box_validity`): predicted boxes with
+  NaN/inf coordinates or score are counted and dropped from the overlay and the metrics;
+  inverted or zero-area ones are counted and, as COCO scores them (false positives that
+  take a ``maxDets`` slot), kept unless asked to drop them; warned once per fit with the
+  count and the first sample id.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class BoxCheck:
         degenerate: ``(B,)`` int, finite boxes that are inverted or zero-area.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, drop_degenerate: bool = True) -> None:
+        self.drop_degenerate = drop_degenerate  # False: counted, kept (COCO scores them)
         self.finite = self.non_finite = self.degenerate = np.zeros(0, np.int64)
 
     def __call__(self, boxes: np.ndarray, scores: np.ndarray, padding: np.ndarray,
@@ -44,7 +46,7 @@ class BoxCheck:
         self.non_finite = (code == NON_FINITE).sum(axis=1)
         self.degenerate = (code == DEGENERATE).sum(axis=1)
         self.finite = self.non_finite == 0
-        return code != VALID
+        return code != VALID if self.drop_degenerate else code == NON_FINITE
 
 
 class NonFiniteCounter:
@@ -58,6 +60,7 @@ class NonFiniteCounter:
 
     def __init__(self, task: str) -> None:
         self.task = task
+        self.degenerate_kept = False  # detection's drop_degenerate_boxes=False
         self._warned: set[str] = set()
 
     def new_fit(self) -> None:
@@ -120,8 +123,11 @@ class NonFiniteCounter:
                 "degenerate",
                 f"fastevalcb: {state['degenerate']} predicted boxes in "
                 f"{state['degenerate_samples']} samples were inverted or zero-area at {where}; "
-                f"first sample id {state['first_degenerate']}. They were dropped from the "
-                "overlay and the metrics (is box_format right?). Warned once per fit.")
+                f"first sample id {state['first_degenerate']}. "
+                + ("They were kept as false positives, as COCO scores them "
+                   "(drop_degenerate_boxes=True drops them)" if self.degenerate_kept else
+                   "They were dropped from the overlay and the metrics")
+                + " (is box_format right?). Warned once per fit.")
         return metrics
 
     def _warn_once(self, kind: str, message: str) -> None:

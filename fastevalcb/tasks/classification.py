@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,12 +11,21 @@ import numpy as np
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import (
     binary_probabilities,
+    calibration_bins,
     classification_summary,
+    confusion_matrix,
+    expected_calibration_error,
     multilabel_summary,
+    per_class_scores,
+    pr_curves,
+    score_histograms,
+    softmax,
     topk,
 )
+from fastevalcb.kernels.curves import PR_EDGES
 from fastevalcb.media import build_images
 from fastevalcb.predictor import PredictionBatch
+from fastevalcb.tasks import _metrics
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 
 OUTPUTS = ("auto", "probabilities", "logits")
@@ -52,6 +62,27 @@ class ClassificationEvalCallback(TaskEvalCallback):
     the sample hold NaN/inf; such a sample is never correct, and the version's summary
     metrics are NaN). Any number of classes (ImageNet-1k, LVIS's 1,203).
 
+    More summary metrics (``<prefix>/<key>``) and charts of each version, by ``metrics``
+    group, all over the logged samples and equal to scikit-learn's on them:
+
+    * always: ``macro_precision``, ``macro_recall``, ``macro_f1``
+      (``precision_recall_fscore_support(average="macro", zero_division=0)``: the mean over
+      the classes that occur as a label or a prediction, or over every class for
+      multi-label) and ``micro_f1`` (single-label: equal to ``accuracy``).
+    * ``"per_class"``: a table, one row per class: ``class, support`` (samples labelled
+      with it), ``predicted`` (samples predicted as it), ``precision, recall, f1``
+      (empty where 0/0).
+    * ``"confusion_matrix"`` (single-label): W&B's confusion-matrix chart (at most
+      ``max_confusion_classes`` classes: the most frequent, the rest summed into
+      ``"(other)"``).
+    * ``"pr_curve"``: one-vs-rest precision-recall curves at the scores 0, 0.01, ..., 1
+      (exactly ``sklearn.metrics.precision_recall_curve``'s points at those thresholds),
+      for the ``pr_top_k`` classes with most support and the macro mean.
+    * ``"calibration"`` (single-label): ``ece`` (expected calibration error of the top
+      class's probability over ``calibration_bins`` uniform bins, scikit-learn's
+      ``calibration_curve`` bins) and a reliability chart (accuracy and mean confidence
+      per bin).
+
     Args:
         validation_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)``:
             ``x`` images ``(N, H, W[, C])`` (uint8, or float in [0, 1] or [0, 255]);
@@ -71,6 +102,11 @@ class ClassificationEvalCallback(TaskEvalCallback):
             on the TensorFlow backend only).
         multi_label: the model is a multi-label sigmoid head and ``y`` multi-hot.
         threshold: probability above which a sigmoid head predicts a class (0.5).
+        metrics: the groups to compute and log, some of ``["per_class",
+            "confusion_matrix", "pr_curve", "calibration"]``; None (default) for all.
+        pr_top_k: classes with the most support drawn in the PR chart (plus the mean).
+        max_confusion_classes: the confusion chart shows at most this many classes.
+        calibration_bins: uniform confidence bins of ``ece`` and the reliability chart.
         **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`
             (``max_samples``, ``batch_size``, ``log_every_n_batches``, ``async_logging``,
             ``strict``, ...).
@@ -82,7 +118,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
     """
 
     task = "classification"
-    kernel_groups = ("classification",)
+    kernel_groups = ("classification", "confusion", "curves")
 
     def __init__(
         self,
@@ -93,6 +129,10 @@ class ClassificationEvalCallback(TaskEvalCallback):
         output: str | Callable = "auto",
         multi_label: bool = False,
         threshold: float = 0.5,
+        metrics: Sequence[str] | None = None,
+        pr_top_k: int = 5,
+        max_confusion_classes: int = 30,
+        calibration_bins: int = 15,
         **options: Any,
     ) -> None:
         if not (callable(output) or output in OUTPUTS):
@@ -103,6 +143,14 @@ class ClassificationEvalCallback(TaskEvalCallback):
             raise ValueError(f"multi_label must be a bool, got {multi_label!r}")
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        self.metrics = _metrics.check_metrics(metrics, self.task)
+        for name, value in (("pr_top_k", pr_top_k), ("max_confusion_classes",
+                                                     max_confusion_classes),
+                            ("calibration_bins", calibration_bins)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.pr_top_k, self.max_confusion_classes = pr_top_k, max(max_confusion_classes, 2)
+        self.calibration_bins = calibration_bins
         self.output = output
         self.multi_label = multi_label
         self.threshold = float(threshold)
@@ -220,15 +268,18 @@ class ClassificationEvalCallback(TaskEvalCallback):
         scores, from_logits = batch.outputs, self._from_logits
         if self._binary:
             scores, from_logits = binary_probabilities(scores, from_logits), False
+        finite = np.isfinite(scores).all(axis=1)  # a NaN/inf row is never correct
+        if from_logits and "pr_curve" in self.metrics:  # the PR histograms want them too
+            scores, from_logits = softmax(scores), False
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
             scores, labels, self.top_k, from_logits)
-        finite = np.isfinite(scores).all(axis=1)  # a NaN/inf row is never correct
         correct = correct & finite
         in_top_k = (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
         state["n"] = state.get("n", 0) + len(labels)
         state["correct"] = state.get("correct", 0) + int(correct.sum())
         state["top_k"] = state.get("top_k", 0) + int(in_top_k.sum())
+        self._add_to_metrics(state, scores, labels, pred, conf, correct)
         names = np.asarray(self.class_names, dtype=object)
         return {
             "image": base_images,
@@ -251,6 +302,11 @@ class ClassificationEvalCallback(TaskEvalCallback):
         exact = (hits == num_pred) & (hits == num_true) & finite
         topk_ids, topk_scores = topk(probs, self.top_k)
         state = version.state
+        for key, value in (("class_tp", (pred & labels).sum(axis=0)),
+                           ("class_pred", pred.sum(axis=0)), ("class_true", labels.sum(axis=0))):
+            state[key] = state.get(key, 0) + value
+        if "pr_curve" in self.metrics:
+            state["pr"] = score_histograms(probs, labels, PR_EDGES, state.get("pr"))
         for key, value in (("n", len(labels)), ("exact", int(exact.sum())),
                            ("f1", float(f1.sum())), ("tp", int(hits.sum())),
                            ("fp", int((num_pred - hits).sum())),
@@ -269,12 +325,85 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "finite": self._quality.add(version, index, finite),
         }
 
+    # -- summary metrics (on the worker, per version) -----------------------------------
+    def _add_to_metrics(self, state: dict[str, Any], probs: np.ndarray, labels: np.ndarray,
+                        pred: np.ndarray, conf: np.ndarray, correct: np.ndarray) -> None:
+        """Fold one single-label batch into the version's bounded accumulators: the
+        confusion counts, the PR histograms, the calibration bins."""
+        c = self.num_classes
+        state["confusion"] = confusion_matrix(labels, pred, c, out=state.get("confusion"))
+        if "pr_curve" in self.metrics:
+            state["pr"] = score_histograms(probs, labels, PR_EDGES, state.get("pr"))
+        if "calibration" in self.metrics:
+            state["calibration"] = calibration_bins(conf, correct, self.calibration_bins,
+                                                    state.get("calibration"))
+
+    def _class_scores(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Per-class support, predicted, precision, recall, F1 (NaN where 0/0)."""
+        if "confusion" in state:
+            return per_class_scores(state["confusion"])
+        tp, predicted, support = state["class_tp"], state["class_pred"], state["class_true"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"support": support, "predicted": predicted,
+                    "precision": np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan),
+                    "recall": np.where(support > 0, tp / np.maximum(support, 1), np.nan),
+                    "f1": np.where(support + predicted > 0,
+                                   2 * tp / np.maximum(support + predicted, 1), np.nan)}
+
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         n = state.get("n", 0)
         if not n:
             return {}
+        scores = self._class_scores(state)
+        # scikit-learn's labels: those seen (single-label), every column (multi-label)
+        over = (np.ones(self.num_classes, bool) if self.multi_label
+                else (scores["support"] + scores["predicted"]) > 0)
+        out = {f"macro_{name}": _metrics.macro(scores[name], over)
+               for name in ("precision", "recall", "f1")}
         if self.multi_label:
             tp, wrong = state["tp"], state["fp"] + state["fn"]
-            return {"subset_accuracy": state["exact"] / n, "mean_f1": state["f1"] / n,
-                    "micro_f1": 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")}
-        return {"accuracy": state["correct"] / n, f"top_{self.top_k}_accuracy": state["top_k"] / n}
+            out.update({"subset_accuracy": state["exact"] / n, "mean_f1": state["f1"] / n,
+                        "micro_f1": 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")})
+            return out
+        out.update({"accuracy": state["correct"] / n,
+                    f"top_{self.top_k}_accuracy": state["top_k"] / n,
+                    "micro_f1": state["correct"] / n})
+        if "calibration" in state:
+            out["ece"] = expected_calibration_error(*state["calibration"])
+        return out
+
+    def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
+        if not state.get("n") or state.get("quality", {}).get("non_finite"):
+            return {}  # no charts of a version whose metrics are NaN
+        scores = self._class_scores(state)
+        charts: dict[str, Any] = {}
+        if "per_class" in self.metrics:
+            charts["per_class"] = _metrics.per_class_table({
+                "class": list(self.class_names),
+                **{k: scores[k] for k in ("support", "predicted", "precision", "recall",
+                                          "f1")}})
+        if "confusion_matrix" in self.metrics and "confusion" in state:
+            charts["confusion_matrix"] = _metrics.confusion_chart(
+                state["confusion"], self.class_names, "Classes", self.max_confusion_classes)
+        if "pr" in state:
+            precision, recall = pr_curves(*state["pr"])
+            top = _metrics.top_k_by_support(scores["support"], self.pr_top_k)
+            present = scores["support"] > 0
+            if present.any():
+                with warnings.catch_warnings():  # thresholds no class reaches: NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    means = [np.nanmean(a[present], axis=0) for a in (recall, precision)]
+                charts["pr_curve"] = _metrics.pr_chart(
+                    np.vstack([recall[top], means[0]]), np.vstack([precision[top], means[1]]),
+                    [self.class_names[c] for c in top] + ["mean"],
+                    "One-vs-rest precision-recall")
+        if "calibration" in state:
+            count, conf_sum, correct_sum = state["calibration"]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                acc = np.where(count > 0, correct_sum / np.maximum(count, 1), np.nan)
+                conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
+            centers = (np.arange(len(count)) + 0.5) / len(count)
+            charts["reliability"] = _metrics.line_chart(
+                centers, np.vstack([acc, conf]), ["accuracy", "confidence"],
+                "Reliability (bins of the top class's probability)", "confidence bin")
+        return charts

@@ -1,9 +1,10 @@
-"""``DetectionEvalCallback``: object detection tables with box overlays and AP50."""
+"""``DetectionEvalCallback``: object detection tables with box overlays and COCO metrics."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,14 +13,21 @@ from fastevalcb import tables
 from fastevalcb.callback import FastEvalInputError
 from fastevalcb.kernels import (
     box_format_name,
+    coco_accumulate,
+    coco_match,
+    concat_matches,
+    detection_confusion,
+    f1_sweep,
     match_detections,
     mean_average_precision,
     per_image_ap,
     precision_recall,
 )
+from fastevalcb.kernels.coco import RECALL_THRESHOLDS, STAT_NAMES
 from fastevalcb.media import build_images
 from fastevalcb.media.boxes import box_data_json
 from fastevalcb.predictor import PredictionBatch
+from fastevalcb.tasks import _metrics
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 from fastevalcb.tasks._quality import BoxCheck
 from fastevalcb.types import PackedDetections
@@ -31,6 +39,28 @@ _COUNT_KEYS = ("num_detections", "counts")
 # says (keras_hub 0.32): D-FINE decodes yxyx pixels whatever it is set to, and its loss
 # reads the targets as rel_center_xywh. {class name: (predicted, target) formats}.
 _DECLARED_ELSEWHERE = {"DFineObjectDetector": ("yxyx", "rel_center_xywh")}
+AP_CONVENTIONS = ("coco", "voc")
+
+
+@dataclass
+class Targets(PackedDetections):
+    """Packed ground truth plus COCO's crowd flags, ``crowd`` ``(N,)`` bool (or None)."""
+
+    crowd: np.ndarray | None = None
+
+    @classmethod
+    def concat(cls, parts: list[PackedDetections]) -> Targets:
+        base = PackedDetections.concat(parts)
+        flags = [getattr(p, "crowd", None) for p in parts]
+        crowd = (None if all(f is None for f in flags) else np.concatenate(
+            [np.zeros(len(p.class_id), bool) if f is None else f for p, f in zip(parts, flags)]))
+        return cls(base.offsets, base.xyxy, base.class_id, None, crowd)
+
+    def slice(self, start: int, stop: int) -> Targets:
+        base = PackedDetections.slice(self, start, stop)
+        s, e = int(self.offsets[start]), int(self.offsets[stop])
+        return Targets(base.offsets, base.xyxy, base.class_id, None,
+                       None if self.crowd is None else self.crowd[s:e])
 
 
 def _one_key(outputs: Mapping, keys: tuple[str, ...], what: str) -> str | None:
@@ -120,6 +150,7 @@ def detections_from_outputs(
     max_detections: int | None = None,
     index: np.ndarray | None = None,
     box_check: Callable[..., np.ndarray] | None = None,
+    clip: bool = False,
 ) -> PackedDetections:
     """A batch of the model's (numpy) outputs -> packed xyxy pixel boxes, padding dropped.
 
@@ -143,6 +174,7 @@ def detections_from_outputs(
         box_check: ``(boxes, scores, padding, box_format) -> (B, K) bool`` of the
             non-padding rows to drop as well (NaN/inf, inverted or zero-area boxes:
             :class:`fastevalcb.tasks._quality.BoxCheck`, which counts them).
+        clip: clip the boxes to ``image_size`` (COCO does not: off by default).
 
     Returns:
         PackedDetections: ``xyxy`` float32 pixels, ``scores`` float32, ``class_id`` int32.
@@ -155,7 +187,7 @@ def detections_from_outputs(
     classes = np.where(padding, 0, classes)
     return PackedDetections.from_padded(
         boxes, classes, scores, counts, box_format=box_format, image_size=image_size,
-        clip=True, iou_threshold=nms_iou_threshold, score_threshold=score_threshold,
+        clip=clip, iou_threshold=nms_iou_threshold, score_threshold=score_threshold,
         max_detections=max_detections, num_classes=num_classes)
 
 
@@ -202,13 +234,49 @@ class DetectionEvalCallback(TaskEvalCallback):
     Data table: ``id, image`` (with a ``ground_truth`` box layer), ``num_objects``,
     ``classes``. Pred table: ``epoch, step, id, image`` (the data table's image and its
     ground-truth boxes by reference, plus a new ``predictions`` box layer with scores),
-    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: predictions are
-    matched greedily by score to same-class ground truth at ``match_iou_threshold``. Summary
-    metrics over the logged samples: ``<prefix>/mAP50`` (all-point interpolated AP per
-    class, averaged over classes with ground truth), ``<prefix>/precision``,
-    ``<prefix>/recall``. Predicted boxes with a NaN/inf coordinate or score (the row's
-    ``finite`` is False, the version's summary metrics NaN), or inverted or zero-area, are
-    dropped from the overlay and the metrics, and warned about once per fit.
+    ``num_predictions, tp, fp, fn, precision, recall, ap50, finite``: per image,
+    predictions matched greedily by score to same-class ground truth at
+    ``match_iou_threshold``; ``ap50`` is the image's all-point AP.
+
+    Summary metrics of each version, over the logged samples and from the same predictions
+    the table shows (``<prefix>/<key>``; NaN where undefined, see below):
+
+    * ``metrics`` group ``"coco"``, with ``ap_convention="coco"`` (default): pycocotools'
+      ``COCOeval`` (bbox) numbers, equal to its ``stats``: ``mAP`` (AP over IoU
+      0.50:0.05:0.95, the COCO headline number), ``mAP50``, ``mAP75``, ``mAP_small``,
+      ``mAP_medium``, ``mAP_large`` (box area < 32², 32²-96², > 96² pixels), ``AR1``,
+      ``AR10``, ``AR100`` (recall with at most 1/10/100 detections per image and class),
+      ``AR_small``, ``AR_medium``, ``AR_large``. COCO's rules apply: 101-point
+      interpolated precision, at most 100 detections per image and class, greedy matching
+      by score with COCO's tie rule, areas of the boxes, ``iscrowd`` boxes when the targets
+      carry them, classes without ground truth left out of every mean. Where COCO prints
+      -1 (no ground truth in a range) the key is NaN. ``ap_convention="voc"`` logs instead
+      ``mAP50`` as PASCAL VOC's all-point AP at ``match_iou_threshold`` (every prediction,
+      no cap), the convention of earlier versions.
+    * with any of ``"coco"``, ``"per_class"``, ``"pr_curve"`` (they share COCO's
+      matching): ``precision``, ``recall``, ``f1``: means over the classes with ground truth
+      at ``f1_threshold``, the confidence that maximizes the mean F1 on a 0.001 grid
+      (ultralytics' P and R), matched as COCO matches at IoU 0.5. With a
+      ``score_threshold``, also ``precision_at_score_threshold``,
+      ``recall_at_score_threshold``, ``f1_at_score_threshold`` over every kept prediction.
+
+    Tables and charts of each version (``metrics`` groups): ``per_class`` (a table, one row
+    per class: ``class, num_gt`` (non-crowd ground-truth boxes), ``num_pred`` (predictions
+    scored: at most 100 per image and class), ``AP, AP50, AP75``, ``precision, recall,
+    f1`` at ``f1_threshold``, plus the ``*_at_score_threshold`` columns; empty cells where
+    undefined), ``confusion_matrix`` (W&B's confusion-matrix chart of boxes paired
+    one-to-one at IoU >= 0.5 among the predictions scoring ``>= confusion_score_threshold``,
+    with a ``background`` row (predictions on no object) and column (missed objects):
+    :func:`fastevalcb.kernels.detection_confusion`), ``pr_curve`` (COCO's 101-point
+    precision at IoU 0.5 of the ``pr_top_k`` classes with the most ground truth, and the
+    mean over classes). Without ground truth, or without predictions, the numbers are
+    COCO's (AP -1 -> NaN, or 0) and nothing raises.
+
+    Predicted boxes with a NaN/inf coordinate or score are dropped from the overlay and
+    the metrics (the row's ``finite`` is False, the version's summary metrics NaN);
+    inverted or zero-area boxes are kept, as COCO scores them (false positives that take a
+    ``maxDets`` slot), unless ``drop_degenerate_boxes=True``; both are warned about once
+    per fit.
 
     The predictions logged are those ``model.predict`` returns: a KerasHub detector has
     already decoded, thresholded (its ``NonMaxSuppression``'s ``confidence_threshold``)
@@ -226,6 +294,8 @@ class DetectionEvalCallback(TaskEvalCallback):
             images ``(N, H, W[, C])``; ``targets`` a dict ``{"boxes": (N, M, 4),
             "labels": (N, M)}`` (KerasHub's keys; ``"classes"`` also works) or a tuple
             ``(boxes, labels)``, padded with label -1 (padded boxes are ignored, e.g. -1).
+            A dict may carry ``"iscrowd": (N, M)`` 0/1 flags: COCO's crowd regions, which
+            can absorb any number of detections and never count as missed.
         class_names: one name per class id.
         box_format: format of the model's predicted boxes, and of the targets unless
             ``target_box_format`` says otherwise. None: the model's
@@ -251,6 +321,19 @@ class DetectionEvalCallback(TaskEvalCallback):
         box_decimals: decimals of the box positions written to the tables (scores get 4);
             2 is 1/100 of a pixel. None writes full float precision, like a hand-built
             ``wandb.Image``, at ~10x the formatting cost.
+        ap_convention: ``"coco"`` (pycocotools' numbers) or ``"voc"`` (``mAP50`` only,
+            VOC all-point AP at ``match_iou_threshold``).
+        metrics: the groups to compute and log, some of ``["coco", "per_class",
+            "confusion_matrix", "pr_curve"]``; None (default) for all.
+        clip_boxes: clip predicted and target boxes to the image before drawing and
+            scoring them. Off by default: COCO scores the boxes as they are.
+        drop_degenerate_boxes: drop inverted and zero-area predicted boxes (off by
+            default: COCO counts them as false positives).
+        confusion_score_threshold: the score a prediction needs to enter the confusion
+            matrix (ultralytics' 0.25 by default).
+        pr_top_k: classes with the most ground truth drawn in the PR chart (plus the mean).
+        max_confusion_classes: the confusion chart shows at most this many classes (the
+            most frequent; the rest summed into ``"(other)"``).
         **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`.
 
     Raises:
@@ -261,7 +344,7 @@ class DetectionEvalCallback(TaskEvalCallback):
     """
 
     task = "detection"
-    kernel_groups = ("boxes", "nms", "detection_metrics")
+    kernel_groups = ("boxes", "nms", "detection_metrics", "coco", "confusion")
 
     def __init__(
         self,
@@ -277,6 +360,13 @@ class DetectionEvalCallback(TaskEvalCallback):
         match_iou_threshold: float = 0.5,
         max_detections: int | None = None,
         box_decimals: int | None = 2,
+        ap_convention: str = "coco",
+        metrics: Sequence[str] | None = None,
+        clip_boxes: bool = False,
+        drop_degenerate_boxes: bool = False,
+        confusion_score_threshold: float = 0.25,
+        pr_top_k: int = 5,
+        max_confusion_classes: int = 30,
         **options: Any,
     ) -> None:
         if normalized is not None:
@@ -311,8 +401,22 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise ValueError(
                 f"box_decimals must be an int in [0, 9] or None, got {box_decimals!r}")
         self.box_decimals = box_decimals
-        self._box_check = BoxCheck()  # NaN/inf, inverted, zero-area boxes: counted, dropped
+        if ap_convention not in AP_CONVENTIONS:
+            raise ValueError(f"ap_convention must be one of {AP_CONVENTIONS}, got "
+                             f"{ap_convention!r}")
+        self.ap_convention = ap_convention
+        self.metrics = _metrics.check_metrics(metrics, self.task)
+        self.clip_boxes = bool(clip_boxes)
+        for name, value in (("pr_top_k", pr_top_k), ("max_confusion_classes",
+                                                     max_confusion_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.pr_top_k, self.max_confusion_classes = pr_top_k, max(max_confusion_classes, 3)
+        self.confusion_score_threshold = float(confusion_score_threshold)
+        # NaN/inf boxes: counted, dropped; inverted/zero-area: counted, kept unless asked
+        self._box_check = BoxCheck(drop_degenerate=bool(drop_degenerate_boxes))
         super().__init__(validation_data, class_names, **options)
+        self._quality.degenerate_kept = not drop_degenerate_boxes
 
     @classmethod
     def data_columns(cls) -> list[str]:
@@ -372,7 +476,7 @@ class DetectionEvalCallback(TaskEvalCallback):
             outputs, n, frame, box_format=self.box_format, num_classes=self.num_classes,
             adapter=self.adapter, score_threshold=self.score_threshold,
             nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
-            index=index, box_check=self._box_check)
+            index=index, box_check=self._box_check, clip=self.clip_boxes)
         if tuple(frame) == tuple(hw):
             return dets
         sy, sx = hw[0] / frame[0], hw[1] / frame[1]
@@ -399,10 +503,16 @@ class DetectionEvalCallback(TaskEvalCallback):
         order = np.argsort(~valid, axis=1, kind="stable")  # padding rows last
         boxes = np.take_along_axis(boxes, order[..., None], axis=1)
         classes = np.take_along_axis(classes, order, axis=1)
-        return PackedDetections.from_padded(
-            boxes, np.maximum(classes, 0), None, valid.sum(axis=1),
-            box_format=self.target_box_format, image_size=hw, clip=True,
+        counts = valid.sum(axis=1)
+        packed = PackedDetections.from_padded(
+            boxes, np.maximum(classes, 0), None, counts,
+            box_format=self.target_box_format, image_size=hw, clip=self.clip_boxes,
             num_classes=self.num_classes)
+        crowd = _crowd_flags(y, classes.shape, index)
+        if crowd is not None:  # in the packed rows' order
+            crowd = np.take_along_axis(crowd, order, axis=1)
+            crowd = crowd[np.arange(crowd.shape[1])[None, :] < counts[:, None]]
+        return Targets(packed.offsets, packed.xyxy, packed.class_id, None, crowd)
 
     def _check_targets(self, y: Any, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes (N, M, 4) float32, labels (N, M) int64)`` of one batch, checked."""
@@ -444,6 +554,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         check_class_range(classes, self.num_classes, "a target box label", index, (-1,))
         if not np.all(np.isfinite(boxes[classes >= 0])):
             raise FastEvalInputError("target boxes must be finite numbers")
+        _crowd_flags(y, classes.shape, index)  # checked now, whatever the box format
         return boxes, classes
 
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray,
@@ -474,11 +585,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         precision, recall = precision_recall(counts)
         ap = per_image_ap(dets.offsets, dets.scores, dets.class_id, tp,
                           labels.offsets, labels.class_id, self.num_classes)
-        state = version.state
-        for key, value in (("scores", dets.scores), ("classes", dets.class_id), ("tp", tp),
-                           ("gt_classes", labels.class_id)):
-            state.setdefault(key, []).append(value)
-        state["counts"] = state.get("counts", 0) + counts.sum(axis=0)
+        self._add_to_metrics(version.state, dets, labels, tp)
         return {
             "image": tables.LayeredImages(base_images, self.class_labels, boxes={
                 key: box_data_json(boxes, self.class_labels, "pixel", self.box_decimals)
@@ -493,15 +600,138 @@ class DetectionEvalCallback(TaskEvalCallback):
             "finite": finite,
         }
 
-    def _summary(self, state: dict[str, Any]) -> dict[str, float]:
+    # -- summary metrics (on the worker, per version) -----------------------------------
+    def _add_to_metrics(self, state: dict[str, Any], dets: PackedDetections,
+                        labels: PackedDetections, tp: np.ndarray) -> None:
+        """Keep what the version's metrics need of one batch: COCO's per-detection rows
+        (a few bytes a kept detection), the confusion counts, and for ``"voc"`` the
+        scores, classes and matches of every prediction."""
+        if self.metrics & {"coco", "per_class", "pr_curve"}:
+            matches = coco_match(dets.offsets, dets.xyxy, dets.scores, dets.class_id,
+                                 labels.offsets, labels.xyxy, labels.class_id,
+                                 self.num_classes, getattr(labels, "crowd", None))
+            state.setdefault("coco", []).append(matches._replace(det_index=_NO_ROWS))
+        if "confusion_matrix" in self.metrics:
+            state["confusion"] = detection_confusion(
+                dets.offsets, dets.xyxy, dets.scores, dets.class_id, labels.offsets,
+                labels.xyxy, labels.class_id, self.num_classes,
+                score_threshold=self.confusion_score_threshold, out=state.get("confusion"))
+        if self.ap_convention == "voc":
+            for key, value in (("scores", dets.scores), ("classes", dets.class_id),
+                               ("tp", tp), ("gt_classes", labels.class_id)):
+                state.setdefault(key, []).append(value)
+
+    def _evaluate(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The version's COCO evaluation and per-class results, computed once."""
+        if "evaluated" in state:
+            return state["evaluated"]
+        matches = concat_matches(state["coco"], self.num_classes)
+        result = coco_accumulate(matches)
+        num_gt = matches.num_gt[:, 0]
+        grid, mean_f1, tp, fp = f1_sweep(matches)
+        best = int(np.argmax(mean_f1))  # the lowest of equally good thresholds
+        per_class = {
+            "class": list(self.class_names),
+            "num_gt": num_gt,
+            "num_pred": np.bincount(matches.det_class, minlength=self.num_classes),
+            "AP": result.class_ap(),
+            "AP50": result.class_ap(0),
+            "AP75": result.class_ap(5),
+        }
+        if self.ap_convention == "voc":
+            per_class["AP50"] = self._voc_ap(state)[1]
+            del per_class["AP"], per_class["AP75"]
+        means = {"f1_threshold": float(grid[best]) if np.any(num_gt > 0) else float("nan")}
+        at = [("", tp[:, best], fp[:, best])]
+        if self.score_threshold is not None:
+            _, _, tp_s, fp_s = f1_sweep(matches, np.array([self.score_threshold]))
+            at.append(("_at_score_threshold", tp_s[:, 0], fp_s[:, 0]))
+        for suffix, t, f in at:
+            scores = _prf(t, f, num_gt)
+            for name, values in scores.items():
+                per_class[name + suffix] = values
+                # a class with ground truth and no prediction has precision 0 in the mean
+                present = num_gt > 0
+                mean = np.nan_to_num(values[present]).mean() if present.any() else np.nan
+                means[name + suffix] = float(mean)
+        state["evaluated"] = {"result": result, "per_class": per_class, "means": means}
+        return state["evaluated"]
+
+    def _voc_ap(self, state: dict[str, Any]) -> tuple[float, np.ndarray]:
         if "tp" not in state:
-            return {}
-        mean_ap, _ = mean_average_precision(
+            return float("nan"), np.full(self.num_classes, np.nan)
+        mean_ap, ap = mean_average_precision(
             np.concatenate(state["scores"]), np.concatenate(state["classes"]),
             np.concatenate(state["tp"]), np.concatenate(state["gt_classes"]), self.num_classes)
-        tp, fp, fn = (int(v) for v in state["counts"])
+        return float(mean_ap), ap
+
+    def _summary(self, state: dict[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.ap_convention == "voc" and "coco" in self.metrics:
+            out["mAP50"] = self._voc_ap(state)[0]
+        if "coco" not in state:
+            return out
+        evaluated = self._evaluate(state)
+        if "coco" in self.metrics:
+            if self.ap_convention != "voc":
+                out.update((name, _metrics.nan_if_negative(value))
+                           for name, value in zip(STAT_NAMES, evaluated["result"].stats))
+        out.update(evaluated["means"])
+        return out
+
+    def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
+        if state.get("quality", {}).get("non_finite"):
+            return {}  # no charts of a version whose metrics are NaN
+        charts: dict[str, Any] = {}
+        if "confusion_matrix" in self.metrics and "confusion" in state:
+            charts["confusion_matrix"] = _metrics.confusion_chart(
+                state["confusion"], [*self.class_names, _metrics.BACKGROUND],
+                f"Boxes at IoU 0.5, score >= {self.confusion_score_threshold:g}",
+                self.max_confusion_classes, keep_last=True)
+        if "coco" not in state:
+            return charts
+        evaluated = self._evaluate(state)
+        if "per_class" in self.metrics:
+            charts["per_class"] = _metrics.per_class_table(evaluated["per_class"])
+        if "pr_curve" in self.metrics:
+            result = evaluated["result"]
+            present = result.num_gt[:, 0] > 0
+            top = _metrics.top_k_by_support(result.num_gt[:, 0], self.pr_top_k)
+            if present.any():
+                curves = [result.precision[:, c] for c in top]
+                curves.append(result.precision[:, present].mean(axis=1))
+                charts["pr_curve"] = _metrics.pr_chart(
+                    RECALL_THRESHOLDS, np.array(curves),
+                    [self.class_names[c] for c in top] + ["mean"], "PR at IoU 0.5 (COCO)")
+        return charts
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def _crowd_flags(y: Any, shape: tuple[int, ...], index: np.ndarray) -> np.ndarray | None:
+    """The targets' ``iscrowd`` ``(N, M)`` 0/1 flags as bool, or None without them."""
+    if not isinstance(y, Mapping) or "iscrowd" not in y:
+        return None
+    flags = np.asarray(y["iscrowd"])
+    if flags.shape != tuple(shape):
+        raise FastEvalInputError(
+            f"target iscrowd must have shape (N, {shape[1]}) like the labels, got "
+            f"{tuple(flags.shape)}")
+    bad = ~((flags == 0) | (flags == 1))
+    if np.any(bad):
+        row = int(np.argwhere(bad)[0, 0])
+        raise FastEvalInputError(
+            f"target iscrowd must be 0 or 1, got {flags[bad][0].item()!r} for sample {int(index[row])}")
+    return flags.astype(bool)
+
+
+def _prf(tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 from counts; NaN where 0/0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
         return {
-            "mAP50": float(mean_ap),
-            "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), np.nan),
+            "recall": np.where(num_gt > 0, tp / np.maximum(num_gt, 1), np.nan),
+            "f1": np.where(tp + fp + num_gt > 0, 2 * tp / np.maximum(tp + fp + num_gt, 1),
+                           np.nan),
         }

@@ -9,9 +9,15 @@ import numpy as np
 
 from fastevalcb import _keras, tables
 from fastevalcb.callback import FastEvalInputError
-from fastevalcb.kernels import blend_overlay, resize_nearest, segmentation_counts
+from fastevalcb.kernels import (
+    blend_overlay,
+    confusion_matrix,
+    resize_nearest,
+    segmentation_counts,
+)
 from fastevalcb.media import build_images, default_palette, stage_masks
 from fastevalcb.predictor import PredictionBatch
+from fastevalcb.tasks import _metrics
 from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 
 OUTPUTS = ("auto", "logits", "probabilities", "labels")
@@ -80,9 +86,24 @@ class SegmentationEvalCallback(TaskEvalCallback):
     ground-truth mask by reference plus a new ``predictions`` mask layer),
     ``pixel_accuracy, mean_iou`` and one ``iou/<class>`` column per class (NaN where the
     class is in neither mask), ``finite`` (False: the model's scores for that image hold
-    NaN/inf; its metrics are NaN). Summary metrics ``<prefix>/mIoU``,
-    ``<prefix>/pixel_accuracy`` and ``<prefix>/iou/<class>`` over the logged samples,
-    from summed pixel counts (not a mean of per-image IoUs).
+    NaN/inf; its metrics are NaN). Summary metrics over the logged samples, from pixel
+    counts summed over them (not means of per-image values), equal to scikit-learn's on
+    the flattened masks (ignored pixels left out):
+
+    * ``mIoU``: the mean IoU (Jaccard) over the classes in the prediction or the ground
+      truth; ``iou/<class>`` for each of those classes.
+    * ``pixel_accuracy``: correct pixels / labelled pixels.
+    * ``mean_class_accuracy``: the mean over the classes in the ground truth of their
+      pixels' recall (``balanced_accuracy_score``).
+    * ``fw_iou``: frequency-weighted IoU, each class's IoU weighted by its share of the
+      labelled pixels.
+    * ``mean_dice``: the mean Dice (F1) over the classes in the prediction or the ground
+      truth.
+
+    Per version, by ``metrics`` group: ``"per_class"``, a table with one row per class
+    (``class, pixels`` labelled, ``predicted`` pixels, ``iou, accuracy, dice``; empty
+    where 0/0); ``"confusion_matrix"``, W&B's confusion-matrix chart of pixels (at most
+    ``max_confusion_classes`` classes, the rest summed into ``"(other)"``).
 
     Args:
         validation_data: ``(x, masks)`` arrays or a ``tf.data.Dataset`` of them:
@@ -102,6 +123,9 @@ class SegmentationEvalCallback(TaskEvalCallback):
         overlay_alpha: when set, the pred table's image is a new picture with the
             predicted class colours blended in at this opacity (for viewers that don't
             draw mask layers); by default it is the data table's image, by reference.
+        metrics: the groups to compute and log, some of ``["per_class",
+            "confusion_matrix"]``; None (default) for both.
+        max_confusion_classes: the confusion chart shows at most this many classes.
         **options: the shared options of :class:`~fastevalcb.tasks._base.TaskEvalCallback`.
 
     Raises:
@@ -111,7 +135,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
     """
 
     task = "segmentation"
-    kernel_groups = ("masks",)
+    kernel_groups = ("masks", "confusion")
     stores_targets = False  # masks are pixels: read from each batch, never held
     max_classes = 256  # class maps are uint8
 
@@ -123,6 +147,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
         ignore_index: int | None = None,
         output: str | Callable = "auto",
         overlay_alpha: float | None = None,
+        metrics: Sequence[str] | None = None,
+        max_confusion_classes: int = 30,
         **options: Any,
     ) -> None:
         if not (callable(output) or output in OUTPUTS):
@@ -135,6 +161,12 @@ class SegmentationEvalCallback(TaskEvalCallback):
                 f"got {ignore_index!r}")
         if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
             raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
+        self.metrics = _metrics.check_metrics(metrics, self.task)
+        if isinstance(max_confusion_classes, bool) or not isinstance(
+                max_confusion_classes, int) or max_confusion_classes < 1:
+            raise ValueError(f"max_confusion_classes must be a positive int, got "
+                             f"{max_confusion_classes!r}")
+        self.max_confusion_classes = max(max_confusion_classes, 2)
         self.output = output
         self.ignore_index = ignore_index
         self.overlay_alpha = overlay_alpha
@@ -223,6 +255,9 @@ class SegmentationEvalCallback(TaskEvalCallback):
         state = version.state
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
+        if "confusion_matrix" in self.metrics:  # one more pass over the pixels
+            state["confusion"] = confusion_matrix(labels, pred, self.num_classes,
+                                                  self.ignore_index, state.get("confusion"))
 
         if staging is not None:  # the masks' PNGs were encoding meanwhile
             images = tables.LayeredImages(base_images, self.mask_labels,
@@ -247,15 +282,44 @@ class SegmentationEvalCallback(TaskEvalCallback):
             columns[f"iou/{name}"] = iou[:, c].tolist()
         return columns
 
+    def _class_scores(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Per-class pixel counts and IoU, accuracy (recall), Dice; NaN where 0/0."""
+        tp, union, target = state["tp"], state["union"], state["target"]
+        predicted = union - target + tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"pixels": target, "predicted": predicted,
+                    "iou": np.where(union > 0, tp / np.maximum(union, 1), np.nan),
+                    "accuracy": np.where(target > 0, tp / np.maximum(target, 1), np.nan),
+                    "dice": np.where(union > 0, 2 * tp / np.maximum(target + predicted, 1),
+                                     np.nan)}
+
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         if "tp" not in state:
             return {}
-        tp, union, target = state["tp"], state["union"], state["target"]
-        seen = union > 0
-        iou = np.where(seen, tp / np.maximum(union, 1), np.nan)
-        out = {"pixel_accuracy": float(tp.sum() / max(target.sum(), 1))}
-        out["mIoU"] = float(iou[seen].mean()) if seen.any() else float("nan")
+        scores = self._class_scores(state)
+        iou, target = scores["iou"], state["target"]
+        seen, labelled = state["union"] > 0, target > 0
+        nan = float("nan")
+        out = {"pixel_accuracy": float(state["tp"].sum() / max(target.sum(), 1))}
+        out["mIoU"] = float(iou[seen].mean()) if seen.any() else nan
+        out["mean_class_accuracy"] = (float(scores["accuracy"][labelled].mean())
+                                      if labelled.any() else nan)
+        out["fw_iou"] = (float(np.sum(target[labelled] * iou[labelled]) / target.sum())
+                         if labelled.any() else nan)
+        out["mean_dice"] = float(scores["dice"][seen].mean()) if seen.any() else nan
         for c, name in enumerate(self.class_names):
             if seen[c]:
                 out[f"iou/{name}"] = float(iou[c])
         return out
+
+    def _summary_charts(self, state: dict[str, Any]) -> dict[str, Any]:
+        if "tp" not in state or state.get("quality", {}).get("non_finite"):
+            return {}  # no charts of a version whose metrics are NaN
+        charts: dict[str, Any] = {}
+        if "per_class" in self.metrics:
+            charts["per_class"] = _metrics.per_class_table(
+                {"class": list(self.class_names), **self._class_scores(state)})
+        if "confusion" in state:
+            charts["confusion_matrix"] = _metrics.confusion_chart(
+                state["confusion"], self.class_names, "Pixels", self.max_confusion_classes)
+        return charts

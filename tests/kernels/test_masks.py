@@ -140,7 +140,8 @@ def test_overlay_extremes_and_unknown_palette_index():
 
 def test_warmup_compiles_everything():
     timings = kernels.warmup()
-    assert set(timings) == {"classification", "boxes", "nms", "masks", "detection_metrics"}
+    assert set(timings) == {"classification", "boxes", "nms", "masks", "detection_metrics",
+                            "coco", "confusion", "curves"}
     assert set(timings) == set(kernels.KERNEL_GROUPS)
 
 

@@ -172,7 +172,7 @@ def test_a_run_cut_short_still_gives_a_page_that_says_so(task_runs, tmp_path):
 
 def test_deleted_media_and_tables_give_a_page_that_says_what_is_missing(wandb_env, page):
     run = make_run("classification", wandb_env / "own")
-    data, first, latest = run.artifacts()
+    first, latest = run.artifacts(type="evaluation")  # (the metric tables: run_table)
     table = run.load_table(latest, "eval_data")
     gone = set()
     for cell in table.column("image")[:3]:  # the staged files of three images
