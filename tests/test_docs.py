@@ -56,22 +56,6 @@ def python_blocks(page: Path) -> list[Block]:
 
 BLOCKS = [b for page in PAGES for b in python_blocks(page)]
 RUNNABLE = [b for b in BLOCKS if b.skip is None]
-TASK_CALLBACK = re.compile(r"\b(Classification|Detection|Segmentation)EvalCallback\(")
-# A known bug, kept visible: with fit's default verbose="auto", a task callback's
-# verbose="auto" reads params["verbose"] == "auto" and int("auto") fails every log
-# (fastevalcb/tasks/_base.py, the progress-verbosity helper), so no pred version is
-# written. strict: once fixed, these blocks pass and the marker must go.
-VERBOSE_AUTO_BUG = pytest.mark.xfail(
-    strict=True, reason="task callbacks under fit(verbose='auto'): int('auto') in tasks/_base.py")
-
-
-def _marks(block: Block) -> list:
-    code = block.code
-    if TASK_CALLBACK.search(code) and ".fit(" in code and "verbose=" not in code.split(".fit(")[-1]:
-        return [VERBOSE_AUTO_BUG]
-    return []
-
-
 def test_blocks_are_found():
     # The parser must see the README's quickstarts, or the tests below check nothing.
     readme = [b for b in BLOCKS if b.page.name == "README.md"]
@@ -98,7 +82,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_marks(b)) for b in RUNNABLE])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id) for b in RUNNABLE])
 def test_block_runs(block: Block, tmp_path: Path):
     if "TF_USE_LEGACY_KERAS" in block.code:
         pytest.importorskip("tf_keras")

@@ -885,7 +885,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _verbosity(self) -> int:
         if self.verbose != "auto":
             return int(self.verbose)
-        return int((self.params or {}).get("verbose", 1) or 0)
+        fit = (self.params or {}).get("verbose", 1)  # Keras 3 keeps fit's "auto" as it is
+        return 1 if fit == "auto" else int(fit or 0)
 
     def _progbar(self) -> Any:
         if self._verbosity() != 1:

@@ -540,3 +540,13 @@ def test_a_version_with_some_nan_rows_is_logged_with_them_flagged(offline_run, s
     assert np.isnan(confidence[~finite]).all() and np.isfinite(confidence[finite]).all()
     assert any(np.isnan(s).all() for s in np.array(table.column("top_k_scores"), float))
     assert [m for m in fast_eval_warnings(caught) if "non-finite" in m]
+
+
+def test_fit_s_default_verbose_logs_every_version(offline_run, shapes, classifier):
+    """``fit()`` without ``verbose=`` passes Keras 3's ``"auto"`` to the callbacks' params:
+    the task callback's progress output reads it as 1, and every version is logged."""
+    run, read = offline_run
+    cb = ClassificationEvalCallback((shapes.images[:8], shapes.labels[:8]),
+                                    list(shapes.class_names))
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb])
+    assert len(pred_versions(read(), run.id)) == 2
