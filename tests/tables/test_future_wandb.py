@@ -43,6 +43,7 @@ def fresh_checks():
     _wandb.reset_checks()
 
 
+@pytest.mark.fast_path
 @pytest.mark.parametrize("accessor, path", GONE, ids=[g[0] for g in GONE])
 def test_a_missing_internal_falls_back_and_the_run_is_complete(
         accessor, path, fresh_checks, offline_run, tiny_classifier, monkeypatch):
