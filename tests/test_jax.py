@@ -1,7 +1,7 @@
 """Backends: which Keras backend the compiled predict step runs on, and the JAX suite.
 
 Keras fixes its backend when it is first imported, so everything JAX runs in a
-subprocess with ``KERAS_BACKEND=jax``: the import check here, and ``tests/jax`` (the task
+subprocess with ``KERAS_BACKEND=jax``: the import check here, and ``tests/on_jax`` (the task
 callbacks against ``model.predict`` on JAX) when this process is not already on JAX (CI's
 ``jax`` leg runs that folder directly). Torch is not installed; its refusal is decided
 from the backend's name, tested here without it.
@@ -107,10 +107,10 @@ def test_a_jax_fit_on_arrays_never_imports_tensorflow(wandb_env):
 def test_the_jax_suite_passes_under_keras_backend_jax():
     pytest.importorskip("jax")
     if _keras.keras3().backend.backend() == "jax":
-        pytest.skip("already on JAX: tests/jax runs in this session")
+        pytest.skip("already on JAX: tests/on_jax runs in this session")
     pytest.importorskip("keras_hub")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(HERE / "jax"), "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", str(HERE / "on_jax"), "-q", "-p", "no:cacheprovider",
          "-o", "addopts=", "-W", "ignore::DeprecationWarning"],
         capture_output=True, text=True, timeout=1500, env=jax_env(), cwd=str(ROOT))
     tail = proc.stdout[-4000:]

@@ -180,9 +180,25 @@ class ColumnarTable(wandb.Table):
         try:
             return wandb.Table(columns=list(self.columns), data=self.data,
                                allow_mixed_types=self._allow_mixed)
-        except TypeError:
+        except TypeError as err:
+            self._raise_for_incompatible_column(err)
             return wandb.Table(columns=list(self.columns), data=self.data,
                                allow_mixed_types=True)
+
+    def _raise_for_incompatible_column(self, err: TypeError) -> None:
+        """wandb refused the rows (the public path): our error naming the column, unless
+        the column is one wandb cannot type (numbers lists holding a NaN)."""
+        for i, name in enumerate(self.columns):
+            column = [row[i] for row in self.data]
+            if any(_is_scalar_list(v) and any(x != x for x in v) for v in column):
+                continue
+            try:
+                wandb.Table(columns=[name], data=[[v] for v in column])
+            except TypeError:
+                kinds = sorted({type(v).__name__ for v in column})
+                raise TypeError(
+                    f"column {name!r} mixes incompatible types: {', '.join(kinds)}; "
+                    "pass allow_mixed_types=True") from err
 
     def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
         """wandb's own JSON of the same rows, for ``Artifact.add(table)`` and ``wandb.log``
