@@ -15,7 +15,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import keras
@@ -24,6 +24,8 @@ import wandb
 from fastevalcb import _keras, distributed, tables
 
 logger = logging.getLogger("fastevalcb")
+
+_HOOK_ATTR = "_fastevalcb_user_hook"  # set on an exception raised by a user's hook
 
 
 class FastEvalWarning(UserWarning):
@@ -183,6 +185,8 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._log_context: dict[str, Any] = {}
         self._failures: dict[str, int] = {}
         self._first_failure: dict[str, str] = {}
+        self._failure_count = 0  # every failure of this callback, for the run's summary
+        self._alerted_run: str | None = None  # the run already alerted (once per run)
         self.logged_versions: list[dict[str, Any]] = []
         self._dist = distributed.Session()
         self._logging_off = False
@@ -368,10 +372,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         """``add_ground_truth`` into a new data table, then log it."""
         with self._guard("data table", fatal):
             self.init_data_table(column_names=self.data_table_columns)
-            if self._gt_takes_logs:
-                self.add_ground_truth(logs)
-            else:
-                self.add_ground_truth()
+            with self._user_hook("add_ground_truth"):
+                if self._gt_takes_logs:
+                    self.add_ground_truth(logs)
+                else:
+                    self.add_ground_truth()
             self.log_data_table()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -431,10 +436,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         """The stock way: the subclass fills ``pred_table``, then it is logged."""
         self.init_pred_table(column_names=self.pred_table_columns)
-        if self._preds_take_logs:
-            self.add_model_predictions(epoch, logs)
-        else:
-            self.add_model_predictions(epoch)
+        with self._user_hook("add_model_predictions"):
+            if self._preds_take_logs:
+                self.add_model_predictions(epoch, logs)
+            else:
+                self.add_model_predictions(epoch)
         self.log_pred_table()
 
     def _start_session(self, mode: str = "sharded") -> None:
@@ -453,9 +459,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         except Exception as exc:
             if self.strict or isinstance(exc, fatal):
                 raise
+            if self._retry_later(stage, exc):
+                return  # transient: kept and retried (see TaskEvalCallback)
             count = self._failures.get(stage, 0) + 1
             self._failures[stage] = count
             cause = f"{type(exc).__name__}: {exc}"
+            self._record_failure(stage, cause, getattr(exc, _HOOK_ATTR, None))
             if count == 1:
                 self._first_failure[stage] = cause
                 warnings.warn(
@@ -465,6 +474,53 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                     stacklevel=3,
                 )
             logger.debug("%s logging failed", stage, exc_info=True)
+
+    def _retry_later(self, stage: str, exc: BaseException) -> bool:
+        """Whether ``exc`` is kept to be retried instead of reported (default: never)."""
+        return False
+
+    @contextmanager
+    def _user_hook(self, name: str) -> Iterator[None]:
+        """Mark an exception raised by the user's own ``name`` hook (an override of
+        ``add_ground_truth`` / ``add_model_predictions`` outside fastevalcb), so the
+        failure is also raised as a W&B alert: its cause is in code the user can fix."""
+        try:
+            yield
+        except Exception as exc:
+            method = getattr(type(self), name, None)
+            if not getattr(method, "__module__", "fastevalcb").startswith("fastevalcb"):
+                with suppress(AttributeError, TypeError):
+                    setattr(exc, _HOOK_ATTR, f"{type(self).__qualname__}.{name}")
+            raise
+
+    def _record_failure(self, stage: str, cause: str, hook: str | None = None) -> None:
+        """Show a logging failure where users look: the run's summary
+        (``fastevalcb/failures``, ``fastevalcb/last_failure``) and, for a failure in the
+        user's own hook, one W&B alert per run (level WARN; offline runs record it and
+        ``wandb sync`` sends it). Never raises: the run may be finishing or gone."""
+        self._failure_count += 1
+        if not self._dist.is_chief:
+            return
+        run = self._failure_run()
+        if run is None:
+            return
+        try:
+            run.summary.update({"fastevalcb/failures": self._failure_count,
+                                "fastevalcb/last_failure": f"{stage}: {cause}"[:1000]})
+            if hook is not None and self._alerted_run != run.id:
+                self._alerted_run = run.id
+                run.alert(
+                    title=f"fastevalcb: {hook} raised; {stage} not logged",
+                    text=(f"{hook} raised {cause[:800]}. Training went on without this "
+                          f"{stage}; fix the hook (or pass strict=True to stop fit at the "
+                          "first error)."),
+                    level=wandb.AlertLevel.WARN)
+        except Exception:  # noqa: BLE001 - reporting must never break logging or fit
+            logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)
+
+    def _failure_run(self) -> Any:
+        """The run a failure is recorded in (task callbacks: the run they write to)."""
+        return wandb.run
 
     def _optimizer_step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None

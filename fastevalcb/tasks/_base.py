@@ -781,6 +781,9 @@ class TaskEvalCallback(WandbEvalCallback):
         self._raise_worker_errors()
         return done
 
+    def _failure_run(self) -> Any:
+        return self._run_obj if self._run_obj is not None else wandb.run
+
     def _raise_worker_errors(self) -> None:
         """In strict mode, a worker error surfaces in the training thread."""
         errors = self._worker.errors
