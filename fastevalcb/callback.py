@@ -16,6 +16,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -66,27 +67,50 @@ class RefRow(Sequence):
         return f"RefRow({dict(zip(self._columns, self._values))!r})"
 
 
-class DataTableRef:
-    """The logged data table, as pred tables see it.
+@dataclass(frozen=True)
+class DataTableLink:
+    """Where the logged data table is, for a pred table whose cells are its row indices.
 
-    Mirrors what stock returns from ``data_artifact.get(table_name)``: ``.data``
-    (rows), ``.columns``, ``.get_index()``, ``.get_column(name)``, and adds
-    ``ref[idx][column]`` indexing. Media cells are the logged objects themselves;
-    putting one in a pred table stores a reference to the data artifact's file.
+    Stock records a ``get_index()`` value put in a pred table as a ``foreignIndex`` column
+    whose ``table`` is a reference entry (``media/tables/t_<id>.table.json``) to the data
+    artifact's table file; this is what that entry needs.
+
+    Attributes:
+        client_id: the data artifact's client id (``wandb-client-artifact://<client_id>/``).
+        path: the data table's entry, e.g. ``val_data.table.json``.
+        digest: that entry's digest (a reference entry carries its target's).
     """
 
-    def __init__(self, table: wandb.Table) -> None:
-        self.columns: list[str] = list(table.columns)
-        self.data: list[list[Any]] = table.data
+    client_id: str
+    path: str
+    digest: str
 
-    def get_index(self) -> list[int]:
-        return list(range(len(self.data)))
 
-    def get_column(self, name: str) -> list[Any]:
-        if name not in self.columns:
-            raise KeyError(f"data table has no column {name!r}; columns are {self.columns}")
-        col = self.columns.index(name)
-        return [row[col] for row in self.data]
+class DataTableRef(wandb.Table):
+    """The logged data table, as pred tables see it: a ``wandb.Table`` for reading.
+
+    Stock's ``data_table_ref`` is ``data_artifact.get(table_name)``; this is the same
+    table without reading it back: ``data``, ``columns``, ``get_index()``,
+    ``get_column(name, convert_to=None | "numpy")``, ``iterrows()``, ``get_dataframe()``
+    (pandas only if installed), ``index_ref()`` and ``cast()`` are ``wandb.Table``'s own.
+    It adds ``ref[idx][column]`` indexing, ``len(ref)`` and row iteration. Media cells are
+    the logged objects themselves: putting one in a pred table stores a reference to the
+    data artifact's file, not a copy. Index values (``get_index()``, ``iterrows()``,
+    ``index_ref()``) are wandb's ``_TableIndex`` ints linked to this table; ``link`` says
+    where the logged table is (None before it is logged, and on non-chief workers).
+
+    Args:
+        table: the data table (its rows are shared, not copied).
+        link: where the data table was logged.
+    """
+
+    def __init__(self, table: wandb.Table, link: DataTableLink | None = None) -> None:
+        super().__init__(columns=list(table.columns), allow_mixed_types=True)
+        self.data: list[list[Any]] = table.data  # shared: no row is copied
+        column_types = getattr(table, "_column_types", None)
+        if column_types is not None:
+            self._column_types = column_types
+        self.link = link
 
     def __getitem__(self, idx: int) -> RefRow:
         return RefRow(self.data[idx], self.columns)
@@ -96,6 +120,16 @@ class DataTableRef:
 
     def __iter__(self) -> Iterator[RefRow]:
         return (RefRow(row, self.columns) for row in self.data)
+
+
+def _link_of(artifact: wandb.Artifact, index: Any, table_name: str) -> DataTableLink | None:
+    """Where ``table_name`` was logged in ``artifact`` (None: its entry is not found)."""
+    path = wandb.Table.with_suffix(table_name)
+    entry = artifact.manifest.entries.get(path)
+    client_id = getattr(index, "client_id", None)
+    if entry is None or client_id is None:
+        return None
+    return DataTableLink(client_id, path, entry.digest)
 
 
 def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
@@ -233,10 +267,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 stacklevel=2,
             )
         artifact, self._staged_artifact = self._staged_artifact, None
+        artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
         index, self._staged_index = self._staged_index, None
         self._media_index = tables.log_data_artifact(run, table, name, type, table_name,
                                                      artifact, index)
-        self._data_table_ref = DataTableRef(table)
+        self._data_table_ref = DataTableRef(table, _link_of(artifact, self._media_index,
+                                                            table_name))
 
     def log_pred_table(
         self,

@@ -626,7 +626,7 @@ class TaskEvalCallback(WandbEvalCallback):
         tables.release_table(self._data_table)
         self._eval_set, self._built_eval_set = self._built_eval_set, None  # logged: usable
         self._data_table = tables.ColumnarTable(self.data_table_columns)
-        self._data_table_ref = DataTableRef(self._data_table)
+        self._data_table_ref = DataTableRef(self._data_table, self._data_table_ref.link)
 
     def _base_images(self, rows: slice) -> tables.ImageColumn:
         """The data table's images of ``rows`` (with their ground-truth mask layer) for one
