@@ -551,7 +551,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                           f"{stage}; fix the hook (or pass strict=True to stop fit at the "
                           "first error)."),
                     level=wandb.AlertLevel.WARN)
-        except Exception:  # noqa: BLE001 - reporting must never break logging or fit
+        except Exception:  # reporting must never break logging or fit
             logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)
 
     def _failure_run(self) -> Any:

@@ -153,7 +153,7 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
 
     theirs, their_table = _pred_table_links(log, log.artifact("stock_pred"))
     assert set(theirs) == {"row"}
-    kind, entry = theirs["row"]
+    _kind, entry = theirs["row"]
     assert entry.ref == (f"wandb-client-artifact://{log.artifact('stock_val').client_id}"
                          "/val_data.table.json")
     assert entry.digest == log.artifact("stock_val").entries["val_data.table.json"].digest
@@ -161,7 +161,7 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
     ours_version = log.artifact(f"run_{run.id}_pred")
     ours, our_table = _pred_table_links(log, ours_version)
     assert set(ours) == {"row"}, our_table.column_types
-    kind, entry = ours["row"]
+    _kind, entry = ours["row"]
     val = log.artifact("val")
     assert entry.ref == f"wandb-client-artifact://{val.client_id}/val_data.table.json"
     assert entry.digest == val.entries["val_data.table.json"].digest
@@ -171,7 +171,7 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
 
 
 def test_media_cells_stay_references_not_copies(logged):
-    run, read, ref, _ = logged
+    run, read, _ref, _ = logged
     log = read()
     version, val = log.artifact(f"run_{run.id}_pred"), log.artifact("val")
     table = log.load_table(version, "eval_data")
