@@ -57,7 +57,7 @@ def tmpfs_unavailable() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare is not installed"
     probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
-                           capture_output=True, text=True)
+                           check=False, capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot mount a tmpfs in a private mount namespace: {probe.stderr.strip()}"
     return None
@@ -90,7 +90,7 @@ def run_on_small_tmpfs(tmp_path, script: str, *args: str, size: str = "8m",
                                          env.get("PYTHONPATH", "")])
     command = (f"mount -t tmpfs -o size={size} fastevalcb-small {small} && "
                f"exec {sys.executable} {path} {small} {' '.join(args)}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], check=False,
+                          capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stderr[-4000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])

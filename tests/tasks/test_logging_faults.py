@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,10 +20,10 @@ from pathlib import Path
 import keras
 import pytest
 import wandb
+from task_helpers import EpochRecorder, pred_versions, tmpfs_unavailable
 
 from fastevalcb import ClassificationEvalCallback, FastEvalWarning
 from fastevalcb.offline import OfflineRun
-from task_helpers import EpochRecorder, pred_versions
 
 
 class Slow(ClassificationEvalCallback):
@@ -201,20 +200,9 @@ _DISK_FULL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _unshare_available() -> str | None:
-    """Why a private mount namespace with a tmpfs cannot be made here (None: it can)."""
-    if shutil.which("unshare") is None:
-        return "unshare is not installed"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot mount a tmpfs in a private mount namespace: {probe.stderr.strip()}"
-    return None
-
-
 def test_a_full_disk_during_the_workers_write_warns_once_and_fit_completes(tmp_path):
     """Never freed: the versions are retried until the run ends, then named in a warning."""
-    why = _unshare_available()
+    why = tmpfs_unavailable()
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the disk-full test as root: {why}")
