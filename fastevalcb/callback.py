@@ -161,7 +161,10 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             epoch-end log. ``None`` (default) logs at epoch end only and leaves Keras'
             batch hooks untouched, so ``fit`` keeps async dispatch.
         log_on_epoch_end: log a pred-table version at every epoch end (alias ``epoch-E``).
-        strict: re-raise errors from logging instead of warning and going on.
+        strict: re-raise errors from logging instead of warning and going on. Not strict,
+            a failure is also recorded in the run's summary (``fastevalcb/failures``,
+            ``fastevalcb/last_failure``), and one raised by ``add_ground_truth`` /
+            ``add_model_predictions`` is a W&B alert (level WARN), once per run.
         *args, **kwargs: passed to ``keras.callbacks.Callback``.
 
     Raises:

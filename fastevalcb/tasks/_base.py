@@ -302,7 +302,11 @@ class TaskEvalCallback(WandbEvalCallback):
             ``<prefix>/global_step`` through ``define_metric``.
         verbose: ``"auto"`` follows ``fit(verbose=...)``; 0 silent, 1 progress bar,
             2 one line per log.
-        strict: raise logging errors instead of warning and going on.
+        strict: raise logging errors instead of warning and going on. Not strict, a
+            transient OS error while writing (ENOSPC, EDQUOT, EIO, EAGAIN, EINTR) keeps the
+            version (or the data table) and writes it again, in order, at the next log, at
+            ``flush()`` and at the run's end; what is given up is named in one warning and
+            the run's summary.
         data_artifact_name: name of the data table artifact.
         compress_level: zlib level of the PNGs we write (1: fast; 6: smaller files).
         return_x: hand each batch's raw inputs to the task's steps (overlays drawn on them).
@@ -805,8 +809,7 @@ class TaskEvalCallback(WandbEvalCallback):
             return
         if retries.data_table is not None:
             retries.data_table = None
-            self._data_table_run = None
-            super()._log_ground_truth(None, ())  # re-streamed
+            super()._log_ground_truth(None, ())  # re-streamed (still this run's)
             if self._eval_set is not None:
                 retries.written_again.append("the data table")
         refused = retries.data_table
@@ -932,10 +935,12 @@ class TaskEvalCallback(WandbEvalCallback):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued version is written. Returns False on timeout.
 
-        ``on_train_end`` calls it. It is never required: the run's end (``run.finish()``,
-        ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter exit) waits up to
-        ``run_end_timeout`` seconds for what is queued. Versions that came after their run
-        had finished are warned about here.
+        What transient write errors refused is tried again first (``strict`` in the class
+        docstring). ``on_train_end`` calls it. It is never required: the run's end
+        (``run.finish()``, ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter
+        exit) waits up to ``run_end_timeout`` seconds for what is queued, after a last
+        retry. Versions that came after their run had finished, or were given up, are
+        warned about here.
         """
         if self._retries.waiting():
             self._worker.submit(self._retry_job, "flush")
