@@ -92,12 +92,13 @@ class DataTableRef(wandb.Table):
     Stock's ``data_table_ref`` is ``data_artifact.get(table_name)``; this is the same
     table without reading it back: ``data``, ``columns``, ``get_index()``,
     ``get_column(name, convert_to=None | "numpy")``, ``iterrows()``, ``get_dataframe()``
-    (pandas only if installed), ``index_ref()`` and ``cast()`` are ``wandb.Table``'s own.
+    (pandas only if installed), ``index_ref()`` and ``cast()`` behave as ``wandb.Table``'s.
     It adds ``ref[idx][column]`` indexing, ``len(ref)`` and row iteration. Media cells are
     the logged objects themselves: putting one in a pred table stores a reference to the
     data artifact's file, not a copy. Index values (``get_index()``, ``iterrows()``,
-    ``index_ref()``) are wandb's ``_TableIndex`` ints linked to this table; ``link`` says
-    where the logged table is (None before it is logged, and on non-chief workers).
+    ``index_ref()``) are plain ints for now, not stock's ``_TableIndex`` linked to the table
+    (see ``linked_index``); ``link`` says where the logged table is (None before it is
+    logged, and on non-chief workers).
 
     Args:
         table: the data table (its rows are shared, not copied).
@@ -111,6 +112,30 @@ class DataTableRef(wandb.Table):
         if column_types is not None:
             self._column_types = column_types
         self.link = link
+
+    # Stock's index values are wandb's ``_TableIndex`` ints linked to the table; put in a
+    # pred table, wandb serializes that link by adding the linked table to the pred
+    # artifact, which for this table means copying it (or failing on its media's client-id
+    # references). Until fastevalcb.tables writes the link as a reference entry (``link``),
+    # the index values are plain ints: the same numbers, no link.
+    linked_index = False
+
+    def get_index(self) -> list[int]:
+        if self.linked_index:
+            return super().get_index()
+        return list(range(len(self.data)))
+
+    def index_ref(self, index: int) -> int:
+        if self.linked_index:
+            return super().index_ref(index)
+        assert index < len(self.data)  # as stock
+        return int(index)
+
+    def iterrows(self) -> Iterator[tuple[int, list[Any]]]:
+        if self.linked_index:
+            yield from super().iterrows()
+            return
+        yield from enumerate(self.data)
 
     def __getitem__(self, idx: int) -> RefRow:
         return RefRow(self.data[idx], self.columns)
