@@ -15,7 +15,8 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -25,6 +26,8 @@ from fastevalcb import _keras, distributed, tables
 from fastevalcb.errors import FastEvalInputError, FastEvalWarning
 
 logger = logging.getLogger("fastevalcb")
+
+_HOOK_ATTR = "_fastevalcb_user_hook"  # set on an exception raised by a user's hook
 
 
 class RefRow(Sequence):
@@ -53,27 +56,73 @@ class RefRow(Sequence):
         return f"RefRow({dict(zip(self._columns, self._values))!r})"
 
 
-class DataTableRef:
-    """The logged data table, as pred tables see it.
+@dataclass(frozen=True)
+class DataTableLink:
+    """Where the logged data table is, for a pred table whose cells are its row indices.
 
-    Mirrors what stock returns from ``data_artifact.get(table_name)``: ``.data``
-    (rows), ``.columns``, ``.get_index()``, ``.get_column(name)``, and adds
-    ``ref[idx][column]`` indexing. Media cells are the logged objects themselves;
-    putting one in a pred table stores a reference to the data artifact's file.
+    Stock records a ``get_index()`` value put in a pred table as a ``foreignIndex`` column
+    whose ``table`` is a reference entry (``media/tables/t_<id>.table.json``) to the data
+    artifact's table file; this is what that entry needs.
+
+    Attributes:
+        client_id: the data artifact's client id (``wandb-client-artifact://<client_id>/``).
+        path: the data table's entry, e.g. ``val_data.table.json``.
+        digest: that entry's digest (a reference entry carries its target's).
     """
 
-    def __init__(self, table: wandb.Table) -> None:
-        self.columns: list[str] = list(table.columns)
-        self.data: list[list[Any]] = table.data
+    client_id: str
+    path: str
+    digest: str
+
+
+class DataTableRef(wandb.Table):
+    """The logged data table, as pred tables see it: a ``wandb.Table`` for reading.
+
+    Stock's ``data_table_ref`` is ``data_artifact.get(table_name)``; this is the same
+    table without reading it back: ``data``, ``columns``, ``get_index()``,
+    ``get_column(name, convert_to=None | "numpy")``, ``iterrows()``, ``get_dataframe()``
+    (pandas only if installed), ``index_ref()`` and ``cast()`` behave as ``wandb.Table``'s.
+    It adds ``ref[idx][column]`` indexing, ``len(ref)`` and row iteration. Media cells are
+    the logged objects themselves: putting one in a pred table stores a reference to the
+    data artifact's file, not a copy. Index values (``get_index()``, ``iterrows()``,
+    ``index_ref()``) are plain ints for now, not stock's ``_TableIndex`` linked to the table
+    (see ``linked_index``); ``link`` says where the logged table is (None before it is
+    logged, and on non-chief workers).
+
+    Args:
+        table: the data table (its rows are shared, not copied).
+        link: where the data table was logged.
+    """
+
+    def __init__(self, table: wandb.Table, link: DataTableLink | None = None) -> None:
+        super().__init__(columns=list(table.columns), allow_mixed_types=True)
+        self.data: list[list[Any]] = table.data  # shared: no row is copied
+        tables.share_column_types(self, table)
+        self.link = link
+
+    # Stock's index values are wandb's ``_TableIndex`` ints linked to the table; put in a
+    # pred table, wandb serializes that link by adding the linked table to the pred
+    # artifact, which for this table means copying it (or failing on its media's client-id
+    # references). Until fastevalcb.tables writes the link as a reference entry (``link``),
+    # the index values are plain ints: the same numbers, no link.
+    linked_index = False
 
     def get_index(self) -> list[int]:
+        if self.linked_index:
+            return super().get_index()
         return list(range(len(self.data)))
 
-    def get_column(self, name: str) -> list[Any]:
-        if name not in self.columns:
-            raise KeyError(f"data table has no column {name!r}; columns are {self.columns}")
-        col = self.columns.index(name)
-        return [row[col] for row in self.data]
+    def index_ref(self, index: int) -> int:
+        if self.linked_index:
+            return super().index_ref(index)
+        assert index < len(self.data)  # as stock
+        return int(index)
+
+    def iterrows(self) -> Iterator[tuple[int, list[Any]]]:
+        if self.linked_index:
+            yield from super().iterrows()
+            return
+        yield from enumerate(self.data)
 
     def __getitem__(self, idx: int) -> RefRow:
         return RefRow(self.data[idx], self.columns)
@@ -83,6 +132,16 @@ class DataTableRef:
 
     def __iter__(self) -> Iterator[RefRow]:
         return (RefRow(row, self.columns) for row in self.data)
+
+
+def _link_of(artifact: wandb.Artifact, index: Any, table_name: str) -> DataTableLink | None:
+    """Where ``table_name`` was logged in ``artifact`` (None: its entry is not found)."""
+    path = wandb.Table.with_suffix(table_name)
+    entry = artifact.manifest.entries.get(path)
+    client_id = getattr(index, "client_id", None)
+    if entry is None or client_id is None:
+        return None
+    return DataTableLink(client_id, path, entry.digest)
 
 
 def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
@@ -114,7 +173,10 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             epoch-end log. ``None`` (default) logs at epoch end only and leaves Keras'
             batch hooks untouched, so ``fit`` keeps async dispatch.
         log_on_epoch_end: log a pred-table version at every epoch end (alias ``epoch-E``).
-        strict: re-raise errors from logging instead of warning and going on.
+        strict: re-raise errors from logging instead of warning and going on. Not strict,
+            a failure is also recorded in the run's summary (``fastevalcb/failures``,
+            ``fastevalcb/last_failure``), and one raised by ``add_ground_truth`` /
+            ``add_model_predictions`` is a W&B alert (level WARN), once per run.
         *args, **kwargs: passed to ``keras.callbacks.Callback``.
 
     Raises:
@@ -174,6 +236,8 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._log_context: dict[str, Any] = {}
         self._failures: dict[str, int] = {}
         self._first_failure: dict[str, str] = {}
+        self._failure_count = 0  # every failure of this callback, for the run's summary
+        self._alerted_run: str | None = None  # the run already alerted (once per run)
         self.logged_versions: list[dict[str, Any]] = []
         self._dist = distributed.Session()
         self._logging_off = False
@@ -220,10 +284,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 stacklevel=2,
             )
         artifact, self._staged_artifact = self._staged_artifact, None
+        artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
         index, self._staged_index = self._staged_index, None
         self._media_index = tables.log_data_artifact(run, table, name, type, table_name,
                                                      artifact, index)
-        self._data_table_ref = DataTableRef(table)
+        self._data_table_ref = DataTableRef(table, _link_of(artifact, self._media_index,
+                                                            table_name))
 
     def log_pred_table(
         self,
@@ -359,10 +425,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         """``add_ground_truth`` into a new data table, then log it."""
         with self._guard("data table", fatal):
             self.init_data_table(column_names=self.data_table_columns)
-            if self._gt_takes_logs:
-                self.add_ground_truth(logs)
-            else:
-                self.add_ground_truth()
+            with self._user_hook("add_ground_truth"):
+                if self._gt_takes_logs:
+                    self.add_ground_truth(logs)
+                else:
+                    self.add_ground_truth()
             self.log_data_table()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -422,10 +489,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         """The stock way: the subclass fills ``pred_table``, then it is logged."""
         self.init_pred_table(column_names=self.pred_table_columns)
-        if self._preds_take_logs:
-            self.add_model_predictions(epoch, logs)
-        else:
-            self.add_model_predictions(epoch)
+        with self._user_hook("add_model_predictions"):
+            if self._preds_take_logs:
+                self.add_model_predictions(epoch, logs)
+            else:
+                self.add_model_predictions(epoch)
         self.log_pred_table()
 
     def _start_session(self, mode: str = "sharded") -> None:
@@ -444,9 +512,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         except Exception as exc:
             if self.strict or isinstance(exc, fatal):
                 raise
+            if self._retry_later(stage, exc):
+                return  # transient: kept and retried (see TaskEvalCallback)
             count = self._failures.get(stage, 0) + 1
             self._failures[stage] = count
             cause = f"{type(exc).__name__}: {exc}"
+            self._record_failure(stage, cause, getattr(exc, _HOOK_ATTR, None))
             if count == 1:
                 self._first_failure[stage] = cause
                 warnings.warn(
@@ -456,6 +527,53 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                     stacklevel=3,
                 )
             logger.debug("%s logging failed", stage, exc_info=True)
+
+    def _retry_later(self, stage: str, exc: BaseException) -> bool:
+        """Whether ``exc`` is kept to be retried instead of reported (default: never)."""
+        return False
+
+    @contextmanager
+    def _user_hook(self, name: str) -> Iterator[None]:
+        """Mark an exception raised by the user's own ``name`` hook (an override of
+        ``add_ground_truth`` / ``add_model_predictions`` outside fastevalcb), so the
+        failure is also raised as a W&B alert: its cause is in code the user can fix."""
+        try:
+            yield
+        except Exception as exc:
+            method = getattr(type(self), name, None)
+            if not getattr(method, "__module__", "fastevalcb").startswith("fastevalcb"):
+                with suppress(AttributeError, TypeError):
+                    setattr(exc, _HOOK_ATTR, f"{type(self).__qualname__}.{name}")
+            raise
+
+    def _record_failure(self, stage: str, cause: str, hook: str | None = None) -> None:
+        """Show a logging failure where users look: the run's summary
+        (``fastevalcb/failures``, ``fastevalcb/last_failure``) and, for a failure in the
+        user's own hook, one W&B alert per run (level WARN; offline runs record it and
+        ``wandb sync`` sends it). Never raises: the run may be finishing or gone."""
+        self._failure_count += 1
+        if not self._dist.is_chief:
+            return
+        run = self._failure_run()
+        if run is None:
+            return
+        try:
+            run.summary.update({"fastevalcb/failures": self._failure_count,
+                                "fastevalcb/last_failure": f"{stage}: {cause}"[:1000]})
+            if hook is not None and self._alerted_run != run.id:
+                self._alerted_run = run.id
+                run.alert(
+                    title=f"fastevalcb: {hook} raised; {stage} not logged",
+                    text=(f"{hook} raised {cause[:800]}. Training went on without this "
+                          f"{stage}; fix the hook (or pass strict=True to stop fit at the "
+                          "first error)."),
+                    level=wandb.AlertLevel.WARN)
+        except Exception:  # reporting must never break logging or fit
+            logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)
+
+    def _failure_run(self) -> Any:
+        """The run a failure is recorded in (task callbacks: the run they write to)."""
+        return wandb.run
 
     def _optimizer_step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None

@@ -14,6 +14,7 @@ exit), what was queued before is written to it first, and what comes too late is
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import queue
 import threading
@@ -183,6 +184,95 @@ class LoggingWorker:
                 self._queue.task_done()
 
 
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN,
+                              errno.EINTR})
+"""OS errors a later attempt may not meet: a full disk or quota, an I/O hiccup, an
+interrupted or would-block call."""
+
+
+def transient_cause(exc: BaseException) -> OSError | None:
+    """The transient ``OSError`` (:data:`TRANSIENT_ERRNOS`) behind ``exc``, if any: ``exc``
+    itself or one in its ``__cause__`` / ``__context__`` chain (a library may wrap it)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+class Retries:
+    """What a transient error refused, kept to be written again, in order.
+
+    The owner parks each refused item (a pred-table version with the batches it was built
+    from) and, when the data table itself was refused, notes it (:attr:`data_table`): it is
+    rebuilt first, then the items, oldest first. Everything kept counts against
+    ``budget_bytes``; an item that would exceed it is given up instead. Attempts back off
+    (``first_delay`` doubling up to ``max_delay`` seconds) except when forced (a flush, the
+    run's end). What is given up is collected with its reason and reported once.
+
+    Thread-safe for the counters; the attempts themselves run on one thread (the worker).
+    """
+
+    def __init__(self, budget_bytes: int | None, first_delay: float = 1.0,
+                 max_delay: float = 30.0) -> None:
+        self.budget_bytes = budget_bytes
+        self.first_delay, self.max_delay = first_delay, max_delay
+        self.data_table: BaseException | None = None  # the data table must be rebuilt
+        self.parked: list[Any] = []  # items waiting for a retry, oldest first
+        self.kept_bytes = 0
+        self.given_up: list[tuple[str, str]] = []  # (which, why), not yet reported
+        self.written_again: list[str] = []  # what a retry wrote, in order
+        self._delay = first_delay
+        self._next_attempt = 0.0
+        self._lock = threading.Lock()
+
+    def waiting(self) -> bool:
+        """Whether something earlier waits to be written (a new item must queue behind)."""
+        return self.data_table is not None or bool(self.parked)
+
+    def keep(self, item: Any, data: Any, nbytes: int) -> None:
+        """Keep ``data`` (one batch) of ``item`` (its ``kept`` list) while the budget
+        allows; past it the item keeps nothing and cannot be retried."""
+        with self._lock:
+            if item.kept is None:
+                return
+            if self.budget_bytes is not None and self.kept_bytes + nbytes > self.budget_bytes:
+                self.kept_bytes -= item.kept_bytes
+                item.kept, item.kept_bytes = None, 0
+                return
+            item.kept.append(data)
+            item.kept_bytes += nbytes
+            self.kept_bytes += nbytes
+
+    def release(self, item: Any) -> None:
+        """Free what ``item`` kept (it was written, or given up)."""
+        with self._lock:
+            self.kept_bytes -= item.kept_bytes
+            item.kept, item.kept_bytes = None, 0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next_attempt
+
+    def failed_again(self) -> None:
+        """An attempt met a transient error again: wait longer before the next one."""
+        self._next_attempt = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.max_delay)
+
+    def succeeded(self) -> None:
+        self._delay, self._next_attempt = self.first_delay, 0.0
+
+    def give_up(self, which: str, why: str) -> None:
+        with self._lock:
+            self.given_up.append((which, why))
+
+    def take_given_up(self) -> list[tuple[str, str]]:
+        with self._lock:
+            out, self.given_up = self.given_up, []
+        return out
+
+
 class RunGuard:
     """Holds a W&B run open until a worker has written what was queued for it.
 
@@ -195,13 +285,17 @@ class RunGuard:
     Args:
         worker: the worker whose queue is flushed (anything with ``pending`` and
             ``flush(timeout)``).
+        on_end: called when the run ends, before its queue is waited for (e.g. to queue
+            a last retry of what transient errors refused).
         timeout: seconds the run's end waits for the queue.
         what: what one queued item is, for the warnings.
     """
 
     def __init__(self, worker: Any, timeout: float = 300.0,
-                 what: str = "pred-table version") -> None:
+                 what: str = "pred-table version",
+                 on_end: Callable[[], None] | None = None) -> None:
         self.worker = worker
+        self.on_end = on_end  # queued work's last chance, before the queue is waited for
         self.timeout = timeout
         self.what = what
         self.run: Any = None
@@ -274,6 +368,8 @@ class RunGuard:
             self._ended = True  # finished from inside a job: waiting would deadlock
             return
         try:
+            if self.on_end is not None:
+                self.on_end()
             pending = self.worker.pending
             if pending and not self.worker.flush(self.timeout):
                 from fastevalcb.callback import FastEvalWarning

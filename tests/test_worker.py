@@ -240,3 +240,65 @@ def test_a_long_job_pauses_at_its_steps_while_a_hold_is_on():
         assert len(steps) <= done + 1  # at most the step it was in finishes
     assert worker.flush(timeout=5) and steps == [0, 1, 2]
     worker.close()
+
+
+# -- Retries: what transient errors refused ------------------------------------------------
+def test_transient_causes_are_the_listed_os_errors_also_when_wrapped():
+    import errno
+
+    from fastevalcb.worker import transient_cause
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert transient_cause(full) is full
+    for code in (errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR):
+        assert transient_cause(OSError(code, "x")) is not None
+    assert transient_cause(OSError(errno.EACCES, "Permission denied")) is None
+    assert transient_cause(PermissionError(errno.EACCES, "x")) is None
+    assert transient_cause(ValueError("no")) is None
+    try:
+        try:
+            raise full
+        except OSError as exc:
+            raise RuntimeError("wandb could not stage the file") from exc
+    except RuntimeError as wrapped:
+        assert transient_cause(wrapped) is full
+
+
+class _Item:
+    def __init__(self):
+        self.kept, self.kept_bytes = [], 0
+
+
+def test_retries_keep_within_the_byte_budget_and_give_up_past_it():
+    from fastevalcb.worker import Retries
+
+    retries = Retries(budget_bytes=100)
+    a, b = _Item(), _Item()
+    retries.keep(a, "a0", 60)
+    retries.keep(b, "b0", 30)
+    assert (a.kept, b.kept, retries.kept_bytes) == (["a0"], ["b0"], 90)
+    retries.keep(b, "b1", 30)  # past the budget: b keeps nothing (cannot be retried)
+    assert b.kept is None and retries.kept_bytes == 60
+    retries.keep(b, "b2", 1)  # and stays so
+    assert b.kept is None and retries.kept_bytes == 60
+    retries.release(a)
+    assert a.kept is None and retries.kept_bytes == 0
+
+
+def test_retries_back_off_doubling_and_reset_on_success():
+    from fastevalcb.worker import Retries
+
+    retries = Retries(None, first_delay=0.2, max_delay=0.4)
+    assert retries.due()
+    retries.failed_again()
+    assert not retries.due()
+    time.sleep(0.25)
+    assert retries.due()
+    retries.failed_again()  # now 0.4 s
+    time.sleep(0.25)
+    assert not retries.due()
+    retries.succeeded()
+    assert retries.due()
+    retries.give_up("epoch 1 step 8 (epoch-1)", "ENOSPC")
+    assert retries.take_given_up() == [("epoch 1 step 8 (epoch-1)", "ENOSPC")]
+    assert retries.take_given_up() == []

@@ -51,6 +51,7 @@ from fastevalcb.tables._wandb import (
     record_feature,
     release_pixels,
     release_table,
+    share_column_types,
 )
 from fastevalcb.tables.artifacts import (
     add_table,
@@ -83,5 +84,5 @@ __all__ = [
     "log_pred_artifact", "media_file", "media_files", "media_tmp_dir", "new_boxes2d",
     "new_image", "new_image_mask", "num_rows", "on_run_finish", "payload_json",
     "pred_artifact", "record_feature", "release_pixels", "release_table", "run_finished",
-    "validate_columns",
+    "share_column_types", "validate_columns",
 ]

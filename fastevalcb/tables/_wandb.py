@@ -25,6 +25,7 @@ file and attribute it relies on.
 from __future__ import annotations
 
 import binascii
+import errno
 import hashlib
 import importlib
 import os
@@ -71,11 +72,17 @@ def register_check(path: str, check: Callable[[], None]) -> None:
     _checks[path] = check
 
 
+# A check that writes and meets one of these has learnt nothing about wandb.
+_UNCHECKABLE_NOW = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN,
+                              errno.EINTR})
+
+
 def fast(path: str) -> bool:
     """Whether fast path ``path`` may be used: not in safe mode, and its check passed.
 
     The check runs the first time a process asks (a few ms); a failing or missing check
-    turns the path off for the process with one warning.
+    turns the path off for the process with one warning. A check stopped by a full disk
+    decides nothing: the public path is used this time and the check runs again next time.
     """
     if safe_mode():
         return False
@@ -94,6 +101,11 @@ def fast(path: str) -> bool:
             if check is None:
                 raise RuntimeError("no check is registered for it")
             check()
+        except OSError as exc:
+            if exc.errno not in _UNCHECKABLE_NOW:
+                _state[path] = False
+                _warn_fallback(path, exc)
+            return False  # a full disk is no verdict: the public path now, a check later
         except Exception as exc:  # noqa: BLE001 - any difference means: use wandb's path
             _state[path] = False
             _warn_fallback(path, exc)
@@ -383,6 +395,14 @@ def json_helper(value: Any, artifact: wandb.Artifact) -> Any:
 def column_type_map(table: wandb.Table) -> dict[str, Any]:
     """The table's column types by name (``Table._column_types.params["type_map"]``)."""
     return table._column_types.params["type_map"]
+
+
+def share_column_types(table: wandb.Table, source: wandb.Table) -> None:
+    """``table`` takes ``source``'s column types (``Table._column_types`` in
+    ``wandb/sdk/data_types/table.py``), shared, not copied; nothing if ``source`` has none."""
+    column_types = getattr(source, "_column_types", None)
+    if column_types is not None:
+        table._column_types = column_types
 
 
 def merge_type(col_type: Any, value: Any, allow_mixed: bool) -> Any | None:

@@ -26,9 +26,11 @@ Subclasses define the columns and five small steps: ``_output_fn``, ``_check_out
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +45,7 @@ from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallb
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.types import PackedDetections
-from fastevalcb.worker import LoggingWorker, RunGuard
+from fastevalcb.worker import LoggingWorker, Retries, RunGuard, transient_cause
 
 
 def check_class_names(class_names: Any, max_classes: int | None = None) -> tuple[str, ...]:
@@ -213,6 +215,10 @@ def _nbytes(batch: PredictionBatch) -> int:
     return int(batch.index.nbytes + size(batch.outputs) + size(batch.y) + size(batch.x))
 
 
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _concat(parts: list) -> Any:
     if isinstance(parts[0], PackedDetections):
         return type(parts[0]).concat(parts)  # detection's targets carry crowd flags
@@ -240,6 +246,15 @@ class _Version:
     samples: int = 0
     failed: bool = False
     timing: dict[str, Any] = field(default_factory=dict)
+    kept: list | None = field(default_factory=list)  # its batches, for a retry (budget)
+    kept_bytes: int = 0
+    transient: BaseException | None = None  # what refused it (it is retried)
+    deferred: bool | None = None  # queued behind a retry (decided at its first job)
+    # Set once its artifact is logged: the summary run.log records (a retry logs only it).
+    metrics: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        return f"epoch {self.epoch} step {self.global_step} ({self.alias})"
 
 
 class _InlineWorker:
@@ -289,7 +304,11 @@ class TaskEvalCallback(WandbEvalCallback):
             ``<prefix>/global_step`` through ``define_metric``.
         verbose: ``"auto"`` follows ``fit(verbose=...)``; 0 silent, 1 progress bar,
             2 one line per log.
-        strict: raise logging errors instead of warning and going on.
+        strict: raise logging errors instead of warning and going on. Not strict, a
+            transient OS error while writing (ENOSPC, EDQUOT, EIO, EAGAIN, EINTR) keeps the
+            version (or the data table) and writes it again, in order, at the next log, at
+            ``flush()`` and at the run's end; what is given up is named in one warning and
+            the run's summary.
         data_artifact_name: name of the data table artifact.
         compress_level: zlib level of the PNGs we write (1: fast; 6: smaller files).
         return_x: hand each batch's raw inputs to the task's steps (overlays drawn on them).
@@ -378,7 +397,9 @@ class TaskEvalCallback(WandbEvalCallback):
         )
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
-        self._run_guard = RunGuard(self._worker, self.run_end_timeout)  # async: run end waits
+        self._retries = Retries(_queue_bytes(max_queue_mb))  # what transient errors refused
+        self._run_guard = RunGuard(self._worker, self.run_end_timeout,  # run end waits
+                                   on_end=self._retry_at_run_end)
         self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
@@ -521,7 +542,7 @@ class TaskEvalCallback(WandbEvalCallback):
             return False  # chief-only I/O: the others build no table
         return self._data_table_run != self._run_obj.id  # once per W&B run
 
-    def _data_table_failed(self) -> bool:
+    def _data_table_failed_for_good(self) -> bool:
         # Multi-worker builds it inline (the workers agree on the outcome before epoch 1);
         # in one process it may still be streaming on the worker (no verdict yet).
         if self._dist.multi_worker:
@@ -638,7 +659,7 @@ class TaskEvalCallback(WandbEvalCallback):
         tables.release_table(self._data_table)
         self._eval_set, self._built_eval_set = self._built_eval_set, None  # logged: usable
         self._data_table = tables.ColumnarTable(self.data_table_columns)
-        self._data_table_ref = DataTableRef(self._data_table)
+        self._data_table_ref = DataTableRef(self._data_table, self._data_table_ref.link)
 
     def _base_images(self, rows: slice) -> tables.ImageColumn:
         """The data table's images of ``rows`` (with their ground-truth mask layer) for one
@@ -682,6 +703,8 @@ class TaskEvalCallback(WandbEvalCallback):
             self.timings.append(version.timing)
         progbar = self._progbar()
         batches = 0
+        if self._retries.waiting():
+            self._worker.submit(self._retry_job, "log")
 
         def queue(batch: PredictionBatch) -> None:
             nonlocal batches
@@ -705,21 +728,165 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _job(self, stage: str, fn: Callable[..., None], version: _Version, *args: Any) -> None:
         """A worker job. An error warns once (or, strict, is kept for the training thread)
-        and marks the version failed, so its remaining batches are skipped, not logged."""
-        if version.failed or self._run_guard.lost(version.epoch, version.global_step,
-                                                  version.alias):
+        and marks the version failed, so its remaining batches are skipped, not logged.
+
+        A transient OS error (:data:`~fastevalcb.worker.TRANSIENT_ERRNOS`) instead parks the
+        version with its batches (while they fit the queue's byte budget), to be written
+        again, in order; a version that comes while one waits queues behind it.
+        """
+        finishing = fn == self._finish_version
+        if fn == self._add_batch:
+            self._retries.keep(version, args[0], _nbytes(args[0]))
+        if version.deferred is None:
+            version.deferred = self._retries.waiting() and not self._dist.multi_worker
+        if self._run_guard.lost(version.epoch, version.global_step, version.alias):
+            self._retries.release(version)
+            return
+        if version.failed:
+            return
+        if version.deferred or version.transient is not None:
+            if finishing:
+                self._park(version)
             return
         if self._eval_set is None:  # the data table failed (warned): nothing to reference
             version.failed = True
+            self._retries.release(version)
             return
         done = False
         try:
             with self._guard(stage, fatal=()):
-                fn(version, *args)
+                try:
+                    fn(version, *args)
+                except Exception as exc:
+                    if not self._transient(exc):
+                        raise
+                    version.transient = exc
+                    self._drop_partial(version)
+                    if finishing:
+                        self._park(version)
                 done = True
         finally:
             if not done:
                 version.failed = True
+                self._retries.release(version)
+            elif finishing and version.transient is None:
+                self._retries.release(version)  # written: its batches are not needed
+
+    # -- retrying what transient errors refused ------------------------------------------
+    def _transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is kept for a retry (not in strict mode, not multi-worker)."""
+        return (not self.strict and not self._dist.multi_worker
+                and transient_cause(exc) is not None)
+
+    def _retry_later(self, stage: str, exc: BaseException) -> bool:
+        if stage != "data table" or not self._transient(exc):
+            return False
+        self._retries.data_table = exc  # rebuilt from the source at the next attempt
+        self._stager = None
+        return True
+
+    def _data_table_failed(self) -> bool:
+        if self._retries.data_table is not None:
+            return False  # it will be rebuilt: versions queue behind it
+        return self._data_table_failed_for_good()
+
+    @staticmethod
+    def _drop_partial(version: _Version) -> None:
+        """Delete what a refused attempt wrote of the version (its table's staged file)."""
+        if version.table is not None:
+            with contextlib.suppress(OSError):  # closing flushes what the disk refused
+                version.table.close()
+        version.table = version.stager = None
+
+    def _park(self, version: _Version) -> None:
+        """Keep a refused (or deferred) version for a retry, or give it up."""
+        if version.kept is None:
+            cause = version.transient or self._retries.data_table
+            self._give_up(version.describe(), "its predictions were larger than the queue's "
+                          f"byte budget (max_queue_mb) to keep for a retry; cause: "
+                          f"{_cause(cause) if cause is not None else 'an earlier refusal'}")
+            return
+        self._retries.parked.append(version)
+
+    def _give_up(self, which: str, why: str) -> None:
+        self._retries.give_up(which, why)
+        self._record_failure("retry", f"{which} not written: {why}")
+
+    def _retry_job(self, when: str) -> None:
+        """Write again what transient errors refused, in order: the data table (re-streamed
+        from the source), then the parked versions. Stops at the first refusal and backs
+        off. ``when``: ``"log"`` (only once the backoff is over), ``"flush"`` (now) or
+        ``"end"`` (the run's end: now, and what is still refused is given up)."""
+        retries = self._retries
+        final = when == "end"
+        if not retries.waiting() or (when == "log" and not retries.due()):
+            return
+        if retries.data_table is not None:
+            retries.data_table = None
+            super()._log_ground_truth(None, ())  # re-streamed (still this run's)
+            if self._eval_set is not None:
+                retries.written_again.append("the data table")
+        refused = retries.data_table
+        while refused is None and retries.parked:
+            version = retries.parked[0]
+            if self._rewrite(version):
+                retries.parked.pop(0)
+                retries.release(version)
+                retries.written_again.append(version.describe())
+            else:
+                refused = version.transient
+        if refused is None:
+            retries.succeeded()
+            return
+        retries.failed_again()
+        if final:
+            self._give_up_all(f"{_cause(refused)} (still, when the run ended)")
+
+    def _rewrite(self, version: _Version) -> bool:
+        """Build and log a parked version again from its batches; False if refused again."""
+        version.transient, version.deferred, version.failed = None, False, False
+        with self._guard("pred table", fatal=()):
+            try:
+                if version.metrics is None:  # else its artifact is logged: metrics only
+                    version.samples, version.state = 0, {}
+                    for batch in version.kept:
+                        self._add_batch(version, batch)
+                self._finish_version(version)
+            except Exception as exc:
+                if not self._transient(exc):
+                    raise  # a lasting error: warned by the guard, the version is dropped
+                version.transient = exc
+                self._drop_partial(version)
+                return False
+        return True
+
+    def _give_up_all(self, why: str) -> None:
+        retries = self._retries
+        if retries.data_table is not None:
+            retries.data_table = None
+            self._give_up("the data table", why)
+        while retries.parked:
+            version = retries.parked.pop(0)
+            retries.release(version)
+            self._give_up(version.describe(), why)
+
+    def _retry_at_run_end(self) -> None:
+        """The run is ending: a last attempt at what transient errors refused, then one
+        warning naming what is lost."""
+        if self._retries.waiting():
+            self._worker.submit(self._retry_job, "end")
+        self._worker.submit(self._report_given_up)
+
+    def _report_given_up(self) -> None:
+        """One warning naming every version given up since the last report, and why."""
+        lost = self._retries.take_given_up()
+        if not lost:
+            return
+        from fastevalcb.callback import FastEvalWarning
+
+        listed = "; ".join(f"{which}: {why}" for which, why in lost)
+        warnings.warn(f"fastevalcb: {len(lost)} table(s) not written after transient write "
+                      f"errors: {listed}", FastEvalWarning, stacklevel=2)
 
     def _add_batch(self, version: _Version, batch: PredictionBatch) -> None:
         eval_set = self._eval_set
@@ -751,23 +918,28 @@ class TaskEvalCallback(WandbEvalCallback):
         return version.stager
 
     def _finish_version(self, version: _Version) -> None:
-        table = self._version_table(version)
-        context = {"epoch": version.epoch, "global_step": version.global_step,
-                   "trigger": version.trigger, "alias": version.alias}
-        self._write_version(table, context, run=self._run_obj)
-        metrics = self._quality.finish(version, self._summary(version.state))
-        summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
-        summary[f"{self.metrics_prefix}/epoch"] = version.epoch
-        summary[f"{self.metrics_prefix}/global_step"] = version.global_step
-        charts = {f"{self.metrics_prefix}/{k}": v  # metric tables and plots, same run.log
-                  for k, v in self._summary_charts(version.state).items()}
-        tables.log_metrics(self._run_obj, {**summary, **charts})
+        """Log the version's artifact, then its metrics and charts (``run.log``). A write
+        refused after the artifact was logged (a chart's table file) retries the metrics
+        only: the artifact is never logged twice."""
+        if version.metrics is None:
+            table = self._version_table(version)
+            context = {"epoch": version.epoch, "global_step": version.global_step,
+                       "trigger": version.trigger, "alias": version.alias}
+            self._write_version(table, context, run=self._run_obj)
+            version.table = version.stager = None
+            metrics = self._quality.finish(version, self._summary(version.state))
+            summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
+            summary[f"{self.metrics_prefix}/epoch"] = version.epoch
+            summary[f"{self.metrics_prefix}/global_step"] = version.global_step
+            with self._lock:
+                version.timing["samples"] = version.samples
+                version.timing["metrics"] = dict(summary)
+            version.metrics = summary
+        charts = {f"{self.metrics_prefix}/{k}": v  # metric tables and plots, one log; new
+                  for k, v in self._summary_charts(version.state).items()}  # each attempt
+        tables.log_metrics(self._run_obj, {**version.metrics, **charts})
         with self._lock:
-            timing = version.timing
-            timing["samples"] = version.samples
-            timing["logged_s"] = time.perf_counter() - version.started
-            timing["metrics"] = dict(summary)
-        version.table = version.stager = None
+            version.timing["logged_s"] = time.perf_counter() - version.started
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
@@ -785,15 +957,23 @@ class TaskEvalCallback(WandbEvalCallback):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued version is written. Returns False on timeout.
 
-        ``on_train_end`` calls it. It is never required: the run's end (``run.finish()``,
-        ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter exit) waits up to
-        ``run_end_timeout`` seconds for what is queued. Versions that came after their run
-        had finished are warned about here.
+        What transient write errors refused is tried again first (``strict`` in the class
+        docstring). ``on_train_end`` calls it. It is never required: the run's end
+        (``run.finish()``, ``wandb.finish()``, a new ``wandb.init(reinit=...)``, interpreter
+        exit) waits up to ``run_end_timeout`` seconds for what is queued, after a last
+        retry. Versions that came after their run had finished, or were given up, are
+        warned about here.
         """
+        if self._retries.waiting():
+            self._worker.submit(self._retry_job, "flush")
         done = self._worker.flush(timeout)
+        self._report_given_up()
         self._run_guard.report_lost()
         self._raise_worker_errors()
         return done
+
+    def _failure_run(self) -> Any:
+        return self._run_obj if self._run_obj is not None else wandb.run
 
     def _raise_worker_errors(self) -> None:
         """In strict mode, a worker error surfaces in the training thread."""
