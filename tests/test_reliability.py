@@ -131,10 +131,6 @@ def test_a_clean_fit_records_no_failure(offline_run, tiny_classifier):
     assert wandb.run is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs fastevalcb/tables (see /work/notes/reliability.md, 'temp dirs'): "
-    "tables._uncache drops a logged artifact from wandb's cache but leaves wandb's "
-    "per-artifact TemporaryDirectory (Artifact.new_file: class sets) to the collector"))
 def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifier):
     import gc
 

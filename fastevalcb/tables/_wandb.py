@@ -497,6 +497,15 @@ def keeps_own_files(artifact: wandb.Artifact) -> bool:
                                    for entry in artifact.manifest.entries.values())
 
 
+def cleanup_tmp_dir(artifact: wandb.Artifact) -> None:
+    """Remove the artifact's own temp dir now (``Artifact._tmp_dir``, a
+    ``TemporaryDirectory`` that ``new_file`` writes to; since wandb 0.21 each file is copied
+    into staging when added), not when the collector finds it."""
+    tmp = getattr(artifact, "_tmp_dir", None)
+    if tmp is not None:
+        tmp.cleanup()
+
+
 def artifact_cache_by_client_id() -> dict:
     """wandb's capped cache of ``Artifact`` objects by client id
     (``wandb/sdk/artifacts/artifact_instance_cache.py``:

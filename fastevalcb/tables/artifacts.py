@@ -96,8 +96,9 @@ def _uncache(artifact: wandb.Artifact) -> None:
         _wandb.clear_added_objs(artifact)
         if _wandb.keeps_own_files(artifact):
             return  # wandb < 0.21 deletes its new_file()s with the artifact: keep it
+        _wandb.cleanup_tmp_dir(artifact)
         _wandb.uncache(artifact)
-    except (AttributeError, ImportError, KeyError, TypeError):
+    except (AttributeError, ImportError, KeyError, OSError, TypeError):
         return  # a wandb without these internals: the artifact stays cached (memory only)
 
 

@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import json
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -329,6 +330,7 @@ class Stager:
         # faster than among the staging dir's many, and threads contend less.
         directory = os.path.join(_wandb.staging_dir(), f"fastevalcb-{os.urandom(6).hex()}")
         os.makedirs(directory)
+        self.directory = directory
         self.files = StagedFiles(f"{directory}/f-")
         self._lock = threading.Lock()
         self._hasher = file_hasher(artifact)  # a fresh one, copied per file
@@ -371,6 +373,14 @@ class Stager:
             elif self.artifact.manifest.get_entry_by_path(files.name(n)) is None:
                 self.artifact.add_file(path, name=files.name(n), policy="immutable")
         return FileInfo(path, sha256, len(data))
+
+
+    def discard(self) -> None:
+        """Delete every file written, for an artifact that will not be logged (a version a
+        full disk refused: its files are the space a retry needs). A staged file becomes an
+        entry only when the artifact is logged, after its last byte: a write cut short (a
+        kill, a full disk) leaves a file no manifest names, never a truncated entry."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class StagedFiles:

@@ -294,7 +294,10 @@ class StreamedTable(ColumnarTable):
 
 
 def _remove(f: Any) -> None:
-    f.close()
+    """Close and delete a table file; a close that re-flushes what a full disk refused
+    fails, and the file must still go (on a full disk it is the space a retry needs)."""
+    with contextlib.suppress(OSError):
+        f.close()
     with contextlib.suppress(OSError):
         os.remove(f.name)
 

@@ -782,6 +782,8 @@ class TaskEvalCallback(WandbEvalCallback):
         if stage != "data table" or not self._transient(exc):
             return False
         self._retries.data_table = exc  # rebuilt from the source at the next attempt
+        if self._stager is not None:
+            self._stager.discard()
         self._stager = None
         return True
 
@@ -792,10 +794,12 @@ class TaskEvalCallback(WandbEvalCallback):
 
     @staticmethod
     def _drop_partial(version: _Version) -> None:
-        """Delete what a refused attempt wrote of the version (its table's staged file)."""
+        """Delete what a refused attempt wrote of the version (its staged table and media
+        files: on a full disk, the space its retry needs)."""
         if version.table is not None:
-            with contextlib.suppress(OSError):  # closing flushes what the disk refused
-                version.table.close()
+            version.table.close()
+        if version.stager is not None:
+            version.stager.discard()
         version.table = version.stager = None
 
     def _park(self, version: _Version) -> None:
