@@ -9,8 +9,9 @@ def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 
@@ -60,5 +61,9 @@ def fresh_memory_costs(directory: str, mb: int = 128) -> dict[str, float]:
             os.close(fd)
     finally:
         os.remove(path)
-    return {"fresh_page_us": round(times[0], 3), "touched_page_us": round(times[1], 3),
-            "new_file_mb_s": round(rates[0]), "overwrite_mb_s": round(rates[1])}
+    return {
+        "fresh_page_us": round(times[0], 3),
+        "touched_page_us": round(times[1], 3),
+        "new_file_mb_s": round(rates[0]),
+        "overwrite_mb_s": round(rates[1]),
+    }

@@ -74,7 +74,7 @@ def forward_fn(model, x):
     import keras
     import numpy as np
 
-    batches = [x[i:i + BATCH] for i in range(0, len(x) - BATCH + 1, BATCH)]
+    batches = [x[i : i + BATCH] for i in range(0, len(x) - BATCH + 1, BATCH)]
     if keras.backend.backend() == "jax":
         import jax
 
@@ -94,6 +94,7 @@ def forward_fn(model, x):
         def run():
             out = [step(b) for b in batches]
             np.asarray(out[-1])  # wait for the device
+
     return run
 
 
@@ -120,18 +121,29 @@ def row(backend: str, n: int, hw: tuple[int, int], repeats: int, epochs: int) ->
         y = masks if kind == "segmentation" else labels
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         predictor = BatchedPredictor(model, x, batch_size=BATCH)
-        np.testing.assert_allclose(predictor.predict_all(),
-                                   model.predict(x, batch_size=BATCH, verbose=0),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            predictor.predict_all(),
+            model.predict(x, batch_size=BATCH, verbose=0),
+            rtol=1e-4,
+            atol=1e-5,
+        )
         forward_s = timed(forward_fn(model, x), repeats)
         predict_s = timed(lambda: model.predict(x, batch_size=BATCH, verbose=0), repeats)
         ours_s = timed(predictor.predict_all, repeats)
         with tempfile.TemporaryDirectory() as folder:
             run = wandb.init(project="bench-backends", dir=folder, mode="offline")
-            task = SegmentationEvalCallback if kind == "segmentation" else ClassificationEvalCallback
+            task = (
+                SegmentationEvalCallback if kind == "segmentation" else ClassificationEvalCallback
+            )
             cb = task((x, y), ["a", "b", "c"], batch_size=BATCH, verbose=0)
-            model.fit(x[:BATCH * 2], y[:BATCH * 2], epochs=epochs, batch_size=BATCH,
-                      callbacks=[cb], verbose=0)
+            model.fit(
+                x[: BATCH * 2],
+                y[: BATCH * 2],
+                epochs=epochs,
+                batch_size=BATCH,
+                callbacks=[cb],
+                verbose=0,
+            )
             cb.flush()
             run.finish()
         later = cb.timings[1:] or cb.timings  # the first log shares its epoch with compiles
@@ -154,9 +166,16 @@ def machine() -> dict:
     import wandb
     from _machine import cpu_name
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "jax": jax.__version__, "keras": keras.__version__,
-            "wandb": wandb.__version__, "load_avg_1min": os.getloadavg()[0]}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "jax": jax.__version__,
+        "keras": keras.__version__,
+        "wandb": wandb.__version__,
+        "load_avg_1min": os.getloadavg()[0],
+    }
 
 
 def us(seconds: float, n: int) -> str:
@@ -186,15 +205,22 @@ def markdown(result: dict) -> str:
         for backend in BACKENDS:
             r = result["rows"][backend][kind]
             f = r["forward_s"]
-            cells = [us(r[k], n) + f" ({r[k] / f:.1f}x)" for k in
-                     ("predict_s", "predictor_s", "log_thread_s", "log_logged_s")]
-            lines.append(f"| {kind} | {backend} | {us(f, n)} | " + " | ".join(cells)
-                         + f" | {r['trace_count']} |")
+            cells = [
+                us(r[k], n) + f" ({r[k] / f:.1f}x)"
+                for k in ("predict_s", "predictor_s", "log_thread_s", "log_logged_s")
+            ]
+            lines.append(
+                f"| {kind} | {backend} | {us(f, n)} | "
+                + " | ".join(cells)
+                + f" | {r['trace_count']} |"
+            )
     lines += ["", "JAX / TensorFlow, per log (training thread, until logged):", ""]
     for kind in ("classification", "near_free", "segmentation"):
         tf_r, jax_r = result["rows"]["tensorflow"][kind], result["rows"]["jax"][kind]
-        lines.append(f"- {kind}: {jax_r['log_thread_s'] / tf_r['log_thread_s']:.2f}x, "
-                     f"{jax_r['log_logged_s'] / tf_r['log_logged_s']:.2f}x")
+        lines.append(
+            f"- {kind}: {jax_r['log_thread_s'] / tf_r['log_thread_s']:.2f}x, "
+            f"{jax_r['log_logged_s'] / tf_r['log_logged_s']:.2f}x"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -211,8 +237,13 @@ def main() -> None:
         return
     rows = {}
     for backend in BACKENDS:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-                   WANDB_SILENT="true", WANDB_MODE="offline")
+        env = dict(
+            os.environ,
+            KERAS_BACKEND=backend,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            WANDB_SILENT="true",
+            WANDB_MODE="offline",
+        )
         command = [sys.executable, __file__, "--row", backend, "--n", str(n)]
         if args.quick:
             command.append("--quick")
@@ -220,9 +251,15 @@ def main() -> None:
         found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not found:
             sys.exit(f"{backend} row failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        rows[backend] = json.loads(found[-1][len("RESULT "):])
-    result = {"n": n, "hw": list(hw), "repeats": repeats, "epochs": epochs,
-              "machine": machine(), "rows": rows}
+        rows[backend] = json.loads(found[-1][len("RESULT ") :])
+    result = {
+        "n": n,
+        "hw": list(hw),
+        "repeats": repeats,
+        "epochs": epochs,
+        "machine": machine(),
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "backends.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)

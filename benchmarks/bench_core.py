@@ -79,8 +79,13 @@ def bench_table_build(images, labels, preds):
     def ours_columns():
         table = ColumnarTable(["epoch", "id", "image", "label", "pred"])
         table.add_columns(
-            {"epoch": np.zeros(n, np.int64), "id": np.arange(n), "image": cells,
-             "label": labels, "pred": preds}
+            {
+                "epoch": np.zeros(n, np.int64),
+                "id": np.arange(n),
+                "image": cells,
+                "label": labels,
+                "pred": preds,
+            }
         )
         return table
 
@@ -105,8 +110,12 @@ def bench_table_build(images, labels, preds):
     res["stock_serialize_s"] = timed(lambda: serialize(stock_table, False), repeats=1)
     res["ours_serialize_s"] = timed(lambda: serialize(our_table, True), repeats=1)
     stock_art, our_art = serialize(stock_table, False), serialize(our_table, True)
-    res["stock_version_bytes"] = sum(e.size or 0 for e in stock_art.manifest.entries.values() if not e.ref)
-    res["ours_version_bytes"] = sum(e.size or 0 for e in our_art.manifest.entries.values() if not e.ref)
+    res["stock_version_bytes"] = sum(
+        e.size or 0 for e in stock_art.manifest.entries.values() if not e.ref
+    )
+    res["ours_version_bytes"] = sum(
+        e.size or 0 for e in our_art.manifest.entries.values() if not e.ref
+    )
     return res
 
 
@@ -228,14 +237,14 @@ def render(r):
         "",
         "| step | stock `wandb.Table` | fastevalcb | ratio |",
         "|---|---:|---:|---:|",
-        f"| fill, `add_data` row loop | {t['stock_fill_s']*1e3:.0f} ms | "
-        f"{t['ours_add_data_fill_s']*1e3:.0f} ms | {t['stock_fill_s']/t['ours_add_data_fill_s']:.0f}x |",
-        f"| fill, `add_columns` from arrays | — | {t['ours_add_columns_fill_s']*1e3:.0f} ms | "
-        f"{t['stock_fill_s']/t['ours_add_columns_fill_s']:.0f}x |",
-        f"| serialize into the version's artifact | {t['stock_serialize_s']*1e3:.0f} ms | "
-        f"{t['ours_serialize_s']*1e3:.0f} ms | {t['stock_serialize_s']/t['ours_serialize_s']:.1f}x |",
-        f"| bytes the version stores | {t['stock_version_bytes']/1e6:.2f} MB | "
-        f"{t['ours_version_bytes']/1e6:.2f} MB | |",
+        f"| fill, `add_data` row loop | {t['stock_fill_s'] * 1e3:.0f} ms | "
+        f"{t['ours_add_data_fill_s'] * 1e3:.0f} ms | {t['stock_fill_s'] / t['ours_add_data_fill_s']:.0f}x |",
+        f"| fill, `add_columns` from arrays | — | {t['ours_add_columns_fill_s'] * 1e3:.0f} ms | "
+        f"{t['stock_fill_s'] / t['ours_add_columns_fill_s']:.0f}x |",
+        f"| serialize into the version's artifact | {t['stock_serialize_s'] * 1e3:.0f} ms | "
+        f"{t['ours_serialize_s'] * 1e3:.0f} ms | {t['stock_serialize_s'] / t['ours_serialize_s']:.1f}x |",
+        f"| bytes the version stores | {t['stock_version_bytes'] / 1e6:.2f} MB | "
+        f"{t['ours_version_bytes'] / 1e6:.2f} MB | |",
         "",
         f"**Per-epoch time of wandb's documented subclass** ({t['rows']:,} samples 64x64, "
         "small CNN), same code on both bases:",
@@ -243,11 +252,11 @@ def render(r):
         "| | stock (offline-compatible) | fastevalcb | ratio |",
         "|---|---:|---:|---:|",
         f"| train begin (data table) | {e['stock_train_begin_s']:.2f} s | "
-        f"{e['ours_train_begin_s']:.2f} s | {e['stock_train_begin_s']/e['ours_train_begin_s']:.1f}x |",
+        f"{e['ours_train_begin_s']:.2f} s | {e['stock_train_begin_s'] / e['ours_train_begin_s']:.1f}x |",
         f"| epoch end (pred table) | {e['stock_epoch_s']:.2f} s | {e['ours_epoch_s']:.2f} s | "
-        f"{e['stock_epoch_s']/e['ours_epoch_s']:.1f}x |",
+        f"{e['stock_epoch_s'] / e['ours_epoch_s']:.1f}x |",
         f"| epoch end / compiled forward ({e['forward_s']:.2f} s) | "
-        f"{e['stock_epoch_s']/e['forward_s']:.1f}x | {e['ours_epoch_s']/e['forward_s']:.1f}x | |",
+        f"{e['stock_epoch_s'] / e['forward_s']:.1f}x | {e['ours_epoch_s'] / e['forward_s']:.1f}x | |",
     ]
     return "\n".join(lines) + "\n"
 

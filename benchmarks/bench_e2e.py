@@ -85,8 +85,13 @@ import warnings
 from pathlib import Path
 
 WORKDIR = tempfile.mkdtemp(prefix="fastevalcb-e2e-")
-for _var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR",
-             "WANDB_CONFIG_DIR"):
+for _var in (
+    "WANDB_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_ARTIFACT_DIR",
+    "WANDB_CONFIG_DIR",
+):
     os.environ[_var] = WORKDIR
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
@@ -94,10 +99,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import cpu_name  # noqa: E402
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import wandb  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 from wandb.integration.keras import WandbEvalCallback as StockEvalCallback  # noqa: E402
 
 from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
@@ -175,8 +180,12 @@ def box_dicts(boxes, classes, class_labels, scores=None):
     out = []
     for i, (box, cls) in enumerate(zip(boxes, classes)):
         entry = {
-            "position": {"minX": float(box[0]), "minY": float(box[1]),
-                         "maxX": float(box[2]), "maxY": float(box[3])},
+            "position": {
+                "minX": float(box[0]),
+                "minY": float(box[1]),
+                "maxX": float(box[2]),
+                "maxY": float(box[3]),
+            },
             "domain": "pixel",
             "class_id": int(cls),
             "box_caption": class_labels[int(cls)],
@@ -190,8 +199,9 @@ def box_dicts(boxes, classes, class_labels, scores=None):
 
 class StockDetection(OfflineStock):
     def __init__(self, validation_data, class_labels, score_threshold=SCORE_THRESHOLD):
-        super().__init__(["id", "image", "num_objects"],
-                         ["epoch", "id", "image", "num_predictions"])
+        super().__init__(
+            ["id", "image", "num_objects"], ["epoch", "id", "image", "num_predictions"]
+        )
         self.x, y = validation_data
         self.gt_boxes, self.gt_classes = y["boxes"], y["classes"]
         self.class_labels = class_labels
@@ -200,16 +210,19 @@ class StockDetection(OfflineStock):
 
     def gt_box_data(self, idx):
         valid = self.gt_classes[idx] >= 0
-        return box_dicts(self.gt_boxes[idx][valid], self.gt_classes[idx][valid],
-                         self.class_labels)
+        return box_dicts(self.gt_boxes[idx][valid], self.gt_classes[idx][valid], self.class_labels)
 
     def add_ground_truth(self, logs=None):
         for idx, image in enumerate(self.x):
             box_data = self.gt_box_data(idx)
             self.data_table.add_data(
                 idx,
-                wandb.Image(image, boxes={"ground_truth": {
-                    "box_data": box_data, "class_labels": self.class_labels}}),
+                wandb.Image(
+                    image,
+                    boxes={
+                        "ground_truth": {"box_data": box_data, "class_labels": self.class_labels}
+                    },
+                ),
                 len(box_data),
             )
 
@@ -220,14 +233,20 @@ class StockDetection(OfflineStock):
         total = 0
         for idx in data_table_ref.get_index():
             keep = scores[idx] >= self.score_threshold
-            box_data = box_dicts(boxes[idx][keep], classes[idx][keep], self.class_labels,
-                                 scores[idx][keep])
+            box_data = box_dicts(
+                boxes[idx][keep], classes[idx][keep], self.class_labels, scores[idx][keep]
+            )
             total += len(box_data)
-            image = wandb.Image(data_table_ref.data[idx][1], boxes={
-                "predictions": {"box_data": box_data, "class_labels": self.class_labels},
-                "ground_truth": {"box_data": self.gt_box_data(idx),
-                                 "class_labels": self.class_labels},
-            })
+            image = wandb.Image(
+                data_table_ref.data[idx][1],
+                boxes={
+                    "predictions": {"box_data": box_data, "class_labels": self.class_labels},
+                    "ground_truth": {
+                        "box_data": self.gt_box_data(idx),
+                        "class_labels": self.class_labels,
+                    },
+                },
+            )
             self.pred_table.add_data(epoch, data_table_ref.data[idx][0], image, len(box_data))
         self.boxes_logged.append(total / max(len(data_table_ref.get_index()), 1))
 
@@ -240,18 +259,26 @@ class StockSegmentation(OfflineStock):
 
     def add_ground_truth(self, logs=None):
         for idx, (image, mask) in enumerate(zip(self.x, self.y)):
-            self.data_table.add_data(idx, wandb.Image(image, masks={"ground_truth": {
-                "mask_data": mask, "class_labels": self.class_labels}}))
+            self.data_table.add_data(
+                idx,
+                wandb.Image(
+                    image,
+                    masks={"ground_truth": {"mask_data": mask, "class_labels": self.class_labels}},
+                ),
+            )
 
     def add_model_predictions(self, epoch, logs=None):
         preds = self.predict_all()
         preds = np.argmax(preds, axis=-1)
         data_table_ref = self.data_table_ref
         for idx in data_table_ref.get_index():
-            image = wandb.Image(data_table_ref.data[idx][1], masks={
-                "predictions": {"mask_data": preds[idx], "class_labels": self.class_labels},
-                "ground_truth": {"mask_data": self.y[idx], "class_labels": self.class_labels},
-            })
+            image = wandb.Image(
+                data_table_ref.data[idx][1],
+                masks={
+                    "predictions": {"mask_data": preds[idx], "class_labels": self.class_labels},
+                    "ground_truth": {"mask_data": self.y[idx], "class_labels": self.class_labels},
+                },
+            )
             self.pred_table.add_data(epoch, data_table_ref.data[idx][0], image)
 
 
@@ -259,28 +286,39 @@ class StockSegmentation(OfflineStock):
 def classification_task(n, size, train_n):
     val, train = make_shapes(n, size, seed=1), make_shapes(train_n, size, seed=2)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((size, size, 3), dtype="uint8"),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASS_NAMES), activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3), dtype="uint8"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(CLASS_NAMES), activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     class_names = list(CLASS_NAMES)
 
     def stock():
-        return StockClassification((val.images, val.labels), ["idx", "image", "label"],
-                                   ["epoch", "idx", "image", "label", "pred"])
+        return StockClassification(
+            (val.images, val.labels),
+            ["idx", "image", "label"],
+            ["epoch", "idx", "image", "label", "pred"],
+        )
 
     def ours():
         from fastevalcb import ClassificationEvalCallback
+
         return ClassificationEvalCallback((val.images, val.labels), class_names)
 
-    return {"model": model, "x": val.images, "train": (train.images, train.labels),
-            "stock": stock, "ours": ours}
+    return {
+        "model": model,
+        "x": val.images,
+        "train": (train.images, train.labels),
+        "stock": stock,
+        "ours": ours,
+    }
 
 
 def padded_gt(shapes):
@@ -301,18 +339,23 @@ def detection_model(size, num_classes):
     h = keras.layers.GlobalAveragePooling2D()(h)
     raw = keras.layers.Reshape((MAX_BOXES, 4))(keras.layers.Dense(MAX_BOXES * 4)(h))
     corners = ops.sigmoid(raw) * float(size)
-    boxes = ops.concatenate([ops.minimum(corners[..., :2], corners[..., 2:]),
-                             ops.maximum(corners[..., :2], corners[..., 2:])], axis=-1)
+    boxes = ops.concatenate(
+        [
+            ops.minimum(corners[..., :2], corners[..., 2:]),
+            ops.maximum(corners[..., :2], corners[..., 2:]),
+        ],
+        axis=-1,
+    )
     scores = keras.layers.Dense(MAX_BOXES, activation="sigmoid")(h)
     class_logits = keras.layers.Reshape((MAX_BOXES, num_classes))(
-        keras.layers.Dense(MAX_BOXES * num_classes)(h))
+        keras.layers.Dense(MAX_BOXES * num_classes)(h)
+    )
     scores, order = ops.top_k(scores, MAX_BOXES)  # sorted by score, like a real head
     boxes = ops.take_along_axis(boxes, order[..., None], axis=1)
     class_logits = ops.take_along_axis(class_logits, order[..., None], axis=1)
     classes = ops.cast(ops.argmax(class_logits, axis=-1), "int32")
     model = keras.Model(inputs, {"boxes": boxes, "scores": scores, "classes": classes})
-    model.compile("adam", loss={"boxes": "mse", "scores": "binary_crossentropy",
-                                "classes": None})
+    model.compile("adam", loss={"boxes": "mse", "scores": "binary_crossentropy", "classes": None})
     return model
 
 
@@ -320,9 +363,11 @@ def detection_task(n, size, train_n):
     val, train = make_shapes(n, size, seed=1), make_shapes(train_n, size, seed=2)
     gt = padded_gt(val)
     model = detection_model(size, len(CLASS_NAMES))
-    train_y = {"boxes": np.repeat(train.boxes[:, None], MAX_BOXES, axis=1),
-               "scores": np.ones((train_n, MAX_BOXES), np.float32),
-               "classes": np.zeros((train_n, MAX_BOXES), np.int32)}
+    train_y = {
+        "boxes": np.repeat(train.boxes[:, None], MAX_BOXES, axis=1),
+        "scores": np.ones((train_n, MAX_BOXES), np.float32),
+        "classes": np.zeros((train_n, MAX_BOXES), np.int32),
+    }
     class_labels = dict(enumerate(CLASS_NAMES))
 
     def stock():
@@ -330,26 +375,38 @@ def detection_task(n, size, train_n):
 
     def ours():
         from fastevalcb import DetectionEvalCallback
-        return DetectionEvalCallback((val.images, gt), list(CLASS_NAMES), box_format="xyxy",
-                                     score_threshold=SCORE_THRESHOLD,
-                                     max_detections=MAX_BOXES)
 
-    return {"model": model, "x": val.images, "train": (train.images, train_y),
-            "stock": stock, "ours": ours}
+        return DetectionEvalCallback(
+            (val.images, gt),
+            list(CLASS_NAMES),
+            box_format="xyxy",
+            score_threshold=SCORE_THRESHOLD,
+            max_detections=MAX_BOXES,
+        )
+
+    return {
+        "model": model,
+        "x": val.images,
+        "train": (train.images, train_y),
+        "stock": stock,
+        "ours": ours,
+    }
 
 
 def segmentation_task(n, size, train_n):
     val, train = make_shapes(n, size, seed=1), make_shapes(train_n, size, seed=2)
     class_names = ["background", *CLASS_NAMES] + [f"class_{i}" for i in range(4, SEG_CLASSES)]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((size, size, 3), dtype="uint8"),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(SEG_CLASSES, 1),
-        keras.layers.UpSampling2D(4, interpolation="bilinear"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3), dtype="uint8"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(SEG_CLASSES, 1),
+            keras.layers.UpSampling2D(4, interpolation="bilinear"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     class_labels = dict(enumerate(class_names))
 
@@ -358,16 +415,28 @@ def segmentation_task(n, size, train_n):
 
     def ours():
         from fastevalcb import SegmentationEvalCallback
+
         return SegmentationEvalCallback((val.images, val.masks), class_names, output="logits")
 
-    return {"model": model, "x": val.images, "train": (train.images, train.masks),
-            "stock": stock, "ours": ours}
+    return {
+        "model": model,
+        "x": val.images,
+        "train": (train.images, train.masks),
+        "stock": stock,
+        "ours": ours,
+    }
 
 
-TASKS = {"classification": classification_task, "detection": detection_task,
-         "segmentation": segmentation_task}
-OURS_CLASS = {"classification": "ClassificationEvalCallback",
-              "detection": "DetectionEvalCallback", "segmentation": "SegmentationEvalCallback"}
+TASKS = {
+    "classification": classification_task,
+    "detection": detection_task,
+    "segmentation": segmentation_task,
+}
+OURS_CLASS = {
+    "classification": "ClassificationEvalCallback",
+    "detection": "DetectionEvalCallback",
+    "segmentation": "SegmentationEvalCallback",
+}
 
 
 # -- measurement helpers --------------------------------------------------------------------
@@ -433,7 +502,7 @@ def forward_floor(model, x, repeats=3):
     segmentation logits, ``(500, 256, 256, 21)`` float32 = 2.75 GB). Interleaved.
     """
     step = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
-    batches = [tf.constant(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+    batches = [tf.constant(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
 
     def run(to_host):
         for b in batches:
@@ -477,10 +546,15 @@ def run_side(task_name, side, task):
     run.finish()
     finish_s = time.perf_counter() - start
     out = {
-        "construct_s": construct_s, "train_begin_s": rec["train_begin_s"],
-        "epoch_end_s": rec["epoch_end_s"], "train_end_s": rec["train_end_s"],
-        "fit_s": fit_s, "flush_after_fit_s": flush_s, "finish_s": finish_s,
-        "rss_start_mb": mem.start / 2**20, "peak_rss_mb": mem.peak / 2**20,
+        "construct_s": construct_s,
+        "train_begin_s": rec["train_begin_s"],
+        "epoch_end_s": rec["epoch_end_s"],
+        "train_end_s": rec["train_end_s"],
+        "fit_s": fit_s,
+        "flush_after_fit_s": flush_s,
+        "finish_s": finish_s,
+        "rss_start_mb": mem.start / 2**20,
+        "peak_rss_mb": mem.peak / 2**20,
         "peak_rss_delta_mb": (mem.peak - mem.start) / 2**20,
     }
     if hasattr(cb, "timings"):
@@ -502,8 +576,14 @@ def run_side(task_name, side, task):
 def bench_task(name, n, size, train_n, sides):
     print(f"== {name}: N={n} {size}x{size}, train {train_n} x {EPOCHS} epochs", flush=True)
     task = TASKS[name](n, size, train_n)
-    res = {"n": n, "size": size, "train_n": train_n, "epochs": EPOCHS, "batch_size": BATCH,
-           "loadavg_start": os.getloadavg()}
+    res = {
+        "n": n,
+        "size": size,
+        "train_n": train_n,
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "loadavg_start": os.getloadavg(),
+    }
     if "ours" in sides:
         try:
             getattr(__import__("fastevalcb"), OURS_CLASS[name])
@@ -519,9 +599,12 @@ def bench_task(name, n, size, train_n, sides):
         print(f"   {side} ...", flush=True)
         res[side] = run_side(name, side, task)
         s = res[side]
-        print(f"   {side}: train_begin {s['train_begin_s']:.2f} s, epoch_end "
-              f"{', '.join(f'{t:.2f}' for t in s['epoch_end_s'])} s, fit {s['fit_s']:.2f} s, "
-              f"flush {s['flush_after_fit_s']:.2f} s, finish {s['finish_s']:.2f} s", flush=True)
+        print(
+            f"   {side}: train_begin {s['train_begin_s']:.2f} s, epoch_end "
+            f"{', '.join(f'{t:.2f}' for t in s['epoch_end_s'])} s, fit {s['fit_s']:.2f} s, "
+            f"flush {s['flush_after_fit_s']:.2f} s, finish {s['finish_s']:.2f} s",
+            flush=True,
+        )
     baselines.append(fit(task["model"], task["train"]))
     res["forward"] = combine_floor(floor_before, forward_floor(task["model"], task["x"]))
     res["loadavg_end"] = os.getloadavg()
@@ -549,8 +632,9 @@ def derive(res, sides):
         res["speedup"] = {
             "per_log_until_logged": st["per_log_until_logged_s"] / us["per_log_until_logged_s"],
             "per_log_train_thread": st["per_log_train_thread_s"] / us["per_log_train_thread_s"],
-            "per_log_beyond_forward": (st["per_log_beyond_forward_s"]
-                                       / max(us["per_log_beyond_forward_s"], 1e-3)),
+            "per_log_beyond_forward": (
+                st["per_log_beyond_forward_s"] / max(us["per_log_beyond_forward_s"], 1e-3)
+            ),
             "fit_extra": st["fit_extra_s"] / max(us["fit_extra_s"], 1e-9),
             "train_begin": st["train_begin_s"] / us["train_begin_s"],
         }
@@ -560,12 +644,20 @@ def derive(res, sides):
 def machine_info():
     cpu = cpu_name()
     import fastevalcb
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "memory_gib": psutil.virtual_memory().total / 2**30,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "wandb": wandb.__version__, "fastevalcb": fastevalcb.__version__,
-            "loadavg_at_start": os.getloadavg()}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": psutil.virtual_memory().total / 2**30,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "wandb": wandb.__version__,
+        "fastevalcb": fastevalcb.__version__,
+        "loadavg_at_start": os.getloadavg(),
+    }
 
 
 def ours_process_warmup():
@@ -577,12 +669,17 @@ def ours_process_warmup():
     """
     start = time.perf_counter()
     from fastevalcb import kernels
+
     imported = time.perf_counter()
     first = kernels.warmup()
     done = time.perf_counter()
     second = kernels.warmup()
-    return {"import_s": imported - start, "warmup_s": done - imported,
-            "warmup_per_group_s": first, "warmup_again_s": sum(second.values())}
+    return {
+        "import_s": imported - start,
+        "warmup_s": done - imported,
+        "warmup_per_group_s": first,
+        "warmup_again_s": sum(second.values()),
+    }
 
 
 def fmt_s(v):
@@ -593,10 +690,14 @@ def beyond(st, us, sp):
     if not sp:
         return "—"
     if us["per_log_beyond_forward_s"] <= 0.05 * us["per_log_until_logged_s"]:
-        return (f"— ({fmt_s(st['per_log_beyond_forward_s'])} vs ours at the floor: "
-                f"{fmt_s(us['per_log_beyond_forward_s'])})")
-    return (f"{sp['per_log_beyond_forward']:.1f}x ({fmt_s(st['per_log_beyond_forward_s'])} vs "
-            f"{fmt_s(us['per_log_beyond_forward_s'])})")
+        return (
+            f"— ({fmt_s(st['per_log_beyond_forward_s'])} vs ours at the floor: "
+            f"{fmt_s(us['per_log_beyond_forward_s'])})"
+        )
+    return (
+        f"{sp['per_log_beyond_forward']:.1f}x ({fmt_s(st['per_log_beyond_forward_s'])} vs "
+        f"{fmt_s(us['per_log_beyond_forward_s'])})"
+    )
 
 
 def render(r):
@@ -618,14 +719,19 @@ def render(r):
     ]
     for name, t in r["tasks"].items():
         st, us, sp = t.get("stock"), t.get("ours"), t.get("speedup")
-        row = [name, f"{t['n']:,} x {t['size']}²", fmt_s(t["forward"]["forward_s"]),
-               fmt_s(st["per_log_until_logged_s"]) if st else "—",
-               fmt_s(us["per_log_train_thread_s"]) if us else "—",
-               fmt_s(us["per_log_until_logged_s"]) if us else "—",
-               f"{us['per_log_train_thread_over_forward']:.2f}x, "
-               f"{us['per_log_over_forward']:.2f}x" if us else "—",
-               f"**{sp['per_log_until_logged']:.1f}x**" if sp else "—",
-               beyond(st, us, sp)]
+        row = [
+            name,
+            f"{t['n']:,} x {t['size']}²",
+            fmt_s(t["forward"]["forward_s"]),
+            fmt_s(st["per_log_until_logged_s"]) if st else "—",
+            fmt_s(us["per_log_train_thread_s"]) if us else "—",
+            fmt_s(us["per_log_until_logged_s"]) if us else "—",
+            f"{us['per_log_train_thread_over_forward']:.2f}x, {us['per_log_over_forward']:.2f}x"
+            if us
+            else "—",
+            f"**{sp['per_log_until_logged']:.1f}x**" if sp else "—",
+            beyond(st, us, sp),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
@@ -648,52 +754,84 @@ def render(r):
             f"{fmt_s(us.get('fit_extra_s'))} | "
             + (f"**{t['speedup']['fit_extra']:.1f}x** | " if "speedup" in t else "— | ")
             + f"{pair('train_begin_s')} | {pair('finish_s')} | "
-            + pair("peak_rss_delta_mb", lambda v: "—" if v is None else f"{v:,.0f} MB") + " |"
+            + pair("peak_rss_delta_mb", lambda v: "—" if v is None else f"{v:,.0f} MB")
+            + " |"
         )
     w = r.get("ours_process_warmup")
     if w:
-        lines += ["", f"One-off per process, before timing (ours): `import fastevalcb.kernels` "
-                  f"{w['import_s']:.1f} s + `kernels.warmup()` {w['warmup_s']:.1f} s "
-                  "(numba: compile on a cold cache, else load from it)."]
-    lines += ["", "Targets: classification ours/forward <= 1.3x; detection and segmentation "
-              "stock/ours >= 10x (per-log evaluation).", ""]
+        lines += [
+            "",
+            f"One-off per process, before timing (ours): `import fastevalcb.kernels` "
+            f"{w['import_s']:.1f} s + `kernels.warmup()` {w['warmup_s']:.1f} s "
+            "(numba: compile on a cold cache, else load from it).",
+        ]
+    lines += [
+        "",
+        "Targets: classification ours/forward <= 1.3x; detection and segmentation "
+        "stock/ours >= 10x (per-log evaluation).",
+        "",
+    ]
     notes = []
     for name, t in r["tasks"].items():
         for side in ("stock", "ours"):
             s = t.get(side)
             if s:
-                notes.append(f"- {name} {side}: epoch-end hook "
-                             + ", ".join(fmt_s(v) for v in s["epoch_end_s"])
-                             + (f"; until logged {', '.join(fmt_s(v) for v in s['logged_s'])}"
-                                if s.get("logged_s") else "")
-                             + (f" (of which `model.predict` "
-                                f"{', '.join(fmt_s(v) for v in s['stock_model_predict_s'])})"
-                                if s.get("stock_model_predict_s") else "")
-                             + f"; fit {fmt_s(s['fit_s'])}, flush after fit "
-                             f"{fmt_s(s['flush_after_fit_s'])}")
-    lines += ["Forward floor = compiled forward, outputs left as tensors; copying them to numpy "
-              "as well: " + ", ".join(f"{n} {fmt_s(t['forward']['forward_to_host_s'])}"
-                                      for n, t in r["tasks"].items())
-              + ". 1-min load average at task start / end: "
-              + ", ".join(f"{n} {t['loadavg_start'][0]:.1f} / {t['loadavg_end'][0]:.1f}"
-                          for n, t in r["tasks"].items()) + ".", ""]
-    lines += ["Per-epoch detail (stock's epoch 1 includes tracing `predict`; stock's "
-              "`model.predict` share of its hook is timed inside the subclass):", "", *notes, ""]
+                notes.append(
+                    f"- {name} {side}: epoch-end hook "
+                    + ", ".join(fmt_s(v) for v in s["epoch_end_s"])
+                    + (
+                        f"; until logged {', '.join(fmt_s(v) for v in s['logged_s'])}"
+                        if s.get("logged_s")
+                        else ""
+                    )
+                    + (
+                        f" (of which `model.predict` "
+                        f"{', '.join(fmt_s(v) for v in s['stock_model_predict_s'])})"
+                        if s.get("stock_model_predict_s")
+                        else ""
+                    )
+                    + f"; fit {fmt_s(s['fit_s'])}, flush after fit "
+                    f"{fmt_s(s['flush_after_fit_s'])}"
+                )
+    lines += [
+        "Forward floor = compiled forward, outputs left as tensors; copying them to numpy "
+        "as well: "
+        + ", ".join(
+            f"{n} {fmt_s(t['forward']['forward_to_host_s'])}" for n, t in r["tasks"].items()
+        )
+        + ". 1-min load average at task start / end: "
+        + ", ".join(
+            f"{n} {t['loadavg_start'][0]:.1f} / {t['loadavg_end'][0]:.1f}"
+            for n, t in r["tasks"].items()
+        )
+        + ".",
+        "",
+    ]
+    lines += [
+        "Per-epoch detail (stock's epoch 1 includes tracing `predict`; stock's "
+        "`model.predict` share of its hook is timed inside the subclass):",
+        "",
+        *notes,
+        "",
+    ]
     return "\n".join(lines)
 
 
 def plot(r, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(r["tasks"])
-    series = [("forward floor", lambda t: t["forward"]["forward_s"], "#999999"),
-              ("stock", lambda t: (t.get("stock") or {}).get("per_log_until_logged_s"), "#d62728"),
-              ("fastevalcb", lambda t: (t.get("ours") or {}).get("per_log_until_logged_s"),
-               "#1f77b4")]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.3), dpi=90,
-                                  gridspec_kw={"width_ratios": [3, 2]})
+    series = [
+        ("forward floor", lambda t: t["forward"]["forward_s"], "#999999"),
+        ("stock", lambda t: (t.get("stock") or {}).get("per_log_until_logged_s"), "#d62728"),
+        ("fastevalcb", lambda t: (t.get("ours") or {}).get("per_log_until_logged_s"), "#1f77b4"),
+    ]
+    fig, (ax, ax2) = plt.subplots(
+        1, 2, figsize=(9, 3.3), dpi=90, gridspec_kw={"width_ratios": [3, 2]}
+    )
     width = 0.27
     for k, (label, get, colour) in enumerate(series):
         vals = [get(r["tasks"][n]) for n in names]
@@ -709,6 +847,7 @@ def plot(r, path):
         bars = ax2.bar(xs, vs, width, color=colour)
         ax2.bar_label(bars, labels=[f"{v:.2g}s" for v in vs], fontsize=7)
     from matplotlib.ticker import FuncFormatter, NullFormatter
+
     for a in (ax, ax2):
         a.set_yscale("log")
         a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -730,21 +869,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N smoke run")
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--sides", default="ours,stock",
-                        help="order matters for memory, see the module docstring")
+    parser.add_argument(
+        "--sides", default="ours,stock", help="order matters for memory, see the module docstring"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if unknown := set(tasks) - set(TASKS):
         parser.error(f"unknown tasks {sorted(unknown)}; choose from {list(TASKS)}")
-    result = {"quick": args.quick, "machine": machine_info(),
-              "ours_process_warmup": ours_process_warmup() if "ours" in sides else None,
-              "settings": {
-        "batch_size": BATCH, "epochs": EPOCHS, "score_threshold": SCORE_THRESHOLD,
-        "max_boxes": MAX_BOXES, "gt_slots": GT_SLOTS, "seg_classes": SEG_CLASSES,
-        "sides_order": sides, "rss_sample_interval_s": 0.01, "wandb_mode": "offline"},
-        "tasks": {}}
+    result = {
+        "quick": args.quick,
+        "machine": machine_info(),
+        "ours_process_warmup": ours_process_warmup() if "ours" in sides else None,
+        "settings": {
+            "batch_size": BATCH,
+            "epochs": EPOCHS,
+            "score_threshold": SCORE_THRESHOLD,
+            "max_boxes": MAX_BOXES,
+            "gt_slots": GT_SLOTS,
+            "seg_classes": SEG_CLASSES,
+            "sides_order": sides,
+            "rss_sample_interval_s": 0.01,
+            "wandb_mode": "offline",
+        },
+        "tasks": {},
+    }
     try:
         for name in tasks:
             n, size, train_n = SIZES[name][1 if args.quick else 0]

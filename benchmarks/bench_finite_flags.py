@@ -28,8 +28,8 @@ def main() -> None:
 
     import numpy as np
     import tensorflow as tf
-
     from _machine import cpu_name
+
     import fastevalcb
     from fastevalcb.tasks.segmentation import _class_maps
 
@@ -50,8 +50,10 @@ def main() -> None:
     base = float(np.median(times["class maps"]))
     for name, values in times.items():
         med = float(np.median(values))
-        print(f"  {name:<22} median {med * 1e3:7.1f} ms  min {min(values) * 1e3:7.1f} ms  "
-              f"({med / base:.2f}x)  {med / args.shape[0] * 1e6:7.0f} us/sample")
+        print(
+            f"  {name:<22} median {med * 1e3:7.1f} ms  min {min(values) * 1e3:7.1f} ms  "
+            f"({med / base:.2f}x)  {med / args.shape[0] * 1e6:7.0f} us/sample"
+        )
 
 
 if __name__ == "__main__":

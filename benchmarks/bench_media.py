@@ -41,8 +41,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import numpy as np  # noqa: E402
-from _machine import cpu_name  # noqa: E402
 import wandb  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 from wandb.sdk.data_types.helper_types.bounding_boxes_2d import BoundingBoxes2D  # noqa: E402
 
 from fastevalcb import kernels  # noqa: E402
@@ -100,19 +100,38 @@ def seg_logits(batch, rng):
 
 # -- stock pattern ------------------------------------------------------------------------
 def stock_box_dicts(boxes, scores, cls, labels):
-    return [{"position": {"minX": float(b[0]), "maxX": float(b[2]),
-                          "minY": float(b[1]), "maxY": float(b[3])},
-             "class_id": int(c),
-             "box_caption": f"{labels[int(c)]} {float(s):.2f}",
-             "scores": {"score": float(s)},
-             "domain": "pixel"} for b, s, c in zip(boxes, scores, cls)]
+    return [
+        {
+            "position": {
+                "minX": float(b[0]),
+                "maxX": float(b[2]),
+                "minY": float(b[1]),
+                "maxY": float(b[3]),
+            },
+            "class_id": int(c),
+            "box_caption": f"{labels[int(c)]} {float(s):.2f}",
+            "scores": {"score": float(s)},
+            "domain": "pixel",
+        }
+        for b, s, c in zip(boxes, scores, cls)
+    ]
 
 
 def stock_detection(images, boxes, scores, cls, counts, labels):
-    return [wandb.Image(images[i], boxes={"predictions": {
-        "box_data": stock_box_dicts(boxes[i, :counts[i]], scores[i, :counts[i]],
-                                    cls[i, :counts[i]], labels),
-        "class_labels": labels}}) for i in range(len(images))]
+    return [
+        wandb.Image(
+            images[i],
+            boxes={
+                "predictions": {
+                    "box_data": stock_box_dicts(
+                        boxes[i, : counts[i]], scores[i, : counts[i]], cls[i, : counts[i]], labels
+                    ),
+                    "class_labels": labels,
+                }
+            },
+        )
+        for i in range(len(images))
+    ]
 
 
 def stock_segmentation(images, logits_batches, gt, labels):
@@ -121,16 +140,23 @@ def stock_segmentation(images, logits_batches, gt, labels):
         pred = np.argmax(logits, axis=-1)
         for j in range(len(pred)):
             i = b * SEG_BATCH + j
-            out.append(wandb.Image(images[i], masks={
-                "predictions": {"mask_data": pred[j], "class_labels": labels},
-                "ground_truth": {"mask_data": gt[i], "class_labels": labels}}))
+            out.append(
+                wandb.Image(
+                    images[i],
+                    masks={
+                        "predictions": {"mask_data": pred[j], "class_labels": labels},
+                        "ground_truth": {"mask_data": gt[i], "class_labels": labels},
+                    },
+                )
+            )
     return out
 
 
 # -- ours ---------------------------------------------------------------------------------
 def fast_detection(images, boxes, scores, cls, counts, labels):
-    packed = PackedDetections.from_padded(boxes, cls, scores, counts, image_size=(SIZE, SIZE),
-                                          clip=False, num_classes=NUM_DET_CLASSES)
+    packed = PackedDetections.from_padded(
+        boxes, cls, scores, counts, image_size=(SIZE, SIZE), clip=False, num_classes=NUM_DET_CLASSES
+    )
     return detection_images(images, packed, labels)
 
 
@@ -150,8 +176,9 @@ def fast_segmentation_reuse(base_images, logits_batches, labels):
     for b, logits in enumerate(logits_batches):
         pred = SegmentationMasks.from_logits(logits)
         sl = slice(b * SEG_BATCH, b * SEG_BATCH + len(pred))
-        out += build_images(base_images[sl], masks={"predictions": pred}, class_labels=labels,
-                            keep_mask_data=False)
+        out += build_images(
+            base_images[sl], masks={"predictions": pred}, class_labels=labels, keep_mask_data=False
+        )
     return out
 
 
@@ -168,16 +195,20 @@ def serialize(images_list, tag):
 def stock_breakdown(images, boxes, scores, cls, labels, n):
     """Per-image ms of each part of the stock detection path, on the first n images."""
     t_img, _ = clock(lambda: [wandb.Image(images[i]) for i in range(n)])
-    t_dicts, dicts = clock(lambda: [stock_box_dicts(boxes[i], scores[i], cls[i], labels)
-                                    for i in range(n)])
+    t_dicts, dicts = clock(
+        lambda: [stock_box_dicts(boxes[i], scores[i], cls[i], labels) for i in range(n)]
+    )
     payloads = [{"box_data": d, "class_labels": labels} for d in dicts]
     t_validate, _ = clock(lambda: [BoundingBoxes2D.validate(None, p) for p in payloads])
     t_b2d, _ = clock(lambda: [BoundingBoxes2D(p, "predictions") for p in payloads])
     ms = 1e3 / n
-    return {"image_png_encode_ms": t_img * ms, "box_dicts_ms": t_dicts * ms,
-            "box_validate_ms": t_validate * ms,
-            "box_json_write_hash_ms": (t_b2d - t_validate) * ms,
-            "box_total_ms": (t_dicts + t_b2d) * ms}
+    return {
+        "image_png_encode_ms": t_img * ms,
+        "box_dicts_ms": t_dicts * ms,
+        "box_validate_ms": t_validate * ms,
+        "box_json_write_hash_ms": (t_b2d - t_validate) * ms,
+        "box_total_ms": (t_dicts + t_b2d) * ms,
+    }
 
 
 # -- kernels ------------------------------------------------------------------------------
@@ -199,8 +230,13 @@ def kernel_cold_start():
         res = {}
         for name in ("cold", "warm"):
             start = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", COLD_SCRIPT], env=env, check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", COLD_SCRIPT],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             res[name] = json.loads(out.strip().splitlines()[-1])
             res[name]["process_wall_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -220,8 +256,10 @@ def kernel_throughput(boxes, scores, cls, counts, logits):
     t_fast, a = clock(lambda: kernels.logits_argmax(logits))
     t_ref, b = clock(lambda: np.argmax(logits, -1))
     assert (a == b).all()
-    res["argmax_256x256x21_ms"] = {"numba": t_fast / len(logits) * 1e3,
-                                   "numpy": t_ref / len(logits) * 1e3}
+    res["argmax_256x256x21_ms"] = {
+        "numba": t_fast / len(logits) * 1e3,
+        "numpy": t_ref / len(logits) * 1e3,
+    }
     pred, gt = a[:10], a[::-1][:10]
     t_fast, _ = clock(lambda: kernels.segmentation_metrics(pred, gt, NUM_SEG_CLASSES))
     t_ref, _ = clock(lambda: reference.segmentation_metrics(pred, gt, NUM_SEG_CLASSES))
@@ -235,10 +273,17 @@ def machine_info():
     import numba
     import PIL
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__, "wandb": wandb.__version__,
-            "pillow": PIL.__version__, "loadavg_1min_at_start": os.getloadavg()[0],
-            "png_backend": default_backend(1)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "wandb": wandb.__version__,
+        "pillow": PIL.__version__,
+        "loadavg_1min_at_start": os.getloadavg()[0],
+        "png_backend": default_backend(1),
+    }
 
 
 def row(name, stock_s, fast_s, bold=False):
@@ -262,18 +307,36 @@ def write_markdown(r, path):
         "",
         "| task | stock | fastevalcb | ratio |",
         "|---|---:|---:|---:|",
-        row(f"detection, {d['images']} imgs x {d['boxes_per_image']} boxes",
-            d["stock_s"], d["fast_s"], bold=True),
-        row("detection, images pre-encoded once (per-epoch reuse)",
-            d["stock_s"], d["fast_reuse_s"]),
-        row(f"segmentation, {s['images']} imgs 256x256, 21 classes (from logits)",
-            s["stock_s"], s["fast_s"], bold=True),
-        row("segmentation, data-table images reused (what the callback does per epoch)",
-            s["stock_s"], s["fast_reuse_s"]),
-        row("deferred: add to Table + log (detection, same wandb code)",
-            d["stock_serialize_s"], d["fast_serialize_s"]),
-        row("deferred: add to Table + log (segmentation)",
-            s["stock_serialize_s"], s["fast_serialize_s"]),
+        row(
+            f"detection, {d['images']} imgs x {d['boxes_per_image']} boxes",
+            d["stock_s"],
+            d["fast_s"],
+            bold=True,
+        ),
+        row(
+            "detection, images pre-encoded once (per-epoch reuse)", d["stock_s"], d["fast_reuse_s"]
+        ),
+        row(
+            f"segmentation, {s['images']} imgs 256x256, 21 classes (from logits)",
+            s["stock_s"],
+            s["fast_s"],
+            bold=True,
+        ),
+        row(
+            "segmentation, data-table images reused (what the callback does per epoch)",
+            s["stock_s"],
+            s["fast_reuse_s"],
+        ),
+        row(
+            "deferred: add to Table + log (detection, same wandb code)",
+            d["stock_serialize_s"],
+            d["fast_serialize_s"],
+        ),
+        row(
+            "deferred: add to Table + log (segmentation)",
+            s["stock_serialize_s"],
+            s["fast_serialize_s"],
+        ),
         "",
         f"Image PNG bytes: stock {d['stock_png_kb']:.0f} KB/image (PIL level 6), ours "
         f"{d['fast_png_kb']:.0f} KB/image ({m['png_backend']} level 1, Sub filter).",
@@ -307,15 +370,18 @@ def write_markdown(r, path):
         "|---|---:|---:|---:|",
     ]
     for name, v in k["throughput"].items():
-        lines.append(f"| {name} | {v['numba']:.3f} ms | {v['numpy']:.3f} ms "
-                     f"| {v['numpy'] / v['numba']:.1f}x |")
+        lines.append(
+            f"| {name} | {v['numba']:.3f} ms | {v['numpy']:.3f} ms "
+            f"| {v['numpy'] / v['numba']:.1f}x |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="100 detection / 50 segmentation images")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 detection / 50 segmentation images"
+    )
     args = parser.parse_args()
     n_det, n_seg, n_boxes = (100, 50, 100) if args.quick else (1000, 500, 100)
     rng = np.random.default_rng(0)
@@ -338,23 +404,34 @@ def main():
     t_fast, fast = clock(lambda: fast_detection(det_imgs, *det_args))
     encoded = encode_images(det_imgs)
     t_reuse, _ = clock(lambda: fast_detection(encoded, *det_args))
-    det = {"images": n_det, "boxes_per_image": n_boxes, "stock_s": t_stock, "fast_s": t_fast,
-           "fast_reuse_s": t_reuse,
-           "stock_png_kb": np.mean([im._size for im in stock]) / 1e3,
-           "fast_png_kb": np.mean([im._size for im in fast]) / 1e3}
+    det = {
+        "images": n_det,
+        "boxes_per_image": n_boxes,
+        "stock_s": t_stock,
+        "fast_s": t_fast,
+        "fast_reuse_s": t_reuse,
+        "stock_png_kb": np.mean([im._size for im in stock]) / 1e3,
+        "fast_png_kb": np.mean([im._size for im in fast]) / 1e3,
+    }
 
     print(f"segmentation: {n_seg} images ...", flush=True)
     seg_imgs = images[:n_seg]
-    logits_batches = [seg_logits(min(SEG_BATCH, n_seg - start), rng)
-                      for start in range(0, n_seg, SEG_BATCH)]
+    logits_batches = [
+        seg_logits(min(SEG_BATCH, n_seg - start), rng) for start in range(0, n_seg, SEG_BATCH)
+    ]
     gt = np.concatenate([np.argmax(seg_logits(len(lb), rng), -1) for lb in logits_batches])
     gt = gt.astype(np.uint8)
     t_sstock, sstock = clock(lambda: stock_segmentation(seg_imgs, logits_batches, gt, seg_labels))
     t_sfast, sfast = clock(lambda: fast_segmentation(seg_imgs, logits_batches, gt, seg_labels))
     base = build_images(seg_imgs, masks={"ground_truth": gt}, class_labels=seg_labels)
     t_sreuse, _ = clock(lambda: fast_segmentation_reuse(base, logits_batches, seg_labels))
-    seg = {"images": n_seg, "classes": NUM_SEG_CLASSES, "stock_s": t_sstock, "fast_s": t_sfast,
-           "fast_reuse_s": t_sreuse}
+    seg = {
+        "images": n_seg,
+        "classes": NUM_SEG_CLASSES,
+        "stock_s": t_sstock,
+        "fast_s": t_sfast,
+        "fast_reuse_s": t_sreuse,
+    }
 
     print("deferred serialization (Table + log, offline) ...", flush=True)
     run = wandb.init(project="bench_media", dir=workdir)
@@ -366,11 +443,13 @@ def main():
     results["detection"], results["segmentation"] = det, seg
 
     print("stock breakdown and kernels ...", flush=True)
-    results["stock_breakdown_per_image"] = stock_breakdown(det_imgs, boxes, scores, cls, det_labels,
-                                                           min(n_det, 200))
-    results["kernels"] = {"cold_start": kernel_cold_start(),
-                          "throughput": kernel_throughput(boxes, scores, cls, counts,
-                                                          logits_batches[0])}
+    results["stock_breakdown_per_image"] = stock_breakdown(
+        det_imgs, boxes, scores, cls, det_labels, min(n_det, 200)
+    )
+    results["kernels"] = {
+        "cold_start": kernel_cold_start(),
+        "throughput": kernel_throughput(boxes, scores, cls, counts, logits_batches[0]),
+    }
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "media.json").write_text(json.dumps(results, indent=2) + "\n")

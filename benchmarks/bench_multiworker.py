@@ -56,18 +56,21 @@ def _worker(config: dict) -> None:
     n = config["samples"]
     x_val = rng.integers(0, 255, (n, SIZE, SIZE, 3)).astype("uint8")
     y_val = rng.integers(0, 10, n)
-    x, y = x_val[:BATCH * 2], y_val[:BATCH * 2]
+    x, y = x_val[: BATCH * 2], y_val[: BATCH * 2]
     with strategy.scope():
         k.utils.set_random_seed(0)
         layers = [k.Input((SIZE, SIZE, 3)), k.layers.Rescaling(1 / 255)]
         if config["model"] in CHANNELS:
-            layers += [k.layers.Conv2D(c, 3, strides=2, padding="same", activation="relu")
-                       for c in CHANNELS[config["model"]]] + [k.layers.GlobalAveragePooling2D()]
+            layers += [
+                k.layers.Conv2D(c, 3, strides=2, padding="same", activation="relu")
+                for c in CHANNELS[config["model"]]
+            ] + [k.layers.GlobalAveragePooling2D()]
         else:
             layers += [k.layers.AveragePooling2D(SIZE), k.layers.Flatten()]
         model = k.Sequential(layers + [k.layers.Dense(10)])
-        model.compile(k.optimizers.SGD(0.01),
-                      k.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            k.optimizers.SGD(0.01), k.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
 
     held: list[float] = []
 
@@ -77,10 +80,22 @@ def _worker(config: dict) -> None:
             super().on_epoch_end(epoch, logs)
             held.append(time.perf_counter() - start)
 
-    callback = Timed((x_val, y_val), [str(i) for i in range(10)], batch_size=BATCH,
-                     multi_worker_eval=config["mode"], verbose=0)
-    model.fit(x, y, batch_size=BATCH, epochs=config["epochs"], verbose=0, shuffle=False,
-              callbacks=[callback])
+    callback = Timed(
+        (x_val, y_val),
+        [str(i) for i in range(10)],
+        batch_size=BATCH,
+        multi_worker_eval=config["mode"],
+        verbose=0,
+    )
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=config["epochs"],
+        verbose=0,
+        shuffle=False,
+        callbacks=[callback],
+    )
     callback.flush()
     eval_s = [t["eval_s"] for t in callback.timings if t["eval_s"] is not None]
     if wandb.run is not None:
@@ -103,17 +118,36 @@ def _cluster(model: str, mode: str, samples: int, epochs: int, folder: Path) -> 
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for i in range(2):
-        config = {"model": model, "mode": mode, "samples": samples, "epochs": epochs,
-                  "out": str(folder / f"{model}-{mode}-{i}.json")}
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3",
-                   WANDB_SILENT="true", WANDB_DIR=str(folder), WANDB_MODE="offline",
-                   PYTHONPATH=str(Path(__file__).resolve().parents[1]),
-                   TF_CONFIG=json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": i}}))
+        config = {
+            "model": model,
+            "mode": mode,
+            "samples": samples,
+            "epochs": epochs,
+            "out": str(folder / f"{model}-{mode}-{i}.json"),
+        }
+        env = dict(
+            os.environ,
+            TF_USE_LEGACY_KERAS="1",
+            TF_CPP_MIN_LOG_LEVEL="3",
+            WANDB_SILENT="true",
+            WANDB_DIR=str(folder),
+            WANDB_MODE="offline",
+            PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
         log = open(folder / f"{model}-{mode}-{i}.log", "w")
-        procs.append((subprocess.Popen([sys.executable, __file__, "--worker",
-                                        json.dumps(config)], env=env, stderr=log,
-                                       stdout=log), config["out"], log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, __file__, "--worker", json.dumps(config)],
+                    env=env,
+                    stderr=log,
+                    stdout=log,
+                ),
+                config["out"],
+                log,
+            )
+        )
     out = []
     for proc, path, log in procs:
         rc = proc.wait(timeout=600)
@@ -144,29 +178,49 @@ def main() -> None:
                 workers = _cluster(model, mode, samples, logs, Path(tmp))
                 for w in workers:
                     held = statistics.median(w["held_s"])
-                    rows.append({"model": model, "mode": mode,
-                                 "worker": "chief" if w["is_chief"] else "worker 1",
-                                 "held_ms": held * 1e3, "us_per_sample": held / samples * 1e6,
-                                 "eval_ms": (statistics.median(w["eval_s"]) * 1e3
-                                             if w["eval_s"] else None)})
+                    rows.append(
+                        {
+                            "model": model,
+                            "mode": mode,
+                            "worker": "chief" if w["is_chief"] else "worker 1",
+                            "held_ms": held * 1e3,
+                            "us_per_sample": held / samples * 1e6,
+                            "eval_ms": (
+                                statistics.median(w["eval_s"]) * 1e3 if w["eval_s"] else None
+                            ),
+                        }
+                    )
                     print(rows[-1], flush=True)
     import tensorflow as tf
 
-    report = {"samples": samples, "logs": logs, "batch_size": BATCH, "image": [SIZE, SIZE, 3],
-              "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-              "tensorflow": tf.__version__, "rows": rows}
+    report = {
+        "samples": samples,
+        "logs": logs,
+        "batch_size": BATCH,
+        "image": [SIZE, SIZE, 3],
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "rows": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "multiworker.json").write_text(json.dumps(report, indent=2))
-    lines = [f"Two local tf_keras workers (MultiWorkerMirroredStrategy, 127.0.0.1), {samples} "
-             f"samples of {SIZE}x{SIZE}x3, batch {BATCH}, median of {logs} epoch-end logs; "
-             f"{report['cpu']}, {report['cores']} cores, TF {report['tensorflow']}.", "",
-             "| model | mode | worker | fit held per log (ms) | µs / sample |"
-             " of which chief's forward + queueing (ms) |",
-             "|---|---|---|---:|---:|---:|"]
+    lines = [
+        f"Two local tf_keras workers (MultiWorkerMirroredStrategy, 127.0.0.1), {samples} "
+        f"samples of {SIZE}x{SIZE}x3, batch {BATCH}, median of {logs} epoch-end logs; "
+        f"{report['cpu']}, {report['cores']} cores, TF {report['tensorflow']}.",
+        "",
+        "| model | mode | worker | fit held per log (ms) | µs / sample |"
+        " of which chief's forward + queueing (ms) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for r in rows:
         eval_ms = "" if r["eval_ms"] is None else f"{r['eval_ms']:.0f}"
-        lines.append(f"| {r['model']} | {r['mode']} | {r['worker']} | {r['held_ms']:.0f} | "
-                     f"{r['us_per_sample']:.0f} | {eval_ms} |")
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['worker']} | {r['held_ms']:.0f} | "
+            f"{r['us_per_sample']:.0f} | {eval_ms} |"
+        )
     (RESULTS / "multiworker.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -121,9 +121,12 @@ def tiny_resnet_classifier(seed: int = 0):
 
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[64, 8, 8, 8], stackwise_num_blocks=[1, 1, 1, 1],
-        stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 8, 8, 8],
+        stackwise_num_blocks=[1, 1, 1, 1],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="basic_block",
     )
     converter = keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=1 / 255)
     preprocessor = keras_hub.models.ResNetImageClassifierPreprocessor(converter)
@@ -152,8 +155,9 @@ def scenarios(num_samples: int) -> list:
     else:
         images = rng.integers(0, 256, size=(num_samples, 48, 48, 3)).astype("float32")
         out.append(("keras_hub", classifier, images))
-    out.append(("near-free", near_free_net(),
-                rng.uniform(size=(num_samples, 32, 32, 3)).astype("float32")))
+    out.append(
+        ("near-free", near_free_net(), rng.uniform(size=(num_samples, 32, 32, 3)).astype("float32"))
+    )
     return out
 
 

@@ -38,8 +38,13 @@ SIZE = 32
 
 def make_run(root: Path, rows: int, versions: int) -> Path:
     """A real offline run: ``rows`` samples x ``versions`` pred-table versions."""
-    for var, sub in [("WANDB_DIR", "run"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+    for var, sub in [
+        ("WANDB_DIR", "run"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
         (root / sub).mkdir(parents=True, exist_ok=True)
         os.environ[var] = str(root / sub)
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONSOLE="off")
@@ -55,23 +60,39 @@ def make_run(root: Path, rows: int, versions: int) -> Path:
     val = make_shapes(rows, SIZE, seed=1)
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
-    outputs = {"boxes": keras.layers.Reshape((3, 4))(keras.layers.Dense(12, activation="sigmoid")(x)),
-               "scores": keras.layers.Dense(3, activation="sigmoid")(x),
-               "classes": keras.layers.Dense(3, activation="softmax")(x)}
+    outputs = {
+        "boxes": keras.layers.Reshape((3, 4))(keras.layers.Dense(12, activation="sigmoid")(x)),
+        "scores": keras.layers.Dense(3, activation="sigmoid")(x),
+        "classes": keras.layers.Dense(3, activation="softmax")(x),
+    }
     model = keras.Model(inputs, outputs)
     model.compile("sgd", loss={"scores": "mse"})
 
     def adapter(out):
-        return {"boxes": out["boxes"] * SIZE, "scores": out["scores"],
-                "classes": np.argmax(out["classes"], axis=1)[:, None].repeat(3, axis=1)}
+        return {
+            "boxes": out["boxes"] * SIZE,
+            "scores": out["scores"],
+            "classes": np.argmax(out["classes"], axis=1)[:, None].repeat(3, axis=1),
+        }
 
     run = wandb.init(project="fastevalcb-bench-report", dir=str(root / "run"))
     targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
-    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter,
-                               score_threshold=0.0, batch_size=1000, verbose=0)
+    cb = DetectionEvalCallback(
+        (val.images, targets),
+        CLASS_NAMES,
+        adapter=adapter,
+        score_threshold=0.0,
+        batch_size=1000,
+        verbose=0,
+    )
     train = min(64, rows)
-    model.fit(val.images[:train], {"scores": np.zeros((train, 3))}, epochs=versions, verbose=0,
-              callbacks=[cb])
+    model.fit(
+        val.images[:train],
+        {"scores": np.zeros((train, 3))},
+        epochs=versions,
+        verbose=0,
+        callbacks=[cb],
+    )
     run.finish()
     return OfflineRun.latest(root / "run").wait_complete().run_dir
 
@@ -92,9 +113,12 @@ def measure_page(html: Path, repeat: int) -> dict:
             page.goto(html.as_uri())
             page.wait_for_function("document.body.dataset.ready", timeout=60_000)
             out.setdefault("first_render_ms", []).append(
-                float(page.evaluate("document.body.dataset.firstRenderMs")))
-            fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')"
-                                ".map(e => e.startTime)[0] || null")
+                float(page.evaluate("document.body.dataset.firstRenderMs"))
+            )
+            fcp = page.evaluate(
+                "performance.getEntriesByName('first-contentful-paint')"
+                ".map(e => e.startTime)[0] || null"
+            )
             out.setdefault("first_contentful_paint_ms", []).append(fcp)
             rows = int(page.get_attribute("#count", "data-rows"))
             for name, action in [
@@ -139,12 +163,19 @@ def main() -> None:
     first_load = ["app.js", "app.css", "meta.js", "images.js", f"t0v{args.versions - 1}.js"]
     page = measure_page(html, args.repeat)
     result = {
-        "rows": args.rows, "versions": args.versions,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "loadavg": os.getloadavg()},
-        "make_run_s": round(run_s, 2), "build_s": round(build_s, 2),
-        "report_files": len(sizes), "report_bytes": sum(sizes.values()),
+        "rows": args.rows,
+        "versions": args.versions,
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg": os.getloadavg(),
+        },
+        "make_run_s": round(run_s, 2),
+        "build_s": round(build_s, 2),
+        "report_files": len(sizes),
+        "report_bytes": sum(sizes.values()),
         "first_load_bytes": sum(sizes[n] for n in first_load),
         "version_shard_bytes": sizes[f"t0v{args.versions - 1}.js"],
         "page": page,

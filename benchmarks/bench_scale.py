@@ -44,9 +44,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import threading
 import time
@@ -83,7 +83,7 @@ class PeakRSS:
         while not self._stop.wait(0.01):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -99,8 +99,11 @@ def worker_threads(what: str) -> list[str]:
     the training thread) that is still there."""
     texts = []
     for thread in threading.enumerate():
-        if (not thread.name.startswith("fastevalcb") or thread.name == "fastevalcb-predictor"
-                or thread.native_id is None):
+        if (
+            not thread.name.startswith("fastevalcb")
+            or thread.name == "fastevalcb-predictor"
+            or thread.native_id is None
+        ):
             continue
         try:
             with open(f"/proc/self/task/{thread.native_id}/{what}") as f:
@@ -125,12 +128,14 @@ def fastevalcb_kernel_share() -> tuple[int, int]:
 
 def near_free_classifier(size: int = SIZE) -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -148,9 +153,16 @@ def data(n: int, seed: int = 0, size: int = SIZE) -> tuple[np.ndarray, np.ndarra
 
 def classification(n: int) -> dict:
     x, y = data(n)
-    return {"model": near_free_classifier(), "x": x, "y": y, "train": (x[:256], y[:256]),
-            "batch_size": 256, "callback": lambda: ClassificationEvalCallback(
-                (x, y), [f"c{i}" for i in range(10)], batch_size=256, verbose=0)}
+    return {
+        "model": near_free_classifier(),
+        "x": x,
+        "y": y,
+        "train": (x[:256], y[:256]),
+        "batch_size": 256,
+        "callback": lambda: ClassificationEvalCallback(
+            (x, y), [f"c{i}" for i in range(10)], batch_size=256, verbose=0
+        ),
+    }
 
 
 def detection(n: int, size: int = 128, boxes: int = 100) -> dict:
@@ -164,21 +176,44 @@ def detection(n: int, size: int = 128, boxes: int = 100) -> dict:
     inputs = keras.Input((size, size, 3), dtype="uint8")
     h = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     corners = ops.sigmoid(keras.layers.Reshape((boxes, 4))(keras.layers.Dense(boxes * 4)(h)))
-    xyxy = ops.concatenate([ops.minimum(corners[..., :2], corners[..., 2:]),
-                            ops.maximum(corners[..., :2], corners[..., 2:])], -1) * size
+    xyxy = (
+        ops.concatenate(
+            [
+                ops.minimum(corners[..., :2], corners[..., 2:]),
+                ops.maximum(corners[..., :2], corners[..., 2:]),
+            ],
+            -1,
+        )
+        * size
+    )
     scores, order = ops.top_k(keras.layers.Dense(boxes, activation="sigmoid")(h), boxes)
     xyxy = ops.take_along_axis(xyxy, order[..., None], axis=1)
-    classes = ops.cast(ops.argmax(keras.layers.Reshape((boxes, len(CLASS_NAMES)))(
-        keras.layers.Dense(boxes * len(CLASS_NAMES))(h)), -1), "int32")
+    classes = ops.cast(
+        ops.argmax(
+            keras.layers.Reshape((boxes, len(CLASS_NAMES)))(
+                keras.layers.Dense(boxes * len(CLASS_NAMES))(h)
+            ),
+            -1,
+        ),
+        "int32",
+    )
     model = keras.Model(inputs, {"boxes": xyxy, "scores": scores, "classes": classes})
     model.compile("sgd", loss={"boxes": "mse", "scores": None, "classes": None})
-    gt = {"boxes": val.boxes[:, None].astype(np.float32),
-          "classes": val.labels[:, None].astype(np.int32)}
+    gt = {
+        "boxes": val.boxes[:, None].astype(np.float32),
+        "classes": val.labels[:, None].astype(np.int32),
+    }
     train_y = {"boxes": np.repeat(val.boxes[:64, None], boxes, axis=1)}
-    return {"model": model, "x": val.images, "y": gt, "train": (val.images[:64], train_y),
-            "batch_size": 32, "callback": lambda: DetectionEvalCallback(
-                (val.images, gt), list(CLASS_NAMES), box_format="xyxy", batch_size=32,
-                verbose=0)}
+    return {
+        "model": model,
+        "x": val.images,
+        "y": gt,
+        "train": (val.images[:64], train_y),
+        "batch_size": 32,
+        "callback": lambda: DetectionEvalCallback(
+            (val.images, gt), list(CLASS_NAMES), box_format="xyxy", batch_size=32, verbose=0
+        ),
+    }
 
 
 def segmentation(n: int, size: int = 256, classes: int = 21) -> dict:
@@ -189,19 +224,31 @@ def segmentation(n: int, size: int = 256, classes: int = 21) -> dict:
     val = make_shapes(n, size, seed=1)
     names = ["background", *CLASS_NAMES] + [f"class_{i}" for i in range(4, classes)]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((size, size, 3), dtype="uint8"),
-                              keras.layers.Rescaling(1 / 255),
-                              keras.layers.Conv2D(classes, 1)])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3), dtype="uint8"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(classes, 1),
+        ]
+    )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return {"model": model, "x": val.images, "y": val.masks,
-            "train": (val.images[:16], val.masks[:16]),
-            "batch_size": 16, "callback": lambda: SegmentationEvalCallback(
-                (val.images, val.masks), names, output="logits", batch_size=16, verbose=0)}
+    return {
+        "model": model,
+        "x": val.images,
+        "y": val.masks,
+        "train": (val.images[:16], val.masks[:16]),
+        "batch_size": 16,
+        "callback": lambda: SegmentationEvalCallback(
+            (val.images, val.masks), names, output="logits", batch_size=16, verbose=0
+        ),
+    }
 
 
-TASKS = {"classification": (classification, "32x32, 10 classes"),
-         "detection": (detection, "128x128, 100 boxes"),
-         "segmentation": (segmentation, "256x256, 21 classes")}
+TASKS = {
+    "classification": (classification, "32x32, 10 classes"),
+    "detection": (detection, "128x128, 100 boxes"),
+    "segmentation": (segmentation, "256x256, 21 classes"),
+}
 
 
 def staging_floor_s(sizes: list[int], workers: int) -> float:
@@ -224,8 +271,11 @@ def staging_floor_s(sizes: list[int], workers: int) -> float:
     chunk = -(-len(sizes) // workers)
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(create, [range(i, min(i + chunk, len(sizes)))
-                               for i in range(0, len(sizes), chunk)]))
+        list(
+            pool.map(
+                create, [range(i, min(i + chunk, len(sizes))) for i in range(0, len(sizes), chunk)]
+            )
+        )
     return time.perf_counter() - start
 
 
@@ -283,8 +333,9 @@ def measure(task: str, n: int, workdir: Path) -> dict:
     encode = float("inf")
     for _ in range(2):
         t = time.perf_counter()
-        encoded = [e for s in range(0, n, 256)
-                   for e in encode_images(x[s:s + 256], compress_level=1)]
+        encoded = [
+            e for s in range(0, n, 256) for e in encode_images(x[s : s + 256], compress_level=1)
+        ]
         encode = min(encode, time.perf_counter() - t)
     # The file system throttles file creation once enough dirty data piles up: each
     # phase starts with the page cache written back, so neither pays for the other's.
@@ -293,15 +344,15 @@ def measure(task: str, n: int, workdir: Path) -> dict:
     del encoded
     os.sync()
 
-    run = wandb.init(project="bench-scale", mode="offline", dir=str(workdir),
-                     reinit="finish_previous")
+    run = wandb.init(
+        project="bench-scale", mode="offline", dir=str(workdir), reinit="finish_previous"
+    )
     rss0 = psutil.Process().memory_info().rss
     with PeakRSS() as rss:
         cb = setup["callback"]()
         start, clock = Start(), Clock()
         t_fit = time.perf_counter()
-        model.fit(*setup["train"], epochs=2, batch_size=16, verbose=0,
-                  callbacks=[start, cb, clock])
+        model.fit(*setup["train"], epochs=2, batch_size=16, verbose=0, callbacks=[start, cb, clock])
         fit_s = time.perf_counter() - t_fit
         cb.flush()
         # Five more logs on their own, after the data table and the fit's versions are
@@ -323,10 +374,16 @@ def measure(task: str, n: int, workdir: Path) -> dict:
             thread_s = time.perf_counter() - wall
             cb.flush()
             user, system = (b - a for a, b in zip(ticks_before, fastevalcb_kernel_share()))
-            logs.append({"forward_s": fwd, "own_step_s": own_step, "thread_s": thread_s,
-                         "logged_s": time.perf_counter() - wall,
-                         "worker_cpu_s": fastevalcb_cpu_s() - cpu_before,
-                         "worker_kernel_share": system / max(user + system, 1)})
+            logs.append(
+                {
+                    "forward_s": fwd,
+                    "own_step_s": own_step,
+                    "thread_s": thread_s,
+                    "logged_s": time.perf_counter() - wall,
+                    "worker_cpu_s": fastevalcb_cpu_s() - cpu_before,
+                    "worker_kernel_share": system / max(user + system, 1),
+                }
+            )
         # The data table once more, on its own (no fit, forward or version competing for
         # the cores), as the PNG encode is measured: staging's cost next to the encode's.
         alone = setup["callback"]()
@@ -338,7 +395,8 @@ def measure(task: str, n: int, workdir: Path) -> dict:
     run.finish()
     best = {key: min(log[key] for log in logs) for key in logs[0]}
     best["worker_kernel_share"] = min(logs, key=lambda log: log["worker_cpu_s"])[
-        "worker_kernel_share"]  # of the log whose CPU is reported
+        "worker_kernel_share"
+    ]  # of the log whose CPU is reported
     return {
         "task": task,
         "n": n,
@@ -381,28 +439,34 @@ def cold_start(task: str, workdir: Path) -> dict:
     setup = TASKS[task][0](COLD_N[task])
     model = setup["model"]
     model.fit(*setup["train"], epochs=1, verbose=0)
-    run = wandb.init(project="bench-scale", mode="offline", dir=str(workdir),
-                     reinit="finish_previous")
+    run = wandb.init(
+        project="bench-scale", mode="offline", dir=str(workdir), reinit="finish_previous"
+    )
     cb = setup["callback"]()
     start, clock = Start(), Clock()
-    model.fit(*setup["train"], epochs=1, batch_size=16, verbose=0,
-              callbacks=[start, cb, clock])
+    model.fit(*setup["train"], epochs=1, batch_size=16, verbose=0, callbacks=[start, cb, clock])
     cb.flush()
     until_logged = time.perf_counter() - start.t
     run.finish()
-    return {"task": task, "n": COLD_N[task], "train_begin_block_s": clock.epoch_begin - start.t,
-            "until_logged_s": until_logged}
+    return {
+        "task": task,
+        "n": COLD_N[task],
+        "train_begin_block_s": clock.epoch_begin - start.t,
+        "until_logged_s": until_logged,
+    }
 
 
 TARGET_US = {"classification": 15, "detection": 150, "segmentation": 600}
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| task | N | fit waits at train begin | data table in fit / alone | PNG encode | "
-            "file creation | data table alone / encode, / (encode + files) | forward "
-            "(µs/sample) | per log: thread / forward (/ own step) | until written / forward | "
-            "worker CPU µs/sample/log (target) | of it in the kernel | peak RSS Δ / sample |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = (
+        "| task | N | fit waits at train begin | data table in fit / alone | PNG encode | "
+        "file creation | data table alone / encode, / (encode + files) | forward "
+        "(µs/sample) | per log: thread / forward (/ own step) | until written / forward | "
+        "worker CPU µs/sample/log (target) | of it in the kernel | peak RSS Δ / sample |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     lines = []
     for r in rows:
         lines.append(
@@ -416,26 +480,36 @@ def markdown(rows: list[dict]) -> str:
             f"({r['thread_over_own_step']:.2f}x) | "
             f"{r['logged_over_forward']:.2f}x | {r['worker_cpu_us_per_sample_per_log']:.0f} "
             f"({TARGET_US[r['task']]}) | {100 * r['worker_kernel_share']:.0f}% | "
-            f"{r['peak_rss_bytes_per_sample'] / 1024:.1f} KB |")
-    cls = sorted((r for r in rows if r["task"] == "classification"
-                  and r.get("mode", "fast") == "fast"), key=lambda r: r["n"])
+            f"{r['peak_rss_bytes_per_sample'] / 1024:.1f} KB |"
+        )
+    cls = sorted(
+        (r for r in rows if r["task"] == "classification" and r.get("mode", "fast") == "fast"),
+        key=lambda r: r["n"],
+    )
     notes = ""
     if len(cls) >= 2:
         a, b = cls[0], cls[-1]
         slope = (b["peak_rss_delta_mb"] - a["peak_rss_delta_mb"]) * 2**20 / (b["n"] - a["n"])
-        notes = (f"\nPeak RSS growth per added sample, classification {a['n']:,} -> "
-                 f"{b['n']:,}: {slope / 1024:.2f} KB (the rest of the per-sample column is "
-                 "fixed cost: TF, numba, wandb).\n")
+        notes = (
+            f"\nPeak RSS growth per added sample, classification {a['n']:,} -> "
+            f"{b['n']:,}: {slope / 1024:.2f} KB (the rest of the per-sample column is "
+            "fixed cost: TF, numba, wandb).\n"
+        )
     return head + "\n".join(lines) + "\n" + notes
 
 
 def cold_markdown(cold: list[dict]) -> str:
     if not cold:
         return ""
-    cells = ", ".join(f"{c['task']} (N={c['n']:,}) {c['train_begin_block_s']:.2f} s "
-                      f"({c['until_logged_s']:.1f} s until logged)" for c in cold)
-    return ("\nOn a cold numba cache (an empty `NUMBA_CACHE_DIR`, a fresh process each; "
-            f"the kernels compile on the worker), fit waits at train begin: {cells}.\n")
+    cells = ", ".join(
+        f"{c['task']} (N={c['n']:,}) {c['train_begin_block_s']:.2f} s "
+        f"({c['until_logged_s']:.1f} s until logged)"
+        for c in cold
+    )
+    return (
+        "\nOn a cold numba cache (an empty `NUMBA_CACHE_DIR`, a fresh process each; "
+        f"the kernels compile on the worker), fit waits at train begin: {cells}.\n"
+    )
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -444,22 +518,30 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cls = sorted((r for r in rows if r["task"] == "classification"
-                  and r.get("mode", "fast") == "fast"), key=lambda r: r["n"])
+    cls = sorted(
+        (r for r in rows if r["task"] == "classification" and r.get("mode", "fast") == "fast"),
+        key=lambda r: r["n"],
+    )
     ns = [r["n"] for r in cls]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(ns, [r["train_begin_block_s"] for r in cls], "o-", label="fit waits")
     axes[0].plot(ns, [r["png_encode_s"] for r in cls], "s--", label="PNG encode")
-    axes[0].plot(ns, [r["png_encode_s"] + r["file_creation_s"] for r in cls], "x--",
-                 label="PNG encode + file creation")
+    axes[0].plot(
+        ns,
+        [r["png_encode_s"] + r["file_creation_s"] for r in cls],
+        "x--",
+        label="PNG encode + file creation",
+    )
     axes[0].plot(ns, [r["data_table_s"] for r in cls], "^-", label="data table (worker)")
-    axes[0].set(title="classification 32x32: train begin, data table", xlabel="N",
-                ylabel="s")
+    axes[0].set(title="classification 32x32: train begin, data table", xlabel="N", ylabel="s")
     for task, marker in (("classification", "o-"), ("detection", "s"), ("segmentation", "^")):
         mine = [r for r in rows if r["task"] == task]
-        axes[1].plot([r["n"] for r in mine],
-                     [r["worker_cpu_us_per_sample_per_log"] / TARGET_US[task] for r in mine],
-                     marker, label=task)
+        axes[1].plot(
+            [r["n"] for r in mine],
+            [r["worker_cpu_us_per_sample_per_log"] / TARGET_US[task] for r in mine],
+            marker,
+            label=task,
+        )
     axes[1].axhline(1, color="grey", ls=":", label="target")
     axes[1].set(title="worker CPU per sample per log / target", xlabel="N", ylabel="x target")
     axes[1].set_ylim(bottom=0)
@@ -480,8 +562,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--full", action="store_true", help="also classification N=200,000")
-    parser.add_argument("--safe", action="store_true",
-                        help="each row also with FASTEVALCB_SAFE=1 (wandb's public API)")
+    parser.add_argument(
+        "--safe",
+        action="store_true",
+        help="each row also with FASTEVALCB_SAFE=1 (wandb's public API)",
+    )
     parser.add_argument("--rows", help="TASK:N,... instead of the default rows")
     parser.add_argument("--one", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--cold", metavar="TASK", help=argparse.SUPPRESS)
@@ -493,8 +578,11 @@ def main() -> None:
         # makes creating new ones slower; each row starts with an empty one.
         work = Path(tempfile.mkdtemp(dir=args.workdir))
         os.environ["WANDB_DATA_DIR"] = str(work)
-        row = cold_start(args.cold, work) if args.cold else measure(
-            args.one[0], int(args.one[1]), work)
+        row = (
+            cold_start(args.cold, work)
+            if args.cold
+            else measure(args.one[0], int(args.one[1]), work)
+        )
         row["mode"] = "safe" if os.environ.get("FASTEVALCB_SAFE") == "1" else "fast"
         print("RESULT " + json.dumps(row), flush=True)
         if args.workdir is None:
@@ -517,16 +605,17 @@ def file_creation_us(folder: str, files: int = 2000) -> float:
     return (time.thread_time() - start) / files * 1e6
 
 
-def wait_for_settled_disk(folder: str, limit_us: float = 100.0, patience_s: float = 600.0
-                          ) -> float:
+def wait_for_settled_disk(folder: str, limit_us: float = 100.0, patience_s: float = 600.0) -> float:
     """Wait (up to ``patience_s``) until creating a file costs under ``limit_us`` of CPU:
     right after many files were deleted (an earlier run's), it costs 10-20x its usual
     ~30 µs here, and every row would be charged for it. Returns the last probe's µs."""
     start = time.perf_counter()
-    while (us := file_creation_us(folder)) > limit_us and \
-            time.perf_counter() - start < patience_s:
-        print(f"file creation costs {us:.0f} µs a file (files were deleted lately); "
-              "waiting 30 s for it to settle", flush=True)
+    while (us := file_creation_us(folder)) > limit_us and time.perf_counter() - start < patience_s:
+        print(
+            f"file creation costs {us:.0f} µs a file (files were deleted lately); "
+            "waiting 30 s for it to settle",
+            flush=True,
+        )
         time.sleep(30)
     return us
 
@@ -534,8 +623,13 @@ def wait_for_settled_disk(folder: str, limit_us: float = 100.0, patience_s: floa
 def row_in_process(args: list[str], workdir: str, **env: str) -> dict:
     """This script's ``RESULT`` row for ``args`` (``--one TASK N`` or ``--cold TASK``), run
     in a fresh process with its files under ``workdir``; printed as it comes."""
-    out = subprocess.run([sys.executable, __file__, *args, "--workdir", workdir], check=True,
-                         capture_output=True, text=True, env={**os.environ, **env}).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, *args, "--workdir", workdir],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    ).stdout
     row = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(json.dumps({k: v for k, v in row.items() if k != "logs"}), flush=True)
     return row
@@ -558,8 +652,11 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
         runs = [("classification", 10_000), ("classification", 50_000)]
         runs += [("classification", 200_000)] if args.full else []
         runs += [("detection", 1000), ("segmentation", 300)]
-    settled_us = (file_creation_us(workdir) if args.quick  # a smoke run does not wait
-                  else wait_for_settled_disk(workdir))
+    settled_us = (
+        file_creation_us(workdir)
+        if args.quick  # a smoke run does not wait
+        else wait_for_settled_disk(workdir)
+    )
     # A fresh process per row: RSS growth is not hidden by reused memory.
     rows = []
     for task, n in runs:
@@ -567,32 +664,46 @@ def run_all(args: argparse.Namespace, workdir: str) -> None:
         if args.safe:
             rows.append(row_in_process(["--one", task, str(n)], workdir, FASTEVALCB_SAFE="1"))
     cold = []
-    for task in ([] if args.safe else COLD_N):  # and an empty numba cache each
+    for task in [] if args.safe else COLD_N:  # and an empty numba cache each
         with tempfile.TemporaryDirectory() as cache:
             cold.append(row_in_process(["--cold", task], workdir, NUMBA_CACHE_DIR=cache))
     with tempfile.TemporaryDirectory() as tmp:
         memory = fresh_memory_costs(tmp)
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
-            "file_creation_us_at_start": settled_us,
-            "keras": keras.__version__, "wandb": wandb.__version__, "fresh_memory": memory}
-    table = markdown(rows) + cold_markdown(cold) + (
-        f"\nCreating a 1.5 KB file cost {settled_us:.0f} µs of CPU at the start (the run "
-        "waits until it is under 100 µs: see `run_all`).\n"
-        "\nFresh memory on this machine (`_machine.fresh_memory_costs`, after the rows): "
-        f"{memory['fresh_page_us']:.2f} µs per 4 KiB page on first touch, "
-        f"{memory['touched_page_us']:.2f} on the next; a new file is written at "
-        f"{memory['new_file_mb_s']} MB/s, the same bytes overwritten at "
-        f"{memory['overwrite_mb_s']} MB/s.\n")
+    info = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
+        "file_creation_us_at_start": settled_us,
+        "keras": keras.__version__,
+        "wandb": wandb.__version__,
+        "fresh_memory": memory,
+    }
+    table = (
+        markdown(rows)
+        + cold_markdown(cold)
+        + (
+            f"\nCreating a 1.5 KB file cost {settled_us:.0f} µs of CPU at the start (the run "
+            "waits until it is under 100 µs: see `run_all`).\n"
+            "\nFresh memory on this machine (`_machine.fresh_memory_costs`, after the rows): "
+            f"{memory['fresh_page_us']:.2f} µs per 4 KiB page on first touch, "
+            f"{memory['touched_page_us']:.2f} on the next; a new file is written at "
+            f"{memory['new_file_mb_s']} MB/s, the same bytes overwritten at "
+            f"{memory['overwrite_mb_s']} MB/s.\n"
+        )
+    )
     print(table)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         name = "scale-safe" if args.safe else "scale"
         command = " ".join(["python benchmarks/bench_scale.py", *sys.argv[1:]])
-        (RESULTS / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows,
-                                                          "cold_start": cold,
-                                                          "command": command}, indent=1))
+        (RESULTS / f"{name}.json").write_text(
+            json.dumps(
+                {"machine": info, "rows": rows, "cold_start": cold, "command": command}, indent=1
+            )
+        )
         (RESULTS / f"{name}.md").write_text(
-            f"`{command}` (near-free models, offline W&B, 2 shared cores)\n\n" + table)
+            f"`{command}` (near-free models, offline W&B, 2 shared cores)\n\n" + table
+        )
         if not args.safe:
             plot(rows, RESULTS / "scale.png")
 

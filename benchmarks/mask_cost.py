@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scale  # noqa: E402
+
 from fastevalcb.kernels import segmentation_counts  # noqa: E402
 from fastevalcb.media.png import encode_png  # noqa: E402
 
@@ -44,7 +45,7 @@ def blobs(truth: np.ndarray, seed: int = 0) -> np.ndarray:
         for _ in range(4):
             y, x = rng.integers(0, 200, 2)
             h, w = rng.integers(10, 60, 2)
-            pred[i, y:y + h, x:x + w] = rng.integers(0, 21)
+            pred[i, y : y + h, x : x + w] = rng.integers(0, 21)
     return pred
 
 
@@ -53,8 +54,10 @@ def main() -> None:
     truth = np.asarray(setup["y"][:N], np.uint8)
     noise = setup["model"].predict(setup["x"][:N], verbose=0).argmax(-1).astype(np.uint8)
     segmentation_counts(truth[:1], truth[:1], 21)  # compile / load the kernel
-    print("| predicted masks (256², 21 classes) | class edges / row | PNG bytes | PNG µs | "
-          "counts µs |\n|---|---:|---:|---:|---:|")
+    print(
+        "| predicted masks (256², 21 classes) | class edges / row | PNG bytes | PNG µs | "
+        "counts µs |\n|---|---:|---:|---:|---:|"
+    )
     for name, pred in (("near-free model (noise)", noise), ("blobs (trained-like)", blobs(truth))):
         edges = np.count_nonzero(np.diff(pred, axis=2), axis=2).mean()
         size = np.mean([len(encode_png(m, 1, row_filter="none")) for m in pred])

@@ -26,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("WANDB_SILENT", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_scale  # noqa: E402
 import wandb  # noqa: E402
 
-import bench_scale  # noqa: E402
 from fastevalcb import tables  # noqa: E402
 from fastevalcb.tasks import _base  # noqa: E402
 

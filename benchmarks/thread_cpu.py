@@ -24,9 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("WANDB_SILENT", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import wandb  # noqa: E402
-
 import bench_scale  # noqa: E402
+import wandb  # noqa: E402
 
 DEFAULT_N = {"classification": 10_000, "detection": 1000, "segmentation": 300}
 
@@ -43,7 +42,7 @@ def per_thread() -> collections.Counter:
                 ran_ns = int(f.read().split()[0])
         except OSError:  # the thread ended meanwhile
             continue
-        name = names.get(int(tid), stat[stat.index("(") + 1:stat.rindex(")")])
+        name = names.get(int(tid), stat[stat.index("(") + 1 : stat.rindex(")")])
         out[name] += ran_ns / 1e9
         out["flt:" + name] += int(stat.rsplit(")", 1)[1].split()[7])
     return out
@@ -61,9 +60,11 @@ def main() -> None:
     cb = setup["callback"]()
     model.fit(*setup["train"], epochs=1, verbose=0, callbacks=[cb])
     cb.flush()
-    print(f"{task}, N={n}: per log, CPU µs per sample by thread"
-          f"{' (each log right after a forward pass)' if after_forward else ''}; "
-          "flt: minor faults per 1,000 samples")
+    print(
+        f"{task}, N={n}: per log, CPU µs per sample by thread"
+        f"{' (each log right after a forward pass)' if after_forward else ''}; "
+        "flt: minor faults per 1,000 samples"
+    )
     for epoch in range(2, 6):
         if after_forward:
             bench_scale.forward_s(model, setup["x"], setup.get("batch_size", 32))
@@ -71,8 +72,12 @@ def main() -> None:
         cb.on_epoch_end(epoch)
         cb.flush()
         after = per_thread()
-        spent = {name: (after[name] - before.get(name, 0)) / n
-                 * (1e3 if name.startswith("flt:") else 1e6) for name in after}
+        spent = {
+            name: (after[name] - before.get(name, 0))
+            / n
+            * (1e3 if name.startswith("flt:") else 1e6)
+            for name in after
+        }
         shown = sorted(((k, v) for k, v in spent.items() if v >= 1), key=lambda kv: -kv[1])
         print(f"  log {epoch - 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in shown))
     run.finish()

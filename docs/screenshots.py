@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 IMG = ROOT / "docs" / "img"
 TASKS = ("classification", "detection", "segmentation")
 # Small runs: enough samples for a page of rows, enough epochs for non-trivial predictions.
-SIZES = {"classification": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
-         "detection": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
-         "segmentation": ["--samples", "512", "--val-samples", "32", "--epochs", "6"]}
+SIZES = {
+    "classification": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
+    "detection": ["--samples", "1024", "--val-samples", "48", "--epochs", "5"],
+    "segmentation": ["--samples", "512", "--val-samples", "32", "--epochs", "6"],
+}
 VIEWPORT = {"width": 1280, "height": 860}
 
 
@@ -33,15 +35,29 @@ def run_example(task: str, work: Path) -> Path:
     """Run examples/<task>.py into ``work``; return its offline run directory."""
     from fastevalcb.offline import find_runs
 
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONSOLE="off",
-               TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for var, sub in [("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+    env = dict(
+        os.environ,
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_CONSOLE="off",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    for var, sub in [
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
         (work / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(work / sub)
-    subprocess.run([sys.executable, str(ROOT / "examples" / f"{task}.py"), "--dir", str(work),
-                    *SIZES[task]], check=True, env=env, cwd=work, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{task}.py"), "--dir", str(work), *SIZES[task]],
+        check=True,
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+    )
     return find_runs(work / "wandb")[-1]
 
 

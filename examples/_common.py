@@ -26,8 +26,10 @@ def report(run_dir: str, columns: list[str], rows: int = 3) -> None:
     print(f"\noffline run: {record.run_dir}")
     for art in record.artifacts():
         refs = sum(e.is_reference for e in art.entries.values())
-        print(f"  {art.qualified_name:<28} type={art.type:<10} aliases={sorted(art.aliases)} "
-              f"stored={art.stored_bytes():>8} B  reference entries={refs}")
+        print(
+            f"  {art.qualified_name:<28} type={art.type:<10} aliases={sorted(art.aliases)} "
+            f"stored={art.stored_bytes():>8} B  reference entries={refs}"
+        )
     last = record.artifacts(type="evaluation")[-1]
     table = record.load_table(last, "eval_data")
     print(f"\n{last.qualified_name}: {len(table.rows)} rows, columns {table.columns}")
@@ -36,9 +38,14 @@ def report(run_dir: str, columns: list[str], rows: int = 3) -> None:
         print("  " + ", ".join(f"{c}={_short(cells[c])}" for c in columns))
     metrics = [r for r in record.history() if r.get("eval/global_step") is not None]
     for row in metrics:
-        shown = {k: round(v, 3) for k, v in row.items()
-                 if k.startswith("eval/") and "/iou/" not in k and isinstance(v, (int, float))
-                 and k not in ("eval/epoch", "eval/global_step")}
+        shown = {
+            k: round(v, 3)
+            for k, v in row.items()
+            if k.startswith("eval/")
+            and "/iou/" not in k
+            and isinstance(v, (int, float))
+            and k not in ("eval/epoch", "eval/global_step")
+        }
         print(f"  step {row['eval/global_step']}: {shown}")
     print(f"\nlook at it now, no account needed: python -m fastevalcb report {record.run_dir}")
     print(f"sync later with: wandb sync {record.run_dir}")

@@ -24,17 +24,20 @@ from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
 
 
 def build_model(size: int) -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(len(CLASS_NAMES)),  # logits
-    ])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(CLASS_NAMES)),  # logits
+        ]
+    )
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     return model
 
 
@@ -47,10 +50,10 @@ def main() -> None:
     run = wandb.init(project="fastevalcb-examples", dir=args.dir, config=vars(args))
 
     eval_callback = ClassificationEvalCallback(
-        (val.images, val.labels), CLASS_NAMES, top_k=2, batch_size=64)
+        (val.images, val.labels), CLASS_NAMES, top_k=2, batch_size=64
+    )
     model = build_model(32)
-    model.fit(train.images, train.labels, epochs=args.epochs, verbose=2,
-              callbacks=[eval_callback])
+    model.fit(train.images, train.labels, epochs=args.epochs, verbose=2, callbacks=[eval_callback])
     run.finish()
     report(args.dir, ["id", "label", "pred", "confidence", "correct", "top_k"])
 

@@ -62,11 +62,16 @@ def main() -> None:
 
     targets = {"boxes": val.boxes[:, None, :] / SIZE, "labels": val.labels[:, None]}
     eval_callback = DetectionEvalCallback(
-        (val.images, targets), CLASS_NAMES, box_format="rel_xyxy", adapter=adapter,
-        batch_size=64)
+        (val.images, targets), CLASS_NAMES, box_format="rel_xyxy", adapter=adapter, batch_size=64
+    )
     model = build_model()
-    model.fit(train.images, {"box": train.boxes / SIZE, "cls": train.labels},
-              epochs=args.epochs, verbose=2, callbacks=[eval_callback])
+    model.fit(
+        train.images,
+        {"box": train.boxes / SIZE, "cls": train.labels},
+        epochs=args.epochs,
+        verbose=2,
+        callbacks=[eval_callback],
+    )
     run.finish()
     report(args.dir, ["id", "num_predictions", "tp", "fp", "fn", "ap50"])
 

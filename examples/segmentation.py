@@ -33,8 +33,9 @@ def build_model(size: int) -> keras.Model:
     x = keras.layers.Conv2D(16, 3, padding="same", dilation_rate=4, activation="relu")(x)
     logits = keras.layers.Conv2D(len(NAMES), 1)(x)
     model = keras.Model(inputs, logits)
-    model.compile(keras.optimizers.Adam(0.01),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -48,8 +49,7 @@ def main() -> None:
 
     eval_callback = SegmentationEvalCallback((val.images, val.masks), NAMES, batch_size=32)
     model = build_model(32)
-    model.fit(train.images, train.masks, epochs=args.epochs, verbose=2,
-              callbacks=[eval_callback])
+    model.fit(train.images, train.masks, epochs=args.epochs, verbose=2, callbacks=[eval_callback])
     run.finish()
     report(args.dir, ["id", "pixel_accuracy", "mean_iou", *(f"iou/{n}" for n in NAMES)])
 

@@ -116,7 +116,9 @@ def main() -> None:
     last = record.artifacts(type="evaluation")[-1]
     table = record.load_table(last, "eval_data")
     correct = sum(p == y for p, y in zip(table.column("pred"), table.column("label")))
-    print(f"  {last.qualified_name} columns={table.columns} accuracy={correct / len(table.rows):.2f}")
+    print(
+        f"  {last.qualified_name} columns={table.columns} accuracy={correct / len(table.rows):.2f}"
+    )
     print(f"sync later with: wandb sync {record.run_dir}")
 
 

@@ -112,7 +112,8 @@ def ops_for(tensor: Any) -> Any:
     """
     keras = keras3()
     if keras.backend.backend() == "tensorflow" or not type(tensor).__module__.startswith(
-            "tensorflow"):
+        "tensorflow"
+    ):
         return keras.ops
     return _tf_ops()
 

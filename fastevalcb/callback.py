@@ -286,10 +286,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         artifact, self._staged_artifact = self._staged_artifact, None
         artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
         index, self._staged_index = self._staged_index, None
-        self._media_index = tables.log_data_artifact(run, table, name, type, table_name,
-                                                     artifact, index)
-        self._data_table_ref = DataTableRef(table, _link_of(artifact, self._media_index,
-                                                            table_name))
+        self._media_index = tables.log_data_artifact(
+            run, table, name, type, table_name, artifact, index
+        )
+        self._data_table_ref = DataTableRef(
+            table, _link_of(artifact, self._media_index, table_name)
+        )
 
     def log_pred_table(
         self,
@@ -303,8 +305,13 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         (per-N-batch logs). Metadata records the epoch and global step. A non-chief worker
         logs nothing.
         """
-        self._write_version(self.pred_table, dict(self._log_context), type=type,
-                            table_name=table_name, aliases=aliases)
+        self._write_version(
+            self.pred_table,
+            dict(self._log_context),
+            type=type,
+            table_name=table_name,
+            aliases=aliases,
+        )
 
     def _write_version(
         self,
@@ -457,9 +464,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
             return
         if self.log_on_epoch_end and steps and batch + 1 >= steps:
             return  # the epoch-end log follows at this very step: don't log twice
-        self._log_predictions(
-            self._epoch, logs, alias=f"step-{self._global_step}", trigger="batch"
-        )
+        self._log_predictions(self._epoch, logs, alias=f"step-{self._global_step}", trigger="batch")
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
         for stage, count in self._failures.items():
@@ -558,16 +563,23 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         if run is None:
             return
         try:
-            run.summary.update({"fastevalcb/failures": self._failure_count,
-                                "fastevalcb/last_failure": f"{stage}: {cause}"[:1000]})
+            run.summary.update(
+                {
+                    "fastevalcb/failures": self._failure_count,
+                    "fastevalcb/last_failure": f"{stage}: {cause}"[:1000],
+                }
+            )
             if hook is not None and self._alerted_run != run.id:
                 self._alerted_run = run.id
                 run.alert(
                     title=f"fastevalcb: {hook} raised; {stage} not logged",
-                    text=(f"{hook} raised {cause[:800]}. Training went on without this "
-                          f"{stage}; fix the hook (or pass strict=True to stop fit at the "
-                          "first error)."),
-                    level=wandb.AlertLevel.WARN)
+                    text=(
+                        f"{hook} raised {cause[:800]}. Training went on without this "
+                        f"{stage}; fix the hook (or pass strict=True to stop fit at the "
+                        "first error)."
+                    ),
+                    level=wandb.AlertLevel.WARN,
+                )
         except Exception:  # reporting must never break logging or fit
             logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)
 

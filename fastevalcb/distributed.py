@@ -106,8 +106,13 @@ def role_from_tf_config(tf_config: str | None = None) -> Role:
     if workers < 2:
         return SINGLE
     task_type, task_id = task.get("type"), task.get("index")
-    return Role(True, _chief_of(cluster, task_type, task_id), task_type,
-                None if task_id is None else int(task_id), workers)
+    return Role(
+        True,
+        _chief_of(cluster, task_type, task_id),
+        task_type,
+        None if task_id is None else int(task_id),
+        workers,
+    )
 
 
 def is_multi_worker_strategy(strategy: Any) -> bool:
@@ -116,8 +121,10 @@ def is_multi_worker_strategy(strategy: Any) -> bool:
         return False
     import tensorflow as tf
 
-    kinds = (tf.distribute.MultiWorkerMirroredStrategy,
-             tf.distribute.experimental.MultiWorkerMirroredStrategy)
+    kinds = (
+        tf.distribute.MultiWorkerMirroredStrategy,
+        tf.distribute.experimental.MultiWorkerMirroredStrategy,
+    )
     return isinstance(strategy, kinds)
 
 
@@ -130,8 +137,13 @@ def role_of(strategy: Any) -> Role:
     task_type = getattr(resolver, "task_type", None)
     task_id = getattr(resolver, "task_id", None)
     workers = max(_workers_in(cluster), 1)
-    return Role(True, _chief_of(cluster, task_type, task_id), task_type,
-                None if task_id is None else int(task_id), workers)
+    return Role(
+        True,
+        _chief_of(cluster, task_type, task_id),
+        task_type,
+        None if task_id is None else int(task_id),
+        workers,
+    )
 
 
 def construction_role() -> Role:

@@ -305,9 +305,13 @@ def _logged_artifact(art: Any, version: int) -> LoggedArtifact:
         with gzip.open(art.manifest.manifest_file_path, "rt", encoding="utf-8") as f:
             contents = [json.loads(line) for line in f]
         entries = {
-            c["path"]: ManifestEntry(path=c["path"], digest=c["digest"], size=c.get("size") or 0,
-                                     ref=c.get("ref") or None,
-                                     local_path=c.get("local_path") or None)
+            c["path"]: ManifestEntry(
+                path=c["path"],
+                digest=c["digest"],
+                size=c.get("size") or 0,
+                ref=c.get("ref") or None,
+                local_path=c.get("local_path") or None,
+            )
             for c in contents
         }
     else:

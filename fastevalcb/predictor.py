@@ -43,9 +43,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import operator
 import queue
 import threading
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +83,8 @@ class PredictionBatch:
     outputs: Any
     y: Any = None
     x: Any = None
-    image_hw: Optional[tuple] = None
-    model_hw: Optional[tuple] = None
+    image_hw: tuple | None = None
+    model_hw: tuple | None = None
 
     def __post_init__(self):
         n = self.index.shape[0]
@@ -125,9 +127,7 @@ class _Preprocess:
         self.fn = tf.function(preprocess, input_signature=signature, reduce_retracing=True)
         with tf.device("/CPU:0"):
             out = self.fn.get_concrete_function().structured_outputs
-        self.data_spec = _map(
-            lambda t: _sources.SampleSpec(tuple(t.shape[1:]), t.dtype.name), out
-        )
+        self.data_spec = _map(lambda t: _sources.SampleSpec(tuple(t.shape[1:]), t.dtype.name), out)
 
     def __call__(self, x):
         import tensorflow as tf
@@ -136,7 +136,7 @@ class _Preprocess:
             return self.fn(x)
 
 
-def preprocess_fn(model) -> Optional[Callable]:
+def preprocess_fn(model) -> Callable | None:
     """The host-side preprocessing ``model.predict`` applies to raw inputs, or ``None``.
 
     KerasHub tasks (``PipelineModel``) map ``model.preprocess_samples`` over the batched
@@ -172,14 +172,14 @@ class _TFStep:
     Every call gets ``pad_to`` rows (``B`` rounded up to a multiple of the replicas).
     """
 
-    def __init__(self, model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs,
-                 local=False):
-        import keras
+    def __init__(
+        self, model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs, local=False
+    ):
         import tensorflow as tf
 
         self.model = model
         self.parts = _model_parts(model)
-        self.prep: Optional[_Preprocess] = prep
+        self.prep: _Preprocess | None = prep
         self.local = local
         self.trace_count = 0
         strategy = model.distribute_strategy
@@ -309,7 +309,7 @@ class _JaxStep:
 
         self.model = model
         self.parts = _model_parts(model)
-        self.prep: Optional[_Preprocess] = prep
+        self.prep: _Preprocess | None = prep
         self.local = local
         self.trace_count = 0
         self.pad_to = pad_to
@@ -345,14 +345,17 @@ class _JaxStep:
             return data
         import jax
 
-        return _map(lambda a, layout: jax.make_array_from_process_local_data(layout, a),
-                    data, self.layouts)
+        return _map(
+            lambda a, layout: jax.make_array_from_process_local_data(layout, a), data, self.layouts
+        )
 
     def state(self):
         """The weights of one pass: ``(trainable, non_trainable)`` values, read now."""
         model = self.model
-        return ([v.value for v in model.trainable_variables],
-                [v.value for v in model.non_trainable_variables])
+        return (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+        )
 
     def __call__(self, data, state=None):
         return self.fn(self.state() if state is None else state, data)
@@ -400,8 +403,7 @@ def _jax_batch_devices() -> int:
 def _make_step(model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs, local):
     if _keras.backend_of(model) == "jax":
         return _JaxStep(model, prep, data_spec, pad_to, output_fn, float32_outputs, local)
-    return _TFStep(model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs,
-                   local)
+    return _TFStep(model, prep, data_spec, pad_to, output_fn, jit_compile, float32_outputs, local)
 
 
 def _replicas(model, local: bool) -> int:
@@ -426,7 +428,7 @@ def _pack(x):
     return keras.utils.pack_x_y_sample_weight(x)
 
 
-def _hw(x, path) -> Optional[tuple]:
+def _hw(x, path) -> tuple | None:
     return None if path is None else _sources.image_hw(x, path)
 
 
@@ -489,6 +491,7 @@ def _pad_rows(structure, size):
 
 def _unpad(outputs, rows: int, keep: int):
     """Step outputs -> host numpy, first ``keep`` of ``rows`` rows (padding dropped)."""
+
     def to_host(name, t):
         a = np.asarray(t)
         if a.ndim == 0 or a.shape[0] != rows:
@@ -566,16 +569,16 @@ class BatchedPredictor:
         model=None,
         source: Any = None,
         *,
-        batch_size: Optional[int] = None,
-        max_samples: Optional[int] = None,
+        batch_size: int | None = None,
+        max_samples: int | None = None,
         selection: str = "first",
         seed: int = 0,
-        output_fn: Optional[Callable] = None,
+        output_fn: Callable | None = None,
         jit_compile: bool = False,
         float32_outputs: bool = True,
         return_x: bool = False,
         prefetch: int = 2,
-        batched: Optional[bool] = None,
+        batched: bool | None = None,
         image_key: Any = None,
         local: bool = False,
     ):
@@ -601,7 +604,7 @@ class BatchedPredictor:
         self.image_key = image_key
         self.local = bool(local)
         self.model = model
-        self._step: Optional[Any] = None  # _TFStep or _JaxStep
+        self._step: Any | None = None  # _TFStep or _JaxStep
         self._raw_image = self._model_image = None
         if model is not None:
             self._prepare(model)
@@ -614,15 +617,15 @@ class BatchedPredictor:
         return 0 if self._step is None else self._step.trace_count
 
     @property
-    def batch_size(self) -> Optional[int]:
+    def batch_size(self) -> int | None:
         """The step batch size ``B`` (``None`` until known for self-batched sources)."""
         return self.source.batch_size
 
-    def selected_indices(self) -> Optional[np.ndarray]:
+    def selected_indices(self) -> np.ndarray | None:
         """`(N,)` int64 global ids one pass evaluates, when known without iterating."""
         return self.source.selected_indices()
 
-    def warmup(self, model=None) -> "BatchedPredictor":
+    def warmup(self, model=None) -> BatchedPredictor:
         """Build, trace and (for XLA) compile the step now, on one batch of zeros.
 
         (The model's preprocessor, if any, is traced when the step is built.)
@@ -691,8 +694,12 @@ class BatchedPredictor:
             raise ValueError("no model: pass one to BatchedPredictor(...) or to this call")
         _keras.check_backend(_keras.backend_of(model), "BatchedPredictor")
         step = self._step
-        if (step is not None and step.model is model and step.local == self.local
-                and _same(step.parts, _model_parts(model))):
+        if (
+            step is not None
+            and step.model is model
+            and step.local == self.local
+            and _same(step.parts, _model_parts(model))
+        ):
             return step
         expected = _sources.model_input_structure(model)
         ranks = None
@@ -736,11 +743,11 @@ class BatchedPredictor:
                 yield batch
                 continue
             for s in range(0, len(batch), b):
-                key = slice(s, s + b)
+                part = operator.itemgetter(slice(s, s + b))
                 yield _sources.HostBatch(
-                    index=batch.index[key],
-                    x=_map(lambda a: a[key], batch.x),
-                    y=None if batch.y is None else _map(lambda a: a[key], batch.y),
+                    index=part(batch.index),
+                    x=_map(part, batch.x),
+                    y=None if batch.y is None else _map(part, batch.y),
                 )
 
     def _produce(self, step, state) -> Iterator[PredictionBatch]:

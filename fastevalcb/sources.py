@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -131,15 +132,15 @@ class Source:
         has_labels: whether batches carry ``y``.
     """
 
-    batch_size: Optional[int] = None
-    num_samples: Optional[int] = None
+    batch_size: int | None = None
+    num_samples: int | None = None
     has_labels: bool = False
 
     def x_spec(self) -> Any:
         """Structure of :class:`SampleSpec`, one per ``x`` leaf (batch dim removed)."""
         raise NotImplementedError
 
-    def resolve(self, model_ranks: Optional[list]) -> None:
+    def resolve(self, model_ranks: list | None) -> None:
         """Fix what depends on the model (batched-ness of datasets). Default: nothing.
 
         Args:
@@ -151,7 +152,7 @@ class Source:
         """One deterministic pass over the selected samples."""
         raise NotImplementedError
 
-    def selected_indices(self) -> Optional[np.ndarray]:
+    def selected_indices(self) -> np.ndarray | None:
         """`(N,)` int64 global sample ids one pass yields, if known without iterating."""
         return None
 
@@ -481,11 +482,11 @@ def _np_dtype(a):
 def adapt_source(
     source: Any,
     *,
-    batch_size: Optional[int] = None,
-    max_samples: Optional[int] = None,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
     selection: str = "first",
     seed: int = 0,
-    batched: Optional[bool] = None,
+    batched: bool | None = None,
 ) -> Source:
     """Wrap a validation source, checking what can be checked without a model.
 
@@ -706,7 +707,7 @@ def input_at(x: Any, path: tuple) -> Any:
     return x
 
 
-def image_hw(x: Any, path: tuple) -> Optional[tuple]:
+def image_hw(x: Any, path: tuple) -> tuple | None:
     """``(H, W)`` of the batched image input at ``path`` (``None`` if not static)."""
     shape = tuple(input_at(x, path).shape)
     if len(shape) < 3 or shape[1] is None or shape[2] is None:

@@ -44,10 +44,13 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def __getitem__(self, index) -> "Detections":
+    def __getitem__(self, index) -> Detections:
         """Select boxes with a boolean keep mask, an index array or a slice."""
-        return Detections(self.xyxy[index], self.class_id[index],
-                          None if self.scores is None else self.scores[index])
+        return Detections(
+            self.xyxy[index],
+            self.class_id[index],
+            None if self.scores is None else self.scores[index],
+        )
 
 
 @dataclass
@@ -72,7 +75,8 @@ class PackedDetections:
         self.offsets = _check(self.offsets, "offsets", np.int64, (None,), "(B + 1,)")
         if len(self.offsets) == 0 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
             raise ValueError(
-                f"offsets must start at 0 and be non-decreasing, got {self.offsets[:8]}")
+                f"offsets must start at 0 and be non-decreasing, got {self.offsets[:8]}"
+            )
         n = int(self.offsets[-1])
         self.xyxy = _check(self.xyxy, "xyxy", np.float32, (n, 4), f"({n}, 4)")
         self.class_id = _check(self.class_id, "class_id", np.int32, (n,), f"({n},)")
@@ -89,27 +93,33 @@ class PackedDetections:
     def image(self, i: int) -> Detections:
         """Detections of image ``i`` (views into the flat arrays)."""
         s, e = int(self.offsets[i]), int(self.offsets[i + 1])
-        return Detections(self.xyxy[s:e], self.class_id[s:e],
-                          None if self.scores is None else self.scores[s:e])
+        return Detections(
+            self.xyxy[s:e], self.class_id[s:e], None if self.scores is None else self.scores[s:e]
+        )
 
     @classmethod
-    def from_list(cls, detections: list[Detections]) -> "PackedDetections":
+    def from_list(cls, detections: list[Detections]) -> PackedDetections:
         """Pack per-image :class:`Detections` (all with scores, or all without)."""
         counts = [len(d) for d in detections]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         with_scores = [d.scores is not None for d in detections]
         if any(with_scores) and not all(with_scores):
             raise ValueError("either every image has scores or none has")
+
         def cat(parts, shape, dtype):
             return np.concatenate(parts) if parts else np.zeros(shape, dtype)
-        return cls(offsets,
-                   cat([d.xyxy for d in detections], (0, 4), np.float32),
-                   cat([d.class_id for d in detections], (0,), np.int32),
-                   cat([d.scores for d in detections], (0,), np.float32)
-                   if detections and all(with_scores) else None)
+
+        return cls(
+            offsets,
+            cat([d.xyxy for d in detections], (0, 4), np.float32),
+            cat([d.class_id for d in detections], (0,), np.int32),
+            cat([d.scores for d in detections], (0,), np.float32)
+            if detections and all(with_scores)
+            else None,
+        )
 
     @classmethod
-    def concat(cls, parts: list["PackedDetections"]) -> "PackedDetections":
+    def concat(cls, parts: list[PackedDetections]) -> PackedDetections:
         """One packed batch of every image of ``parts``, in order."""
         if not parts:
             raise ValueError("concat needs at least one PackedDetections")
@@ -117,17 +127,22 @@ class PackedDetections:
         if len(with_scores) > 1:
             raise ValueError("either every part has scores or none has")
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
-        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                   np.concatenate([p.xyxy for p in parts]),
-                   np.concatenate([p.class_id for p in parts]),
-                   np.concatenate([p.scores for p in parts]) if with_scores == {True} else None)
+        return cls(
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.class_id for p in parts]),
+            np.concatenate([p.scores for p in parts]) if with_scores == {True} else None,
+        )
 
-    def slice(self, start: int, stop: int) -> "PackedDetections":
+    def slice(self, start: int, stop: int) -> PackedDetections:
         """Images ``start:stop`` (views into the flat arrays)."""
         s, e = int(self.offsets[start]), int(self.offsets[stop])
-        return PackedDetections(self.offsets[start:stop + 1] - s, self.xyxy[s:e],
-                                self.class_id[s:e],
-                                None if self.scores is None else self.scores[s:e])
+        return PackedDetections(
+            self.offsets[start : stop + 1] - s,
+            self.xyxy[s:e],
+            self.class_id[s:e],
+            None if self.scores is None else self.scores[s:e],
+        )
 
     @classmethod
     def from_padded(
@@ -143,7 +158,7 @@ class PackedDetections:
         score_threshold: float | None = None,
         max_detections: int | None = None,
         num_classes: int | None = None,
-    ) -> "PackedDetections":
+    ) -> PackedDetections:
         """Post-process padded model outputs into a packed batch.
 
         Converts to xyxy pixels, clips to the image, then applies score threshold, class-wise
@@ -174,8 +189,11 @@ class PackedDetections:
         b = _check(boxes, "boxes", np.float32, (None, None, 4), "(B, M, 4)")
         nb, m = b.shape[:2]
         cid = _check(class_id, "class_id", np.int64, (nb, m), f"({nb}, {m})")
-        cnt = (np.full(nb, m, np.int64) if counts is None
-               else _check(counts, "counts", np.int64, (nb,), f"({nb},)"))
+        cnt = (
+            np.full(nb, m, np.int64)
+            if counts is None
+            else _check(counts, "counts", np.int64, (nb,), f"({nb},)")
+        )
         if np.any((cnt < 0) | (cnt > m)):
             raise ValueError(f"counts must be in [0, {m}], got {cnt}")
         xyxy = convert_boxes(b, box_format, "xyxy", image_size)
@@ -188,14 +206,17 @@ class PackedDetections:
         else:
             s = _check(scores, "scores", np.float32, (nb, m), f"({nb}, {m})")
             keep = batched_nms_keep(
-                xyxy, s, cid, cnt,
+                xyxy,
+                s,
+                cid,
+                cnt,
                 iou_threshold=1.0 if iou_threshold is None else iou_threshold,
                 score_threshold=-np.inf if score_threshold is None else score_threshold,
                 max_detections=-1 if max_detections is None else max_detections,
-                num_classes=num_classes)
+                num_classes=num_classes,
+            )
         offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
-        return cls(offsets, xyxy[keep], cid[keep].astype(np.int32),
-                   None if s is None else s[keep])
+        return cls(offsets, xyxy[keep], cid[keep].astype(np.int32), None if s is None else s[keep])
 
 
 @dataclass
@@ -216,7 +237,8 @@ class SegmentationMasks:
             raise ValueError(f"masks must have shape (B, H, W), got {tuple(m.shape)}")
         if not 1 <= self.num_classes <= 256:
             raise ValueError(
-                f"num_classes must be in [1, 256] for uint8 masks, got {self.num_classes}")
+                f"num_classes must be in [1, 256] for uint8 masks, got {self.num_classes}"
+            )
         from fastevalcb.kernels._common import check_class_ids
 
         check_class_ids(m, self.num_classes, "masks")
@@ -226,7 +248,7 @@ class SegmentationMasks:
         return len(self.masks)
 
     @classmethod
-    def from_logits(cls, logits) -> "SegmentationMasks":
+    def from_logits(cls, logits) -> SegmentationMasks:
         """Argmax of ``(B, H, W, C)`` logits, ``C <= 256``."""
         from fastevalcb.kernels import logits_argmax
 
@@ -258,8 +280,9 @@ class ClassPredictions:
         self.confidence = _check(self.confidence, "confidence", np.float32, (n,), f"({n},)")
         self.topk_ids = _check(self.topk_ids, "topk_ids", np.int32, (n, None), f"({n}, k)")
         k = self.topk_ids.shape[1]
-        self.topk_scores = _check(self.topk_scores, "topk_scores", np.float32, (n, k),
-                                  f"({n}, {k})")
+        self.topk_scores = _check(
+            self.topk_scores, "topk_scores", np.float32, (n, k), f"({n}, {k})"
+        )
         if self.correct is not None:
             self.correct = _check(self.correct, "correct", np.bool_, (n,), f"({n},)")
 

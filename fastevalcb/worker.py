@@ -49,11 +49,16 @@ class LoggingWorker:
             None: no byte limit.
     """
 
-    def __init__(self, max_queue: int | None = 8, name: str = "fastevalcb-logger",
-                 max_queue_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        max_queue: int | None = 8,
+        name: str = "fastevalcb-logger",
+        max_queue_bytes: int | None = None,
+    ) -> None:
         for what, value in (("max_queue", max_queue), ("max_queue_bytes", max_queue_bytes)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"{what} must be a positive int or None, got {value!r}")
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
@@ -100,9 +105,9 @@ class LoggingWorker:
             self._room.notify_all()
 
     def _over_half(self) -> bool:
-        return ((self.max_queue is not None and 2 * self._waiting > self.max_queue)
-                or (self.max_queue_bytes is not None
-                    and 2 * self._waiting_bytes > self.max_queue_bytes))
+        return (self.max_queue is not None and 2 * self._waiting > self.max_queue) or (
+            self.max_queue_bytes is not None and 2 * self._waiting_bytes > self.max_queue_bytes
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any, nbytes: int = 0) -> None:
         """Queue ``fn(*args)``; blocks while there is no room (see the class docstring).
@@ -184,8 +189,7 @@ class LoggingWorker:
                 self._queue.task_done()
 
 
-TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN,
-                              errno.EINTR})
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
 """OS errors a later attempt may not meet: a full disk or quota, an I/O hiccup, an
 interrupted or would-block call."""
 
@@ -215,8 +219,9 @@ class Retries:
     Thread-safe for the counters; the attempts themselves run on one thread (the worker).
     """
 
-    def __init__(self, budget_bytes: int | None, first_delay: float = 1.0,
-                 max_delay: float = 30.0) -> None:
+    def __init__(
+        self, budget_bytes: int | None, first_delay: float = 1.0, max_delay: float = 30.0
+    ) -> None:
         self.budget_bytes = budget_bytes
         self.first_delay, self.max_delay = first_delay, max_delay
         self.data_table: BaseException | None = None  # the data table must be rebuilt
@@ -291,9 +296,13 @@ class RunGuard:
         what: what one queued item is, for the warnings.
     """
 
-    def __init__(self, worker: Any, timeout: float = 300.0,
-                 what: str = "pred-table version",
-                 on_end: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        worker: Any,
+        timeout: float = 300.0,
+        what: str = "pred-table version",
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
         self.worker = worker
         self.on_end = on_end  # queued work's last chance, before the queue is waited for
         self.timeout = timeout
@@ -346,19 +355,21 @@ class RunGuard:
     def report_lost(self) -> None:
         """Warn once about the versions lost since the last report (none: no warning)."""
         with self._lock:
-            new = list(self._lost.items())[self._reported:]
+            new = list(self._lost.items())[self._reported :]
             self._reported = len(self._lost)
         if not new:
             return
         from fastevalcb.callback import FastEvalWarning
 
         run_id = getattr(self.run, "id", "?")
-        listed = ", ".join(f"epoch {epoch} step {step} ({alias})"
-                           for alias, (epoch, step) in new)
+        listed = ", ".join(f"epoch {epoch} step {step} ({alias})" for alias, (epoch, step) in new)
         warnings.warn(
             f"fastevalcb: {len(new)} {self.what}(s) not written: W&B run {run_id} had "
             f"already finished: {listed}. Finish the run after fit() returns (or call "
-            "cb.flush() first) to keep them.", FastEvalWarning, stacklevel=2)
+            "cb.flush() first) to keep them.",
+            FastEvalWarning,
+            stacklevel=2,
+        )
 
     def _wait_for_queue(self, run: Any, how: str) -> None:
         """Write what is queued for ``run`` before it ends; never raises."""
@@ -378,7 +389,10 @@ class RunGuard:
                     f"fastevalcb: W&B run {getattr(run, 'id', '?')} {how} while "
                     f"{self.worker.pending} logging job(s) are still running after waiting "
                     f"{self.timeout:g} s; what is left is not written to it (raise "
-                    "cb.run_end_timeout to wait longer).", FastEvalWarning, stacklevel=2)
+                    "cb.run_end_timeout to wait longer).",
+                    FastEvalWarning,
+                    stacklevel=2,
+                )
         except BaseException:  # noqa: BLE001 - must not abort wandb's finish or exit
             logger.warning("fastevalcb: waiting for the logging queue failed", exc_info=True)
         finally:

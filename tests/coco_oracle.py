@@ -32,21 +32,35 @@ def cocoeval(d: dict, num_classes: int):
     for i in range(len(go) - 1):
         for g in range(go[i], go[i + 1]):
             box = _xywh(d["gt_xyxy"][g])
-            anns.append({"id": len(anns) + 1, "image_id": i + 1,
-                         "category_id": int(d["gt_class"][g]) + 1, "bbox": box,
-                         "area": box[2] * box[3],
-                         "iscrowd": int(bool(crowd[g])) if crowd is not None else 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(d["gt_class"][g]) + 1,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": int(bool(crowd[g])) if crowd is not None else 0,
+                }
+            )
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns,
-                  "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     results = []
     for i in range(len(po) - 1):
         for p in range(po[i], po[i + 1]):
-            results.append({"image_id": i + 1, "category_id": int(d["pred_class"][p]) + 1,
-                            "bbox": _xywh(d["pred_xyxy"][p]),
-                            "score": float(np.float32(d["pred_scores"][p]))})
+            results.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": int(d["pred_class"][p]) + 1,
+                    "bbox": _xywh(d["pred_xyxy"][p]),
+                    "score": float(np.float32(d["pred_scores"][p])),
+                }
+            )
     if not results:
         return None
     with contextlib.redirect_stdout(io.StringIO()):
@@ -61,8 +75,15 @@ def cocoeval(d: dict, num_classes: int):
 SIDES = np.array([0, 4, 16, 31, 32, 33, 60, 95, 96, 97, 120, 200], np.float64)
 
 
-def generated(seed: int, images: int = 6, classes: int = 3, max_gt: int = 8,
-              max_pred: int = 30, crowd: float = 0.0, outside: bool = True) -> dict:
+def generated(
+    seed: int,
+    images: int = 6,
+    classes: int = 3,
+    max_gt: int = 8,
+    max_pred: int = 30,
+    crowd: float = 0.0,
+    outside: bool = True,
+) -> dict:
     """A packed batch: ground truth of every COCO area range (sides straddle 32 and 96),
     predictions that are mostly jittered copies of a ground-truth box (so IoUs land on
     and around every threshold, ties included), some anywhere, some zero-area, some
@@ -91,7 +112,13 @@ def generated(seed: int, images: int = 6, classes: int = 3, max_gt: int = 8,
             ps.append(rng.choice([0.5, 0.25, np.float32(rng.random())]))
         po.append(len(pb))
         go.append(len(gb))
-    return {"pred_offsets": np.array(po), "pred_xyxy": np.array(pb, np.float32).reshape(-1, 4),
-                "pred_scores": np.array(ps, np.float32), "pred_class": np.array(pc, np.int64),
-                "gt_offsets": np.array(go), "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
-                "gt_class": np.array(gc, np.int64), "gt_crowd": np.array(cr, bool)}
+    return {
+        "pred_offsets": np.array(po),
+        "pred_xyxy": np.array(pb, np.float32).reshape(-1, 4),
+        "pred_scores": np.array(ps, np.float32),
+        "pred_class": np.array(pc, np.int64),
+        "gt_offsets": np.array(go),
+        "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
+        "gt_class": np.array(gc, np.int64),
+        "gt_crowd": np.array(cr, bool),
+    }

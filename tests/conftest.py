@@ -17,8 +17,7 @@ def pytest_collection_modifyitems(config, items):
     paths record (references, entry rows, the manifest file) do not apply."""
     if os.environ.get("FASTEVALCB_SAFE", "").strip().lower() not in ("1", "true", "yes", "on"):
         return
-    skip = pytest.mark.skip(reason="FASTEVALCB_SAFE=1: records copies, not fast-path "
-                                   "references")
+    skip = pytest.mark.skip(reason="FASTEVALCB_SAFE=1: records copies, not fast-path references")
     for item in items:
         if "fast_path" in item.keywords:
             item.add_marker(skip)

@@ -65,8 +65,11 @@ def _train(config: dict, result: dict) -> None:
     from fastevalcb import ClassificationEvalCallback, distributed, tables
     from fastevalcb.synthetic import make_shapes
 
-    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if config.get("multi_worker")
-                else tf.distribute.get_strategy())
+    strategy = (
+        tf.distribute.MultiWorkerMirroredStrategy()
+        if config.get("multi_worker")
+        else tf.distribute.get_strategy()
+    )
     role = distributed.role_of(strategy)
     result.update(is_chief=role.is_chief, task_type=role.task_type, task_id=role.task_id)
     if role.is_chief:
@@ -97,28 +100,41 @@ def _train(config: dict, result: dict) -> None:
     x_val, y_val = shapes.images[TRAIN:], shapes.labels[TRAIN:]
     with strategy.scope():
         k.utils.set_random_seed(0)
-        model = k.Sequential([
-            k.Input((16, 16, 3)), k.layers.Rescaling(1 / 255),
-            k.layers.Conv2D(4, 3, padding="same", activation="relu"),
-            k.layers.GlobalAveragePooling2D(), k.layers.Dense(3),
-        ])
+        model = k.Sequential(
+            [
+                k.Input((16, 16, 3)),
+                k.layers.Rescaling(1 / 255),
+                k.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                k.layers.GlobalAveragePooling2D(),
+                k.layers.Dense(3),
+            ]
+        )
         # Learning rate 0: every process keeps the seeded weights, so the multi-worker run
         # and the one-process reference predict from the same weights.
-        model.compile(k.optimizers.SGD(0.0),
-                      k.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            k.optimizers.SGD(0.0), k.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
 
     def make():
         if config["callback"] == "stock":
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             from test_callback import DocsClfCallback
 
-            return DocsClfCallback((x_val, y_val), ["idx", "image", "label"],
-                                   ["epoch", "idx", "image", "label", "pred"])
+            return DocsClfCallback(
+                (x_val, y_val),
+                ["idx", "image", "label"],
+                ["epoch", "idx", "image", "label", "pred"],
+            )
         return ClassificationEvalCallback(
-            (x_val, y_val), shapes.class_names, batch_size=4,
+            (x_val, y_val),
+            shapes.class_names,
+            batch_size=4,
             log_every_n_batches=config.get("log_every_n_batches"),
-            strict=bool(config.get("strict")), multi_worker_eval=config.get("mode", "sharded"),
-            async_logging=config.get("async_logging", True), verbose=0)
+            strict=bool(config.get("strict")),
+            multi_worker_eval=config.get("mode", "sharded"),
+            async_logging=config.get("async_logging", True),
+            verbose=0,
+        )
 
     if "skip_fit" in config and config["skip_fit"] == role.task_id:
         import time
@@ -139,13 +155,19 @@ def _train(config: dict, result: dict) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.fit(x, y, epochs=2, batch_size=BATCH, shuffle=False, verbose=0,
-                      callbacks=[Epochs(), callback])
+            model.fit(
+                x,
+                y,
+                epochs=2,
+                batch_size=BATCH,
+                shuffle=False,
+                verbose=0,
+                callbacks=[Epochs(), callback],
+            )
             if hasattr(callback, "flush"):
                 callback.flush()
         finally:
-            result["warnings"] = [str(w.message) for w in caught
-                                  if "fastevalcb" in str(w.message)]
+            result["warnings"] = [str(w.message) for w in caught if "fastevalcb" in str(w.message)]
             result["logged_versions"] = callback.logged_versions
             if wandb.run is not None:
                 result["run_id"] = wandb.run.id

@@ -42,9 +42,7 @@ def retinanet(bounding_box_format="yxyx", image_size=(32, 32), num_classes=3):
         image_encoder=tiny_resnet(), min_level=3, max_level=5, use_p5=False
     )
     converter = keras_hub.layers.RetinaNetImageConverter(image_size=image_size, scale=1 / 255)
-    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(
-        image_converter=converter
-    )
+    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter)
     return keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone,
         num_classes=num_classes,
@@ -81,9 +79,7 @@ def deeplab(image_size, num_classes=3):
     converter = keras_hub.layers.DeepLabV3ImageConverter(
         image_size=image_size, scale=SCALE, offset=OFFSET
     )
-    preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(
-        image_converter=converter
-    )
+    preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(image_converter=converter)
     return keras_hub.models.DeepLabV3ImageSegmenter(
         backbone=backbone, num_classes=num_classes, preprocessor=preprocessor
     )
@@ -108,9 +104,7 @@ def segformer(image_size, num_classes=3):
     converter = keras_hub.layers.SegFormerImageConverter(
         image_size=image_size, scale=SCALE, offset=OFFSET
     )
-    preprocessor = keras_hub.models.SegFormerImageSegmenterPreprocessor(
-        image_converter=converter
-    )
+    preprocessor = keras_hub.models.SegFormerImageSegmenterPreprocessor(image_converter=converter)
     return keras_hub.models.SegFormerImageSegmenter(
         backbone=backbone, num_classes=num_classes, preprocessor=preprocessor
     )
@@ -131,8 +125,7 @@ def resnet_classifier(image_size=(24, 24), num_classes=5):
 def mobilenet(num_classes=4):
     keras.utils.set_random_seed(0)
     return keras.applications.MobileNetV3Small(
-        weights=None, input_shape=(32, 32, 3), classes=num_classes, alpha=0.75,
-        minimalistic=True
+        weights=None, input_shape=(32, 32, 3), classes=num_classes, alpha=0.75, minimalistic=True
     )
 
 
@@ -173,8 +166,12 @@ def predict_static_batches(model, x, batch_size):
     import tensorflow as tf
 
     full = len(x) // batch_size * batch_size
-    parts = [model.predict(tf.data.Dataset.from_tensor_slices(x[:full]).batch(
-        batch_size, drop_remainder=True), verbose=0)]
+    parts = [
+        model.predict(
+            tf.data.Dataset.from_tensor_slices(x[:full]).batch(batch_size, drop_remainder=True),
+            verbose=0,
+        )
+    ]
     if full < len(x):
         # A new predict function: the cached one, retraced with reduce_retracing, would
         # relax the batch dim to None.

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
-           "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")
+FORMATS = (
+    "xyxy",
+    "yxyx",
+    "xywh",
+    "center_xywh",
+    "center_yxhw",
+    "rel_xyxy",
+    "rel_yxyx",
+    "rel_xywh",
+    "rel_center_xywh",
+)
 
 
 # ---------------------------------------------------------------- classification
@@ -56,8 +65,13 @@ def multilabel_summary(logits_or_probs, labels=None, threshold=0.5, from_logits=
     probs = sigmoid(s) if from_logits else s
     pred = probs > np.float32(threshold)
     true = np.zeros_like(pred) if labels is None else np.asarray(labels) != 0
-    return (probs, pred, (pred & true).sum(1).astype(np.int32), pred.sum(1).astype(np.int32),
-            true.sum(1).astype(np.int32))
+    return (
+        probs,
+        pred,
+        (pred & true).sum(1).astype(np.int32),
+        pred.sum(1).astype(np.int32),
+        true.sum(1).astype(np.int32),
+    )
 
 
 # ---------------------------------------------------------------- boxes
@@ -120,8 +134,10 @@ def box_validity(boxes, scores, box_format, skip=None):
 
 def _iou_matrix(a, b):
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return _iou_matrix_f64(np.asarray(a, np.float32).astype(np.float64),
-                               np.asarray(b, np.float32).astype(np.float64))
+        return _iou_matrix_f64(
+            np.asarray(a, np.float32).astype(np.float64),
+            np.asarray(b, np.float32).astype(np.float64),
+        )
 
 
 def _iou_matrix_f64(a, b):
@@ -140,8 +156,16 @@ def box_iou_batch(boxes_a, boxes_b):
 
 
 # ---------------------------------------------------------------- nms
-def nms_keep(xyxy, scores, class_id=None, iou_threshold=0.5, score_threshold=-np.inf,
-             max_detections=-1, num_classes=None, class_agnostic=False):
+def nms_keep(
+    xyxy,
+    scores,
+    class_id=None,
+    iou_threshold=0.5,
+    score_threshold=-np.inf,
+    max_detections=-1,
+    num_classes=None,
+    class_agnostic=False,
+):
     """Greedy NMS in the supervision ``box_non_max_suppression`` style."""
     boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
     s = np.asarray(scores, np.float32)
@@ -164,9 +188,17 @@ def nms_keep(xyxy, scores, class_id=None, iou_threshold=0.5, score_threshold=-np
     return keep
 
 
-def batched_nms_keep(xyxy, scores, class_id=None, counts=None, iou_threshold=0.5,
-                     score_threshold=-np.inf, max_detections=-1, num_classes=None,
-                     class_agnostic=False):
+def batched_nms_keep(
+    xyxy,
+    scores,
+    class_id=None,
+    counts=None,
+    iou_threshold=0.5,
+    score_threshold=-np.inf,
+    max_detections=-1,
+    num_classes=None,
+    class_agnostic=False,
+):
     boxes = np.asarray(xyxy, np.float32)
     s = np.asarray(scores, np.float32)
     b, m = s.shape
@@ -175,8 +207,15 @@ def batched_nms_keep(xyxy, scores, class_id=None, counts=None, iou_threshold=0.5
     keep = np.zeros((b, m), bool)
     for i in range(b):
         c = int(cnt[i])
-        keep[i, :c] = nms_keep(boxes[i, :c], s[i, :c], cid[i, :c], iou_threshold,
-                               score_threshold, max_detections, class_agnostic=class_agnostic)
+        keep[i, :c] = nms_keep(
+            boxes[i, :c],
+            s[i, :c],
+            cid[i, :c],
+            iou_threshold,
+            score_threshold,
+            max_detections,
+            class_agnostic=class_agnostic,
+        )
     return keep
 
 
@@ -246,8 +285,17 @@ def _rank(scores):
     return np.argsort(-np.asarray(scores, np.float64), kind="stable")
 
 
-def match_detections(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
-                     gt_class, iou_threshold=0.5, num_classes=None):
+def match_detections(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    iou_threshold=0.5,
+    num_classes=None,
+):
     """Greedy matching in the COCO ``evaluateImg`` style, one image at a time."""
     po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
     pb = np.asarray(pred_xyxy, np.float32).reshape(-1, 4)
@@ -260,14 +308,14 @@ def match_detections(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offset
         p = np.arange(po[i], po[i + 1])
         g = np.arange(go[i], go[i + 1])
         iou = _iou_matrix(pb[p], gb[g])
-        iou[~np.isfinite(pb[p]).all(axis=1)] = 0.0     # non-finite boxes overlap nothing
+        iou[~np.isfinite(pb[p]).all(axis=1)] = 0.0  # non-finite boxes overlap nothing
         iou[:, ~np.isfinite(gb[g]).all(axis=1)] = 0.0
         same_class = pc[p][:, None] == gc[g][None, :]
         matched = np.zeros(len(g), bool)
         for j in _rank(s[p]):
             cand = np.where(same_class[j] & ~matched, iou[j], -1.0)
             if len(g) and cand.max() >= iou_threshold:
-                k = int(np.argmax(cand))                # first maximum: lower GT index
+                k = int(np.argmax(cand))  # first maximum: lower GT index
                 matched[k] = True
                 tp[p[j]] = True
         n_tp = int(matched.sum())
@@ -286,7 +334,7 @@ def average_precision(scores, tp, num_gt):
     prec = ctp / np.arange(1, len(hits) + 1)
     mrec = np.concatenate([[0.0], rec, [1.0]])
     mpre = np.concatenate([[0.0], prec, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]      # precision envelope
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
     i = np.flatnonzero(mrec[1:] != mrec[:-1])
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
@@ -298,8 +346,11 @@ def per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_class
     out = np.full(len(po) - 1, np.nan, np.float32)
     for i in range(len(po) - 1):
         p, g = slice(po[i], po[i + 1]), slice(go[i], go[i + 1])
-        aps = [average_precision(s[p][pc[p] == c], t[p][pc[p] == c], np.sum(gc[g] == c))
-               for c in range(num_classes) if np.any(gc[g] == c)]
+        aps = [
+            average_precision(s[p][pc[p] == c], t[p][pc[p] == c], np.sum(gc[g] == c))
+            for c in range(num_classes)
+            if np.any(gc[g] == c)
+        ]
         if aps:
             out[i] = np.mean(aps)
     return out
@@ -308,8 +359,10 @@ def per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_class
 def mean_average_precision(pred_scores, pred_class, tp, gt_class, num_classes):
     s = np.asarray(pred_scores, np.float64)
     pc, gc, t = np.asarray(pred_class), np.asarray(gt_class), np.asarray(tp, bool)
-    ap = np.array([average_precision(s[pc == c], t[pc == c], np.sum(gc == c))
-                   for c in range(num_classes)], np.float64)
+    ap = np.array(
+        [average_precision(s[pc == c], t[pc == c], np.sum(gc == c)) for c in range(num_classes)],
+        np.float64,
+    )
     has_gt = ~np.isnan(ap)
     return (float(np.mean(ap[has_gt])) if has_gt.any() else np.nan), ap
 
@@ -321,8 +374,9 @@ def precision_recall(counts):
         return (tp / (tp + fp)).astype(np.float32), (tp / (tp + fn)).astype(np.float32)
 
 
-def box_json(offsets, xyxy, class_id, scores, class_labels, domain="pixel", decimals=2,
-             score_decimals=4):
+def box_json(
+    offsets, xyxy, class_id, scores, class_labels, domain="pixel", decimals=2, score_decimals=4
+):
     """json.dumps of the stock box dicts, numbers rounded half-even to fixed decimals."""
     import json
 
@@ -335,8 +389,11 @@ def box_json(offsets, xyxy, class_id, scores, class_labels, domain="pixel", deci
         for b in range(offsets[i], offsets[i + 1]):
             x0, y0, x1, y1 = (rounded(v, decimals) for v in xyxy[b])
             k = int(class_id[b])
-            box = {"position": {"minX": x0, "maxX": x1, "minY": y0, "maxY": y1},
-                   "class_id": k, "box_caption": class_labels[k]}
+            box = {
+                "position": {"minX": x0, "maxX": x1, "minY": y0, "maxY": y1},
+                "class_id": k,
+                "box_caption": class_labels[k],
+            }
             if scores is not None:
                 box["box_caption"] = f"{class_labels[k]} {rounded(scores[b], 2):.2f}"
                 box["scores"] = {"score": rounded(scores[b], score_decimals)}
@@ -366,9 +423,20 @@ def _area(b):
     return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
 
-def coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
-               gt_class, num_classes, gt_crowd=None, iou_thresholds=None, area_ranges=None,
-               max_dets=None):
+def coco_match(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    num_classes,
+    gt_crowd=None,
+    iou_thresholds=None,
+    area_ranges=None,
+    max_dets=None,
+):
     """``COCOeval.evaluateImg`` per image and class, transcribed; same rows and bits as the
     kernel (images in order, classes ascending, detections by rank)."""
     from fastevalcb.kernels.coco import AREA_RANGES, IOU_THRESHOLDS, MAX_DETS, CocoMatches
@@ -380,7 +448,7 @@ def coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_
     pb, gb = np.asarray(pred_xyxy, np.float32), np.asarray(gt_xyxy, np.float32)
     ps, pc, gc = np.asarray(pred_scores, np.float32), np.asarray(pred_class), np.asarray(gt_class)
     crowd = np.zeros(len(gc), bool) if gt_crowd is None else np.asarray(gt_crowd, bool)
-    n_t, n_a = len(thrs), len(areas)
+    n_a = len(areas)
     rows, ranks, matched, ignored = [], [], [], []
     num_gt = np.zeros((num_classes, n_a), np.int64)
     for i in range(len(po) - 1):
@@ -427,16 +495,27 @@ def coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_
             matched += bits_m.tolist()
             ignored += bits_i.tolist()
     rows = np.array(rows, np.int64)
-    return CocoMatches(pc[rows].astype(np.int32), ps[rows], np.array(ranks, np.int32),
-                       np.array(matched, np.uint64), np.array(ignored, np.uint64), num_gt,
-                       rows)
+    return CocoMatches(
+        pc[rows].astype(np.int32),
+        ps[rows],
+        np.array(ranks, np.int32),
+        np.array(matched, np.uint64),
+        np.array(ignored, np.uint64),
+        num_gt,
+        rows,
+    )
 
 
 def coco_accumulate(matches, iou_thresholds=None, recall_thresholds=None, max_dets=None):
     """``COCOeval.accumulate`` transcribed (the rows of a class sorted by a stable sort on
     descending score; ignored rows kept, as COCO keeps them)."""
-    from fastevalcb.kernels.coco import (IOU_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS,
-                                         CocoResult, coco_stats)
+    from fastevalcb.kernels.coco import (
+        IOU_THRESHOLDS,
+        MAX_DETS,
+        RECALL_THRESHOLDS,
+        CocoResult,
+        coco_stats,
+    )
 
     thrs = IOU_THRESHOLDS if iou_thresholds is None else np.asarray(iou_thresholds)
     rec_thrs = RECALL_THRESHOLDS if recall_thresholds is None else np.asarray(recall_thresholds)
@@ -455,8 +534,11 @@ def coco_accumulate(matches, iou_thresholds=None, recall_thresholds=None, max_de
                 continue
             for m, cap in enumerate(caps):
                 rows = mine[np.asarray(matches.det_rank)[mine] < cap]
-                rows = rows[np.argsort(-np.asarray(matches.det_score)[rows].astype(np.float64),
-                                       kind="mergesort")]
+                rows = rows[
+                    np.argsort(
+                        -np.asarray(matches.det_score)[rows].astype(np.float64), kind="mergesort"
+                    )
+                ]
                 for t in range(n_t):
                     bit = np.uint64(1 << (t * n_a + a))
                     dtm = (np.asarray(matches.matched)[rows] & bit) != 0
@@ -496,8 +578,11 @@ def f1_sweep(matches, thresholds=None, max_det=100):
         tp[:, j] = np.bincount(cls[at & hit], minlength=len(num_gt))
         fp[:, j] = np.bincount(cls[at & ~hit], minlength=len(num_gt))
     present = num_gt > 0
-    f1 = 2 * tp[present] / np.maximum(2 * tp[present] + fp[present] + num_gt[present, None]
-                                      - tp[present], 1)
+    f1 = (
+        2
+        * tp[present]
+        / np.maximum(2 * tp[present] + fp[present] + num_gt[present, None] - tp[present], 1)
+    )
     mean_f1 = f1.mean(axis=0) if present.any() else np.zeros(len(grid))
     return grid, mean_f1, tp, fp
 
@@ -507,12 +592,23 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_index=None):
     t = np.asarray(y_true).reshape(-1).astype(np.int64)
     p = np.asarray(y_pred).reshape(-1).astype(np.int64)
     keep = np.ones(len(t), bool) if ignore_index is None else t != ignore_index
-    return np.bincount(t[keep] * num_classes + p[keep],
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(
+        t[keep] * num_classes + p[keep], minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
 
 
-def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
-                        gt_class, num_classes, iou_threshold=0.5, score_threshold=0.25):
+def detection_confusion(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    num_classes,
+    iou_threshold=0.5,
+    score_threshold=0.25,
+):
     """Greedy one-to-one pairing by descending IoU (a stable sort of all pairs, gt-major)."""
     out = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     po, go = np.asarray(pred_offsets), np.asarray(gt_offsets)
@@ -562,5 +658,8 @@ def calibration_bins(conf, correct, n_bins=15, out=None):
     c = np.asarray(conf, np.float32).astype(np.float64)
     ok = ~np.isnan(c)
     ids = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], c[ok])
-    return (np.bincount(ids, minlength=n_bins), np.bincount(ids, c[ok], minlength=n_bins),
-            np.bincount(ids, np.asarray(correct, bool)[ok], minlength=n_bins).astype(np.int64))
+    return (
+        np.bincount(ids, minlength=n_bins),
+        np.bincount(ids, c[ok], minlength=n_bins),
+        np.bincount(ids, np.asarray(correct, bool)[ok], minlength=n_bins).astype(np.int64),
+    )

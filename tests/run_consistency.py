@@ -64,12 +64,16 @@ def sync_problems(run_dir: str | Path) -> list[str]:
                     continue  # wandb-artifact:// or external: not ours to check
                 target = by_client_id.get(target_id)
                 if target is None:
-                    problems.append(f"{name}/{entry.path} references an artifact the log "
-                                    f"never recorded ({target_id[:12]}...)")
+                    problems.append(
+                        f"{name}/{entry.path} references an artifact the log "
+                        f"never recorded ({target_id[:12]}...)"
+                    )
                 elif entry.referenced_path not in target.entries:
-                    problems.append(f"{name}/{entry.path} references "
-                                    f"{target.qualified_name}/{entry.referenced_path}, "
-                                    "which is not one of its entries")
+                    problems.append(
+                        f"{name}/{entry.path} references "
+                        f"{target.qualified_name}/{entry.referenced_path}, "
+                        "which is not one of its entries"
+                    )
                 continue
             path = Path(entry.local_path) if entry.local_path else None
             if path is None or not path.is_file():
@@ -88,6 +92,5 @@ def sync_problems(run_dir: str | Path) -> list[str]:
                     continue
                 for media in sorted(_media_paths(table.get("data", []))):
                     if media not in art.entries:
-                        problems.append(f"{name}/{entry.path} names {media}, which is not "
-                                        "an entry")
+                        problems.append(f"{name}/{entry.path} names {media}, which is not an entry")
     return problems

@@ -28,8 +28,12 @@ EPOCHS, BATCH = 3, 8
 def loud_run(wandb_env, monkeypatch):
     """An offline run that is not silent: wandb prints its step warnings (stderr)."""
     monkeypatch.setenv("WANDB_SILENT", "false")
-    run = wandb.init(project="alongside", dir=str(wandb_env / "run"), reinit="finish_previous",
-                     settings=wandb.Settings(silent=False))
+    run = wandb.init(
+        project="alongside",
+        dir=str(wandb_env / "run"),
+        reinit="finish_previous",
+        settings=wandb.Settings(silent=False),
+    )
 
     def finish_and_read() -> OfflineRun:
         if wandb.run is not None:
@@ -53,31 +57,40 @@ class DropIn(WandbEvalCallback):
     def add_model_predictions(self, epoch, logs=None):
         preds = np.argmax(self.model.predict(self.x, verbose=0), axis=-1)
         for i in self.data_table_ref.get_index():
-            self.pred_table.add_data(epoch, int(i), self.data_table_ref.data[i][1],
-                                     int(preds[i]))
+            self.pred_table.add_data(epoch, int(i), self.data_table_ref.data[i][1], int(preds[i]))
 
 
 def test_one_fit_with_wandbs_keras_callbacks_loses_nothing(loud_run, tmp_path, capfd, caplog):
     run, read = loud_run
     shapes = make_shapes(40, 16, seed=3)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = shapes.images, shapes.labels
     steps = len(x) // BATCH  # 5 a epoch
     drop_in = DropIn(x[:8], y[:8], log_every_n_batches=2)
     task = ClassificationEvalCallback((x[:16], y[:16]), shapes.class_names, verbose=0)
-    callbacks = [WandbMetricsLogger(log_freq=5),
-                 WandbModelCheckpoint(str(tmp_path / "ckpt.keras"), save_freq="epoch"),
-                 drop_in, task]
+    callbacks = [
+        WandbMetricsLogger(log_freq=5),
+        WandbModelCheckpoint(str(tmp_path / "ckpt.keras"), save_freq="epoch"),
+        drop_in,
+        task,
+    ]
     model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, callbacks=callbacks, verbose=0)
     log = read()
 
     history = log.history()
     batch_rows = [r for r in history if "batch/batch_step" in r]
-    assert [r["batch/batch_step"] for r in batch_rows] == \
-        list(range(0, EPOCHS * steps, 5))  # every 5th batch (stock counts from 0), all kept
+    assert [r["batch/batch_step"] for r in batch_rows] == list(
+        range(0, EPOCHS * steps, 5)
+    )  # every 5th batch (stock counts from 0), all kept
     assert all("batch/loss" in r for r in batch_rows)
     assert [r["epoch/epoch"] for r in history if "epoch/loss" in r] == list(range(EPOCHS))
     assert [r["eval/epoch"] for r in history if "eval/accuracy" in r] == list(range(EPOCHS))
@@ -95,13 +108,17 @@ def test_one_fit_with_wandbs_keras_callbacks_loses_nothing(loud_run, tmp_path, c
     assert len(pred) == len(drop_in.logged_versions) + len(task.logged_versions)
     assert sorted(v.metadata["global_step"] for v in pred) == sorted(
         [v["global_step"] for v in drop_in.logged_versions]
-        + [v["global_step"] for v in task.logged_versions])
+        + [v["global_step"] for v in task.logged_versions]
+    )
 
     assert _step_warnings(log, capfd, caplog) == []
 
 
-_STEP_WARNING = re.compile(r"less than the current step|steps must be monotonically increasing"
-                           r"|step must only increase", re.IGNORECASE)
+_STEP_WARNING = re.compile(
+    r"less than the current step|steps must be monotonically increasing"
+    r"|step must only increase",
+    re.IGNORECASE,
+)
 
 
 def _step_warnings(log, capfd, caplog) -> list[str]:
@@ -122,8 +139,16 @@ def test_the_step_warning_pattern_matches_wandbs_warning(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path))
-    code = ("import wandb; run = wandb.init(project='steps'); run.log({'a': 1}, step=5); "
-            "run.log({'a': 2}, step=3); run.finish()")
-    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                          text=True, env=env, timeout=120)
+    code = (
+        "import wandb; run = wandb.init(project='steps'); run.log({'a': 1}, step=5); "
+        "run.log({'a': 2}, step=3); run.finish()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert any(_STEP_WARNING.search(line) for line in proc.stderr.splitlines()), proc.stderr

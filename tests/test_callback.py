@@ -53,14 +53,20 @@ class LogsClfCallback(WandbEvalCallback):
     """Stock's abstract signatures (with `logs`), using `data_table_ref[idx][col]`."""
 
     def __init__(self, x, y, **kwargs):
-        super().__init__(["id", "image", "label"], ["epoch", "id", "image", "label", "pred"], **kwargs)
+        super().__init__(
+            ["id", "image", "label"], ["epoch", "id", "image", "label", "pred"], **kwargs
+        )
         self.x, self.y = x, y
         self.seen_logs = []
 
     def add_ground_truth(self, logs=None):
         self.seen_logs.append(("gt", logs))
         self.data_table.add_columns(
-            {"id": np.arange(len(self.x)), "image": [wandb.Image(i) for i in self.x], "label": self.y}
+            {
+                "id": np.arange(len(self.x)),
+                "image": [wandb.Image(i) for i in self.x],
+                "label": self.y,
+            }
         )
 
     def add_model_predictions(self, epoch, logs=None):

@@ -63,8 +63,9 @@ def test_it_is_a_wandb_table_with_stocks_data_and_columns(logged):
 def test_get_index_iterrows_and_index_ref_give_stocks_indices(logged):
     _, _, ref, stock = logged
     assert ref.get_index() == stock.get_index() == list(range(6))
-    assert [(int(i), row) for i, row in ref.iterrows()] == \
-        [(int(i), row) for i, row in stock.iterrows()]
+    assert [(int(i), row) for i, row in ref.iterrows()] == [
+        (int(i), row) for i, row in stock.iterrows()
+    ]
     assert ref.index_ref(3) == stock.index_ref(3) == 3
     with pytest.raises(AssertionError):  # as stock: past the last row
         ref.index_ref(6)
@@ -77,7 +78,8 @@ _LINK_NEEDS_TABLES = (
     "_TableIndex put in a pred table makes wandb add the linked table to the pred artifact "
     "(a copy of the data table, or a TypeError from the wandb-client-artifact handler once "
     "the data artifact left wandb's cache); stock records a reference entry to "
-    "val_data.table.json. DataTableRef.linked_index stays False until then")
+    "val_data.table.json. DataTableRef.linked_index stays False until then"
+)
 
 
 @pytest.mark.xfail(strict=True, reason=_LINK_NEEDS_TABLES)
@@ -161,8 +163,9 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
     theirs, their_table = _pred_table_links(log, log.artifact("stock_pred"))
     assert set(theirs) == {"row"}
     _kind, entry = theirs["row"]
-    assert entry.ref == (f"wandb-client-artifact://{log.artifact('stock_val').client_id}"
-                         "/val_data.table.json")
+    assert entry.ref == (
+        f"wandb-client-artifact://{log.artifact('stock_val').client_id}/val_data.table.json"
+    )
     assert entry.digest == log.artifact("stock_val").entries["val_data.table.json"].digest
 
     ours_version = log.artifact(f"run_{run.id}_pred")

@@ -53,8 +53,10 @@ def test_tf_config_names_the_chief(cluster, task, chief):
     assert role == distributed.Role(True, chief, task[0], task[1], 2)
 
 
-@pytest.mark.parametrize("text", ["", "not json", '{"cluster": {"worker": ["a:1"]},'
-                                  ' "task": {"type": "worker", "index": 0}}'])
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}'],
+)
 def test_no_cluster_or_one_worker_is_a_single_process(text):
     assert distributed.role_from_tf_config(text) == distributed.SINGLE
 
@@ -76,8 +78,9 @@ def test_non_chief_worker_constructs_without_a_run(monkeypatch, tiny_classifier)
         ClassificationEvalCallback((x, y), ["a", "b", "c"])
 
 
-def test_keras3_only_multi_worker_is_refused_at_construction(monkeypatch, offline_run,
-                                                            tiny_classifier):
+def test_keras3_only_multi_worker_is_refused_at_construction(
+    monkeypatch, offline_run, tiny_classifier
+):
     _, x, y = tiny_classifier
     monkeypatch.delitem(sys.modules, "tf_keras", raising=False)  # only Keras 3 is loaded
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
@@ -131,11 +134,20 @@ def _env(wandb_dir: Path, tf_config: str | None, keras3: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "TF_USE_LEGACY_KERAS")}
     if not keras3:  # tf.keras is tf_keras (importing tensorflow imports it)
         env["TF_USE_LEGACY_KERAS"] = "1"
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", WANDB_MODE="offline",
-               WANDB_SILENT="true", WANDB_CONSOLE="off", PYTHONPATH=str(HERE.parent))
-    for var, sub in [("WANDB_DIR", "run"), ("WANDB_DATA_DIR", "data"),
-                     ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")]:
+    env.update(
+        TF_CPP_MIN_LOG_LEVEL="3",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_CONSOLE="off",
+        PYTHONPATH=str(HERE.parent),
+    )
+    for var, sub in [
+        ("WANDB_DIR", "run"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
         (wandb_dir / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(wandb_dir / sub)
     if tf_config is not None:
@@ -144,13 +156,22 @@ def _env(wandb_dir: Path, tf_config: str | None, keras3: bool) -> dict:
 
 
 def _launch(folder: Path, name: str, config: dict, tf_config: str | None, wandb_dir: Path):
-    config = dict({"hang_after_s": TIMEOUT_S - 20}, **config, out=str(folder / f"{name}.json"),
-                  multi_worker=tf_config is not None)
+    config = dict(
+        {"hang_after_s": TIMEOUT_S - 20},
+        **config,
+        out=str(folder / f"{name}.json"),
+        multi_worker=tf_config is not None,
+    )
     (folder / f"{name}.config.json").write_text(json.dumps(config))
     log = open(folder / f"{name}.log", "w")
     env = _env(wandb_dir, tf_config, keras3=config.get("keras") == "keras3")
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(folder / f"{name}.config.json")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(HERE.parent))
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(folder / f"{name}.config.json")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(HERE.parent),
+    )
     return proc, log
 
 
@@ -160,8 +181,13 @@ def _tail(path: Path, lines=60) -> str:
     return "\n".join(keep[-lines:])
 
 
-def run_cluster(tmp_path: Path, config: dict, reference: bool = True, workers: int = 2,
-                timeout_s: float = TIMEOUT_S):
+def run_cluster(
+    tmp_path: Path,
+    config: dict,
+    reference: bool = True,
+    workers: int = 2,
+    timeout_s: float = TIMEOUT_S,
+):
     """Start ``workers`` MWMS workers (and a one-process reference run) with ``config``.
 
     Past ``timeout_s`` it signals every live process to dump its stacks, kills them and
@@ -175,8 +201,15 @@ def run_cluster(tmp_path: Path, config: dict, reference: bool = True, workers: i
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(workers):
-        procs.append(_launch(tmp_path, f"worker{i}", config, _tf_config(cluster, "worker", i),
-                             tmp_path / "cluster"))
+        procs.append(
+            _launch(
+                tmp_path,
+                f"worker{i}",
+                config,
+                _tf_config(cluster, "worker", i),
+                tmp_path / "cluster",
+            )
+        )
     if reference:
         procs.append(_launch(tmp_path, "reference", config, None, tmp_path / "single"))
     deadline = time.monotonic() + timeout_s
@@ -244,8 +277,12 @@ needs_tf_keras = pytest.mark.skipif(
 
 def cluster_test(fn):
     """A loopback-cluster test: tf_keras, slow, bounded in time."""
-    for mark in (needs_tf_keras, pytest.mark.tf_keras, pytest.mark.slow,
-                 pytest.mark.timeout(TIMEOUT_S + 40)):
+    for mark in (
+        needs_tf_keras,
+        pytest.mark.tf_keras,
+        pytest.mark.slow,
+        pytest.mark.timeout(TIMEOUT_S + 40),
+    ):
         fn = mark(fn)
     return fn
 
@@ -270,7 +307,8 @@ def _eval_metrics(run):
 @pytest.mark.parametrize("mode", ["sharded", "chief_only"])
 def test_two_workers_log_one_run_equal_to_one_process(tmp_path, mode):
     results, reference = run_cluster(
-        tmp_path, {"callback": "classification", "mode": mode, "log_every_n_batches": 1})
+        tmp_path, {"callback": "classification", "mode": mode, "log_every_n_batches": 1}
+    )
     _assert_ok(*results, reference)
     run = _assert_chief_only_io(results, tmp_path)
     last = _same_as_reference(run, tmp_path)
@@ -279,8 +317,12 @@ def test_two_workers_log_one_run_equal_to_one_process(tmp_path, mode):
     _assert_sample_order(run)
     # step-1, epoch-0 (step 2), step-3, epoch-1 (step 4): per-N-batch logs on both workers
     aliases = [sorted(a.aliases) for a in run.artifacts(type="evaluation")]
-    assert aliases == [["latest", "step-1"], ["epoch-0", "latest"], ["latest", "step-3"],
-                       ["epoch-1", "latest"]]
+    assert aliases == [
+        ["latest", "step-1"],
+        ["epoch-0", "latest"],
+        ["latest", "step-3"],
+        ["epoch-1", "latest"],
+    ]
     assert results[0]["epochs"] == results[1]["epochs"] == [0, 1]
 
 
@@ -295,7 +337,9 @@ def test_stock_subclass_on_two_workers_logs_one_run_equal_to_one_process(tmp_pat
     assert len(last.rows) == 11
     _assert_sample_order(run, id_column="idx")
     assert [sorted(a.aliases) for a in run.artifacts(type="evaluation")] == [
-        ["epoch-0", "latest"], ["epoch-1", "latest"]]
+        ["epoch-0", "latest"],
+        ["epoch-1", "latest"],
+    ]
 
 
 @cluster_test
@@ -323,8 +367,12 @@ def test_a_failed_write_on_the_chief_skips_that_version_only(tmp_path, callback)
 def test_a_failed_data_table_on_the_chief_turns_logging_off_everywhere(tmp_path, strict):
     # Not strict: the chief warns and logs nothing more; the other worker must skip the
     # sharded steps too (it would wait in them alone). Strict: both stop at train begin.
-    config = {"callback": "classification", "fail_data": True, "strict": strict,
-              "log_every_n_batches": 1}
+    config = {
+        "callback": "classification",
+        "fail_data": True,
+        "strict": strict,
+        "log_every_n_batches": 1,
+    }
     results, _ = run_cluster(tmp_path, config, reference=False)
     chief, other = results
     if strict:
@@ -343,8 +391,13 @@ def test_a_failed_data_table_on_the_chief_turns_logging_off_everywhere(tmp_path,
 
 @cluster_test
 def test_a_strict_failure_on_the_chief_stops_every_worker_at_the_same_log(tmp_path):
-    config = {"callback": "classification", "fail_log": True, "strict": True,
-              "async_logging": False, "log_every_n_batches": 1}
+    config = {
+        "callback": "classification",
+        "fail_log": True,
+        "strict": True,
+        "async_logging": False,
+        "log_every_n_batches": 1,
+    }
     results, _ = run_cluster(tmp_path, config, reference=False)
     chief, other = results
     assert chief["rc"] == 3 and chief["error"].startswith("OSError: injected"), chief["log"]
@@ -374,7 +427,8 @@ def test_a_hung_cluster_is_stopped_with_its_stacks(tmp_path):
     # Worker 1 leaves before fit: worker 0 waits in its first collective until the
     # harness dumps its stacks and kills it.
     with pytest.raises(pytest.fail.Exception, match=r"did not finish in 40 s") as failed:
-        run_cluster(tmp_path, {"callback": "classification", "skip_fit": 1},
-                    reference=False, timeout_s=40)
+        run_cluster(
+            tmp_path, {"callback": "classification", "skip_fit": 1}, reference=False, timeout_s=40
+        )
     stacks = str(failed.value)
     assert "most recent call first" in stacks and "multiworker_worker.py" in stacks, stacks

@@ -47,7 +47,7 @@ def python_blocks(page: Path) -> list[Block]:
     for match in FENCE.finditer(text):
         if match.group(1).lower() not in ("python", "py", "python3"):
             continue
-        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = SKIP.search(before)
         line = text.count("\n", 0, match.start()) + 1
         blocks.append(Block(page, line, match.group(2), marker.group(1) if marker else None))
@@ -56,6 +56,8 @@ def python_blocks(page: Path) -> list[Block]:
 
 BLOCKS = [b for page in PAGES for b in python_blocks(page)]
 RUNNABLE = [b for b in BLOCKS if b.skip is None]
+
+
 def test_blocks_are_found():
     # The parser must see the README's quickstarts, or the tests below check nothing.
     readme = [b for b in BLOCKS if b.page.name == "README.md"]
@@ -70,11 +72,21 @@ def test_skipped_blocks_say_why():
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONSOLE="off",
-               TF_CPP_MIN_LOG_LEVEL="3", WANDB_DIR=str(tmp),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    for var, sub in [("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+    env = dict(
+        os.environ,
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_CONSOLE="off",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        WANDB_DIR=str(tmp),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    for var, sub in [
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
         (tmp / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(tmp / sub)
     env.pop("TF_USE_LEGACY_KERAS", None)  # a block that wants Keras 2 sets it itself
@@ -88,8 +100,14 @@ def test_block_runs(block: Block, tmp_path: Path):
         pytest.importorskip("tf_keras")
     script = tmp_path / "block.py"
     script.write_text(block.code)
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{block.id} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     if "wandb.init(" in block.code:
         from fastevalcb.offline import OfflineRun
@@ -115,6 +133,9 @@ def test_readme_is_short():
 
 
 def test_performance_docs_are_generated():
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_performance.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_performance.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

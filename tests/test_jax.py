@@ -67,8 +67,14 @@ print("HEAVY", heavy)
 
 def test_import_under_jax_loads_neither_tensorflow_nor_numba():
     pytest.importorskip("jax")
-    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True,
-                          timeout=300, env=jax_env(), cwd=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=jax_env(),
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "HEAVY []" in proc.stdout, proc.stdout
 
@@ -97,8 +103,14 @@ def test_a_jax_fit_on_arrays_never_imports_tensorflow(wandb_env):
     """Array sources, no KerasHub preprocessor: the whole fit, logging included, runs
     without TensorFlow (numba, the host kernels, is loaded by the task callback)."""
     pytest.importorskip("jax")
-    proc = subprocess.run([sys.executable, "-c", FIT_CHECK], capture_output=True, text=True,
-                          timeout=300, env=jax_env(), cwd=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", FIT_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=jax_env(),
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "VERSIONS 2 HEAVY ['numba']" in proc.stdout, proc.stdout + proc.stderr[-2000:]
 
@@ -110,9 +122,25 @@ def test_the_jax_suite_passes_under_keras_backend_jax():
         pytest.skip("already on JAX: tests/on_jax runs in this session")
     pytest.importorskip("keras_hub")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(HERE / "on_jax"), "-q", "-p", "no:cacheprovider",
-         "-o", "addopts=", "-W", "ignore::DeprecationWarning"],
-        capture_output=True, text=True, timeout=1500, env=jax_env(), cwd=str(ROOT))
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE / "on_jax"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-W",
+            "ignore::DeprecationWarning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=jax_env(),
+        cwd=str(ROOT),
+    )
     tail = proc.stdout[-4000:]
     assert proc.returncode == 0, tail + proc.stderr[-2000:]
     assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
@@ -144,8 +172,9 @@ def test_tensorflow_twins_of_keras_ops_agree_with_keras_ops():
     ]
     for name, args, kwargs in cases:
         want = np.asarray(getattr(keras.ops, name)(*args, **kwargs))
-        got = getattr(twins, name)(*[tf.constant(a) if isinstance(a, np.ndarray) else a
-                                     for a in args], **kwargs).numpy()
+        got = getattr(twins, name)(
+            *[tf.constant(a) if isinstance(a, np.ndarray) else a for a in args], **kwargs
+        ).numpy()
         np.testing.assert_array_equal(got, want, err_msg=name)
     assert list(twins.shape(tf.constant(x)).numpy()) == list(keras.ops.shape(x))
     assert set(vars(twins)) == {name for name, _, _ in cases} | {"shape"}

@@ -34,7 +34,11 @@ def test_artifact_lookup_by_alias_version_and_errors(offline_run):
         art.add(wandb.Table(columns=["e"], data=[[epoch]]), "t")
         run.log_artifact(art, aliases=["latest", f"epoch-{epoch}"])
     rec = read()
-    assert [a.qualified_name for a in rec.artifacts("thing")] == ["thing:v0", "thing:v1", "thing:v2"]
+    assert [a.qualified_name for a in rec.artifacts("thing")] == [
+        "thing:v0",
+        "thing:v1",
+        "thing:v2",
+    ]
     assert rec.artifact("thing").version == 2
     assert rec.artifact("thing", "epoch-1").metadata == {"epoch": 1}
     assert sorted(rec.artifact("thing", "v0").aliases) == ["epoch-0", "latest"]
@@ -43,7 +47,9 @@ def test_artifact_lookup_by_alias_version_and_errors(offline_run):
         rec.artifact("nope")
     with pytest.raises(OfflineRunError, match="has no version 'epoch-9'"):
         rec.artifact("thing", "epoch-9")
-    with pytest.raises(OfflineRunError, match=r"has no other\.table\.json; tables: \['t\.table\.json'\]"):
+    with pytest.raises(
+        OfflineRunError, match=r"has no other\.table\.json; tables: \['t\.table\.json'\]"
+    ):
         rec.load_table(rec.artifact("thing"), "other")
 
 

@@ -99,9 +99,11 @@ def test_unbuilt_models_without_declared_inputs_trace_once(jit_compile):
         predictor = BatchedPredictor(m, x, batch_size=4, jit_compile=jit_compile)
         got = predictor.predict_all()
         want = m.predict(x, verbose=0)
-        np.testing.assert_allclose(got if isinstance(m, keras.Sequential) else got["logits"],
-                                   want if isinstance(m, keras.Sequential) else want["logits"],
-                                   atol=ATOL)
+        np.testing.assert_allclose(
+            got if isinstance(m, keras.Sequential) else got["logits"],
+            want if isinstance(m, keras.Sequential) else want["logits"],
+            atol=ATOL,
+        )
         assert predictor.trace_count == 1
 
 
@@ -326,8 +328,10 @@ def test_max_samples_first_and_fixed_seed_subset(model):
         seen[name] = index
     np.testing.assert_array_equal(seen["numpy"], seen["tf.data"])
     np.testing.assert_array_equal(seen["numpy"], seen["tf.data batched"])
-    np.testing.assert_array_equal(BatchedPredictor(model, x, max_samples=20, selection="random",
-                                                   seed=3).selected_indices(), seen["numpy"])
+    np.testing.assert_array_equal(
+        BatchedPredictor(model, x, max_samples=20, selection="random", seed=3).selected_indices(),
+        seen["numpy"],
+    )
 
 
 def test_max_samples_on_tf_data_and_pydataset(model):
@@ -422,7 +426,7 @@ def test_results_stream_ahead_of_the_consumer(model):
 def test_breaking_out_stops_the_worker_thread(model):
     x, _ = data(64)
     before = threading.active_count()
-    for batch in BatchedPredictor(model, x, batch_size=4).iter_batches():
+    for _ in BatchedPredictor(model, x, batch_size=4).iter_batches():
         break
     deadline = time.time() + 5
     while threading.active_count() > before and time.time() < deadline:

@@ -15,9 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from fastevalcb.callback import FastEvalInputError  # noqa: E402
-from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 from real_models import (  # noqa: E402
     Calibrated,
     deeplab,
@@ -29,6 +26,9 @@ from real_models import (  # noqa: E402
     two_input_model,
 )
 from real_models import nms_decoder as decoder  # noqa: E402
+
+from fastevalcb.callback import FastEvalInputError  # noqa: E402
+from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -227,6 +227,9 @@ def test_image_key_that_names_no_image_is_refused_before_predicting():
     x = {"image": images(3, (16, 16)), "meta": np.zeros((3, 4), "float32")}
     with pytest.raises(FastEvalInputError, match=r"image_key='meta'.*x\['meta'\].*\(N, 4\)"):
         BatchedPredictor(model, x, image_key="meta")
-    with pytest.raises(FastEvalInputError, match=r"image_key='picture' names no input.*"
-                       r"x\['image'\] \(N, 16, 16, 3\), x\['meta'\] \(N, 4\)"):
+    with pytest.raises(
+        FastEvalInputError,
+        match=r"image_key='picture' names no input.*"
+        r"x\['image'\] \(N, 16, 16, 3\), x\['meta'\] \(N, 4\)",
+    ):
         BatchedPredictor(model, x, image_key="picture")

@@ -50,7 +50,8 @@ def _fit(model, x, y, cb, epochs=3):
 
 
 def test_a_bug_in_add_model_predictions_is_in_the_summary_and_alerted_once(
-        offline_run, tiny_classifier):
+    offline_run, tiny_classifier
+):
     run, read = offline_run
     model, x, y = tiny_classifier
     cb = BuggyPredictions(x, y)
@@ -62,12 +63,14 @@ def test_a_bug_in_add_model_predictions_is_in_the_summary_and_alerted_once(
     summary = log.summary()
     assert summary["fastevalcb/failures"] == 3  # one per epoch
     assert summary["fastevalcb/last_failure"] == (
-        "pred table: NameError: name 'undefined_name' is not defined")
+        "pred table: NameError: name 'undefined_name' is not defined"
+    )
     alerts = _alerts(log)
     assert len(alerts) == 1, alerts  # once per run, not once per epoch
     assert alerts[0].level == "WARN"
-    assert alerts[0].title == ("fastevalcb: BuggyPredictions.add_model_predictions raised; "
-                               "pred table not logged")
+    assert alerts[0].title == (
+        "fastevalcb: BuggyPredictions.add_model_predictions raised; pred table not logged"
+    )
     assert "NameError: name 'undefined_name' is not defined" in alerts[0].text
     assert log.artifacts(f"run_{run.id}_pred") == []
 
@@ -84,7 +87,8 @@ def test_a_bug_in_add_ground_truth_is_alerted(offline_run, tiny_classifier):
 
 
 def test_a_failure_outside_the_users_hooks_is_in_the_summary_without_an_alert(
-        offline_run, tiny_classifier):
+    offline_run, tiny_classifier
+):
     _run, read = offline_run
     model, x, y = tiny_classifier
 
@@ -107,8 +111,14 @@ def test_strict_still_raises_and_alerts_nothing(offline_run, tiny_classifier):
     _run, read = offline_run
     model, x, y = tiny_classifier
     with pytest.raises(NameError, match="undefined_name"):
-        model.fit(x, y, epochs=2, batch_size=10, callbacks=[BuggyPredictions(x, y, strict=True)],
-                  verbose=0)
+        model.fit(
+            x,
+            y,
+            epochs=2,
+            batch_size=10,
+            callbacks=[BuggyPredictions(x, y, strict=True)],
+            verbose=0,
+        )
     log = read()
     assert "fastevalcb/failures" not in log.summary()
     assert _alerts(log) == []
@@ -146,8 +156,9 @@ def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifi
         def add_model_predictions(self, epoch, logs=None):
             for i in self.data_table_ref.get_index():
                 mask = np.full((16, 16), int(self.y[i]), np.uint8)
-                image = wandb.Image(self.x[i], masks={"p": {"mask_data": mask,
-                                                            "class_labels": names}})
+                image = wandb.Image(
+                    self.x[i], masks={"p": {"mask_data": mask, "class_labels": names}}
+                )
                 self.pred_table.add_data(epoch, int(i), image)
 
     with warnings.catch_warnings(record=True) as caught:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import types
 import os
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +17,20 @@ import PIL.Image
 import pytest
 import wandb
 from wandb.sdk.artifacts.staging import get_staging_dir
-from wandb.sdk.lib.hashutil import md5_file_b64
 from wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler import WBLocalArtifactHandler
+from wandb.sdk.lib.hashutil import md5_file_b64
 
 from fastevalcb.media import build_images
-from fastevalcb.tables import CLIENT_REF_SCHEME, ColumnarTable, TableSchemaError
-from fastevalcb.types import PackedDetections
+from fastevalcb.tables import (
+    CLIENT_REF_SCHEME,
+    IMAGE_DIR,
+    IMAGE_SUFFIX,
+    ColumnarTable,
+    TableSchemaError,
+)
 from fastevalcb.tables.references import ImageColumn, MediaFiles
-from fastevalcb.tables import IMAGE_DIR, IMAGE_SUFFIX
 from fastevalcb.tables.staging import EntryRows, EntryView
+from fastevalcb.types import PackedDetections
 
 
 def _table_json(artifact, table, name="t"):
@@ -33,8 +38,11 @@ def _table_json(artifact, table, name="t"):
     ``Artifact.add`` for a plain ``wandb.Table``."""
     from fastevalcb.tables import add_table
 
-    entry = (add_table(artifact, table, name) if isinstance(table, ColumnarTable)
-             else artifact.add(table, name))
+    entry = (
+        add_table(artifact, table, name)
+        if isinstance(table, ColumnarTable)
+        else artifact.add(table, name)
+    )
     return json.loads(open(entry.local_path).read())
 
 
@@ -130,8 +138,7 @@ def test_client_reference_entries_resolve_locally(wandb_env):
 
 def _image_table(images, labels):
     table = ColumnarTable(["image", "label", "top"])
-    table.add_columns({"image": images, "label": labels,
-                       "top": [[lab, "x"] for lab in labels]})
+    table.add_columns({"image": images, "label": labels, "top": [[lab, "x"] for lab in labels]})
     return table
 
 
@@ -152,13 +159,15 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
         name = index.entry_name(image)
         slow.add_reference(index.reference_uri(name), name=name)
         fast.manifest.entries[name] = index.reference_entry(
-            name, data.manifest.entries[name].digest)
+            name, data.manifest.entries[name].digest
+        )
         ours, stock = fast.manifest.entries[name], slow.manifest.entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         assert vars(ours) == vars(stock)  # field by field, as add_reference builds it
         assert ours == stock  # and pydantic's bookkeeping (wandb >= 0.21), as model_construct's
-        assert (getattr(ours, "__pydantic_private__", None)
-                == getattr(stock, "__pydantic_private__", None))
+        assert getattr(ours, "__pydantic_private__", None) == getattr(
+            stock, "__pydantic_private__", None
+        )
     assert fast.manifest.to_manifest_json() == slow.manifest.to_manifest_json()
 
     pred = _image_table(images, ["b", "b", "c"])
@@ -168,8 +177,9 @@ def test_fast_reference_entries_and_table_json_match_wandbs_own(wandb_env):
     stock_pred = _image_table(images, ["b", "b", "c"])
     index.add_references(slow, stock_pred)
     slow_entry = slow.add(stock_pred, "eval")
-    assert _canonical(open(fast_entry.local_path).read()) == \
-        _canonical(open(slow_entry.local_path).read())
+    assert _canonical(open(fast_entry.local_path).read()) == _canonical(
+        open(slow_entry.local_path).read()
+    )
     assert fast_entry.path == slow_entry.path == "eval.table.json"
     fast_json, slow_json = (m.manifest.to_manifest_json() for m in (fast, slow))
     for manifest in (fast_json, slow_json):  # ours writes "data" first: other table bytes
@@ -183,12 +193,20 @@ def test_objects_have_exactly_the_stock_attributes():
     labels = {0: "a", 1: "b"}
     det = PackedDetections([0, 1], [[1, 1, 4, 4]], [1], [0.5])
     mask = np.zeros((1, 6, 8), np.uint8)
-    (fast,) = build_images(img[None], boxes={"predictions": det}, masks={"m": mask},
-                           class_labels=labels)
-    stock = wandb.Image(img, boxes={"predictions": {"box_data": [], "class_labels": labels}},
-                        masks={"m": {"mask_data": mask[0], "class_labels": labels}})
-    pairs = [(fast, stock), (fast._boxes["predictions"], stock._boxes["predictions"]),
-             (fast._masks["m"], stock._masks["m"]), (fast._classes, stock._classes)]
+    (fast,) = build_images(
+        img[None], boxes={"predictions": det}, masks={"m": mask}, class_labels=labels
+    )
+    stock = wandb.Image(
+        img,
+        boxes={"predictions": {"box_data": [], "class_labels": labels}},
+        masks={"m": {"mask_data": mask[0], "class_labels": labels}},
+    )
+    pairs = [
+        (fast, stock),
+        (fast._boxes["predictions"], stock._boxes["predictions"]),
+        (fast._masks["m"], stock._masks["m"]),
+        (fast._classes, stock._classes),
+    ]
     for f, s in pairs:
         assert type(f) is type(s)
         assert set(vars(f)) == set(vars(s)), type(s).__name__
@@ -204,8 +222,13 @@ def test_objects_have_exactly_the_stock_attributes():
 def _staged_table(artifact, stager):
     img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
     mask = (np.arange(48) % 3).astype(np.uint8).reshape(1, 6, 8)
-    images = build_images(img[None], masks={"m": mask}, class_labels={0: "a", 1: "b", 2: "c"},
-                          stager=stager, compress_level=None)  # reproducible: see _batch_cells
+    images = build_images(
+        img[None],
+        masks={"m": mask},
+        class_labels={0: "a", 1: "b", 2: "c"},
+        stager=stager,
+        compress_level=None,
+    )  # reproducible: see _batch_cells
     table = ColumnarTable(["id", "image"])
     table.add_columns({"id": [0], "image": images})
     entry = artifact.add(table, "t")
@@ -230,8 +253,9 @@ def test_staged_files_are_the_entries_add_file_makes(wandb_env):
         stock, ours = stock_art.manifest.entries[name], ours_entries[name]
         assert type(ours) is type(stock) and type(ours.path) is type(stock.path)
         skip = {"local_path"}
-        assert ({k: v for k, v in vars(ours).items() if k not in skip}
-                == {k: v for k, v in vars(stock).items() if k not in skip}), name
+        assert {k: v for k, v in vars(ours).items() if k not in skip} == {
+            k: v for k, v in vars(stock).items() if k not in skip
+        }, name
         if not name.startswith("media/classes/"):  # wandb adds the class set itself
             _assert_view_reads_as(views[name], ours)
         # The staging copy is the media file itself, read-only like add_file's copy.
@@ -248,8 +272,16 @@ def test_staged_files_are_the_entries_add_file_makes(wandb_env):
 def _assert_view_reads_as(view, entry):
     """An EntryView gives wandb's logging path what the entry it stands for gives."""
     assert isinstance(view, EntryView)
-    for field in ("path", "digest", "size", "ref", "local_path", "birth_artifact_id",
-                  "skip_cache", "extra"):
+    for field in (
+        "path",
+        "digest",
+        "size",
+        "ref",
+        "local_path",
+        "birth_artifact_id",
+        "skip_cache",
+        "extra",
+    ):
         assert getattr(view, field) == getattr(entry, field), field
     for _ in range(2):  # the first view of a source learns its keys from the real entry
         # what wandb writes manifests of >100k entries from, as json.dumps writes it
@@ -269,10 +301,12 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
     data = wandb.Artifact("data", "dataset")
     stager = Stager(data)
     # PIL's bytes: ISA-L's are not always the same for the same pixels (see _batch_cells)
-    images = build_images(rng.integers(0, 255, (5, 4, 6, 3), dtype=np.uint8), stager=stager,
-                          compress_level=None)
-    images += build_images(np.zeros((2, 4, 6, 3), np.uint8), stager=stager,
-                           compress_level=None)  # a duplicate: one file, one entry
+    images = build_images(
+        rng.integers(0, 255, (5, 4, 6, 3), dtype=np.uint8), stager=stager, compress_level=None
+    )
+    images += build_images(
+        np.zeros((2, 4, 6, 3), np.uint8), stager=stager, compress_level=None
+    )  # a duplicate: one file, one entry
     files = MediaFiles.of(images, stager, IMAGE_DIR, IMAGE_SUFFIX)
     pred = wandb.Artifact("pred", "evaluation")
     MediaIndex.from_files(data, [files]).add_column_references(pred, files, slice(0, len(files)))
@@ -328,8 +362,7 @@ def _assert_bulk_manifest_is_wandbs(rows, objects):
     assert text[0] == text[1] and text[0].count("\n") == len(objects.entries)
     assert any(type(value) is int for value in dict.values(rows.entries))
     for chunk in (1, 2, 3):  # hashed a few entries at a time: the same text
-        assert ("".join(rows.entries.digest_lines(chunk))
-                == "".join(rows.entries.digest_lines()))
+        assert "".join(rows.entries.digest_lines(chunk)) == "".join(rows.entries.digest_lines())
     assert any(type(value) is not int for value in dict.values(rows.entries))
 
 
@@ -337,8 +370,11 @@ def _assert_bulk_manifest_is_wandbs(rows, objects):
 def test_blank_column_names_are_refused_like_duplicates(columns):
     from fastevalcb.tables import validate_columns
 
-    with pytest.raises(TableSchemaError, match=r"pred_table_columns names must be non-empty, "
-                                               r"got '\s*' at position 1"):
+    with pytest.raises(
+        TableSchemaError,
+        match=r"pred_table_columns names must be non-empty, "
+        r"got '\s*' at position 1",
+    ):
         validate_columns(columns, "pred_table_columns")
     with pytest.raises(TableSchemaError, match="must be non-empty"):
         ColumnarTable(columns)
@@ -354,8 +390,9 @@ def test_wandb_teardown_hooks_we_rely_on_exist(wandb_env):
     assert isinstance(run._teardown_hooks, list)
     assert run._is_finished is False
     seen = []
-    run._teardown_hooks.append(TeardownHook(call=lambda: seen.append(run._is_finished),
-                                            stage=TeardownStage.EARLY))
+    run._teardown_hooks.append(
+        TeardownHook(call=lambda: seen.append(run._is_finished), stage=TeardownStage.EARLY)
+    )
     run.finish()
     assert seen == [False] and run._is_finished is True
 
@@ -392,8 +429,10 @@ def test_image_json_of_a_referenced_image_is_wandbs(wandb_env):
     from fastevalcb.tables import MediaIndex
 
     rng = np.random.default_rng(1)
-    images = [wandb.Image(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), caption=c)
-              for c in (None, "a caption")]
+    images = [
+        wandb.Image(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), caption=c)
+        for c in (None, "a caption")
+    ]
     data = wandb.Artifact("data", "dataset")
     data_table = _image_table(images, ["a", "b"])
     data.add(data_table, "val")
@@ -437,21 +476,27 @@ def _mixed_batches():
     batches = []
     for b in range(2):
         pixels = rng.integers(0, 255, (3, 6, 8, 3), dtype=np.uint8)
-        det = PackedDetections([0, 1, 1, 3], [[1, 1, 4, 4], [0, 0, 2, 3], [2, 2, 5, 5]],
-                               [1, 0, 1], [0.5, 0.25, 0.75])
+        det = PackedDetections(
+            [0, 1, 1, 3], [[1, 1, 4, 4], [0, 0, 2, 3], [2, 2, 5, 5]], [1, 0, 1], [0.5, 0.25, 0.75]
+        )
         scores = [[0.5, 0.1 * b], [0.25, 0.5], [1.0, 0.0]]
-        batches.append({
-            "id": [3 * b + i for i in range(3)],
-            "score": [0.5, float("nan"), 2.0] if b else [0.5, 1.5, 2.0],
-            "name": ["x", "y", "z"],
-            "ok": [True, False, True],
-            "top": [["a", "b"]] * 3,
-            "scores": scores,
-            "image": pixels,
-            "boxes": (pixels, det, labels),
-            "masks": (pixels, (np.arange(3 * 6 * 8) % 2).astype(np.uint8).reshape(3, 6, 8),
-                      labels),
-        })
+        batches.append(
+            {
+                "id": [3 * b + i for i in range(3)],
+                "score": [0.5, float("nan"), 2.0] if b else [0.5, 1.5, 2.0],
+                "name": ["x", "y", "z"],
+                "ok": [True, False, True],
+                "top": [["a", "b"]] * 3,
+                "scores": scores,
+                "image": pixels,
+                "boxes": (pixels, det, labels),
+                "masks": (
+                    pixels,
+                    (np.arange(3 * 6 * 8) % 2).astype(np.uint8).reshape(3, 6, 8),
+                    labels,
+                ),
+            }
+        )
     return batches
 
 
@@ -464,11 +509,12 @@ def _batch_cells(batch, stager=None, compress_level=None):
     pixels, det, labels = batch["boxes"]
     _, masks, _ = batch["masks"]
     build = functools.partial(build_images, stager=stager, compress_level=compress_level)
-    return {**batch,
-            "image": build(batch["image"]),
-            "boxes": build(pixels, boxes={"predictions": det}, class_labels=labels),
-            "masks": build(pixels, masks={"truth": masks}, boxes={"b": det},
-                           class_labels=labels)}
+    return {
+        **batch,
+        "image": build(batch["image"]),
+        "boxes": build(pixels, boxes={"predictions": det}, class_labels=labels),
+        "masks": build(pixels, masks={"truth": masks}, boxes={"b": det}, class_labels=labels),
+    }
 
 
 def test_staged_media_decode_to_their_pixels_on_the_fast_encoder(wandb_env):
@@ -485,7 +531,8 @@ def test_staged_media_decode_to_their_pixels_on_the_fast_encoder(wandb_env):
                 np.testing.assert_array_equal(np.asarray(PIL.Image.open(image._path)), pixels)
             for image, mask in zip(cells["masks"], batch["masks"][1]):
                 np.testing.assert_array_equal(
-                    np.asarray(PIL.Image.open(image._masks["truth"]._path)), mask)
+                    np.asarray(PIL.Image.open(image._masks["truth"]._path)), mask
+                )
 
 
 def _canonical(text: str) -> str:
@@ -537,14 +584,22 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
     assert streamed.json_text() == open(ours_entry.local_path).read()
     # wandb's own serialization of the same rows, for the parts it writes the same way
     stock = json.loads(open(stock_entry.local_path).read())
-    assert stock["column_types"] == json.loads(open(
-        wandb.Artifact("c", "dataset").add(whole, "t").local_path).read())["column_types"]
+    assert (
+        stock["column_types"]
+        == json.loads(open(wandb.Artifact("c", "dataset").add(whole, "t").local_path).read())[
+            "column_types"
+        ]
+    )
     assert sorted(ours_art.manifest.entries) == sorted(stock_art.manifest.entries)
     for name, entry in stock_art.manifest.entries.items():
         if name != "t.table.json":  # ours writes "data" first: other bytes, same JSON
             ours = ours_art.manifest.entries[name]  # class files: add_json, not Artifact.add
-            assert ((ours.digest, ours.size, ours.ref, bool(ours.skip_cache))
-                    == (entry.digest, entry.size, entry.ref, bool(entry.skip_cache))), name
+            assert (ours.digest, ours.size, ours.ref, bool(ours.skip_cache)) == (
+                entry.digest,
+                entry.size,
+                entry.ref,
+                bool(entry.skip_cache),
+            ), name
             assert open(ours.local_path, "rb").read() == open(entry.local_path, "rb").read()
     # The digest computed as the table was written is the file's (what add_file computes).
     assert ours_entry.digest == md5_file_b64(ours_entry.local_path)
@@ -560,19 +615,34 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
 def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     """A pred batch's ImageColumn (arrays) gives the table text and reference entries that
     the same images as wandb.Image objects give through MediaIndex.add_references."""
-    from fastevalcb.media.boxes import box_data_json
     from fastevalcb.media import stage_masks
-    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX,
-                                   LayeredImages, MediaFiles, MediaIndex, Stager, StreamedTable,
-                                   add_table)
+    from fastevalcb.media.boxes import box_data_json
+    from fastevalcb.tables import (
+        IMAGE_DIR,
+        IMAGE_SUFFIX,
+        MASK_DIR,
+        MASK_SUFFIX,
+        LayeredImages,
+        MediaFiles,
+        MediaIndex,
+        Stager,
+        StreamedTable,
+        add_table,
+    )
     from fastevalcb.types import PackedDetections
 
     rng = np.random.default_rng(4)
     data = wandb.Artifact("data", "dataset")
     stager = Stager(data)
-    parts = [MediaFiles.of(build_images(rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
-                                        stager=stager), stager, IMAGE_DIR, IMAGE_SUFFIX)
-             for _ in range(2)]
+    parts = [
+        MediaFiles.of(
+            build_images(rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8), stager=stager),
+            stager,
+            IMAGE_DIR,
+            IMAGE_SUFFIX,
+        )
+        for _ in range(2)
+    ]
     files = MediaFiles.concat(parts)
     assert len(files) == 8
     # A batch's lookup spans its own files' numbers, not all numbers before them: a data
@@ -591,15 +661,29 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert own.json_text() == open(add_table(data, as_objects, "objects").local_path).read()
     with pytest.raises(ValueError, match="not a file of this table's artifact"):
         StreamedTable(["image"], wandb.Artifact("other", "dataset")).add_columns(
-            {"image": ImageColumn(files, slice(0, 2))})
+            {"image": ImageColumn(files, slice(0, 2))}
+        )
 
     # Ground-truth masks, as a segmentation data table has them: layered images by reference.
-    mask_files = MediaFiles.concat([MediaFiles.of(
-        [im._masks["m"] for im in build_images(
-            rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
-            masks={"m": (np.arange(4 * 35) % 2).astype(np.uint8).reshape(4, 5, 7)},
-            class_labels={0: "a", 1: "b"}, stager=stager)], stager, MASK_DIR, MASK_SUFFIX)
-        for _ in range(2)])
+    mask_files = MediaFiles.concat(
+        [
+            MediaFiles.of(
+                [
+                    im._masks["m"]
+                    for im in build_images(
+                        rng.integers(0, 255, (4, 5, 7, 3), dtype=np.uint8),
+                        masks={"m": (np.arange(4 * 35) % 2).astype(np.uint8).reshape(4, 5, 7)},
+                        class_labels={0: "a", 1: "b"},
+                        stager=stager,
+                    )
+                ],
+                stager,
+                MASK_DIR,
+                MASK_SUFFIX,
+            )
+            for _ in range(2)
+        ]
+    )
     index = MediaIndex.from_files(data, [files, mask_files])
 
     objects_art, arrays_art = wandb.Artifact("p1", "evaluation"), wandb.Artifact("p2", "evaluation")
@@ -613,20 +697,36 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
         layered = ImageColumn(files, r, mask_files, labels)
         assert isinstance(column[0], wandb.Image) and len(list(column)) == len(column)
         pred_masks = (rng.random((n, 5, 7)) < 0.5).astype(np.uint8)
-        dets = PackedDetections(np.arange(n + 1) * 2, rng.uniform(0, 5, (2 * n, 4)).cumsum(1),
-                                rng.integers(0, 2, 2 * n), rng.random(2 * n))
+        dets = PackedDetections(
+            np.arange(n + 1) * 2,
+            rng.uniform(0, 5, (2 * n, 4)).cumsum(1),
+            rng.integers(0, 2, 2 * n),
+            rng.random(2 * n),
+        )
         cells = {}
         for name, stager in stagers.items():  # a version's masks, staged into its artifact
-            predicted = LayeredImages(layered, labels, masks={"predictions": stage_masks(
-                pred_masks, labels, stager).results()})
-            boxed = LayeredImages(column, labels, boxes={"predictions": box_data_json(
-                dets, labels, "pixel", 2)})
-            cells[name] = {"image": column, "layered": layered, "predicted": predicted,
-                           "boxed": boxed, "n": list(range(r.start, r.stop))}
-        assert predicted[1]._masks["predictions"]._sha256 == cells["p1"]["predicted"][1]._masks[
-            "predictions"]._sha256  # the same PNG in both artifacts
-        whole.add_columns({key: value if key == "n" else list(value)
-                           for key, value in cells["p1"].items()})
+            predicted = LayeredImages(
+                layered,
+                labels,
+                masks={"predictions": stage_masks(pred_masks, labels, stager).results()},
+            )
+            boxed = LayeredImages(
+                column, labels, boxes={"predictions": box_data_json(dets, labels, "pixel", 2)}
+            )
+            cells[name] = {
+                "image": column,
+                "layered": layered,
+                "predicted": predicted,
+                "boxed": boxed,
+                "n": list(range(r.start, r.stop)),
+            }
+        assert (
+            predicted[1]._masks["predictions"]._sha256
+            == cells["p1"]["predicted"][1]._masks["predictions"]._sha256
+        )  # the same PNG in both artifacts
+        whole.add_columns(
+            {key: value if key == "n" else list(value) for key, value in cells["p1"].items()}
+        )
         streamed.add_columns(cells["p2"])
     index.add_references(objects_art, whole)
     whole.media_index = index
@@ -641,13 +741,19 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
     assert ref.ref == index.reference_uri(files.entry_name(5)) and ref.digest == files.digest(5)
     for art in (objects_art, arrays_art):  # data-table media: references, no copy
         staged = stagers[art.name].files.prefix  # the version's own masks, written once
-        copied = [name for name, entry in art.manifest.entries.items()
-                  if entry.local_path and not name.startswith("media/classes/")
-                  and not entry.local_path.startswith(staged)]
+        copied = [
+            name
+            for name, entry in art.manifest.entries.items()
+            if entry.local_path
+            and not name.startswith("media/classes/")
+            and not entry.local_path.startswith(staged)
+        ]
         assert copied == ["eval.table.json"]
         assert mask_files.entry_name(6) in art.manifest.entries
-        assert sum(str(entry.local_path).startswith(staged)
-                   for entry in art.manifest.entries.values()) == 8
+        assert (
+            sum(str(entry.local_path).startswith(staged) for entry in art.manifest.entries.values())
+            == 8
+        )
     row = json.loads(open(by_arrays.local_path).read())["data"][4]
     assert set(row[2]["masks"]) == {"ground_truth", "predictions"} and "boxes" in row[3]
 
@@ -673,5 +779,7 @@ def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
     streamed = StreamedTable(["s"], art)
     streamed.add_columns({"s": [[0.5, 0.25]]})
     streamed.add_columns({"s": [[nan, nan], [0.75, nan]]})
-    assert json.loads(open(add_table(art, streamed, "t").local_path).read())[
-        "column_types"] == expected
+    assert (
+        json.loads(open(add_table(art, streamed, "t").local_path).read())["column_types"]
+        == expected
+    )

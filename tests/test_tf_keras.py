@@ -18,11 +18,12 @@ import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 
+from test_callback import DocsClfCallback, LogsClfCallback  # noqa: E402
+from tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
+
 from fastevalcb import ClassificationEvalCallback  # noqa: E402
 from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 from fastevalcb.synthetic import make_shapes  # noqa: E402
-from test_callback import DocsClfCallback, LogsClfCallback  # noqa: E402
-from tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
 
 pytestmark = pytest.mark.tf_keras
 
@@ -41,21 +42,26 @@ def test_stock_subclasses_record_the_keras3_tables(wandb_env, shapes, callback):
 
     def make():
         if callback == "docs":
-            return DocsClfCallback((x, y), ["idx", "image", "label"],
-                                   ["epoch", "idx", "image", "label", "pred"])
+            return DocsClfCallback(
+                (x, y), ["idx", "image", "label"], ["epoch", "idx", "image", "label", "pred"]
+            )
         return LogsClfCallback(x, y, log_every_n_batches=2)
 
     logs = {}
     for model, name in zip(twins(lambda k: cnn(k, 3, True)), ("keras3", "tf_keras")):
-        logs[name] = record(wandb_env, name, model, make, x=shapes.images, y=shapes.labels,
-                            epochs=2, batch_size=8)
+        logs[name] = record(
+            wandb_env, name, model, make, x=shapes.images, y=shapes.labels, epochs=2, batch_size=8
+        )
     last = assert_same_runs(logs["keras3"], logs["tf_keras"])
-    np.testing.assert_array_equal(last.column("pred"),
-                                  model.predict(x, verbose=0).argmax(-1))
+    np.testing.assert_array_equal(last.column("pred"), model.predict(x, verbose=0).argmax(-1))
     aliases = [sorted(a.aliases) for a in logs["tf_keras"].artifacts(type="evaluation")]
     if callback == "per_n_batches":  # 3 steps per epoch: step-2, epoch-0, step-4, epoch-1
-        assert aliases == [["latest", "step-2"], ["epoch-0", "latest"], ["latest", "step-4"],
-                           ["epoch-1", "latest"]]
+        assert aliases == [
+            ["latest", "step-2"],
+            ["epoch-0", "latest"],
+            ["latest", "step-4"],
+            ["epoch-1", "latest"],
+        ]
     else:
         assert aliases == [["epoch-0", "latest"], ["epoch-1", "latest"]]
 
@@ -63,9 +69,11 @@ def test_stock_subclasses_record_the_keras3_tables(wandb_env, shapes, callback):
 def test_batch_logging_counts_steps_with_steps_per_execution(offline_run, shapes):
     """tf_keras passes an execution's last step, as Keras >= 3.11 does: same steps logged."""
     _, model = twins(lambda k: cnn(k, 3, True))
-    model.compile(tf_keras.optimizers.SGD(0.05),
-                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=2)
+    model.compile(
+        tf_keras.optimizers.SGD(0.05),
+        tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=2,
+    )
     x, y = shapes.images[:20], shapes.labels[:20]
     cb = LogsClfCallback(x, y, log_every_n_batches=3)
     model.fit(x, y, epochs=1, batch_size=2, shuffle=False, callbacks=[cb], verbose=0)
@@ -86,8 +94,10 @@ def test_batch_hooks_stay_off_under_tf_keras_unless_logging_per_n_batches(offlin
         assert not hooks._should_call_train_batch_hooks, type(cb).__name__
         assert not hooks._should_call_test_batch_hooks
         assert not hooks._should_call_predict_batch_hooks
-    for cb in (LogsClfCallback(x, y, log_every_n_batches=2),
-               ClassificationEvalCallback((x, y), shapes.class_names, log_every_n_batches=2)):
+    for cb in (
+        LogsClfCallback(x, y, log_every_n_batches=2),
+        ClassificationEvalCallback((x, y), shapes.class_names, log_every_n_batches=2),
+    ):
         hooks = tf_keras.callbacks.CallbackList([cb], model=model)
         assert hooks._should_call_train_batch_hooks, type(cb).__name__
         assert not hooks._should_call_test_batch_hooks
@@ -102,16 +112,21 @@ def test_batch_hooks_stay_off_under_tf_keras_unless_logging_per_n_batches(offlin
 
 def test_a_model_of_neither_keras_is_refused_at_set_model(offline_run, shapes):
     cb = LogsClfCallback(shapes.images[:4], shapes.labels[:4])
-    with pytest.raises(TypeError, match=r"Keras 3 model \(keras.Model\) or a Keras 2 model "
-                                        r"\(tf_keras.Model.*got tensorflow.*Module"):
+    with pytest.raises(
+        TypeError,
+        match=r"Keras 3 model \(keras.Model\) or a Keras 2 model "
+        r"\(tf_keras.Model.*got tensorflow.*Module",
+    ):
         cb.set_model(tf.Module())
     _, model = twins(lambda k: cnn(k, 3, True))
     cb.set_model(model)
     assert cb.model is model
 
 
-@pytest.mark.skipif(os.environ.get("TF_USE_LEGACY_KERAS") != "1",
-                    reason="tf.keras routes to tf_keras only under TF_USE_LEGACY_KERAS=1")
+@pytest.mark.skipif(
+    os.environ.get("TF_USE_LEGACY_KERAS") != "1",
+    reason="tf.keras routes to tf_keras only under TF_USE_LEGACY_KERAS=1",
+)
 def test_tf_keras_under_legacy_keras_is_tf_keras(offline_run, shapes):
     """The setup TF documents for Keras 2 code: ``tf.keras`` with TF_USE_LEGACY_KERAS=1."""
     run, read = offline_run
@@ -135,15 +150,17 @@ def test_batched_predictor_matches_tf_keras_predict(n, jit_compile):
     tf_keras.utils.set_random_seed(0)
     inputs = {"a": tf_keras.Input((6,), name="a"), "b": tf_keras.Input((2,), name="b")}
     hidden = tf_keras.layers.Dense(8, activation="relu")(
-        tf_keras.layers.Concatenate()([inputs["a"], inputs["b"]]))
+        tf_keras.layers.Concatenate()([inputs["a"], inputs["b"]])
+    )
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(4)(hidden))
     rng = np.random.default_rng(n)
-    x = {"a": rng.normal(size=(n, 6)).astype("float32"),
-         "b": rng.normal(size=(n, 2)).astype("float32")}
+    x = {
+        "a": rng.normal(size=(n, 6)).astype("float32"),
+        "b": rng.normal(size=(n, 2)).astype("float32"),
+    }
     predictor = BatchedPredictor(model, x, batch_size=8, jit_compile=jit_compile)
     for _ in range(2):
-        np.testing.assert_allclose(predictor.predict_all(), model.predict(x, verbose=0),
-                                   atol=1e-5)
+        np.testing.assert_allclose(predictor.predict_all(), model.predict(x, verbose=0), atol=1e-5)
     assert predictor.trace_count == 1
 
 
@@ -158,7 +175,7 @@ def test_batched_predictor_reads_tf_data_and_a_tf_keras_sequence():
             return 3
 
         def __getitem__(self, i):
-            return x[i * 4:(i + 1) * 4]
+            return x[i * 4 : (i + 1) * 4]
 
     for source in (tf.data.Dataset.from_tensor_slices(x), Batches()):
         predictor = BatchedPredictor(model, source, batch_size=4)

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from fastevalcb.types import ClassPredictions, Detections, PackedDetections, SegmentationMasks
 
 
@@ -39,16 +39,31 @@ def test_packed_image_and_from_list():
 @given(st.integers(0, 4), st.integers(0, 10), st.data())
 def test_from_padded_matches_reference_pipeline(b, m, data):
     cxcywh = data.draw(arrays(np.float32, (b, m, 4), elements=st.floats(-0.25, 1.25, width=32)))
-    scores = data.draw(arrays(np.float32, (b, m), elements=st.one_of(
-        st.floats(0, 1, width=32), st.sampled_from([np.nan, np.inf]))))
+    scores = data.draw(
+        arrays(
+            np.float32,
+            (b, m),
+            elements=st.one_of(st.floats(0, 1, width=32), st.sampled_from([np.nan, np.inf])),
+        )
+    )
     cls = data.draw(arrays(np.int32, (b, m), elements=st.integers(0, 3)))
     counts = data.draw(arrays(np.int64, b, elements=st.integers(0, m)))
     size = (60, 80)
-    p = PackedDetections.from_padded(cxcywh, cls, scores, counts, "rel_center_xywh",
-                                     image_size=size, iou_threshold=0.5, score_threshold=0.1,
-                                     max_detections=4, num_classes=4)
+    p = PackedDetections.from_padded(
+        cxcywh,
+        cls,
+        scores,
+        counts,
+        "rel_center_xywh",
+        image_size=size,
+        iou_threshold=0.5,
+        score_threshold=0.1,
+        max_detections=4,
+        num_classes=4,
+    )
     xyxy = reference.clip_boxes(
-        reference.convert_boxes(cxcywh, "rel_center_xywh", "xyxy", size), size)
+        reference.convert_boxes(cxcywh, "rel_center_xywh", "xyxy", size), size
+    )
     keep = reference.batched_nms_keep(xyxy, scores, cls, counts, 0.5, 0.1, 4)
     assert p.offsets.tolist() == [0] + np.cumsum(keep.sum(1)).tolist()
     np.testing.assert_allclose(p.xyxy, xyxy[keep], atol=1e-4)

@@ -114,17 +114,23 @@ def test_a_run_end_that_times_out_warns_and_later_versions_are_reported_lost(wan
     guard.attach(run)
     release = threading.Event()
     worker.submit(release.wait)
-    with pytest.warns(FastEvalWarning, match=r"finishes while 1 logging job\(s\) are still "
-                                             r"running after waiting 0.2 s"):
+    with pytest.warns(
+        FastEvalWarning,
+        match=r"finishes while 1 logging job\(s\) are still "
+        r"running after waiting 0.2 s",
+    ):
         run.finish()
     release.set()
     assert worker.flush(timeout=5)
     assert guard.ended
     assert guard.lost(3, 30, "epoch-3") and guard.lost(4, 40, "epoch-4")
     assert guard.lost(4, 40, "epoch-4")  # the same version (another of its jobs): once
-    with pytest.warns(FastEvalWarning, match=rf"2 pred-table version\(s\) not written: W&B run "
-                                             rf"{run.id} had already finished: epoch 3 step 30 "
-                                             r"\(epoch-3\), epoch 4 step 40 \(epoch-4\)"):
+    with pytest.warns(
+        FastEvalWarning,
+        match=rf"2 pred-table version\(s\) not written: W&B run "
+        rf"{run.id} had already finished: epoch 3 step 30 "
+        r"\(epoch-3\), epoch 4 step 40 \(epoch-4\)",
+    ):
         guard.report_lost()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -164,8 +170,9 @@ def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
         worker._register_exit_hook()  # what RunGuard.attach does
     """)
     root = Path(__file__).parents[1]  # this checkout's fastevalcb
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["GUARD", "WANDB"]
 

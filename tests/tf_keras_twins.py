@@ -19,15 +19,17 @@ RTOL = 1e-4  # two Kerases, the same TF kernels: only the loss/optimizer arithme
 
 def cnn(k, channels_out, dense_head):
     """The same small CNN in Keras 3 (``k=keras``) or Keras 2 (``k=tf_keras``)."""
-    layers = [k.Input((SIZE, SIZE, 3)), k.layers.Rescaling(1 / 255),
-              k.layers.Conv2D(6, 3, padding="same", activation="relu")]
+    layers = [
+        k.Input((SIZE, SIZE, 3)),
+        k.layers.Rescaling(1 / 255),
+        k.layers.Conv2D(6, 3, padding="same", activation="relu"),
+    ]
     if dense_head:
         layers += [k.layers.GlobalAveragePooling2D(), k.layers.Dense(channels_out)]
     else:
         layers += [k.layers.Conv2D(channels_out, 1)]
     model = k.Sequential(layers)
-    model.compile(k.optimizers.SGD(0.05),
-                  k.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(k.optimizers.SGD(0.05), k.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 

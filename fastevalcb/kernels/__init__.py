@@ -130,8 +130,7 @@ def warmup(groups: Iterable[str] | None = None) -> dict[str, float]:
     names = list(KERNEL_GROUPS) if groups is None else list(groups)
     unknown = sorted(set(names) - set(KERNEL_GROUPS))
     if unknown:
-        raise ValueError(f"unknown kernel groups {unknown}; expected some of "
-                         f"{list(KERNEL_GROUPS)}")
+        raise ValueError(f"unknown kernel groups {unknown}; expected some of {list(KERNEL_GROUPS)}")
     timings: dict[str, float] = {}
     for name in names:
         t0 = time.perf_counter()

@@ -49,7 +49,7 @@ _LIT, _LIT_OFF = _literals()
 @njit(cache=True, nogil=True, inline="always")
 def _put(buf, pos, src, start, end):
     n = end - start
-    buf[pos:pos + n] = src[start:end]
+    buf[pos : pos + n] = src[start:end]
     return pos + n
 
 
@@ -116,16 +116,27 @@ def _put_fixed(buf, pos, x, decimals, strip):
 
 
 @njit(cache=True, nogil=True)
-def _box_json(xyxy, class_id, scores, has_scores, pixel, offsets, names, name_off, lit, lit_off,
-              decimals, score_decimals):
+def _box_json(
+    xyxy,
+    class_id,
+    scores,
+    has_scores,
+    pixel,
+    offsets,
+    names,
+    name_off,
+    lit,
+    lit_off,
+    decimals,
+    score_decimals,
+):
     """``(buf, image_offsets)``: the ASCII JSON array of each image's boxes, back to back."""
     n = xyxy.shape[0]
     longest = 0
     for k in range(name_off.shape[0] - 1):
         longest = max(longest, name_off[k + 1] - name_off[k])
     # room for every piece, each number's 25 bytes of scratch (_put_fixed) included
-    buf = np.empty(n * (lit_off[-1] + longest + 8 * 25) + 2 * offsets.shape[0] + 25,
-                   np.uint8)
+    buf = np.empty(n * (lit_off[-1] + longest + 8 * 25) + 2 * offsets.shape[0] + 25, np.uint8)
     out = np.empty(offsets.shape[0], np.int64)
     pos = 0
     for i in range(offsets.shape[0] - 1):
@@ -212,15 +223,29 @@ def box_json(
     if not (np.all(np.isfinite(boxes)) and np.all(np.isfinite(sc))):
         raise ValueError("box coordinates and scores must be finite to render box JSON")
     size = max(list(class_labels) + [-1]) + 1
-    if n and (cid.min() < 0 or cid.max() >= size or any(int(c) not in class_labels
-                                                        for c in np.unique(cid))):
+    if n and (
+        cid.min() < 0
+        or cid.max() >= size
+        or any(int(c) not in class_labels for c in np.unique(cid))
+    ):
         bad = next(int(c) for c in np.unique(cid) if int(c) not in class_labels)
         raise ValueError(f"class_id {bad} has no entry in class_labels")
-    encoded = [json.dumps(str(class_labels.get(k, "")))[1:-1].encode("ascii")
-               for k in range(size)]
+    encoded = [json.dumps(str(class_labels.get(k, "")))[1:-1].encode("ascii") for k in range(size)]
     name_off = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
     names = np.frombuffer(b"".join(encoded) or b"\0", np.uint8).copy()
-    buf, img_off = _box_json(boxes, cid, sc, has_scores, domain == "pixel", off, names,
-                             name_off, _LIT, _LIT_OFF, decimals, score_decimals)
+    buf, img_off = _box_json(
+        boxes,
+        cid,
+        sc,
+        has_scores,
+        domain == "pixel",
+        off,
+        names,
+        name_off,
+        _LIT,
+        _LIT_OFF,
+        decimals,
+        score_decimals,
+    )
     text = buf.tobytes().decode("ascii")
-    return [text[img_off[i]:img_off[i + 1]] for i in range(len(off) - 1)]
+    return [text[img_off[i] : img_off[i + 1]] for i in range(len(off) - 1)]

@@ -30,8 +30,17 @@ from numba import njit
 
 from fastevalcb.kernels._common import as_array
 
-BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
-               "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")
+BOX_FORMATS = (
+    "xyxy",
+    "yxyx",
+    "xywh",
+    "center_xywh",
+    "center_yxhw",
+    "rel_xyxy",
+    "rel_yxyx",
+    "rel_xywh",
+    "rel_center_xywh",
+)
 BOX_FORMAT_ALIASES = {"cxcywh": "center_xywh"}
 # Kernel layout codes: the pixel format a (rel_ or not) name is laid out like.
 _LAYOUTS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw")
@@ -83,11 +92,19 @@ def _convert_boxes(boxes, in_code, out_code, in_sx, in_sy, out_sx, out_sy):
         x0, y0, x1, y1 = _to_xyxy(a, b, c, d, in_code)
         r0, r1, r2, r3 = _from_xyxy(x0, y0, x1, y1, out_code)
         if out_code == 1 or out_code == 4:
-            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (r0 * out_sy, r1 * out_sx,
-                                                          r2 * out_sy, r3 * out_sx)
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (
+                r0 * out_sy,
+                r1 * out_sx,
+                r2 * out_sy,
+                r3 * out_sx,
+            )
         else:
-            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (r0 * out_sx, r1 * out_sy,
-                                                          r2 * out_sx, r3 * out_sy)
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = (
+                r0 * out_sx,
+                r1 * out_sy,
+                r2 * out_sx,
+                r3 * out_sy,
+            )
     return out
 
 
@@ -116,8 +133,13 @@ def _box_validity(boxes, scores, skip, corners):
             if skip[i, j]:
                 continue
             p, q, r, t = boxes[i, j, 0], boxes[i, j, 1], boxes[i, j, 2], boxes[i, j, 3]
-            if not (np.isfinite(p) and np.isfinite(q) and np.isfinite(r) and np.isfinite(t)
-                    and np.isfinite(scores[i, j])):
+            if not (
+                np.isfinite(p)
+                and np.isfinite(q)
+                and np.isfinite(r)
+                and np.isfinite(t)
+                and np.isfinite(scores[i, j])
+            ):
                 code[i, j] = NON_FINITE_BOX
                 continue
             extent_a, extent_b = (r - p, t - q) if corners else (r, t)
@@ -172,8 +194,10 @@ def box_format_name(box_format: str, normalized: bool = False) -> str:
         raise ValueError(f"box format must be a str, one of {BOX_FORMATS}, got {box_format!r}")
     name = BOX_FORMAT_ALIASES.get(box_format.lower(), box_format.lower())
     if name not in BOX_FORMATS:
-        raise ValueError(f"box format must be one of {BOX_FORMATS} (or 'cxcywh', an alias of "
-                         f"'center_xywh'), got {box_format!r}")
+        raise ValueError(
+            f"box format must be one of {BOX_FORMATS} (or 'cxcywh', an alias of "
+            f"'center_xywh'), got {box_format!r}"
+        )
     if normalized and not name.startswith("rel_"):
         if f"rel_{name}" not in BOX_FORMATS:
             raise ValueError(f"{name!r} has no relative version in keras.utils.bounding_boxes")
@@ -272,10 +296,13 @@ def box_validity(boxes, scores, box_format: str, skip=None) -> np.ndarray:
         raise ValueError(f"boxes must have shape (B, K, 4), got {tuple(arr.shape)}")
     b, k = arr.shape[:2]
     sc = as_array(scores, "scores", np.float32, (b, k))
-    mask = (np.zeros((b, k), np.bool_) if skip is None
-            else as_array(skip, "skip", np.bool_, (b, k)))
-    return _box_validity(np.ascontiguousarray(arr, np.float32), sc, mask,
-                         name.removeprefix("rel_") in ("xyxy", "yxyx"))
+    mask = np.zeros((b, k), np.bool_) if skip is None else as_array(skip, "skip", np.bool_, (b, k))
+    return _box_validity(
+        np.ascontiguousarray(arr, np.float32),
+        sc,
+        mask,
+        name.removeprefix("rel_") in ("xyxy", "yxyx"),
+    )
 
 
 def box_iou_batch(boxes_a, boxes_b) -> np.ndarray:

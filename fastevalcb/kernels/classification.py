@@ -221,8 +221,7 @@ def binary_probabilities(scores, from_logits: bool = True) -> np.ndarray:
     arr = np.asarray(scores)
     if arr.ndim == 1:
         arr = arr[:, None]
-    return _binary_probabilities(as_array(arr, "scores", np.float32, (None, 1)),
-                                 bool(from_logits))
+    return _binary_probabilities(as_array(arr, "scores", np.float32, (None, 1)), bool(from_logits))
 
 
 def multilabel_summary(

@@ -47,15 +47,26 @@ from numba import njit
 from fastevalcb.kernels._common import as_array, check_class_ids
 
 #: ``COCOeval.Params``' defaults (bbox), built exactly as pycocotools builds them.
-IOU_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
-RECALL_THRESHOLDS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
-AREA_RANGES = np.array([[0 ** 2, 1e5 ** 2], [0 ** 2, 32 ** 2], [32 ** 2, 96 ** 2],
-                        [96 ** 2, 1e5 ** 2]], np.float64)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+AREA_RANGES = np.array([[0**2, 1e5**2], [0**2, 32**2], [32**2, 96**2], [96**2, 1e5**2]], np.float64)
 AREA_NAMES = ("all", "small", "medium", "large")
 MAX_DETS = np.array([1, 10, 100], np.int64)
 #: The names of :func:`coco_stats`' 12 numbers, in ``COCOeval.stats`` order.
-STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
-              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+STAT_NAMES = (
+    "mAP",
+    "mAP50",
+    "mAP75",
+    "mAP_small",
+    "mAP_medium",
+    "mAP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
 _EPS = np.spacing(1)
 
 
@@ -132,14 +143,29 @@ def _box_iou(boxes_d, i, boxes_g, j, crowd):
 
 @njit(cache=True, nogil=True, inline="always")
 def _box_area(boxes, i):
-    return ((np.float64(boxes[i, 2]) - np.float64(boxes[i, 0]))
-            * (np.float64(boxes[i, 3]) - np.float64(boxes[i, 1])))
+    return (np.float64(boxes[i, 2]) - np.float64(boxes[i, 0])) * (
+        np.float64(boxes[i, 3]) - np.float64(boxes[i, 1])
+    )
 
 
 @njit(cache=True, nogil=True)
-def _match_image_class(dets, gts, pred_xyxy, gt_xyxy, gt_crowd, iou_thrs, area_rng,
-                       matched, ignored, num_gt, cls, scratch_iou, scratch_g, scratch_d,
-                       scratch_ig):
+def _match_image_class(
+    dets,
+    gts,
+    pred_xyxy,
+    gt_xyxy,
+    gt_crowd,
+    iou_thrs,
+    area_rng,
+    matched,
+    ignored,
+    num_gt,
+    cls,
+    scratch_iou,
+    scratch_g,
+    scratch_d,
+    scratch_ig,
+):
     """``evaluateImg`` of one image and class for every area range and IoU threshold.
 
     ``dets``: rows of the kept detections, best first; ``gts``: rows of the ground truth.
@@ -243,8 +269,20 @@ def _group_by_class(rows, classes, scores):
 
 
 @njit(cache=True, nogil=True)
-def _coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
-                gt_class, gt_crowd, num_classes, iou_thrs, area_rng, max_det):
+def _coco_match(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    gt_crowd,
+    num_classes,
+    iou_thrs,
+    area_rng,
+    max_det,
+):
     """Match a batch; see :func:`coco_match`."""
     n_images = pred_offsets.shape[0] - 1
     n = pred_scores.shape[0]
@@ -262,8 +300,9 @@ def _coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt
     scratch_ig = np.empty((area_rng.shape[0], max_g), dtype=np.float64)  # ignored, per area
     kept = 0
     for img in range(n_images):
-        preds = _group_by_class(np.arange(pred_offsets[img], pred_offsets[img + 1]),
-                                pred_class, pred_scores)
+        preds = _group_by_class(
+            np.arange(pred_offsets[img], pred_offsets[img + 1]), pred_class, pred_scores
+        )
         gts = np.arange(gt_offsets[img], gt_offsets[img + 1])
         gts = gts[np.argsort(gt_class[gts], kind="mergesort")]
         p, g = 0, 0
@@ -277,11 +316,24 @@ def _coco_match(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt
             g_end = g
             while g_end < gts.shape[0] and gt_class[gts[g_end]] == cls:
                 g_end += 1
-            dets = preds[p:min(p_end, p + max_det)]
-            _match_image_class(dets, gts[g:g_end], pred_xyxy, gt_xyxy, gt_crowd, iou_thrs,
-                               area_rng, matched[kept:kept + dets.shape[0]],
-                               ignored[kept:kept + dets.shape[0]], num_gt, cls, scratch_iou,
-                               scratch_g, scratch_d, scratch_ig)
+            dets = preds[p : min(p_end, p + max_det)]
+            _match_image_class(
+                dets,
+                gts[g:g_end],
+                pred_xyxy,
+                gt_xyxy,
+                gt_crowd,
+                iou_thrs,
+                area_rng,
+                matched[kept : kept + dets.shape[0]],
+                ignored[kept : kept + dets.shape[0]],
+                num_gt,
+                cls,
+                scratch_iou,
+                scratch_g,
+                scratch_d,
+                scratch_ig,
+            )
             for r in range(dets.shape[0]):
                 det_index[kept + r] = dets[r]
                 det_rank[kept + r] = r
@@ -307,14 +359,15 @@ def _class_order(det_class, det_score, num_classes):
         grouped[fill[c]] = i
         fill[c] += 1
     for c in range(num_classes):
-        rows = grouped[start[c]:start[c + 1]]
-        grouped[start[c]:start[c + 1]] = rows[_stable_desc(det_score[rows])]
+        rows = grouped[start[c] : start[c + 1]]
+        grouped[start[c] : start[c + 1]] = rows[_stable_desc(det_score[rows])]
     return grouped, start
 
 
 @njit(cache=True, nogil=True)
-def _coco_accumulate(det_class, det_score, det_rank, matched, ignored, num_gt, iou_thrs,
-                     rec_thrs, max_dets):
+def _coco_accumulate(
+    det_class, det_score, det_rank, matched, ignored, num_gt, iou_thrs, rec_thrs, max_dets
+):
     """``COCOeval.accumulate``; see :func:`coco_accumulate`."""
     num_classes, n_a = num_gt.shape[0], num_gt.shape[1]
     n_t, n_r, n_m = iou_thrs.shape[0], rec_thrs.shape[0], max_dets.shape[0]
@@ -326,7 +379,7 @@ def _coco_accumulate(det_class, det_score, det_rank, matched, ignored, num_gt, i
     tp_m = np.zeros(n_m, dtype=np.int64)
     for c in range(num_classes):
         # the class's rows within the largest cap, best first, copied contiguous
-        rows = grouped[start[c]:start[c + 1]]
+        rows = grouped[start[c] : start[c + 1]]
         nd = 0
         for i in range(rows.shape[0]):
             if det_rank[rows[i]] < top:
@@ -432,8 +485,10 @@ def _f1_sweep(det_class, det_score, det_rank, matched, ignored, num_gt, max_det,
 def _offsets(offsets, name: str, n: int) -> np.ndarray:
     off = as_array(offsets, name, np.int64, (None,))
     if off.shape[0] == 0 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
-        raise ValueError(f"{name} must start at 0, be non-decreasing and end at {n}, got "
-                         f"{off[:8].tolist()} of length {off.shape[0]}")
+        raise ValueError(
+            f"{name} must start at 0, be non-decreasing and end at {n}, got "
+            f"{off[:8].tolist()} of length {off.shape[0]}"
+        )
     return off
 
 
@@ -477,46 +532,66 @@ def coco_match(
     pc = as_array(pred_class, "pred_class", np.int64, (n,))
     gb = as_array(gt_xyxy, "gt_xyxy", np.float32, (None, 4))
     gc = as_array(gt_class, "gt_class", np.int64, (gb.shape[0],))
-    crowd = (np.zeros(gb.shape[0], np.bool_) if gt_crowd is None
-             else as_array(gt_crowd, "gt_crowd", np.bool_, (gb.shape[0],)))
+    crowd = (
+        np.zeros(gb.shape[0], np.bool_)
+        if gt_crowd is None
+        else as_array(gt_crowd, "gt_crowd", np.bool_, (gb.shape[0],))
+    )
     po = _offsets(pred_offsets, "pred_offsets", n)
     go = _offsets(gt_offsets, "gt_offsets", gb.shape[0])
     if po.shape != go.shape:
-        raise ValueError(f"pred_offsets and gt_offsets must describe the same images: got "
-                         f"{po.shape[0] - 1} and {go.shape[0] - 1}")
+        raise ValueError(
+            f"pred_offsets and gt_offsets must describe the same images: got "
+            f"{po.shape[0] - 1} and {go.shape[0] - 1}"
+        )
     check_class_ids(pc, num_classes, "pred_class")
     check_class_ids(gc, num_classes, "gt_class")
     thrs = as_array(iou_thresholds, "iou_thresholds", np.float64, (None,))
     areas = as_array(area_ranges, "area_ranges", np.float64, (None, 2))
     caps = as_array(max_dets, "max_dets", np.int64, (None,))
     if thrs.shape[0] * areas.shape[0] > 64:
-        raise ValueError(f"at most 64 (IoU threshold, area range) pairs, got "
-                         f"{thrs.shape[0]} x {areas.shape[0]}")
+        raise ValueError(
+            f"at most 64 (IoU threshold, area range) pairs, got {thrs.shape[0]} x {areas.shape[0]}"
+        )
     if caps.shape[0] == 0 or np.any(caps < 1) or np.any(np.diff(caps) <= 0):
         raise ValueError(f"max_dets must be increasing positive ints, got {caps.tolist()}")
     index, rank, matched, ignored, num_gt = _coco_match(
-        po, pb, ps, pc, go, gb, gc, crowd, int(num_classes), thrs, areas, int(caps[-1]))
-    return CocoMatches(pc[index].astype(np.int32), ps[index], rank, matched, ignored, num_gt,
-                       index)
+        po, pb, ps, pc, go, gb, gc, crowd, int(num_classes), thrs, areas, int(caps[-1])
+    )
+    return CocoMatches(pc[index].astype(np.int32), ps[index], rank, matched, ignored, num_gt, index)
 
 
-def concat_matches(parts: list[CocoMatches], num_classes: int,
-                   num_areas: int = len(AREA_RANGES)) -> CocoMatches:
+def concat_matches(
+    parts: list[CocoMatches], num_classes: int, num_areas: int = len(AREA_RANGES)
+) -> CocoMatches:
     """Rows of several batches' :class:`CocoMatches` in order, ground-truth counts summed."""
     if not parts:
         empty = np.zeros(0, np.int64)
-        return CocoMatches(empty.astype(np.int32), empty.astype(np.float32),
-                           empty.astype(np.int32), empty.astype(np.uint64),
-                           empty.astype(np.uint64), np.zeros((num_classes, num_areas),
-                                                             np.int64), empty)
-    return CocoMatches(*(np.concatenate([getattr(p, f) for p in parts])
-                         for f in ("det_class", "det_score", "det_rank", "matched",
-                                   "ignored")),
-                       sum(p.num_gt for p in parts), np.zeros(0, np.int64))
+        return CocoMatches(
+            empty.astype(np.int32),
+            empty.astype(np.float32),
+            empty.astype(np.int32),
+            empty.astype(np.uint64),
+            empty.astype(np.uint64),
+            np.zeros((num_classes, num_areas), np.int64),
+            empty,
+        )
+    return CocoMatches(
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("det_class", "det_score", "det_rank", "matched", "ignored")
+        ),
+        sum(p.num_gt for p in parts),
+        np.zeros(0, np.int64),
+    )
 
 
-def coco_accumulate(matches: CocoMatches, iou_thresholds=IOU_THRESHOLDS,
-                    recall_thresholds=RECALL_THRESHOLDS, max_dets=MAX_DETS) -> CocoResult:
+def coco_accumulate(
+    matches: CocoMatches,
+    iou_thresholds=IOU_THRESHOLDS,
+    recall_thresholds=RECALL_THRESHOLDS,
+    max_dets=MAX_DETS,
+) -> CocoResult:
     """``COCOeval.accumulate`` and ``summarize`` over the rows of every batch.
 
     Args:
@@ -537,8 +612,12 @@ def coco_accumulate(matches: CocoMatches, iou_thresholds=IOU_THRESHOLDS,
         np.ascontiguousarray(matches.det_score, np.float32),
         np.ascontiguousarray(matches.det_rank, np.int32),
         np.ascontiguousarray(matches.matched, np.uint64),
-        np.ascontiguousarray(matches.ignored, np.uint64), num_gt, thrs,
-        np.ascontiguousarray(recall_thresholds, np.float64), caps)
+        np.ascontiguousarray(matches.ignored, np.uint64),
+        num_gt,
+        thrs,
+        np.ascontiguousarray(recall_thresholds, np.float64),
+        caps,
+    )
     return CocoResult(coco_stats(ap, recall, thrs), ap, recall, precision, num_gt)
 
 
@@ -554,7 +633,7 @@ def coco_stats(ap: np.ndarray, recall: np.ndarray, iou_thresholds=IOU_THRESHOLDS
     points is COCO's mean over all three, as every present class fills all of them)."""
     thrs = np.asarray(iou_thresholds, np.float64)
     stats = [_mean_valid(ap[:, :, 0])]
-    for iou in (.5, .75):  # looked up as summarize looks them up
+    for iou in (0.5, 0.75):  # looked up as summarize looks them up
         t = np.where(iou == thrs)[0]
         stats.append(_mean_valid(ap[t, :, 0]))
     stats += [_mean_valid(ap[:, :, a]) for a in (1, 2, 3)]
@@ -580,13 +659,19 @@ def f1_sweep(matches: CocoMatches, thresholds=None, max_det: int = int(MAX_DETS[
         ``(thresholds (G,), mean_f1 (G,), tp (C, G), fp (C, G))``: the mean F1 over the
         classes with ground truth (0 for none) and the per-class counts.
     """
-    grid = (np.linspace(0.0, 1.0, 1001) if thresholds is None
-            else np.ascontiguousarray(thresholds, np.float64))
+    grid = (
+        np.linspace(0.0, 1.0, 1001)
+        if thresholds is None
+        else np.ascontiguousarray(thresholds, np.float64)
+    )
     mean_f1, tp, fp = _f1_sweep(
         np.ascontiguousarray(matches.det_class, np.int64),
         np.ascontiguousarray(matches.det_score, np.float32),
         np.ascontiguousarray(matches.det_rank, np.int32),
         np.ascontiguousarray(matches.matched, np.uint64),
         np.ascontiguousarray(matches.ignored, np.uint64),
-        np.ascontiguousarray(matches.num_gt, np.int64), int(max_det), grid)
+        np.ascontiguousarray(matches.num_gt, np.int64),
+        int(max_det),
+        grid,
+    )
     return grid, mean_f1, tp, fp

@@ -35,8 +35,19 @@ def _confusion_counts(y_true, y_pred, num_classes, ignore, out):
 
 
 @njit(cache=True, nogil=True)
-def _detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets,
-                         gt_xyxy, gt_class, num_classes, iou_threshold, score_threshold, out):
+def _detection_confusion(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    num_classes,
+    iou_threshold,
+    score_threshold,
+    out,
+):
     """Adds to ``(C + 1, C + 1)`` counts ``out``; see :func:`detection_confusion`."""
     bg = num_classes
     for img in range(pred_offsets.shape[0] - 1):
@@ -80,8 +91,9 @@ def _detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_of
 
 
 # ---------------------------------------------------------------- wrappers
-def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None = None,
-                     out: np.ndarray | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true, y_pred, num_classes: int, ignore_index: int | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """``(C, C)`` int64 counts, ``[true, predicted]``, of integer ids of any (equal) shape.
 
     Equal to ``sklearn.metrics.confusion_matrix(y_true, y_pred, labels=range(C))`` on the
@@ -94,11 +106,10 @@ def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None 
     t = np.ascontiguousarray(y_true).reshape(-1)
     p = np.ascontiguousarray(y_pred).reshape(-1)
     if t.shape != p.shape:
-        raise ValueError(f"y_pred must have as many ids as y_true ({t.shape[0]}), got "
-                         f"{p.shape[0]}")
+        raise ValueError(f"y_pred must have as many ids as y_true ({t.shape[0]}), got {p.shape[0]}")
     if not (np.issubdtype(t.dtype, np.integer) and np.issubdtype(p.dtype, np.integer)):
         raise ValueError(f"ids must be integers, got {t.dtype} and {p.dtype}")
-    ignore = -(2 ** 62) if ignore_index is None else int(ignore_index)
+    ignore = -(2**62) if ignore_index is None else int(ignore_index)
     c = int(num_classes)
     out = _check_out(out, c)
     bad = _confusion_counts(t, p, c, ignore, out)
@@ -108,10 +119,19 @@ def confusion_matrix(y_true, y_pred, num_classes: int, ignore_index: int | None 
     return out
 
 
-def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets,
-                        gt_xyxy, gt_class, num_classes: int, iou_threshold: float = 0.5,
-                        score_threshold: float = 0.25, out: np.ndarray | None = None
-                        ) -> np.ndarray:
+def detection_confusion(
+    pred_offsets,
+    pred_xyxy,
+    pred_scores,
+    pred_class,
+    gt_offsets,
+    gt_xyxy,
+    gt_class,
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.25,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Confusion of boxes with a background row and column (ultralytics' layout, transposed
     to ``[true, predicted]``).
 
@@ -144,10 +164,18 @@ def detection_confusion(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_off
     size = int(num_classes) + 1
     out = _check_out(out, size)
     _detection_confusion(
-        as_array(pred_offsets, "pred_offsets", np.int64, (None,)), pb,
-        as_array(pred_scores, "pred_scores", np.float32, (n,)), pc,
-        as_array(gt_offsets, "gt_offsets", np.int64, (None,)), gb, gc, int(num_classes),
-        float(iou_threshold), float(score_threshold), out)
+        as_array(pred_offsets, "pred_offsets", np.int64, (None,)),
+        pb,
+        as_array(pred_scores, "pred_scores", np.float32, (n,)),
+        pc,
+        as_array(gt_offsets, "gt_offsets", np.int64, (None,)),
+        gb,
+        gc,
+        int(num_classes),
+        float(iou_threshold),
+        float(score_threshold),
+        out,
+    )
     return out
 
 
@@ -155,8 +183,9 @@ def _check_out(out: np.ndarray | None, size: int) -> np.ndarray:
     if out is None:
         return np.zeros((size, size), np.int64)
     if out.shape != (size, size) or out.dtype != np.int64 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous ({size}, {size}) int64 array, got "
-                         f"{out.shape} {out.dtype}")
+        raise ValueError(
+            f"out must be a C-contiguous ({size}, {size}) int64 array, got {out.shape} {out.dtype}"
+        )
     return out
 
 
@@ -178,5 +207,13 @@ def per_class_scores(matrix) -> dict[str, np.ndarray]:
         both = support + predicted
         dice = np.where(both > 0, 2 * tp / np.maximum(both, 1), np.nan)
         iou = np.where(both > 0, tp / np.maximum(both - tp, 1), np.nan)
-    return {"support": support, "predicted": predicted, "tp": tp, "precision": precision,
-            "recall": recall, "f1": dice, "iou": iou, "dice": dice}
+    return {
+        "support": support,
+        "predicted": predicted,
+        "tp": tp,
+        "precision": precision,
+        "recall": recall,
+        "f1": dice,
+        "iou": iou,
+        "dice": dice,
+    }

@@ -126,18 +126,24 @@ def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndar
     s = as_array(scores, "scores", np.float32, (None, None))
     t = np.asarray(targets)
     single = t.ndim == 1  # class ids: one positive class per sample
-    t = (as_array(t, "targets", np.int64, (s.shape[0],)) if single
-         else as_array(t, "targets", np.bool_, s.shape))
+    t = (
+        as_array(t, "targets", np.int64, (s.shape[0],))
+        if single
+        else as_array(t, "targets", np.bool_, s.shape)
+    )
     e = as_array(edges, "edges", np.float64, (None,))
     if e.shape[0] < 2 or np.any(np.diff(e) <= 0):
         raise ValueError(f"edges must be at least two increasing values, got {e[:8].tolist()}")
     if out is None:
-        out = (np.zeros((s.shape[1], e.shape[0]), np.int64),
-               np.zeros((s.shape[1], e.shape[0]), np.int64))
+        out = (
+            np.zeros((s.shape[1], e.shape[0]), np.int64),
+            np.zeros((s.shape[1], e.shape[0]), np.int64),
+        )
     pos, neg = out
     if pos.shape != (s.shape[1], e.shape[0]) or neg.shape != pos.shape:
-        raise ValueError(f"out must be two ({s.shape[1]}, {e.shape[0]}) arrays, got "
-                         f"{pos.shape} and {neg.shape}")
+        raise ValueError(
+            f"out must be two ({s.shape[1]}, {e.shape[0]}) arrays, got {pos.shape} and {neg.shape}"
+        )
     (_label_histograms if single else _score_histograms)(s, t, e, pos, neg)
     return pos, neg
 
@@ -177,8 +183,7 @@ def calibration_bins(conf, correct, n_bins: int = 15, out=None):
     c = as_array(conf, "conf", np.float32, (None,))
     ok = as_array(correct, "correct", np.bool_, (c.shape[0],))
     if out is None:
-        out = (np.zeros(n_bins, np.int64), np.zeros(n_bins, np.float64),
-               np.zeros(n_bins, np.int64))
+        out = (np.zeros(n_bins, np.int64), np.zeros(n_bins, np.float64), np.zeros(n_bins, np.int64))
     inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     _calibration_bins(c, ok, inner, *out)
     return out

@@ -67,14 +67,19 @@ def _finite_rows(xyxy):
     n = xyxy.shape[0]
     ok = np.empty(n, dtype=np.bool_)
     for i in range(n):
-        ok[i] = (np.isfinite(xyxy[i, 0]) and np.isfinite(xyxy[i, 1])
-                 and np.isfinite(xyxy[i, 2]) and np.isfinite(xyxy[i, 3]))
+        ok[i] = (
+            np.isfinite(xyxy[i, 0])
+            and np.isfinite(xyxy[i, 1])
+            and np.isfinite(xyxy[i, 2])
+            and np.isfinite(xyxy[i, 3])
+        )
     return ok
 
 
 @njit(cache=True, nogil=True)
-def _match_detections(pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy,
-                      gt_class, iou_threshold):
+def _match_detections(
+    pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy, gt_class, iou_threshold
+):
     """Greedy per-image, per-class matching; see the module docstring for the rules.
 
     Returns ``tp`` ``(N_pred,)`` bool and ``counts`` ``(B, 3)`` int64 (tp, fp, fn).
@@ -170,7 +175,7 @@ def _class_ap(scores, pred_class, tp, gt_count):
     ap = np.full(num_classes, np.nan, dtype=np.float64)
     bad = -1
     for c in range(num_classes):
-        ranked = grouped[start[c]:start[c + 1]]
+        ranked = grouped[start[c] : start[c + 1]]
         n_tp = 0
         for r in range(ranked.shape[0]):
             if tp[ranked[r]]:
@@ -250,7 +255,8 @@ def _check_offsets(offsets, name: str, n: int, what: str) -> np.ndarray:
         shown = off[:8].tolist() + (["..."] if off.shape[0] > 8 else [])
         raise ValueError(
             f"{name} must start at 0, be non-decreasing and end at {n} (the number of "
-            f"{what}), got {shown} of length {off.shape[0]}")
+            f"{what}), got {shown} of length {off.shape[0]}"
+        )
     return off
 
 
@@ -258,7 +264,8 @@ def _check_same_batch(pred_off: np.ndarray, gt_off: np.ndarray) -> None:
     if pred_off.shape[0] != gt_off.shape[0]:
         raise ValueError(
             f"pred_offsets and gt_offsets must describe the same images: got "
-            f"{pred_off.shape[0] - 1} and {gt_off.shape[0] - 1} images")
+            f"{pred_off.shape[0] - 1} and {gt_off.shape[0] - 1} images"
+        )
 
 
 def _check_num_classes(num_classes) -> int:
@@ -273,7 +280,8 @@ def _over_matched(tp, pred_class, gt_class, c: int, where: str):
     return ValueError(
         f"tp marks {n_tp} predictions of class {c}{where} as true positives but there are "
         f"only {n_gt} ground-truth boxes of that class; pass the tp returned by "
-        f"match_detections on the same data")
+        f"match_detections on the same data"
+    )
 
 
 def match_detections(

@@ -321,5 +321,6 @@ def blend_overlay(images, masks, palette, alpha: float = 0.5) -> np.ndarray:
         raise ValueError(f"masks must have shape {img.shape[:3]}, got {arr.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    return _blend_overlay(np.ascontiguousarray(img), arr, _check_palette(palette, arr),
-                          np.int32(round(alpha * 256)))
+    return _blend_overlay(
+        np.ascontiguousarray(img), arr, _check_palette(palette, arr), np.int32(round(alpha * 256))
+    )

@@ -23,8 +23,9 @@ from fastevalcb.kernels.boxes import _iou
 
 
 @njit(cache=True, nogil=True)
-def _nms_keep(xyxy, scores, class_id, iou_threshold, score_threshold, max_detections,
-              class_agnostic):
+def _nms_keep(
+    xyxy, scores, class_id, iou_threshold, score_threshold, max_detections, class_agnostic
+):
     """Keep mask ``(N,)`` bool for one image; see the module docstring for the rules."""
     n = scores.shape[0]
     keep = np.zeros(n, dtype=np.bool_)
@@ -34,8 +35,12 @@ def _nms_keep(xyxy, scores, class_id, iou_threshold, score_threshold, max_detect
         s = scores[i]
         if np.isnan(s) or not s >= score_threshold:
             continue
-        if not (np.isfinite(xyxy[i, 0]) and np.isfinite(xyxy[i, 1])
-                and np.isfinite(xyxy[i, 2]) and np.isfinite(xyxy[i, 3])):
+        if not (
+            np.isfinite(xyxy[i, 0])
+            and np.isfinite(xyxy[i, 1])
+            and np.isfinite(xyxy[i, 2])
+            and np.isfinite(xyxy[i, 3])
+        ):
             continue
         cand[m] = i
         m += 1
@@ -55,8 +60,9 @@ def _nms_keep(xyxy, scores, class_id, iou_threshold, score_threshold, max_detect
         if check_iou:
             for t in range(n_kept):
                 k = kept[t]
-                if (class_agnostic or class_id[k] == class_id[i]) and \
-                        _iou(xyxy[k], xyxy[i]) > iou_threshold:
+                if (class_agnostic or class_id[k] == class_id[i]) and _iou(
+                    xyxy[k], xyxy[i]
+                ) > iou_threshold:
                     suppressed = True
                     break
         if not suppressed:
@@ -67,15 +73,23 @@ def _nms_keep(xyxy, scores, class_id, iou_threshold, score_threshold, max_detect
 
 
 @njit(cache=True, nogil=True)
-def _batched_nms_keep(xyxy, scores, class_id, counts, iou_threshold, score_threshold,
-                      max_detections, class_agnostic):
+def _batched_nms_keep(
+    xyxy, scores, class_id, counts, iou_threshold, score_threshold, max_detections, class_agnostic
+):
     """Keep mask ``(B, M)`` bool for padded ``(B, M, ...)`` inputs with valid ``counts``."""
     b, mx = scores.shape
     keep = np.zeros((b, mx), dtype=np.bool_)
     for i in range(b):
         c = counts[i]
-        keep[i, :c] = _nms_keep(xyxy[i, :c], scores[i, :c], class_id[i, :c], iou_threshold,
-                                score_threshold, max_detections, class_agnostic)
+        keep[i, :c] = _nms_keep(
+            xyxy[i, :c],
+            scores[i, :c],
+            class_id[i, :c],
+            iou_threshold,
+            score_threshold,
+            max_detections,
+            class_agnostic,
+        )
     return keep
 
 
@@ -114,11 +128,21 @@ def nms_keep(
     boxes = as_array(xyxy, "xyxy", np.float32, (None, 4))
     n = boxes.shape[0]
     s = as_array(scores, "scores", np.float32, (n,))
-    cid = (np.zeros(n, np.int32) if class_id is None
-           else as_array(class_id, "class_id", np.int64, (n,)))
+    cid = (
+        np.zeros(n, np.int32)
+        if class_id is None
+        else as_array(class_id, "class_id", np.int64, (n,))
+    )
     check_class_ids(cid, num_classes, "class_id")
-    return _nms_keep(boxes, s, cid.astype(np.int32), _check_threshold(iou_threshold),
-                     float(score_threshold), int(max_detections), bool(class_agnostic))
+    return _nms_keep(
+        boxes,
+        s,
+        cid.astype(np.int32),
+        _check_threshold(iou_threshold),
+        float(score_threshold),
+        int(max_detections),
+        bool(class_agnostic),
+    )
 
 
 def batched_nms_keep(
@@ -149,8 +173,11 @@ def batched_nms_keep(
     boxes = as_array(xyxy, "xyxy", np.float32, (None, None, 4))
     b, m = boxes.shape[:2]
     s = as_array(scores, "scores", np.float32, (b, m))
-    cid = (np.zeros((b, m), np.int32) if class_id is None
-           else as_array(class_id, "class_id", np.int64, (b, m)))
+    cid = (
+        np.zeros((b, m), np.int32)
+        if class_id is None
+        else as_array(class_id, "class_id", np.int64, (b, m))
+    )
     if counts is None:
         cnt = np.full(b, m, dtype=np.int64)
     else:
@@ -158,8 +185,17 @@ def batched_nms_keep(
         bad = np.flatnonzero((cnt < 0) | (cnt > m))
         if bad.size:
             raise ValueError(
-                f"counts must be in [0, {m}], got {int(cnt[bad[0]])} for image {bad[0]}")
+                f"counts must be in [0, {m}], got {int(cnt[bad[0]])} for image {bad[0]}"
+            )
     valid = np.arange(m)[None, :] < cnt[:, None]
     check_class_ids(np.where(valid, cid, 0), num_classes, "class_id")
-    return _batched_nms_keep(boxes, s, cid.astype(np.int32), cnt, _check_threshold(iou_threshold),
-                             float(score_threshold), int(max_detections), bool(class_agnostic))
+    return _batched_nms_keep(
+        boxes,
+        s,
+        cid.astype(np.int32),
+        cnt,
+        _check_threshold(iou_threshold),
+        float(score_threshold),
+        int(max_detections),
+        bool(class_agnostic),
+    )

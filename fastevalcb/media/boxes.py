@@ -57,17 +57,43 @@ def _box_dicts(cols, s: int, e: int, names: dict, pixel: bool) -> list[dict]:
     rows = zip(x0[s:e], x1[s:e], y0[s:e], y1[s:e], cid[s:e])
     if sc is None:
         if pixel:
-            return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
-                     "box_caption": names[k], "domain": "pixel"} for a, b, c, d, k in rows]
-        return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
-                 "box_caption": names[k]} for a, b, c, d, k in rows]
+            return [
+                {
+                    "position": {"minX": a, "maxX": b, "minY": c, "maxY": d},
+                    "class_id": k,
+                    "box_caption": names[k],
+                    "domain": "pixel",
+                }
+                for a, b, c, d, k in rows
+            ]
+        return [
+            {
+                "position": {"minX": a, "maxX": b, "minY": c, "maxY": d},
+                "class_id": k,
+                "box_caption": names[k],
+            }
+            for a, b, c, d, k in rows
+        ]
     if pixel:
-        return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
-                 "box_caption": f"{names[k]} {v:.2f}", "scores": {"score": v}, "domain": "pixel"}
-                for (a, b, c, d, k), v in zip(rows, sc[s:e])]
-    return [{"position": {"minX": a, "maxX": b, "minY": c, "maxY": d}, "class_id": k,
-             "box_caption": f"{names[k]} {v:.2f}", "scores": {"score": v}}
-            for (a, b, c, d, k), v in zip(rows, sc[s:e])]
+        return [
+            {
+                "position": {"minX": a, "maxX": b, "minY": c, "maxY": d},
+                "class_id": k,
+                "box_caption": f"{names[k]} {v:.2f}",
+                "scores": {"score": v},
+                "domain": "pixel",
+            }
+            for (a, b, c, d, k), v in zip(rows, sc[s:e])
+        ]
+    return [
+        {
+            "position": {"minX": a, "maxX": b, "minY": c, "maxY": d},
+            "class_id": k,
+            "box_caption": f"{names[k]} {v:.2f}",
+            "scores": {"score": v},
+        }
+        for (a, b, c, d, k), v in zip(rows, sc[s:e])
+    ]
 
 
 def box_payloads(
@@ -94,8 +120,13 @@ def box_payloads(
     cols = _columns(detections.xyxy, detections.class_id, detections.scores)
     off = detections.offsets.tolist()
     pixel = domain == "pixel"
-    return [{"box_data": _box_dicts(cols, off[i], off[i + 1], class_labels, pixel),
-             "class_labels": class_labels} for i in range(len(off) - 1)]
+    return [
+        {
+            "box_data": _box_dicts(cols, off[i], off[i + 1], class_labels, pixel),
+            "class_labels": class_labels,
+        }
+        for i in range(len(off) - 1)
+    ]
 
 
 def box_data_json(
@@ -125,11 +156,19 @@ def box_data_json(
         from fastevalcb.kernels import box_json
 
         keys = frozenset({"score"}) if scores is not None else frozenset()
-        texts = box_json(detections.offsets, detections.xyxy, detections.class_id, scores,
-                         class_labels, domain, decimals)
+        texts = box_json(
+            detections.offsets,
+            detections.xyxy,
+            detections.class_id,
+            scores,
+            class_labels,
+            domain,
+            decimals,
+        )
         return [JSONText(t, keys if t != "[]" else frozenset()) for t in texts]
     if not np.all(np.isfinite(detections.xyxy)) or (
-            scores is not None and not np.all(np.isfinite(scores))):
+        scores is not None and not np.all(np.isfinite(scores))
+    ):
         raise ValueError("box coordinates and scores must be finite to render box JSON")
     x0, y0, x1, y1, cid, sc = _columns(detections.xyxy, detections.class_id, scores)
     names = {k: json.dumps(str(v)) for k, v in class_labels.items()}
@@ -137,26 +176,36 @@ def box_data_json(
     position = '"position": {"maxX": %r, "maxY": %r, "minX": %r, "minY": %r}'
     if sc is None:
         fmt = '{"box_caption": %s, "class_id": %d, ' + domain_part + position + "}"
-        boxes = [fmt % (names[k], k, b, d, a, c)
-                 for a, c, b, d, k in zip(x0, y0, x1, y1, cid)]
+        boxes = [fmt % (names[k], k, b, d, a, c) for a, c, b, d, k in zip(x0, y0, x1, y1, cid)]
         keys: frozenset[str] = frozenset()
     else:
-        fmt = ('{"box_caption": %s %.2f", "class_id": %d, ' + domain_part + position
-               + ', "scores": {"score": %r}}')
+        fmt = (
+            '{"box_caption": %s %.2f", "class_id": %d, '
+            + domain_part
+            + position
+            + ', "scores": {"score": %r}}'
+        )
         prefix = {k: n[:-1] for k, n in names.items()}  # '"name' without the closing quote
-        boxes = [fmt % (prefix[k], v, k, b, d, a, c, v)
-                 for a, c, b, d, k, v in zip(x0, y0, x1, y1, cid, sc)]
+        boxes = [
+            fmt % (prefix[k], v, k, b, d, a, c, v)
+            for a, c, b, d, k, v in zip(x0, y0, x1, y1, cid, sc)
+        ]
         keys = frozenset({"score"})
     off = detections.offsets.tolist()
-    return [JSONText("[" + ", ".join(boxes[off[i]:off[i + 1]]) + "]",
-                     keys if off[i + 1] > off[i] else frozenset())
-            for i in range(len(off) - 1)]
+    return [
+        JSONText(
+            "[" + ", ".join(boxes[off[i] : off[i + 1]]) + "]",
+            keys if off[i + 1] > off[i] else frozenset(),
+        )
+        for i in range(len(off) - 1)
+    ]
 
 
 def box_payload(
     detections: Detections, class_labels: dict[int, str], domain: str = "pixel"
 ) -> dict:
     """Stock-format box payload of one image (see :func:`box_payloads`)."""
-    packed = PackedDetections(np.array([0, len(detections)]), detections.xyxy,
-                              detections.class_id, detections.scores)
+    packed = PackedDetections(
+        np.array([0, len(detections)]), detections.xyxy, detections.class_id, detections.scores
+    )
     return box_payloads(packed, class_labels, domain)[0]

@@ -87,7 +87,7 @@ class _Chunked:
         n = len(columns[0]) if columns else 0
         size = max(1, -(-n // (4 * workers)))  # ~4 chunks per thread: balanced, few futures
         rows = list(zip(*columns))
-        self._futures = [_submit(pool, fn, rows[i:i + size]) for i in range(0, n, size)]
+        self._futures = [_submit(pool, fn, rows[i : i + size]) for i in range(0, n, size)]
 
     def results(self) -> list:
         return [r for future in self._futures for r in future.result()]
@@ -137,9 +137,12 @@ def encode_images(
     """
     items = _image_list(images)
     workers = max_workers or os.cpu_count() or 1
-    return _Chunked(_pool(workers), workers,
-                    functools.partial(_encode_one, compress_level=compress_level),
-                    items).results()
+    return _Chunked(
+        _pool(workers),
+        workers,
+        functools.partial(_encode_one, compress_level=compress_level),
+        items,
+    ).results()
 
 
 def _write_image(image, path: str, compress_level: int, stager=None):
@@ -150,8 +153,11 @@ def _write_image(image, path: str, compress_level: int, stager=None):
         return (file, *tables.image_size(image))
     if isinstance(image, EncodedImage):
         if stager is not None:
-            return (stager.write(image.data, _IMAGE_DIR, tables.IMAGE_SUFFIX), image.width,
-                    image.height)
+            return (
+                stager.write(image.data, _IMAGE_DIR, tables.IMAGE_SUFFIX),
+                image.width,
+                image.height,
+            )
         with open(path, "wb") as f:
             f.write(image.data)
         return (path, image.sha256, len(image.data)), image.width, image.height
@@ -165,8 +171,11 @@ def _write_image(image, path: str, compress_level: int, stager=None):
 def _write_mask(mask: np.ndarray, path: str, compress_level: int, stager=None):
     if stager is None:
         return write_png(mask, path, compress_level, row_filter="none")
-    data = (encode_png_pil(mask) if compress_level is None
-            else encode_png(mask, compress_level, row_filter="none"))
+    data = (
+        encode_png_pil(mask)
+        if compress_level is None
+        else encode_png(mask, compress_level, row_filter="none")
+    )
     return stager.write(data, _MASK_DIR, tables.MASK_SUFFIX)
 
 
@@ -186,7 +195,7 @@ def build_images(
     keep_mask_data: bool = True,
     table_only: bool = False,
     box_decimals: int | None = None,
-    stager: "tables.Stager | None" = None,
+    stager: tables.Stager | None = None,
 ) -> list:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
@@ -261,41 +270,73 @@ def build_images(
     write_image = functools.partial(_write_image, compress_level=compress_level, stager=stager)
     write_mask = functools.partial(_write_mask, compress_level=compress_level, stager=stager)
     image_files = _Chunked(pool, workers, write_image, items, paths(tables.IMAGE_SUFFIX))
-    mask_files = {key: _Chunked(pool, workers, write_mask, list(arr), paths(tables.MASK_SUFFIX))
-                  for key, arr in mask_arrays.items()}
+    mask_files = {
+        key: _Chunked(pool, workers, write_mask, list(arr), paths(tables.MASK_SUFFIX))
+        for key, arr in mask_arrays.items()
+    }
     # Box payloads are GIL-bound Python; build them while the pool deflates.
     if table_only:
-        box_data = {key: box_data_json(det, class_labels, box_domain, box_decimals)
-                    for key, det in boxes.items()}
+        box_data = {
+            key: box_data_json(det, class_labels, box_domain, box_decimals)
+            for key, det in boxes.items()
+        }
         box_files = {key: [None] * n for key in boxes}
     else:
-        payloads = {key: box_payloads(det, class_labels, box_domain)
-                    for key, det in boxes.items()}
+        payloads = {key: box_payloads(det, class_labels, box_domain) for key, det in boxes.items()}
         box_data = {key: [p["box_data"] for p in ps] for key, ps in payloads.items()}
-        box_files = {key: _Chunked(pool, workers, write_bytes,
-                                   [tables.payload_json(p) for p in ps],
-                                   [tmp_name(tmp, tables.BOXES_SUFFIX) for _ in ps]).results()
-                     for key, ps in payloads.items()}
+        box_files = {
+            key: _Chunked(
+                pool,
+                workers,
+                write_bytes,
+                [tables.payload_json(p) for p in ps],
+                [tmp_name(tmp, tables.BOXES_SUFFIX) for _ in ps],
+            ).results()
+            for key, ps in payloads.items()
+        }
     written = image_files.results()
     mask_files = {key: chunks.results() for key, chunks in mask_files.items()}
     out, classes = [], {}
     for i in range(n):
         file, width, height = written[i]
-        img_boxes, img_masks = (tables.image_layers(items[i])
-                                if isinstance(items[i], wandb.Image) else ({}, {}))
-        img_boxes.update({key: tables.new_boxes2d(key, box_data[key][i], class_labels,
-                                                  box_files[key][i])
-                          for key in boxes})
-        img_masks.update({key: tables.new_image_mask(key, mask_arrays[key][i], class_labels,
-                                                     mask_files[key][i], keep_mask_data)
-                          for key in masks})
-        out.append(tables.new_image(file, width, height, img_boxes, img_masks,
-                                    None if captions is None else captions[i], classes))
+        img_boxes, img_masks = (
+            tables.image_layers(items[i]) if isinstance(items[i], wandb.Image) else ({}, {})
+        )
+        img_boxes.update(
+            {
+                key: tables.new_boxes2d(key, box_data[key][i], class_labels, box_files[key][i])
+                for key in boxes
+            }
+        )
+        img_masks.update(
+            {
+                key: tables.new_image_mask(
+                    key, mask_arrays[key][i], class_labels, mask_files[key][i], keep_mask_data
+                )
+                for key in masks
+            }
+        )
+        out.append(
+            tables.new_image(
+                file,
+                width,
+                height,
+                img_boxes,
+                img_masks,
+                None if captions is None else captions[i],
+                classes,
+            )
+        )
     return out
 
 
-def stage_masks(masks, class_labels: dict[int, str], stager: "tables.Stager",
-                compress_level: int | None = 1, max_workers: int | None = None) -> _Chunked:
+def stage_masks(
+    masks,
+    class_labels: dict[int, str],
+    stager: tables.Stager,
+    compress_level: int | None = 1,
+    max_workers: int | None = None,
+) -> _Chunked:
     """Start PNG-encoding a batch of class maps on the encoder pool, straight into
     ``stager``'s artifact: what :func:`build_images` does for one mask layer, without the
     media objects (for a :class:`fastevalcb.tables.LayeredImages` column).
@@ -330,8 +371,9 @@ def detection_images(
     """
     boxes = {"predictions": predictions}
     if ground_truth is not None:
-        boxes["ground_truth"] = PackedDetections(ground_truth.offsets, ground_truth.xyxy,
-                                                 ground_truth.class_id, None)
+        boxes["ground_truth"] = PackedDetections(
+            ground_truth.offsets, ground_truth.xyxy, ground_truth.class_id, None
+        )
     return build_images(images, boxes=boxes, class_labels=class_labels, **kwargs)
 
 

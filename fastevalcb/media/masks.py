@@ -56,8 +56,12 @@ def as_mask_batch(masks, class_labels: dict[int, str], name: str = "masks") -> n
         missing = [int(c) for c in present if int(c) not in class_labels]
         if missing:
             keys = sorted(class_labels)
-            valid = (f"in [0, {len(keys)})" if keys == list(range(len(keys)))
-                     else f"one of the class_labels keys {keys[:20]}")
+            valid = (
+                f"in [0, {len(keys)})"
+                if keys == list(range(len(keys)))
+                else f"one of the class_labels keys {keys[:20]}"
+            )
             raise ValueError(
-                f"{name} contains unknown class id {missing[0]}; class ids must be {valid}")
+                f"{name} contains unknown class id {missing[0]}; class ids must be {valid}"
+            )
     return arr

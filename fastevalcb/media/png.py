@@ -48,8 +48,9 @@ def as_image_array(image) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
-        raise ValueError("image must have shape (H, W), (H, W, 3) or (H, W, 4), "
-                         f"got {tuple(np.shape(image))}")
+        raise ValueError(
+            f"image must have shape (H, W), (H, W, 3) or (H, W, 4), got {tuple(np.shape(image))}"
+        )
     return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
 
 
@@ -137,8 +138,9 @@ def encode_png_pil(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_png(image: np.ndarray, path: str, compress_level: int | None = 1,
-              row_filter: str = "sub") -> tuple[str, str, int]:
+def write_png(
+    image: np.ndarray, path: str, compress_level: int | None = 1, row_filter: str = "sub"
+) -> tuple[str, str, int]:
     """Encode ``image`` to ``path``; safe to call from worker threads.
 
     ``compress_level=None`` encodes with PIL exactly like wandb (see :func:`encode_png_pil`);
@@ -147,8 +149,11 @@ def write_png(image: np.ndarray, path: str, compress_level: int | None = 1,
     Returns:
         ``(path, sha256 hex digest, size in bytes)`` of the written file.
     """
-    data = (encode_png_pil(image) if compress_level is None
-            else encode_png(image, compress_level, row_filter=row_filter))
+    data = (
+        encode_png_pil(image)
+        if compress_level is None
+        else encode_png(image, compress_level, row_filter=row_filter)
+    )
     with open(path, "wb") as f:
         f.write(data)
     return path, hashlib.sha256(data).hexdigest(), len(data)

@@ -65,8 +65,10 @@ def open_run(path: str | os.PathLike | None) -> OfflineRun:
     """
     target = Path(path) if path is not None else Path.cwd()
     if not target.exists():
-        raise ReportError(f"{target} does not exist: expected an offline run directory "
-                          "(wandb/offline-run-<time>-<id>) or a folder holding wandb/")
+        raise ReportError(
+            f"{target} does not exist: expected an offline run directory "
+            "(wandb/offline-run-<time>-<id>) or a folder holding wandb/"
+        )
     try:
         if target.is_file() or any(target.glob("run-*.wandb")):
             run = OfflineRun(target)
@@ -77,13 +79,19 @@ def open_run(path: str | os.PathLike | None) -> OfflineRun:
     except OfflineRunError as exc:
         raise ReportError(f"cannot read an offline run at {target}: {exc}") from None
     except Exception as exc:  # a damaged record that protobuf cannot parse
-        raise ReportError(f"cannot read an offline run at {target}: the transaction log is "
-                          f"damaged ({type(exc).__name__}: {exc})") from None
+        raise ReportError(
+            f"cannot read an offline run at {target}: the transaction log is "
+            f"damaged ({type(exc).__name__}: {exc})"
+        ) from None
     return run
 
 
-def build_report(run_path: str | os.PathLike | None, output: str | os.PathLike = "report.html",
-                 *, embed: bool = False) -> Path:
+def build_report(
+    run_path: str | os.PathLike | None,
+    output: str | os.PathLike = "report.html",
+    *,
+    embed: bool = False,
+) -> Path:
     """Write the report of an offline run; returns the HTML file's path.
 
     Args:
@@ -108,9 +116,10 @@ def build_report(run_path: str | os.PathLike | None, output: str | os.PathLike =
         media.images = [_relative_url(p, out.parent) for p in media.images]
     shards["images"] = media.images
     for chunk in range(math.ceil(len(media.masks) / MASK_CHUNK)):
-        items = media.masks[chunk * MASK_CHUNK:(chunk + 1) * MASK_CHUNK]
-        shards[f"masks{chunk}"] = [None if m is None else {"h": m[0], "w": m[1], "rle": m[2]}
-                                   for m in items]
+        items = media.masks[chunk * MASK_CHUNK : (chunk + 1) * MASK_CHUNK]
+        shards[f"masks{chunk}"] = [
+            None if m is None else {"h": m[0], "w": m[1], "rle": m[2]} for m in items
+        ]
     meta["mask_chunk"] = MASK_CHUNK
     meta["missing_media"] = media.missing
     meta["build_s"] = round(time.perf_counter() - started, 3)
@@ -123,8 +132,10 @@ def build_report(run_path: str | os.PathLike | None, output: str | os.PathLike =
 def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     if not run.complete:
-        problems.append("the run has no exit record: it is still running, or was killed "
-                        "before wandb finished writing; showing what was logged so far")
+        problems.append(
+            "the run has no exit record: it is still running, or was killed "
+            "before wandb finished writing; showing what was logged so far"
+        )
     series: dict[tuple[str, str], list[LoggedArtifact]] = {}
     artifacts = run.artifacts()
     media.by_client_id = {a.client_id: a for a in artifacts}
@@ -138,13 +149,23 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
     # Prediction tables first (most versions first), then data tables.
     order = sorted(series.items(), key=lambda kv: (kv[1][0].type != "evaluation", -len(kv[1])))
     for t, ((name, path), arts) in enumerate(order):
-        table = {"key": f"t{t}", "artifact": name, "table": path[: -len(".table.json")],
-                 "type": arts[0].type, "versions": []}
+        table = {
+            "key": f"t{t}",
+            "artifact": name,
+            "table": path[: -len(".table.json")],
+            "type": arts[0].type,
+            "versions": [],
+        }
         for art in arts:
             shard = f"t{t}v{art.version}"
-            version = {"shard": shard, "version": art.version, "aliases": list(art.aliases),
-                       "epoch": art.metadata.get("epoch"),
-                       "step": art.metadata.get("global_step"), "rows": None}
+            version = {
+                "shard": shard,
+                "version": art.version,
+                "aliases": list(art.aliases),
+                "epoch": art.metadata.get("epoch"),
+                "step": art.metadata.get("global_step"),
+                "rows": None,
+            }
             try:
                 shards[shard] = _version_shard(run, art, path, media, table)
                 version["rows"] = shards[shard]["n"]
@@ -155,8 +176,10 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
             table["versions"].append(version)
         tables.append(table)
     if not tables:
-        problems.append("this run logged no tables (no artifact with a *.table.json): "
-                        "nothing to show but the summary metrics")
+        problems.append(
+            "this run logged no tables (no artifact with a *.table.json): "
+            "nothing to show but the summary metrics"
+        )
     return {
         "run": {"id": run.run_id, "dir": str(run.run_dir), "complete": run.complete},
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -178,8 +201,9 @@ def _version_label(version: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _version_shard(run: OfflineRun, art: LoggedArtifact, path: str, media: _Media,
-                   table: dict[str, Any]) -> dict[str, Any]:
+def _version_shard(
+    run: OfflineRun, art: LoggedArtifact, path: str, media: _Media, table: dict[str, Any]
+) -> dict[str, Any]:
     """One table version as columns: scalars, image ids, box layers, mask ids."""
     loaded = run.load_table(art, path)
     columns, rows = loaded.columns, loaded.rows
@@ -240,8 +264,11 @@ def _class_maps(column_types: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if t.get("wb_type") != "image-file":
                 continue
             p = t.get("params") or {}
-            out[name] = {"boxes": _const(p, "box_class_maps"), "masks": _const(p, "mask_class_maps"),
-                         "classes": _const(p, "class_map")}
+            out[name] = {
+                "boxes": _const(p, "box_class_maps"),
+                "masks": _const(p, "mask_class_maps"),
+                "classes": _const(p, "class_map"),
+            }
     return out
 
 
@@ -250,15 +277,20 @@ def _const(params: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _image_column(art: LoggedArtifact, cells: list[Any], media: _Media,
-                  table: dict[str, Any], class_maps: dict[str, Any]) -> dict[str, Any]:
+def _image_column(
+    art: LoggedArtifact,
+    cells: list[Any],
+    media: _Media,
+    table: dict[str, Any],
+    class_maps: dict[str, Any],
+) -> dict[str, Any]:
     """Image ids, box layers ``[x0, y0, x1, y1, class, score]`` (pixels) and mask ids."""
     image_ids: list[int | None] = []
     sizes: list[Any] = []
     boxes: dict[str, list[Any]] = {}
     masks: dict[str, list[Any]] = {}
     classes = table.setdefault("classes", {})
-    for name, maps in class_maps.items():
+    for maps in class_maps.values():
         for layer_kind in ("boxes", "masks"):
             for layer, names in maps[layer_kind].items():
                 classes.setdefault(f"{layer_kind}:{layer}", {}).update(names)
@@ -276,7 +308,9 @@ def _image_column(art: LoggedArtifact, cells: list[Any], media: _Media,
         for layer, box_list in (cell.get("boxes") or {}).items():
             if isinstance(box_list, dict):  # stock wandb: {"box_data": [...], "class_labels"}
                 names = box_list.get("class_labels") or {}
-                classes.setdefault(f"boxes:{layer}", {}).update({str(k): v for k, v in names.items()})
+                classes.setdefault(f"boxes:{layer}", {}).update(
+                    {str(k): v for k, v in names.items()}
+                )
                 box_list = box_list.get("box_data") or []
             boxes.setdefault(layer, [None] * n)[i] = [_box(b, w, h) for b in box_list]
         for layer, mask in (cell.get("masks") or {}).items():
@@ -298,12 +332,19 @@ def _box(box: dict[str, Any], w: float, h: float) -> list[Any]:
         x0, x1, y0, y1 = x0 * w, x1 * w, y0 * h, y1 * h
     scores = box.get("scores") or {}
     score = next(iter(scores.values()), None) if scores else None
-    return [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2), box.get("class_id"),
-            None if score is None or not math.isfinite(score) else round(score, 4)]
+    return [
+        round(x0, 2),
+        round(y0, 2),
+        round(x1, 2),
+        round(y1, 2),
+        box.get("class_id"),
+        None if score is None or not math.isfinite(score) else round(score, 4),
+    ]
 
 
-def _local_file(by_client_id: dict[str, LoggedArtifact], art: LoggedArtifact,
-                path: str | None) -> str:
+def _local_file(
+    by_client_id: dict[str, LoggedArtifact], art: LoggedArtifact, path: str | None
+) -> str:
     """The staged file of an artifact entry (references followed); raises if gone.
 
     (``OfflineRun.resolve`` re-reads every manifest per call: too slow for 100k cells.)
@@ -315,11 +356,14 @@ def _local_file(by_client_id: dict[str, LoggedArtifact], art: LoggedArtifact,
         target = by_client_id.get(entry.referenced_client_id)
         entry = target.entries.get(entry.referenced_path) if target else None
     if entry is None:
-        raise OfflineRunError(f"{art.qualified_name}/{path}: no such entry (or a reference "
-                              "to an artifact this run did not log)")
+        raise OfflineRunError(
+            f"{art.qualified_name}/{path}: no such entry (or a reference "
+            "to an artifact this run did not log)"
+        )
     if not entry.local_path or not Path(entry.local_path).is_file():
-        raise OfflineRunError(f"{art.qualified_name}/{path}: staged file "
-                              f"{entry.local_path!r} is gone")
+        raise OfflineRunError(
+            f"{art.qualified_name}/{path}: staged file {entry.local_path!r} is gone"
+        )
     return entry.local_path
 
 
@@ -398,8 +442,7 @@ def _metrics(run: OfflineRun) -> dict[str, Any]:
             step = row.get(step_key, row.get("_step"))
             if step_key not in step_keys and "_step" not in row:
                 continue
-            series.setdefault(key, []).append(
-                [step, value if math.isfinite(value) else None])
+            series.setdefault(key, []).append([step, value if math.isfinite(value) else None])
     return {"series": dict(sorted(series.items()))}
 
 
@@ -419,8 +462,10 @@ def _metric_tables(run: OfflineRun, problems: list[str]) -> dict[str, Any]:
             name = key[: -len("/_type")]
             if name.rsplit("/", 1)[-1] in METRIC_TABLES and f"{name}/path" in row:
                 prefix = name.split("/")[0]
-                latest[name] = (row.get(f"{prefix}/global_step", row.get("_step")),
-                                row[f"{name}/path"])
+                latest[name] = (
+                    row.get(f"{prefix}/global_step", row.get("_step")),
+                    row[f"{name}/path"],
+                )
     out: dict[str, Any] = {}
     for name, (step, path) in sorted(latest.items()):
         try:
@@ -442,7 +487,9 @@ def _relative_url(local: str, base: Path) -> str:
 
 def _data_uri(local: str) -> str:
     data = Path(local).read_bytes()
-    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg" if data[:2] == b"\xff\xd8" else "png"
+    kind = (
+        "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg" if data[:2] == b"\xff\xd8" else "png"
+    )
     return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -459,11 +506,16 @@ def _write(out: Path, files_dir: Path, shards: dict[str, Any], embed: bool, titl
     if embed:
         blocks = "\n".join(
             f'<script type="application/json" id="fev-{name}">{_dumps(data)}</script>'
-            for name, data in shards.items())
+            for name, data in shards.items()
+        )
         head = f"<style>{_template('app.css')}</style>"
         tail = f"{blocks}\n<script>{_template('app.js')}</script>"
-        page = (page.replace("{{head}}", head).replace("{{files}}", "")
-                .replace("{{files_hint}}", "").replace("{{tail}}", tail))
+        page = (
+            page.replace("{{head}}", head)
+            .replace("{{files}}", "")
+            .replace("{{files_hint}}", "")
+            .replace("{{tail}}", tail)
+        )
     else:
         files_dir.mkdir(exist_ok=True)
         for old in files_dir.glob("*.js"):
@@ -472,11 +524,15 @@ def _write(out: Path, files_dir: Path, shards: dict[str, Any], embed: bool, titl
             (files_dir / name).write_text(_template(name), encoding="utf-8")
         for name, data in shards.items():
             (files_dir / f"{name}.js").write_text(
-                f"FEV.register({json.dumps(name)},{_dumps(data)});\n", encoding="utf-8")
+                f"FEV.register({json.dumps(name)},{_dumps(data)});\n", encoding="utf-8"
+            )
         rel = quote(files_dir.name)
         head = f'<link rel="stylesheet" href="{rel}/app.css">'
         tail = f'<script src="{rel}/app.js"></script>'
-        page = (page.replace("{{head}}", head).replace("{{files}}", rel)
-                .replace("{{files_hint}}", f" ({rel}/ next to this page)")
-                .replace("{{tail}}", tail))
+        page = (
+            page.replace("{{head}}", head)
+            .replace("{{files}}", rel)
+            .replace("{{files_hint}}", f" ({rel}/ next to this page)")
+            .replace("{{tail}}", tail)
+        )
     out.write_text(page, encoding="utf-8")

@@ -33,6 +33,7 @@ How references work, online and offline alike:
   ``wandb sync`` of an offline run.
 """
 
+from fastevalcb.tables import checks as _checks  # noqa: E402,F401 - registers the checks
 from fastevalcb.tables._wandb import (
     BOXES_SUFFIX,
     IMAGE_DIR,
@@ -74,15 +75,45 @@ from fastevalcb.tables.references import (
 )
 from fastevalcb.tables.staging import Stager
 from fastevalcb.tables.streamed import StreamedTable, num_rows
-from fastevalcb.tables import checks as _checks  # noqa: E402,F401 - registers the checks
 
 __all__ = [
-    "BOXES_SUFFIX", "CLIENT_REF_SCHEME", "ColumnarTable", "FileInfo", "IMAGE_DIR",
-    "IMAGE_SUFFIX", "ImageColumn", "JSONText", "LayeredImages", "MASK_DIR", "MASK_SUFFIX",
-    "MediaFiles", "MediaIndex", "Stager", "StreamedTable", "TableSchemaError", "add_table",
-    "define_step_metrics", "image_layers", "image_size", "log_data_artifact", "log_metrics",
-    "log_pred_artifact", "media_file", "media_files", "media_tmp_dir", "new_boxes2d",
-    "new_image", "new_image_mask", "num_rows", "on_run_finish", "payload_json",
-    "pred_artifact", "record_feature", "release_pixels", "release_table", "run_finished",
-    "share_column_types", "validate_columns",
+    "BOXES_SUFFIX",
+    "CLIENT_REF_SCHEME",
+    "ColumnarTable",
+    "FileInfo",
+    "IMAGE_DIR",
+    "IMAGE_SUFFIX",
+    "ImageColumn",
+    "JSONText",
+    "LayeredImages",
+    "MASK_DIR",
+    "MASK_SUFFIX",
+    "MediaFiles",
+    "MediaIndex",
+    "Stager",
+    "StreamedTable",
+    "TableSchemaError",
+    "add_table",
+    "define_step_metrics",
+    "image_layers",
+    "image_size",
+    "log_data_artifact",
+    "log_metrics",
+    "log_pred_artifact",
+    "media_file",
+    "media_files",
+    "media_tmp_dir",
+    "new_boxes2d",
+    "new_image",
+    "new_image_mask",
+    "num_rows",
+    "on_run_finish",
+    "payload_json",
+    "pred_artifact",
+    "record_feature",
+    "release_pixels",
+    "release_table",
+    "run_finished",
+    "share_column_types",
+    "validate_columns",
 ]

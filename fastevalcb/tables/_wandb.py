@@ -42,12 +42,12 @@ from wandb.data_types import BoundingBoxes2D, Classes, ImageMask, Media, WBValue
 # ---------------------------------------------------------------------------------
 FAST_PATHS = {
     "manifest": "our artifacts' manifests hash their entry rows in bulk and go to wandb-core "
-                "as wandb's manifest file above 1,000 entries (a manifest subclass)",
+    "as wandb's manifest file above 1,000 entries (a manifest subclass)",
     "entries": "media files staged straight into an artifact, and manifest entries and "
-               "data-table references kept as rows (wandb: Artifact.add_file / "
-               "add_reference, one entry object per file)",
+    "data-table references kept as rows (wandb: Artifact.add_file / "
+    "add_reference, one entry object per file)",
     "tables": "table and media JSON written column by column from arrays (wandb: "
-              "Artifact.add(wandb.Table), wandb.Image.to_json per cell)",
+    "Artifact.add(wandb.Table), wandb.Image.to_json per cell)",
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -73,8 +73,7 @@ def register_check(path: str, check: Callable[[], None]) -> None:
 
 
 # A check that writes and meets one of these has learnt nothing about wandb.
-_UNCHECKABLE_NOW = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN,
-                              errno.EINTR})
+_UNCHECKABLE_NOW = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
 
 
 def fast(path: str) -> bool:
@@ -138,7 +137,9 @@ def _warn_fallback(path: str, why: BaseException | str) -> None:
         f"fastevalcb: wandb {wandb.__version__} does not match fastevalcb's fast path "
         f"{path!r} ({FAST_PATHS[path]}): {cause}. fastevalcb uses wandb's public API for "
         "it in this process instead: the same records, written more slowly.",
-        FastEvalWarning, stacklevel=3)
+        FastEvalWarning,
+        stacklevel=3,
+    )
 
 
 def _optional(module: str, name: str) -> Any:
@@ -150,8 +151,9 @@ def _optional(module: str, name: str) -> Any:
 
 
 # wandb-internal names, looked up once; None where this wandb release has none.
-ArtifactManifestEntry = _optional("wandb.sdk.artifacts.artifact_manifest_entry",
-                                  "ArtifactManifestEntry")
+ArtifactManifestEntry = _optional(
+    "wandb.sdk.artifacts.artifact_manifest_entry", "ArtifactManifestEntry"
+)
 LogicalPath = _optional("wandb.sdk.lib.paths", "LogicalPath")
 _get_staging_dir = _optional("wandb.sdk.artifacts.staging", "get_staging_dir")
 _dtypes = _optional("wandb.sdk.data_types", "_dtypes")
@@ -252,8 +254,7 @@ def image_grouping(image: wandb.Image) -> Any:
 
 def is_plain_image(value: Any) -> bool:
     """A ``wandb.Image`` without boxes, masks or class set (all such share one type)."""
-    return isinstance(value, wandb.Image) and not (
-        value._boxes or value._masks or value._classes)
+    return isinstance(value, wandb.Image) and not (value._boxes or value._masks or value._classes)
 
 
 def box_layer(boxes: BoundingBoxes2D) -> tuple[Any, dict]:
@@ -301,8 +302,9 @@ def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
     media._extension = extension
 
 
-def new_boxes2d(key: str, box_data: list, class_labels: dict,
-                file: FileInfo | None) -> BoundingBoxes2D:
+def new_boxes2d(
+    key: str, box_data: list, class_labels: dict, file: FileInfo | None
+) -> BoundingBoxes2D:
     """A ``BoundingBoxes2D`` whose JSON ``file`` was already written.
 
     The file must hold :func:`payload_json` of ``{"box_data": ..., "class_labels": ...}``.
@@ -319,8 +321,9 @@ def new_boxes2d(key: str, box_data: list, class_labels: dict,
     return boxes
 
 
-def new_image_mask(key: str, mask: Any, class_labels: dict, file: FileInfo,
-                   keep_data: bool = True) -> ImageMask:
+def new_image_mask(
+    key: str, mask: Any, class_labels: dict, file: FileInfo, keep_data: bool = True
+) -> ImageMask:
     """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written.
 
     ``keep_data=False`` does not keep the mask array (wandb only reads it in
@@ -328,17 +331,25 @@ def new_image_mask(key: str, mask: Any, class_labels: dict, file: FileInfo,
     """
     m = ImageMask.__new__(ImageMask)
     Media.__init__(m)
-    m._val = ({"mask_data": mask, "class_labels": class_labels} if keep_data
-              else {"class_labels": class_labels})
+    m._val = (
+        {"mask_data": mask, "class_labels": class_labels}
+        if keep_data
+        else {"class_labels": class_labels}
+    )
     m._key = key
     _set_file(m, file, MASK_SUFFIX)
     return m
 
 
-def new_image(file: FileInfo, width: int, height: int,
-              boxes: dict[str, BoundingBoxes2D] | None = None,
-              masks: dict[str, ImageMask] | None = None, caption: str | None = None,
-              classes_cache: dict | None = None) -> wandb.Image:
+def new_image(
+    file: FileInfo,
+    width: int,
+    height: int,
+    boxes: dict[str, BoundingBoxes2D] | None = None,
+    masks: dict[str, ImageMask] | None = None,
+    caption: str | None = None,
+    classes_cache: dict | None = None,
+) -> wandb.Image:
     """A ``wandb.Image`` backed by the PNG ``file`` we already wrote: what
     ``wandb.Image(pixels, caption=caption, boxes=boxes, masks=masks)`` makes.
 
@@ -376,8 +387,14 @@ def new_image(file: FileInfo, width: int, height: int,
 def image_file_json(image: wandb.Image, entry_path: str) -> dict[str, Any]:
     """What ``Image.to_json(artifact)`` writes for the image's own file once it is the
     artifact's entry ``entry_path`` (its layers and class set aside)."""
-    out = {"path": entry_path, "sha256": image._sha256, "_type": "image-file",
-           "format": image.format, "width": image._width, "height": image._height}
+    out = {
+        "path": entry_path,
+        "sha256": image._sha256,
+        "_type": "image-file",
+        "format": image.format,
+        "width": image._width,
+        "height": image._height,
+    }
     if image._caption is not None:
         out["caption"] = image._caption
     return out
@@ -457,18 +474,21 @@ def wandb_adds(artifact: wandb.Artifact, obj: Any, path: str) -> bool:
     """Whether ``Artifact.add(obj)`` at ``path`` does something other than add a new file:
     ``obj`` is added already (``Artifact._added_objs``), is logged in another artifact
     (``WBValue._get_artifact_entry_ref_url``), or ``path`` is taken."""
-    return (id(obj) in artifact._added_objs or obj._get_artifact_entry_ref_url() is not None
-            or artifact.manifest.get_entry_by_path(path) is not None)
+    return (
+        id(obj) in artifact._added_objs
+        or obj._get_artifact_entry_ref_url() is not None
+        or artifact.manifest.get_entry_by_path(path) is not None
+    )
 
 
-def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
-               digest: str) -> Any:
+def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str, digest: str) -> Any:
     """What ``Artifact.add(obj, path)`` records for ``obj``'s file ``staged``, already in
     wandb's staging dir with entry digest ``digest``: ``Artifact._add_local_file`` of it as
     it is ("immutable", ``skip_cache`` False), ``obj`` kept in ``_added_objs`` and pointed at
     its entry (``WBValue._set_artifact_target``)."""
-    entry = artifact._add_local_file(LogicalPath(path), staged, digest=digest,
-                                     skip_cache=False, policy="immutable")
+    entry = artifact._add_local_file(
+        LogicalPath(path), staged, digest=digest, skip_cache=False, policy="immutable"
+    )
     artifact._added_objs[id(obj)] = (obj, entry)
     if obj._artifact_target is None:
         obj._set_artifact_target(artifact, entry.path)
@@ -493,8 +513,10 @@ def keeps_own_files(artifact: wandb.Artifact) -> bool:
     """Whether the artifact keeps files in its own temp dir (``Artifact._tmp_dir``, wandb <
     0.21's ``new_file``), deleted with the artifact: it must stay alive until upload."""
     tmp = getattr(artifact, "_tmp_dir", None)
-    return tmp is not None and any(str(entry.local_path or "").startswith(tmp.name)
-                                   for entry in artifact.manifest.entries.values())
+    return tmp is not None and any(
+        str(entry.local_path or "").startswith(tmp.name)
+        for entry in artifact.manifest.entries.values()
+    )
 
 
 def cleanup_tmp_dir(artifact: wandb.Artifact) -> None:
@@ -512,8 +534,10 @@ def artifact_cache_by_client_id() -> dict:
     ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
     ``artifact_instance_cache`` keyed by client id and server id alike)."""
     module = importlib.import_module("wandb.sdk.artifacts.artifact_instance_cache")
-    return getattr(module, "artifact_instance_cache_by_client_id", None) or \
-        module.artifact_instance_cache
+    return (
+        getattr(module, "artifact_instance_cache_by_client_id", None)
+        or module.artifact_instance_cache
+    )
 
 
 def uncache(artifact: wandb.Artifact) -> None:
@@ -549,8 +573,9 @@ def b64_digest(hasher: Any) -> str:
     return binascii.b2a_base64(hasher.digest(), newline=False).decode()
 
 
-def new_entry(path: str, digest: str, size: int, local_path: str | None = None,
-              ref: str | None = None) -> Any:
+def new_entry(
+    path: str, digest: str, size: int, local_path: str | None = None, ref: str | None = None
+) -> Any:
     """The manifest entry ``Artifact._add_local_file`` makes for a staged local file, or
     ``add_reference`` for a reference (``ref``)
     (``wandb/sdk/artifacts/artifact_manifest_entry.py``: ``ArtifactManifestEntry``).
@@ -560,9 +585,16 @@ def new_entry(path: str, digest: str, size: int, local_path: str | None = None,
     validation, no ``LogicalPath`` pathlib round trip), from values of the types the
     validators would produce; the "entries" check compares it with a validated one.
     """
-    fields = {"path": str.__new__(LogicalPath, path), "digest": digest, "ref": ref,
-              "birth_artifact_id": None, "size": size, "extra": {},
-              "local_path": local_path, "skip_cache": False}
+    fields = {
+        "path": str.__new__(LogicalPath, path),
+        "digest": digest,
+        "ref": ref,
+        "birth_artifact_id": None,
+        "size": size,
+        "extra": {},
+        "local_path": local_path,
+        "skip_cache": False,
+    }
     if _ENTRY_TEMPLATE is None:  # wandb releases before pydantic entries
         return ArtifactManifestEntry(**fields)
     entry = object.__new__(ArtifactManifestEntry)
@@ -574,11 +606,13 @@ def new_entry(path: str, digest: str, size: int, local_path: str | None = None,
     return entry
 
 
-def validated_entry(path: str, digest: str, size: int, local_path: str | None = None,
-                    ref: str | None = None) -> Any:
+def validated_entry(
+    path: str, digest: str, size: int, local_path: str | None = None, ref: str | None = None
+) -> Any:
     """The same entry through wandb's public constructor (validated)."""
-    return ArtifactManifestEntry(path=path, digest=digest, size=size, local_path=local_path,
-                                 ref=ref)
+    return ArtifactManifestEntry(
+        path=path, digest=digest, size=size, local_path=local_path, ref=ref
+    )
 
 
 def _entry_template() -> dict[str, Any] | None:
@@ -586,10 +620,20 @@ def _entry_template() -> dict[str, Any] | None:
     construct = getattr(ArtifactManifestEntry, "model_construct", None)
     if construct is None or LogicalPath is None:
         return None
-    entry = construct(path=LogicalPath("a"), digest="", ref=None, birth_artifact_id=None,
-                      size=0, extra={}, local_path=None, skip_cache=False)
-    return {name: getattr(entry, name) for name in
-            ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")}
+    entry = construct(
+        path=LogicalPath("a"),
+        digest="",
+        ref=None,
+        birth_artifact_id=None,
+        size=0,
+        extra={},
+        local_path=None,
+        skip_cache=False,
+    )
+    return {
+        name: getattr(entry, name)
+        for name in ("__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+    }
 
 
 _ENTRY_TEMPLATE = _entry_template() if ArtifactManifestEntry is not None else None
@@ -606,8 +650,10 @@ a message per entry, and is most of a large version's transient memory."""
 _manifest_classes: dict[type, type] = {}
 
 
-def scope_manifest(artifact: wandb.Artifact, digest_lines: Callable[[], Iterator[str]],
-                   ) -> None:
+def scope_manifest(
+    artifact: wandb.Artifact,
+    digest_lines: Callable[[], Iterator[str]],
+) -> None:
     """Make ``artifact``'s manifest (ours alone) hash ``digest_lines()`` in bulk and report
     its length as above wandb's file threshold when it has more than
     :data:`MANIFEST_FILE_ENTRIES` entries.
@@ -625,7 +671,7 @@ def scope_manifest(artifact: wandb.Artifact, digest_lines: Callable[[], Iterator
         return
     cls = _manifest_classes.get(base)
     if cls is None:
-        threshold = int(getattr(_interface, "MANIFEST_FILE_SIZE_THRESHOLD"))
+        threshold = int(_interface.MANIFEST_FILE_SIZE_THRESHOLD)
 
         def digest(self: Any) -> str:
             hasher = manifest_hasher(self)
@@ -637,8 +683,12 @@ def scope_manifest(artifact: wandb.Artifact, digest_lines: Callable[[], Iterator
             n = len(self.entries)
             return max(n, threshold + 1) if n > MANIFEST_FILE_ENTRIES else n
 
-        namespace: dict[str, Any] = {"digest": digest, "__len__": length,
-                                     "__module__": __name__, "__qualname__": base.__qualname__}
+        namespace: dict[str, Any] = {
+            "digest": digest,
+            "__len__": length,
+            "__module__": __name__,
+            "__qualname__": base.__qualname__,
+        }
         if hasattr(base, "model_fields"):  # pydantic: a model subclass keeps its layout
             namespace["__slots__"] = ()
         cls = _manifest_classes[base] = type(base.__name__, (base,), namespace)
@@ -674,8 +724,10 @@ def on_run_finish(run: Any, fn: Callable[[], None]) -> bool:
     Returns:
         False when this wandb has no such hooks (the caller flushes at train end instead).
     """
-    hook, stage = (_optional("wandb.sdk.wandb_run", "TeardownHook"),
-                   _optional("wandb.sdk.wandb_run", "TeardownStage"))
+    hook, stage = (
+        _optional("wandb.sdk.wandb_run", "TeardownHook"),
+        _optional("wandb.sdk.wandb_run", "TeardownStage"),
+    )
     hooks = getattr(run, "_teardown_hooks", None)
     if hook is None or stage is None or not isinstance(hooks, list):
         return False
@@ -713,7 +765,18 @@ def record_class() -> Any:
 
 
 __all__ = [
-    "BOXES_SUFFIX", "FAST_PATHS", "FileInfo", "IMAGE_DIR", "IMAGE_SUFFIX", "MASK_DIR",
-    "MASK_SUFFIX", "MASK_TYPE", "TABLE_TYPE", "WBValue", "disable", "fast", "register_check",
+    "BOXES_SUFFIX",
+    "FAST_PATHS",
+    "FileInfo",
+    "IMAGE_DIR",
+    "IMAGE_SUFFIX",
+    "MASK_DIR",
+    "MASK_SUFFIX",
+    "MASK_TYPE",
+    "TABLE_TYPE",
+    "WBValue",
+    "disable",
+    "fast",
+    "register_check",
     "safe_mode",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import wandb
@@ -16,8 +16,13 @@ from fastevalcb.tables.streamed import StreamedTable
 
 
 def log_data_artifact(
-    run: Any, table: wandb.Table, name: str, type: str, table_name: str,
-    artifact: wandb.Artifact | None = None, index: MediaIndex | None = None,
+    run: Any,
+    table: wandb.Table,
+    name: str,
+    type: str,
+    table_name: str,
+    artifact: wandb.Artifact | None = None,
+    index: MediaIndex | None = None,
 ) -> MediaIndex:
     """Log the data table as an artifact the run uses (online) or produces (offline).
 
@@ -75,12 +80,14 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
         return artifact.add(table.as_wandb_table(), name)
     if isinstance(table, StreamedTable):
         if table.artifact is not artifact:
-            raise ValueError("a StreamedTable can only be added to the artifact it was "
-                             "serialized into")
+            raise ValueError(
+                "a StreamedTable can only be added to the artifact it was serialized into"
+            )
         streamed = table
     else:
-        streamed = StreamedTable(table.columns, artifact, table.media_index,
-                                 table.allow_mixed_types)
+        streamed = StreamedTable(
+            table.columns, artifact, table.media_index, table.allow_mixed_types
+        )
         if table.data:
             streamed.add_columns(dict(zip(table.columns, map(list, zip(*table.data)))))
     staged, digest = streamed.finish()  # written already, into wandb's staging dir
@@ -123,8 +130,9 @@ def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
     run.log(dict(metrics))
 
 
-def pred_artifact(run: Any, type: str = "evaluation",
-                  metadata: dict[str, Any] | None = None) -> wandb.Artifact:
+def pred_artifact(
+    run: Any, type: str = "evaluation", metadata: dict[str, Any] | None = None
+) -> wandb.Artifact:
     """A new version of the run's pred-table artifact, ``run_<id>_pred``."""
     return wandb.Artifact(f"run_{run.id}_pred", type=type, metadata=metadata)
 
@@ -146,8 +154,9 @@ def log_pred_artifact(
     if isinstance(table, StreamedTable):
         artifact = table.artifact
         if artifact.type != type:
-            raise ValueError(f"the streamed table's artifact is of type {artifact.type!r}, "
-                             f"not {type!r}")
+            raise ValueError(
+                f"the streamed table's artifact is of type {artifact.type!r}, not {type!r}"
+            )
         artifact.metadata = metadata
     else:
         artifact = pred_artifact(run, type, metadata)

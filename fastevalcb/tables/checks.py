@@ -33,8 +33,10 @@ class FastPathMismatch(AssertionError):
 def _same(what: str, ours: Any, wandbs: Any) -> None:
     if ours != wandbs:
         where, a, b = _difference(ours, wandbs)
-        raise FastPathMismatch(f"{what} differs at {where or 'the top'}: fastevalcb wrote "
-                               f"{str(a)[:200]}, wandb wrote {str(b)[:200]}")
+        raise FastPathMismatch(
+            f"{what} differs at {where or 'the top'}: fastevalcb wrote "
+            f"{str(a)[:200]}, wandb wrote {str(b)[:200]}"
+        )
 
 
 def _difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
@@ -79,8 +81,7 @@ def _entry_json(entry: Any) -> dict[str, Any]:
 def _manifest(artifact: wandb.Artifact) -> dict[str, Any]:
     """The artifact's manifest JSON and every entry as wandb sends them."""
     out = artifact.manifest.to_manifest_json()
-    out["entries"] = {name: _entry_json(entry)
-                      for name, entry in artifact.manifest.entries.items()}
+    out["entries"] = {name: _entry_json(entry) for name, entry in artifact.manifest.entries.items()}
     return out
 
 
@@ -92,34 +93,46 @@ def check_entries() -> None:
     entries, digests and manifest that ``add_file``, ``Artifact.add`` and
     ``add_reference`` make."""
     for ref in (None, "wandb-client-artifact://abc/media/images/x.png"):
-        fast = _wandb.new_entry("media/images/x.png", "1B2M2Y8AsgTpgAmY7PhCfg==", 0 if ref
-                                else 3, local_path=None if ref else "/tmp/x", ref=ref)
-        slow = _wandb.validated_entry("media/images/x.png", "1B2M2Y8AsgTpgAmY7PhCfg==",
-                                      0 if ref else 3, local_path=None if ref else "/tmp/x",
-                                      ref=ref)
+        fast = _wandb.new_entry(
+            "media/images/x.png",
+            "1B2M2Y8AsgTpgAmY7PhCfg==",
+            0 if ref else 3,
+            local_path=None if ref else "/tmp/x",
+            ref=ref,
+        )
+        slow = _wandb.validated_entry(
+            "media/images/x.png",
+            "1B2M2Y8AsgTpgAmY7PhCfg==",
+            0 if ref else 3,
+            local_path=None if ref else "/tmp/x",
+            ref=ref,
+        )
         _same("a manifest entry", fast.to_json(), slow.to_json())
         _same("a manifest entry", fast, slow)
 
     data, public = _artifact("dataset"), _artifact("dataset")
     stager = Stager(data)
-    images = [stager.write(_png(seed), _wandb.IMAGE_DIR, _wandb.IMAGE_SUFFIX)
-              for seed in (0, 1, 0)]  # a duplicate: one entry
+    images = [
+        stager.write(_png(seed), _wandb.IMAGE_DIR, _wandb.IMAGE_SUFFIX) for seed in (0, 1, 0)
+    ]  # a duplicate: one entry
     masks = [stager.write(_png(2, (3, 4)), _wandb.MASK_DIR, _wandb.MASK_SUFFIX)]
-    for file, (subdir, suffix) in zip(images + masks, [(_wandb.IMAGE_DIR, ".png")] * 3
-                                       + [(_wandb.MASK_DIR, ".mask.png")]):
+    for file, (subdir, suffix) in zip(
+        images + masks, [(_wandb.IMAGE_DIR, ".png")] * 3 + [(_wandb.MASK_DIR, ".mask.png")]
+    ):
         name = stager.files.name_of_path(file.path)
         if public.manifest.get_entry_by_path(name) is None:
             public.add_file(file.path, name=name, policy="immutable")
-        _same("a staged file's entry name", name.startswith(subdir) and name.endswith(suffix),
-              True)
+        _same("a staged file's entry name", name.startswith(subdir) and name.endswith(suffix), True)
     classes = Classes([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}])
     add_json(data, classes, "media/classes/check_cls")
-    public.add(Classes([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]),
-               "media/classes/check_cls")
+    public.add(Classes([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]), "media/classes/check_cls")
     _same("the manifest", _manifest(data), _manifest(public))
     _same("the manifest digest", data.manifest.digest(), public.manifest.digest())
-    _same("a local file's entry name", data.get_added_local_path_name(images[1].path),
-          public.get_added_local_path_name(images[1].path))
+    _same(
+        "a local file's entry name",
+        data.get_added_local_path_name(images[1].path),
+        public.get_added_local_path_name(images[1].path),
+    )
 
     # References: rows of the data table's files, and add_reference of the same URIs.
     media = [_wandb.new_image(file, 4, 3) for file in images]
@@ -180,41 +193,67 @@ def check_tables() -> None:
     pixels = np.random.default_rng(3).integers(0, 255, (4, 5, 3), dtype=np.uint8)
     mask = np.random.default_rng(4).integers(0, 3, (4, 5), dtype=np.uint8)
     labels = {0: "bg", 1: "a", 2: "b"}
-    boxes = [{"position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2, "maxY": 0.6},
-              "class_id": 1, "box_caption": "a", "scores": {"score": 0.5}}]
-    stock = wandb.Image(pixels, caption="c", boxes={"pred": {"box_data": boxes,
-                                                             "class_labels": labels}},
-                        masks={"gt": {"mask_data": mask, "class_labels": labels}})
+    boxes = [
+        {
+            "position": {"minX": 0.1, "maxX": 0.5, "minY": 0.2, "maxY": 0.6},
+            "class_id": 1,
+            "box_caption": "a",
+            "scores": {"score": 0.5},
+        }
+    ]
+    stock = wandb.Image(
+        pixels,
+        caption="c",
+        boxes={"pred": {"box_data": boxes, "class_labels": labels}},
+        masks={"gt": {"mask_data": mask, "class_labels": labels}},
+    )
     b, m = _wandb.image_layers(stock)
     ours = _wandb.new_image(
-        _wandb.media_file(stock), *_wandb.image_size(stock),
-        boxes={"pred": _wandb.new_boxes2d("pred", JSONText(json.dumps(boxes, sort_keys=True)),
-                                          labels, None)},
+        _wandb.media_file(stock),
+        *_wandb.image_size(stock),
+        boxes={
+            "pred": _wandb.new_boxes2d(
+                "pred", JSONText(json.dumps(boxes, sort_keys=True)), labels, None
+            )
+        },
         masks={"gt": _wandb.new_image_mask("gt", mask, labels, _wandb.media_file(m["gt"]))},
-        caption="c")
+        caption="c",
+    )
     plain = wandb.Image(pixels[:2])
-    rows = [[1, 0.5, "x", [0.1, 0.2], stock, plain],
-            [2, float("nan"), "y", [0.2, 0.3], stock, plain]]
+    rows = [
+        [1, 0.5, "x", [0.1, 0.2], stock, plain],
+        [2, float("nan"), "y", [0.2, 0.3], stock, plain],
+    ]
     columns = ["id", "score", "label", "scores", "image", "plain"]
     public, fast, streamed = _artifact(), _artifact(), _artifact()
     public.add(wandb.Table(columns=columns, data=rows), "t")
     from fastevalcb.tables.artifacts import add_table
 
     table = ColumnarTable(columns)
-    table.add_columns({name: [row[i] if name != "image" else ours for row in rows]
-                       for i, name in enumerate(columns)})
+    table.add_columns(
+        {
+            name: [row[i] if name != "image" else ours for row in rows]
+            for i, name in enumerate(columns)
+        }
+    )
     add_table(fast, table, "t")
     stream = StreamedTable(columns, streamed)
-    stream.add_columns({name: [row[i] if name != "image" else ours for row in rows]
-                        for i, name in enumerate(columns)})
+    stream.add_columns(
+        {
+            name: [row[i] if name != "image" else ours for row in rows]
+            for i, name in enumerate(columns)
+        }
+    )
     add_table(streamed, stream, "t")
     expected = _table_json(public)
     _same("a table's JSON", _table_json(fast), expected)
     _same("a streamed table's JSON", _table_json(streamed), expected)
     for artifact in (fast, streamed):
-        _same("a table's media entries", sorted(n for n in artifact.manifest.entries
-                                                if n.startswith("media/")),
-              sorted(n for n in public.manifest.entries if n.startswith("media/")))
+        _same(
+            "a table's media entries",
+            sorted(n for n in artifact.manifest.entries if n.startswith("media/")),
+            sorted(n for n in public.manifest.entries if n.startswith("media/")),
+        )
 
 
 def _table_json(artifact: wandb.Artifact) -> Any:

@@ -7,7 +7,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ from wandb.data_types import WBValue
 from fastevalcb.tables import _wandb
 from fastevalcb.tables._wandb import is_plain_image as _is_plain_image
 from fastevalcb.tables.references import ImageColumn, LayeredImages, MediaIndex
-
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -88,7 +87,8 @@ def validate_columns(columns: Any, what: str) -> list[str]:
     if blank:
         raise TableSchemaError(
             f"{what} names must be non-empty, got {columns[blank[0]]!r} at position "
-            f"{blank[0]} of {columns}")
+            f"{blank[0]} of {columns}"
+        )
     dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
     if dupes:
         raise TableSchemaError(f"{what} has duplicate column names: {dupes}")
@@ -178,12 +178,12 @@ class ColumnarTable(wandb.Table):
             for name, column in zip(self.columns, columns):
                 self._infer_column_type(name, column)
         try:
-            return wandb.Table(columns=list(self.columns), data=self.data,
-                               allow_mixed_types=self._allow_mixed)
+            return wandb.Table(
+                columns=list(self.columns), data=self.data, allow_mixed_types=self._allow_mixed
+            )
         except TypeError as err:
             self._raise_for_incompatible_column(err)
-            return wandb.Table(columns=list(self.columns), data=self.data,
-                               allow_mixed_types=True)
+            return wandb.Table(columns=list(self.columns), data=self.data, allow_mixed_types=True)
 
     def _raise_for_incompatible_column(self, err: TypeError) -> None:
         """wandb refused the rows (the public path): our error naming the column, unless
@@ -198,7 +198,8 @@ class ColumnarTable(wandb.Table):
                 kinds = sorted({type(v).__name__ for v in column})
                 raise TypeError(
                     f"column {name!r} mixes incompatible types: {', '.join(kinds)}; "
-                    "pass allow_mixed_types=True") from err
+                    "pass allow_mixed_types=True"
+                ) from err
 
     def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
         """wandb's own JSON of the same rows, for ``Artifact.add(table)`` and ``wandb.log``
@@ -218,7 +219,8 @@ class ColumnarTable(wandb.Table):
             if merged is None:
                 raise TypeError(
                     f"column {name!r} mixes incompatible types: {col_type} and "
-                    f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True")
+                    f"{type(value).__name__} ({value!r:.80}); pass allow_mixed_types=True"
+                )
             col_type = merged
         return col_type
 
@@ -281,7 +283,8 @@ def _column_to_json(
             return _nan_to_null(column)
         return list(column)
     if kinds == {list} and _SCALAR_SET.issuperset(
-            items := set(map(type, itertools.chain.from_iterable(column)))):
+        items := set(map(type, itertools.chain.from_iterable(column)))
+    ):
         # lists of scalars are JSON as they are, NaNs aside
         if float in items and _holds_nan(itertools.chain.from_iterable(column), items):
             return [_nan_to_null(v) for v in column]
@@ -295,11 +298,15 @@ def _column_to_json(
         elif media_index is not None and _is_plain_image(v):
             out.append(media_index.image_json(v, artifact))
         else:
-            value = (image_json(v) if image_json is not None and isinstance(v, wandb.Image)
-                     else _wandb.json_helper(v, artifact))
+            value = (
+                image_json(v)
+                if image_json is not None and isinstance(v, wandb.Image)
+                else _wandb.json_helper(v, artifact)
+            )
             if isinstance(v, wandb.Image) and isinstance(value, dict) and value.get("boxes"):
-                value["boxes"] = {key: _fragment(layer, fragments)
-                                  for key, layer in value["boxes"].items()}
+                value["boxes"] = {
+                    key: _fragment(layer, fragments) for key, layer in value["boxes"].items()
+                }
             out.append(value)
     return out
 
@@ -340,11 +347,15 @@ def _image_signature(image: wandb.Image) -> tuple:
     classes = _wandb.image_classes(image)
     return (
         "image",
-        None if classes is None
+        None
+        if classes is None
         else tuple((c.get("id"), c.get("name")) for c in _wandb.class_set(classes)),
-        tuple(sorted((key, id(labels), _score_keys(data))
-                     for key, (data, labels) in ((k, _wandb.box_layer(b))
-                                                 for k, b in boxes.items()))),
+        tuple(
+            sorted(
+                (key, id(labels), _score_keys(data))
+                for key, (data, labels) in ((k, _wandb.box_layer(b)) for k, b in boxes.items())
+            )
+        ),
         tuple(sorted((key, id(_wandb.mask_labels(m))) for key, m in masks.items())),
     )
 

@@ -18,10 +18,13 @@ from wandb.data_types import Media
 
 from fastevalcb.tables import _wandb
 from fastevalcb.tables._wandb import (
-    FileInfo, image_file_json, new_boxes2d, new_image, new_image_mask,
+    FileInfo,
+    image_file_json,
+    new_boxes2d,
+    new_image,
+    new_image_mask,
 )
 from fastevalcb.tables.staging import Stager, entry_rows, local_entry_name
-
 
 CLIENT_REF_SCHEME = "wandb-client-artifact"
 
@@ -60,12 +63,22 @@ class MediaFiles:
         media_subdir, suffix: entry names are ``<media_subdir>/<md5 hex[:20]><suffix>``.
     """
 
-    def __init__(self, media_subdir: str, suffix: str, stager_prefix: str, counter: np.ndarray,
-                 sha256: np.ndarray, md5: np.ndarray, size: np.ndarray, width: np.ndarray,
-                 height: np.ndarray) -> None:
+    def __init__(
+        self,
+        media_subdir: str,
+        suffix: str,
+        stager_prefix: str,
+        counter: np.ndarray,
+        sha256: np.ndarray,
+        md5: np.ndarray,
+        size: np.ndarray,
+        width: np.ndarray,
+        height: np.ndarray,
+    ) -> None:
         if any(json.dumps(part) != f'"{part}"' for part in (media_subdir, suffix)):
-            raise ValueError(f"media folder and suffix must be plain text: got "
-                             f"{media_subdir!r}, {suffix!r}")
+            raise ValueError(
+                f"media folder and suffix must be plain text: got {media_subdir!r}, {suffix!r}"
+            )
         self.media_subdir, self.suffix, self.stager_prefix = media_subdir, suffix, stager_prefix
         self.counter, self.sha256, self.md5 = counter, sha256, md5
         self.size, self.width, self.height = size, width, height
@@ -73,8 +86,9 @@ class MediaFiles:
         self._row_of: np.ndarray | None = None  # counter - first counter -> row, when read
 
     @classmethod
-    def of(cls, media: Sequence[Media], stager: Stager, media_subdir: str,
-           suffix: str) -> MediaFiles:
+    def of(
+        cls, media: Sequence[Media], stager: Stager, media_subdir: str, suffix: str
+    ) -> MediaFiles:
         """The files of ``media`` (one batch), which ``stager`` wrote."""
         n = len(media)
         infos = [_wandb.media_file(m) for m in media]
@@ -82,36 +96,52 @@ class MediaFiles:
         staged = stager.files
         start = len(staged.prefix)
         numbers = [path[start:] for path in paths]
-        if not all(path.startswith(staged.prefix) and number.isdigit()
-                   for path, number in zip(paths, numbers)):
-            raise ValueError("MediaFiles.of: files not written by this Stager (media files "
-                             "of a task callback's data table are staged by "
-                             "fastevalcb.tables.Stager)")
+        if not all(
+            path.startswith(staged.prefix) and number.isdigit()
+            for path, number in zip(paths, numbers)
+        ):
+            raise ValueError(
+                "MediaFiles.of: files not written by this Stager (media files "
+                "of a task callback's data table are staged by "
+                "fastevalcb.tables.Stager)"
+            )
         counter = np.array(numbers, np.int64).reshape(n)
         files = cls(
-            media_subdir, suffix, staged.prefix, counter=counter,
-            sha256=np.frombuffer(bytes.fromhex("".join(info.sha256 for info in infos)),
-                                 np.uint8).reshape(n, 32),
+            media_subdir,
+            suffix,
+            staged.prefix,
+            counter=counter,
+            sha256=np.frombuffer(
+                bytes.fromhex("".join(info.sha256 for info in infos)), np.uint8
+            ).reshape(n, 32),
             md5=np.frombuffer(staged.digests(counter.tolist()), np.uint8).reshape(n, 16),
             size=np.array([info.size for info in infos], np.int64).reshape(n),
             width=np.array([_width_height(m)[0] for m in media], np.int32).reshape(n),
-            height=np.array([_width_height(m)[1] for m in media], np.int32).reshape(n))
+            height=np.array([_width_height(m)[1] for m in media], np.int32).reshape(n),
+        )
         for number, name in zip(counter.tolist(), files.entry_names(slice(0, n))):
             if staged.name(number) != name:
-                raise ValueError(f"{staged.local_path(number)} is staged as "
-                                 f"{staged.name(number)}, not as a {media_subdir}/*{suffix} "
-                                 "file")
+                raise ValueError(
+                    f"{staged.local_path(number)} is staged as "
+                    f"{staged.name(number)}, not as a {media_subdir}/*{suffix} "
+                    "file"
+                )
         return files
 
     @classmethod
     def concat(cls, parts: Sequence[MediaFiles]) -> MediaFiles:
         """One table's files from its batches' (same kind, same stager)."""
         first = parts[0]
-        if any((p.media_subdir, p.suffix, p.stager_prefix) !=
-               (first.media_subdir, first.suffix, first.stager_prefix) for p in parts):
+        if any(
+            (p.media_subdir, p.suffix, p.stager_prefix)
+            != (first.media_subdir, first.suffix, first.stager_prefix)
+            for p in parts
+        ):
             raise ValueError("MediaFiles.concat: parts of different kinds or stagers")
-        arrays = [np.concatenate([getattr(p, name) for p in parts])
-                  for name in ("counter", "sha256", "md5", "size", "width", "height")]
+        arrays = [
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in ("counter", "sha256", "md5", "size", "width", "height")
+        ]
         return cls(first.media_subdir, first.suffix, first.stager_prefix, *arrays)
 
     def __len__(self) -> int:
@@ -119,21 +149,24 @@ class MediaFiles:
 
     def file(self, i: int) -> FileInfo:
         """``(staging path, sha256 hex, size)`` of row ``i``: a media object's file."""
-        return FileInfo(f"{self.stager_prefix}{int(self.counter[i])}", self.sha256[i].tobytes().hex(),
-                int(self.size[i]))
+        return FileInfo(
+            f"{self.stager_prefix}{int(self.counter[i])}",
+            self.sha256[i].tobytes().hex(),
+            int(self.size[i]),
+        )
 
     def entry_name(self, i: int) -> str:
-        return f"{self.media_subdir}/{self._md5[16 * i:16 * i + 10].hex()}{self.suffix}"
+        return f"{self.media_subdir}/{self._md5[16 * i : 16 * i + 10].hex()}{self.suffix}"
 
     def entry_names(self, rows: slice) -> list[str]:
         return [f"{self.media_subdir}/{h}{self.suffix}" for h in _hex_rows(self.md5[rows, :10])]
 
     def digest(self, i: int) -> str:
-        return binascii.b2a_base64(self._md5[16 * i:16 * i + 16], newline=False).decode()
+        return binascii.b2a_base64(self._md5[16 * i : 16 * i + 16], newline=False).decode()
 
     def row(self, path: str) -> int | None:
         """The row of a staging path, or None when it is not one of these files."""
-        number = path[len(self.stager_prefix):]
+        number = path[len(self.stager_prefix) :]
         if not path.startswith(self.stager_prefix) or not number.isdigit():
             return None
         row_of = self._rows_by_counter()
@@ -149,8 +182,9 @@ class MediaFiles:
         if self._row_of is None:
             counter = self.counter
             self._first_counter = int(counter.min()) if len(counter) else 0
-            row_of = np.full(int(counter.max()) + 1 - self._first_counter if len(counter)
-                             else 0, -1, np.int64)
+            row_of = np.full(
+                int(counter.max()) + 1 - self._first_counter if len(counter) else 0, -1, np.int64
+            )
             row_of[counter - self._first_counter] = np.arange(len(counter))
             self._row_of = row_of
         return self._row_of
@@ -165,7 +199,7 @@ def _hex_rows(arr: np.ndarray) -> list[str]:
     """Hex text of each row of a 2-D uint8 array."""
     width = 2 * arr.shape[1]
     text = np.ascontiguousarray(arr).tobytes().hex()
-    return [text[i:i + width] for i in range(0, len(text), width)]
+    return [text[i : i + width] for i in range(0, len(text), width)]
 
 
 class ImageColumn(Sequence):
@@ -183,8 +217,13 @@ class ImageColumn(Sequence):
             ``"ground_truth"`` (with ``mask_labels``); None: plain images.
     """
 
-    def __init__(self, files: MediaFiles, rows: slice, masks: MediaFiles | None = None,
-                 mask_labels: dict | None = None) -> None:
+    def __init__(
+        self,
+        files: MediaFiles,
+        rows: slice,
+        masks: MediaFiles | None = None,
+        mask_labels: dict | None = None,
+    ) -> None:
         self.files, self.rows, self.masks, self.mask_labels = files, rows, masks, mask_labels
 
     def __len__(self) -> int:
@@ -198,10 +237,14 @@ class ImageColumn(Sequence):
         row = self.rows.start + (i % len(self))
         files, layers = self.files, None
         if self.masks is not None:
-            layers = {"ground_truth": new_image_mask(
-                "ground_truth", None, self.mask_labels, self.masks.file(row), keep_data=False)}
-        return new_image(files.file(row), int(files.width[row]), int(files.height[row]),
-                         masks=layers)
+            layers = {
+                "ground_truth": new_image_mask(
+                    "ground_truth", None, self.mask_labels, self.masks.file(row), keep_data=False
+                )
+            }
+        return new_image(
+            files.file(row), int(files.width[row]), int(files.height[row]), masks=layers
+        )
 
     @property
     def plain(self) -> bool:
@@ -212,14 +255,21 @@ class ImageColumn(Sequence):
         ``json.dumps(image.to_json(artifact), sort_keys=True)`` (``MediaIndex.image_json``),
         written straight from the arrays."""
         rows = self.rows
-        return [_IMAGE_JSON.format(h, name, sha, w)  # names need no JSON escaping
-                for name, sha, w, h in zip(names, _hex_rows(self.files.sha256[rows]),
-                                           self.files.width[rows].tolist(),
-                                           self.files.height[rows].tolist())]
+        return [
+            _IMAGE_JSON.format(h, name, sha, w)  # names need no JSON escaping
+            for name, sha, w, h in zip(
+                names,
+                _hex_rows(self.files.sha256[rows]),
+                self.files.width[rows].tolist(),
+                self.files.height[rows].tolist(),
+            )
+        ]
 
 
-_IMAGE_JSON = ('{{"_type": "image-file", "format": "png", "height": {}, "path": "{}", '
-               '"sha256": "{}", "width": {}}}')
+_IMAGE_JSON = (
+    '{{"_type": "image-file", "format": "png", "height": {}, "path": "{}", '
+    '"sha256": "{}", "width": {}}}'
+)
 
 
 class LayeredImages(Sequence):
@@ -240,9 +290,13 @@ class LayeredImages(Sequence):
             (:func:`fastevalcb.media.boxes.box_data_json`).
     """
 
-    def __init__(self, base: ImageColumn, class_labels: dict,
-                 masks: Mapping[str, Sequence[FileInfo]] | None = None,
-                 boxes: Mapping[str, Sequence[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        base: ImageColumn,
+        class_labels: dict,
+        masks: Mapping[str, Sequence[FileInfo]] | None = None,
+        boxes: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         self.base, self.class_labels = base, class_labels
         self.masks, self.boxes = dict(masks or {}), dict(boxes or {})
         if base.masks is not None and "ground_truth" in self.masks:
@@ -252,8 +306,9 @@ class LayeredImages(Sequence):
         for kind, layers in (("masks", self.masks), ("boxes", self.boxes)):
             for key, layer in layers.items():
                 if len(layer) != len(base):
-                    raise ValueError(f"{kind}[{key!r}] must have {len(base)} rows, got "
-                                     f"{len(layer)}")
+                    raise ValueError(
+                        f"{kind}[{key!r}] must have {len(base)} rows, got {len(layer)}"
+                    )
         self._classes_cache: dict = {}
 
     def __len__(self) -> int:
@@ -266,24 +321,35 @@ class LayeredImages(Sequence):
             raise IndexError(i)
         i %= len(self)
         base, row = self.base, self.base.rows.start + i
-        masks = {key: new_image_mask(key, None, self.class_labels, files[i], keep_data=False)
-                 for key, files in self.masks.items()}
+        masks = {
+            key: new_image_mask(key, None, self.class_labels, files[i], keep_data=False)
+            for key, files in self.masks.items()
+        }
         if base.masks is not None:
-            masks["ground_truth"] = new_image_mask("ground_truth", None, base.mask_labels,
-                                                   base.masks.file(row), keep_data=False)
-        boxes = {key: new_boxes2d(key, _plain(data[i]), self.class_labels, None)
-                 for key, data in self.boxes.items()}
-        return new_image(base.files.file(row), int(base.files.width[row]),
-                         int(base.files.height[row]), boxes, masks,
-                         classes_cache=self._classes_cache)
+            masks["ground_truth"] = new_image_mask(
+                "ground_truth", None, base.mask_labels, base.masks.file(row), keep_data=False
+            )
+        boxes = {
+            key: new_boxes2d(key, _plain(data[i]), self.class_labels, None)
+            for key, data in self.boxes.items()
+        }
+        return new_image(
+            base.files.file(row),
+            int(base.files.width[row]),
+            int(base.files.height[row]),
+            boxes,
+            masks,
+            classes_cache=self._classes_cache,
+        )
 
     @property
     def classes(self):
         """The images' shared ``Classes`` (what each image's ``to_json`` adds)."""
         return _wandb.image_classes(self[0])
 
-    def json_texts(self, names: list[str], mask_names: Mapping[str, list[str]],
-                   classes_json: dict) -> list[str]:
+    def json_texts(
+        self, names: list[str], mask_names: Mapping[str, list[str]], classes_json: dict
+    ) -> list[str]:
         """Each image's ``json.dumps(image.to_json(artifact), sort_keys=True)`` once its
         files are the artifact's entries: the image's ``names[i]``, each mask layer's
         ``mask_names[layer][i]`` (``"ground_truth"`` included); ``classes_json`` is the
@@ -296,25 +362,43 @@ class LayeredImages(Sequence):
             return _SLOT.format(len(slots) - 1)
 
         value: dict[str, Any] = {
-            "_type": "image-file", "format": "png", "classes": classes_json,
-            "path": slot(names), "sha256": slot(_hex_rows(base.files.sha256[rows])),
+            "_type": "image-file",
+            "format": "png",
+            "classes": classes_json,
+            "path": slot(names),
+            "sha256": slot(_hex_rows(base.files.sha256[rows])),
             "width": slot(base.files.width[rows].tolist(), quote=False),
-            "height": slot(base.files.height[rows].tolist(), quote=False)}
-        masks = {key: {"_type": _MASK_TYPE, "path": slot(mask_names[key]),
-                       "sha256": slot([file[1] for file in files])}
-                 for key, files in self.masks.items()}
+            "height": slot(base.files.height[rows].tolist(), quote=False),
+        }
+        masks = {
+            key: {
+                "_type": _MASK_TYPE,
+                "path": slot(mask_names[key]),
+                "sha256": slot([file[1] for file in files]),
+            }
+            for key, files in self.masks.items()
+        }
         if base.masks is not None:
-            masks["ground_truth"] = {"_type": _MASK_TYPE, "path": slot(mask_names["ground_truth"]),
-                                     "sha256": slot(_hex_rows(base.masks.sha256[rows]))}
+            masks["ground_truth"] = {
+                "_type": _MASK_TYPE,
+                "path": slot(mask_names["ground_truth"]),
+                "sha256": slot(_hex_rows(base.masks.sha256[rows])),
+            }
         if masks:
             value["masks"] = masks
         if self.boxes:
-            value["boxes"] = {key: slot([getattr(b, "text", None) or json.dumps(b, sort_keys=True)
-                                         for b in data], quote=False)
-                              for key, data in self.boxes.items()}
+            value["boxes"] = {
+                key: slot(
+                    [getattr(b, "text", None) or json.dumps(b, sort_keys=True) for b in data],
+                    quote=False,
+                )
+                for key, data in self.boxes.items()
+            }
         pieces = _SLOT_JSON.split(json.dumps(value, sort_keys=True))  # text, slot, text, ...
-        fmt = "".join("{" + p + "}" if k % 2 else p.replace("{", "{{").replace("}", "}}")
-                      for k, p in enumerate(pieces))
+        fmt = "".join(
+            "{" + p + "}" if k % 2 else p.replace("{", "{{").replace("}", "}}")
+            for k, p in enumerate(pieces)
+        )
         return [fmt.format(*row) for row in zip(*slots)]
 
 
@@ -333,9 +417,12 @@ class MediaIndex:
     object per sample).
     """
 
-    def __init__(self, artifact: wandb.Artifact,
-                 entry_by_local_path: dict[str, tuple[str, str]] | None = None,
-                 files: Sequence[MediaFiles] = ()) -> None:
+    def __init__(
+        self,
+        artifact: wandb.Artifact,
+        entry_by_local_path: dict[str, tuple[str, str]] | None = None,
+        files: Sequence[MediaFiles] = (),
+    ) -> None:
         self.artifact = artifact
         self._entry_by_local_path = entry_by_local_path or {}
         self._files = [f for f in files if f is not None]
@@ -403,8 +490,9 @@ class MediaIndex:
         added = 0
         entries = entry_rows(target)
         local_paths = _wandb.added_local_paths(target)  # a LocalPaths
-        cells = (itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table)
-                 else table)
+        cells = (
+            itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table) else table
+        )
         for cell in cells:
             if not isinstance(cell, Media):
                 continue
@@ -432,8 +520,9 @@ class MediaIndex:
                 local_paths[path] = entries[name]
         return added
 
-    def add_column_references(self, target: wandb.Artifact, files: MediaFiles,
-                              rows: slice) -> list[str]:
+    def add_column_references(
+        self, target: wandb.Artifact, files: MediaFiles, rows: slice
+    ) -> list[str]:
         """Reference entries of ``target`` for ``rows`` of a data table's ``files``, straight
         from the arrays (what :meth:`add_references` adds for the same media): a row each.
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -53,8 +53,14 @@ class EntryView:
     skip_cache = False
     extra = _NO_EXTRA
 
-    def __init__(self, path: str, source: EntrySource, row: int, digest: str | None = None,
-                 size: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        source: EntrySource,
+        row: int,
+        digest: str | None = None,
+        size: int | None = None,
+    ) -> None:
         self.path, self._source, self._row = path, source, row
         self.digest = source.digest(row) if digest is None else digest
         self.size = source.size(row) if size is None else size
@@ -73,15 +79,30 @@ class EntryView:
         keys = getattr(source, "json_keys", None)
         if keys is None:
             real = self.entry().to_json()
-            source.json_keys = keys = (tuple(real) if set(real) <= set(_JSON_FIELDS)
-                                       and real == self._json(tuple(real)) else ())
+            source.json_keys = keys = (
+                tuple(real)
+                if set(real) <= set(_JSON_FIELDS) and real == self._json(tuple(real))
+                else ()
+            )
             return real
         if keys == _FILE_KEYS:  # a staged file: the common case, without getattr
-            return {"path": self.path, "digest": self.digest, "size": self.size, "extra": {},
-                    "local_path": self.local_path, "skip_cache": False}
+            return {
+                "path": self.path,
+                "digest": self.digest,
+                "size": self.size,
+                "extra": {},
+                "local_path": self.local_path,
+                "skip_cache": False,
+            }
         if keys == _REF_KEYS:  # a reference
-            return {"path": self.path, "digest": self.digest, "ref": self.ref, "size": 0,
-                    "extra": {}, "skip_cache": False}
+            return {
+                "path": self.path,
+                "digest": self.digest,
+                "ref": self.ref,
+                "size": 0,
+                "extra": {},
+                "skip_cache": False,
+            }
         return self._json(keys) if keys else self.entry().to_json()
 
     def _json(self, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -96,9 +117,17 @@ class EntryView:
 
 _FILE_KEYS = ("path", "digest", "size", "extra", "local_path", "skip_cache")
 _REF_KEYS = ("path", "digest", "ref", "size", "extra", "skip_cache")
-_JSON_FIELDS = {"path": "path", "digest": "digest", "ref": "ref", "size": "size",
-                "local_path": "local_path", "skip_cache": "skip_cache", "extra": "extra",
-                "birth_artifact_id": "birth_artifact_id", "birthArtifactID": "birth_artifact_id"}
+_JSON_FIELDS = {
+    "path": "path",
+    "digest": "digest",
+    "ref": "ref",
+    "size": "size",
+    "local_path": "local_path",
+    "skip_cache": "skip_cache",
+    "extra": "extra",
+    "birth_artifact_id": "birth_artifact_id",
+    "birthArtifactID": "birth_artifact_id",
+}
 
 
 class EntryRows(dict):
@@ -166,11 +195,12 @@ class EntryRows(dict):
                 yield names[0], value
                 continue
             for start in range(0, len(names), chunk):
-                part = rows[start:start + chunk]
+                part = rows[start : start + chunk]
                 digests = b64_rows(source.md5s(part))
                 sizes = source.sizes(part).tolist()
-                for name, row, digest, size in zip(names[start:start + chunk], part.tolist(),
-                                                   digests, sizes):
+                for name, row, digest, size in zip(
+                    names[start : start + chunk], part.tolist(), digests, sizes
+                ):
                     yield name, EntryView(name, source, row, digest, size)
 
     def copy(self) -> dict:
@@ -188,17 +218,16 @@ class EntryRows(dict):
                 digests.append(value.digest)
             else:
                 for start in range(0, len(rows), chunk):
-                    digests += b64_rows(source.md5s(rows[start:start + chunk]))
+                    digests += b64_rows(source.md5s(rows[start : start + chunk]))
         order = sorted(range(len(names)), key=names.__getitem__)
         for start in range(0, len(order), chunk):
-            yield "".join(f"{names[i]}:{digests[i]}\n" for i in order[start:start + chunk])
+            yield "".join(f"{names[i]}:{digests[i]}\n" for i in order[start : start + chunk])
 
     def _runs(self) -> Iterator[tuple[Any, list[str], Any, Any]]:
         """The entries in order, in runs: ``(source, names, rows, None)`` for consecutive
         rows of one source, ``(None, [name], None, entry)`` for an entry object."""
         names, values = list(dict.keys(self)), list(dict.values(self))
-        codes = np.fromiter((v if type(v) is int else -1 for v in values), np.int64,
-                            len(values))
+        codes = np.fromiter((v if type(v) is int else -1 for v in values), np.int64, len(values))
         source = np.where(codes >= 0, codes >> self._SHIFT, -1)
         cuts = np.flatnonzero((source[1:] != source[:-1]) | (source[1:] < 0)) + 1
         bounds = [0, *cuts.tolist(), len(values)]
@@ -206,8 +235,12 @@ class EntryRows(dict):
             if source[start] < 0:  # an entry object: a run of its own
                 yield None, names[start:end], None, values[start]
             elif end > start:
-                yield (self._sources[int(source[start])], names[start:end],
-                       codes[start:end] & self._ROW, None)
+                yield (
+                    self._sources[int(source[start])],
+                    names[start:end],
+                    codes[start:end] & self._ROW,
+                    None,
+                )
 
 
 def b64_rows(md5s: bytes) -> list[str]:
@@ -217,11 +250,14 @@ def b64_rows(md5s: bytes) -> list[str]:
     n = len(md5s) // 16
     padded = np.zeros((n, 18), np.uint8)
     padded[:, :16] = np.frombuffer(md5s, np.uint8).reshape(n, 16)
-    text = np.frombuffer(binascii.b2a_base64(padded.tobytes(), newline=False),
-                         np.uint8).reshape(n, 24).copy()
+    text = (
+        np.frombuffer(binascii.b2a_base64(padded.tobytes(), newline=False), np.uint8)
+        .reshape(n, 24)
+        .copy()
+    )
     text[:, 22:] = ord("=")
     flat = text.tobytes().decode("ascii")
-    return [flat[i:i + 24] for i in range(0, 24 * n, 24)]
+    return [flat[i : i + 24] for i in range(0, 24 * n, 24)]
 
 
 class LocalPaths(dict):
@@ -280,7 +316,8 @@ def entry_rows(artifact: wandb.Artifact) -> EntryRows:
         entries = EntryRows(entries)
         _wandb.replace_entries(artifact, entries)
         _wandb.set_added_local_paths(
-            artifact, LocalPaths(_wandb.added_local_paths(artifact), entries))
+            artifact, LocalPaths(_wandb.added_local_paths(artifact), entries)
+        )
     return entries
 
 
@@ -295,8 +332,13 @@ def local_entry_name(artifact: wandb.Artifact, path: str) -> str | None:
 
 def _source_entry(source: EntrySource, row: int) -> Any:
     name = source.name(row)
-    return _wandb.new_entry(name, source.digest(row), source.size(row),
-                      local_path=source.local_path(row), ref=source.ref(name))
+    return _wandb.new_entry(
+        name,
+        source.digest(row),
+        source.size(row),
+        local_path=source.local_path(row),
+        ref=source.ref(name),
+    )
 
 
 _MISSING = object()
@@ -338,8 +380,9 @@ class Stager:
         if self.rows:
             self._entries = entry_rows(artifact)
             self._base = self._entries.base(self.files)
-            _wandb.added_local_paths(artifact).add_resolver(self.files.prefix,
-                                                            self.files.name_of_path)
+            _wandb.added_local_paths(artifact).add_resolver(
+                self.files.prefix, self.files.name_of_path
+            )
 
     def write(self, data: bytes, media_subdir: str, suffix: str) -> FileInfo:
         """Stage ``data`` as the entry ``<media_subdir>/<digest[:20]><suffix>``.
@@ -373,7 +416,6 @@ class Stager:
             elif self.artifact.manifest.get_entry_by_path(files.name(n)) is None:
                 self.artifact.add_file(path, name=files.name(n), policy="immutable")
         return FileInfo(path, sha256, len(data))
-
 
     def discard(self) -> None:
         """Delete every file written, for an artifact that will not be logged (a version a
@@ -409,15 +451,15 @@ class StagedFiles:
 
     def name(self, n: int) -> str:
         subdir, suffix = self._kind_names[self._kinds[n]]
-        return f"{subdir}/{self._digests[16 * n:16 * n + 10].hex()}{suffix}"
+        return f"{subdir}/{self._digests[16 * n : 16 * n + 10].hex()}{suffix}"
 
     def digest(self, n: int) -> str:
-        return binascii.b2a_base64(self._digests[16 * n:16 * n + 16], newline=False).decode()
+        return binascii.b2a_base64(self._digests[16 * n : 16 * n + 16], newline=False).decode()
 
     def digests(self, numbers: Any) -> bytes:
         """The 16-byte entry digests of files ``numbers``, concatenated."""
         view = memoryview(self._digests)
-        return b"".join(view[16 * n:16 * n + 16] for n in numbers)
+        return b"".join(view[16 * n : 16 * n + 16] for n in numbers)
 
     def size(self, n: int) -> int:
         return self._sizes[n]
@@ -437,7 +479,7 @@ class StagedFiles:
 
     def name_of_path(self, path: str) -> str | None:
         """The entry name of a staging path of these files, or None."""
-        number = path[len(self.prefix):]
+        number = path[len(self.prefix) :]
         if not path.startswith(self.prefix) or not number.isdigit() or int(number) >= len(self):
             return None
         return self.name(int(number))
@@ -466,8 +508,9 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
         text = json.dumps(obj.to_json(artifact), sort_keys=True)
     data, hasher = text.encode("utf-8"), file_hasher(artifact)
     hasher.update(data)
-    staged = os.path.join(_wandb.staging_dir(),
-                          f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}")
+    staged = os.path.join(
+        _wandb.staging_dir(), f"fastevalcb-{os.urandom(6).hex()}-{os.path.basename(path)}"
+    )
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR)
     try:
         os.write(fd, data)
@@ -476,8 +519,7 @@ def add_json(artifact: wandb.Artifact, obj: Any, name: str, text: str | None = N
     return add_staged(artifact, obj, path, staged, b64_digest(hasher))
 
 
-def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str,
-               digest: str) -> Any:
+def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str, digest: str) -> Any:
     """Add ``obj``'s file ``staged`` (already written into wandb's staging dir, of entry
     digest ``digest``) as the entry ``path``: as ``Artifact.add(obj, path)`` records it
     (:func:`_wandb.add_staged`), or, without the "entries" fast path, through

@@ -55,8 +55,13 @@ class StreamedTable(ColumnarTable):
             reference entries of ``artifact``.
     """
 
-    def __init__(self, columns: Sequence[str], artifact: wandb.Artifact,
-                 media_index: MediaIndex | None = None, allow_mixed_types: bool = False) -> None:
+    def __init__(
+        self,
+        columns: Sequence[str],
+        artifact: wandb.Artifact,
+        media_index: MediaIndex | None = None,
+        allow_mixed_types: bool = False,
+    ) -> None:
         super().__init__(columns, allow_mixed_types)
         self.artifact = artifact
         self.media_index = media_index
@@ -86,11 +91,17 @@ class StreamedTable(ColumnarTable):
         artifact, index = self.artifact, self.media_index
         # Plain and layered image columns go from their arrays (by reference through
         # media_index, or files of this artifact); the rest as wandb values.
-        by_ref = {i for i, col in enumerate(values)
-                  if isinstance(col, LayeredImages) or isinstance(col, ImageColumn) and col.plain}
+        by_ref = {
+            i
+            for i, col in enumerate(values)
+            if isinstance(col, LayeredImages) or isinstance(col, ImageColumn) and col.plain
+        }
         values = [col if i in by_ref else list(col) for i, col in enumerate(values)]
-        media = [col for i, col in enumerate(values)  # lists of scores hold no media
-                 if i not in by_ref and any(issubclass(k, Media) for k in set(map(type, col)))]
+        media = [
+            col
+            for i, col in enumerate(values)  # lists of scores hold no media
+            if i not in by_ref and any(issubclass(k, Media) for k in set(map(type, col)))
+        ]
         if index is not None:
             index.add_references(artifact, itertools.chain.from_iterable(media))
         if self.keeps_rows:
@@ -103,12 +114,21 @@ class StreamedTable(ColumnarTable):
         # Image columns are written as text, the rest by json.dumps around a marker that
         # the texts then replace (str.split/join: C speed, no dict per cell).
         texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
-        json_columns = [_CELL if i in by_ref
-                        else _column_to_json(col, artifact, index, fragments, self._image_json)
-                        for i, col in enumerate(values)]
-        text = json.dumps([list(row) for row in zip(*[
-            itertools.repeat(col, n) if col is _CELL else col for col in json_columns])],
-            sort_keys=True)
+        json_columns = [
+            _CELL
+            if i in by_ref
+            else _column_to_json(col, artifact, index, fragments, self._image_json)
+            for i, col in enumerate(values)
+        ]
+        text = json.dumps(
+            [
+                list(row)
+                for row in zip(
+                    *[itertools.repeat(col, n) if col is _CELL else col for col in json_columns]
+                )
+            ],
+            sort_keys=True,
+        )
         text = _fill_cells(text, texts, n)
         if fragments:
             text = _FRAGMENT_JSON.sub(lambda m: fragments[int(m.group(1))], text)
@@ -161,9 +181,12 @@ class StreamedTable(ColumnarTable):
         classes = _wandb.image_classes(image)
         files = [image, *masks.values()]
         names = [local_entry_name(artifact, _wandb.media_path(m)) for m in files]
-        if (_wandb.image_grouping(image) or None in names
-                or ((boxes or masks) and classes is None)
-                or any(not isinstance(b, BoundingBoxes2D) for b in boxes.values())):
+        if (
+            _wandb.image_grouping(image)
+            or None in names
+            or ((boxes or masks) and classes is None)
+            or any(not isinstance(b, BoundingBoxes2D) for b in boxes.values())
+        ):
             return _wandb.json_helper(image, artifact)  # a file wandb still has to add
         out = image_file_json(image, names[0])
         if classes is not None:
@@ -171,9 +194,14 @@ class StreamedTable(ColumnarTable):
         if boxes:
             out["boxes"] = {key: _wandb.box_layer(box)[0] for key, box in boxes.items()}
         if masks:
-            out["masks"] = {key: {"path": name, "sha256": _wandb.media_file(m).sha256,
-                                  "_type": _wandb.MASK_TYPE}
-                            for (key, m), name in zip(masks.items(), names[1:])}
+            out["masks"] = {
+                key: {
+                    "path": name,
+                    "sha256": _wandb.media_file(m).sha256,
+                    "_type": _wandb.MASK_TYPE,
+                }
+                for (key, m), name in zip(masks.items(), names[1:])
+            }
         return out
 
     def _classes_json(self, classes: Classes) -> dict[str, Any]:
@@ -182,12 +210,14 @@ class StreamedTable(ColumnarTable):
         share its file."""
         if self._last_classes[0] is classes:
             return self._last_classes[1]
-        digest = hashlib.md5(str(_wandb.class_set(classes)).encode("utf-8"),
-                             usedforsecurity=False).hexdigest()
+        digest = hashlib.md5(
+            str(_wandb.class_set(classes)).encode("utf-8"), usedforsecurity=False
+        ).hexdigest()
         out = self._class_files.get(digest)
         if out is None:
-            entry = add_json(self.artifact, classes,
-                             os.path.join("media", "classes", digest + "_cls"))
+            entry = add_json(
+                self.artifact, classes, os.path.join("media", "classes", digest + "_cls")
+            )
             out = {"type": "classes-file", "path": entry.path, "digest": entry.digest}
             self._class_files[digest] = out
         self._last_classes = (classes, out)
@@ -199,12 +229,15 @@ class StreamedTable(ColumnarTable):
         if isinstance(column, ImageColumn):
             return column.json_texts(self._entry_names(column.files, column.rows))
         base = column.base
-        mask_names = {key: [self._staged_name(file[0]) for file in files]
-                      for key, files in column.masks.items()}
+        mask_names = {
+            key: [self._staged_name(file[0]) for file in files]
+            for key, files in column.masks.items()
+        }
         if base.masks is not None:
             mask_names["ground_truth"] = self._entry_names(base.masks, base.rows)
-        return column.json_texts(self._entry_names(base.files, base.rows), mask_names,
-                                 self._classes_json(column.classes))
+        return column.json_texts(
+            self._entry_names(base.files, base.rows), mask_names, self._classes_json(column.classes)
+        )
 
     def _entry_names(self, files: MediaFiles, rows: slice) -> list[str]:
         """The artifact's entry names of rows of a data table's files."""
@@ -213,20 +246,25 @@ class StreamedTable(ColumnarTable):
         names = files.entry_names(rows)
         missing = [name for name in names[:1] if name not in self.artifact.manifest.entries]
         if missing:
-            raise ValueError(f"{missing[0]} is not a file of this table's artifact (and the "
-                             "table has no media_index to reference it by)")
+            raise ValueError(
+                f"{missing[0]} is not a file of this table's artifact (and the "
+                "table has no media_index to reference it by)"
+            )
         return names
 
     def _staged_name(self, path: str) -> str:
         name = local_entry_name(self.artifact, path)
         if name is None:
-            raise ValueError(f"{path} is not a file of this table's artifact (stage a "
-                             "LayeredImages column's masks with the table's Stager)")
+            raise ValueError(
+                f"{path} is not a file of this table's artifact (stage a "
+                "LayeredImages column's masks with the table's Stager)"
+            )
         return name
 
     def add_column(self, name: str, data: Any, optional: bool = False) -> None:
-        raise TableSchemaError(f"a StreamedTable's columns are fixed ({self.columns}): "
-                               f"cannot add {name!r}")
+        raise TableSchemaError(
+            f"a StreamedTable's columns are fixed ({self.columns}): cannot add {name!r}"
+        )
 
     def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
         if run_or_artifact is not self.artifact:
@@ -266,17 +304,17 @@ class StreamedTable(ColumnarTable):
             "columns": self.columns,
             "ncols": len(self.columns),
             "nrows": self.nrows,
-            "column_types": _wandb.column_types_json(_wandb.column_type_map(self),
-                                                     self.artifact),
+            "column_types": _wandb.column_types_json(_wandb.column_type_map(self), self.artifact),
             "log_mode": self.log_mode,
         }
         return "], " + json.dumps(head, sort_keys=True)[1:]
 
     def _open(self) -> None:
         if self._file is None:
-            path = os.path.join(_wandb.staging_dir(),
-                                f"fastevalcb-{os.urandom(6).hex()}.table.json")
-            self._file = open(path, "xb")
+            path = os.path.join(
+                _wandb.staging_dir(), f"fastevalcb-{os.urandom(6).hex()}.table.json"
+            )
+            self._file = open(path, "xb")  # noqa: SIM115 - closed by finish() or close()
             self._cleanup = weakref.finalize(self, _remove, self._file)
             self._write('{"data": [')
 
@@ -318,8 +356,6 @@ def _fill_cells(text: str, columns: list[list[str]], n: int) -> str:
     out = [None] * (2 * len(cells) + 1)
     out[::2], out[1::2] = pieces, cells
     return "".join(out)
-
-
 
 
 def num_rows(table: wandb.Table) -> int:

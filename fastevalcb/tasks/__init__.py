@@ -5,4 +5,9 @@ from fastevalcb.tasks.classification import ClassificationEvalCallback
 from fastevalcb.tasks.detection import DetectionEvalCallback
 from fastevalcb.tasks.segmentation import SegmentationEvalCallback
 
-__all__ = ["ClassificationEvalCallback", "DetectionEvalCallback", "SegmentationEvalCallback", "TaskEvalCallback"]
+__all__ = [
+    "ClassificationEvalCallback",
+    "DetectionEvalCallback",
+    "SegmentationEvalCallback",
+    "TaskEvalCallback",
+]

@@ -26,7 +26,6 @@ Subclasses define the columns and five small steps: ``_output_fn``, ``_check_out
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -66,12 +65,14 @@ def check_class_names(class_names: Any, max_classes: int | None = None) -> tuple
         raise FastEvalInputError(f"class_names has duplicates: {dupes}")
     if max_classes is not None and len(names) > max_classes:
         raise FastEvalInputError(
-            f"at most {max_classes} classes are supported here, got {len(names)}")
+            f"at most {max_classes} classes are supported here, got {len(names)}"
+        )
     return names
 
 
-def check_class_range(ids: np.ndarray, num_classes: int, what: str, index: np.ndarray,
-                      allowed: tuple[int, ...] = ()) -> None:
+def check_class_range(
+    ids: np.ndarray, num_classes: int, what: str, index: np.ndarray, allowed: tuple[int, ...] = ()
+) -> None:
     """Raise naming the first sample whose id is outside ``[0, num_classes)``."""
     bad = (ids < 0) | (ids >= num_classes)
     for value in allowed:
@@ -173,7 +174,8 @@ class EvalSet:
             raise FastEvalInputError(
                 f"predicted samples {index[:5].tolist()}... are not a run of the data table's "
                 "samples: the source gives other samples on this pass than when the data "
-                "table was built")
+                "table was built"
+            )
         return slice(start, stop)
 
     def check_same_samples(self, index: np.ndarray, y: Any) -> None:
@@ -186,7 +188,8 @@ class EvalSet:
         index = np.asarray(index)
         n = min(len(index), len(self.first_ids))
         same = np.array_equal(index[:n], self.first_ids[:n]) and (
-            label_fingerprints(y, n) == self.first_fingerprints[:n])
+            label_fingerprints(y, n) == self.first_fingerprints[:n]
+        )
         if not same:
             raise FastEvalInputError(
                 "the validation source came back with other samples or labels than when the "
@@ -205,6 +208,7 @@ def _queue_bytes(megabytes: Any) -> int:
 
 def _nbytes(batch: PredictionBatch) -> int:
     """Host bytes a queued batch holds (outputs, labels, inputs)."""
+
     def size(value: Any) -> int:
         if isinstance(value, dict):
             return sum(map(size, value.values()))
@@ -393,13 +397,17 @@ class TaskEvalCallback(WandbEvalCallback):
         )
         self._worker: LoggingWorker | _InlineWorker = (
             LoggingWorker(max_queue, max_queue_bytes=_queue_bytes(max_queue_mb))
-            if async_logging else _InlineWorker()
+            if async_logging
+            else _InlineWorker()
         )
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
         self._retries = Retries(_queue_bytes(max_queue_mb))  # what transient errors refused
-        self._run_guard = RunGuard(self._worker, self.run_end_timeout,  # run end waits
-                                   on_end=self._retry_at_run_end)
+        self._run_guard = RunGuard(
+            self._worker,
+            self.run_end_timeout,  # run end waits
+            on_end=self._retry_at_run_end,
+        )
         self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
@@ -438,8 +446,9 @@ class TaskEvalCallback(WandbEvalCallback):
         """Data-table columns for one batch of samples."""
         raise NotImplementedError
 
-    def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: Any,
-                          base_images: list) -> dict:
+    def _pred_columns_for(
+        self, version: _Version, batch: PredictionBatch, labels: Any, base_images: list
+    ) -> dict:
         """Pred-table columns (minus epoch/step/id) for one batch; updates version.state."""
         raise NotImplementedError
 
@@ -462,7 +471,8 @@ class TaskEvalCallback(WandbEvalCallback):
             raise FastEvalInputError(
                 f"validation_data has {rows:,} samples, but a W&B artifact table holds at "
                 f"most {limit:,} rows (wandb.Table.MAX_ARTIFACT_ROWS): pass max_samples= "
-                f"(at most {limit:,}; selection='random' for a fixed random subset)")
+                f"(at most {limit:,}; selection='random' for a fixed random subset)"
+            )
 
     def _check_array_data(self) -> None:
         """Validate labels of in-memory arrays now, not at train begin."""
@@ -530,8 +540,9 @@ class TaskEvalCallback(WandbEvalCallback):
             host = next(iter(self.predictor.source.batches()))
             self._check_batch(host)
             index = np.asarray(host.index)
-            EvalSet(index, [], None, index, label_fingerprints(host.y, len(index))
-                    ).check_same_samples(first.index, first.y)
+            EvalSet(
+                index, [], None, index, label_fingerprints(host.y, len(index))
+            ).check_same_samples(first.index, first.y)
         tables.define_step_metrics(run, self.metrics_prefix)
 
     def _multi_worker_mode(self) -> str:
@@ -563,8 +574,10 @@ class TaskEvalCallback(WandbEvalCallback):
             if self._eval_set is not None:
                 self.data_table_seconds = time.perf_counter() - started
                 if self._verbosity() >= 1:
-                    print(f"fastevalcb: {self.task} data table logged: "
-                          f"{len(self._eval_set.ids):,} rows in {self.data_table_seconds:.1f} s")
+                    print(
+                        f"fastevalcb: {self.task} data table logged: "
+                        f"{len(self._eval_set.ids):,} rows in {self.data_table_seconds:.1f} s"
+                    )
 
         if self.strict:
             job((Exception,))
@@ -600,7 +613,8 @@ class TaskEvalCallback(WandbEvalCallback):
             elif pixels.shape[1:] != self._image_shape:
                 raise FastEvalInputError(
                     f"validation images must all have one size: got {pixels.shape[1:]} "
-                    f"after {self._image_shape}")
+                    f"after {self._image_shape}"
+                )
             index = np.asarray(host.index)
             labels = self._labels(host.y, index, pixels.shape)
             if first is None:
@@ -610,13 +624,19 @@ class TaskEvalCallback(WandbEvalCallback):
             rows += len(index)
             self._check_table_size(rows)  # sources of unknown length, as they stream
             batch = columns["image"]
-            images.append(tables.MediaFiles.of(batch, self._stager, tables.IMAGE_DIR,
-                                               tables.IMAGE_SUFFIX))
+            images.append(
+                tables.MediaFiles.of(batch, self._stager, tables.IMAGE_DIR, tables.IMAGE_SUFFIX)
+            )
             boxes, layers = tables.image_layers(batch[0])
             if "ground_truth" in layers:
-                masks.append(tables.MediaFiles.of([tables.image_layers(im)[1]["ground_truth"]
-                                                   for im in batch], self._stager,
-                                                  tables.MASK_DIR, tables.MASK_SUFFIX))
+                masks.append(
+                    tables.MediaFiles.of(
+                        [tables.image_layers(im)[1]["ground_truth"] for im in batch],
+                        self._stager,
+                        tables.MASK_DIR,
+                        tables.MASK_SUFFIX,
+                    )
+                )
             elif not boxes and not layers:  # plain images: serialized from their arrays
                 columns["image"] = tables.ImageColumn(images[-1], slice(0, len(batch)))
             self.data_table.add_columns(columns)  # serialized now: no row outlives its batch
@@ -626,9 +646,13 @@ class TaskEvalCallback(WandbEvalCallback):
             raise FastEvalInputError("validation_data is empty")
         files = tables.MediaFiles.concat(images)
         masks = tables.MediaFiles.concat(masks) if masks else None
-        self._built_eval_set = EvalSet(np.concatenate(ids), files,
-                                       _concat(targets) if self.stores_targets else None,
-                                       *first, masks=masks)
+        self._built_eval_set = EvalSet(
+            np.concatenate(ids),
+            files,
+            _concat(targets) if self.stores_targets else None,
+            *first,
+            masks=masks,
+        )
         self._staged_index = tables.MediaIndex.from_files(artifact, [files, masks])
         self._stager = None
 
@@ -646,13 +670,13 @@ class TaskEvalCallback(WandbEvalCallback):
                 return
             last = now
             of = "" if total is None else f"/{total:,} ({100 * rows / max(total, 1):.0f}%)"
-            print(f"fastevalcb: {self.task} data table: {rows:,}{of} rows in "
-                  f"{now - started:.0f} s")
+            print(f"fastevalcb: {self.task} data table: {rows:,}{of} rows in {now - started:.0f} s")
 
         return report
 
-    def log_data_table(self, name: str | None = None, type: str = "dataset",
-                       table_name: str = "val_data") -> None:
+    def log_data_table(
+        self, name: str | None = None, type: str = "dataset", table_name: str = "val_data"
+    ) -> None:
         """Log the data table, then keep only its arrays (:class:`EvalSet`): no row, image
         object or per-file dict stays in memory for the rest of the fit."""
         super().log_data_table(name or self.data_artifact_name, type, table_name)
@@ -666,17 +690,26 @@ class TaskEvalCallback(WandbEvalCallback):
         pred batch: by reference, as arrays; read as a sequence, media objects sharing
         the data table's files."""
         eval_set = self._eval_set
-        return tables.ImageColumn(eval_set.images, rows, eval_set.masks,
-                                  self.mask_labels)
+        return tables.ImageColumn(eval_set.images, rows, eval_set.masks, self.mask_labels)
 
     # -- predictions (every log) -----------------------------------------------------------
     def add_model_predictions(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         """Run the compiled forward pass; the worker builds and logs the version."""
-        context = self._log_context or {"epoch": epoch, "global_step": self._global_step,
-                                        "trigger": "epoch_end", "alias": f"epoch-{epoch}"}
-        self._predict_and_queue(_Version(context["epoch"], context["global_step"],
-                                         context["trigger"], context["alias"],
-                                         time.perf_counter()))
+        context = self._log_context or {
+            "epoch": epoch,
+            "global_step": self._global_step,
+            "trigger": "epoch_end",
+            "alias": f"epoch-{epoch}",
+        }
+        self._predict_and_queue(
+            _Version(
+                context["epoch"],
+                context["global_step"],
+                context["trigger"],
+                context["alias"],
+                time.perf_counter(),
+            )
+        )
 
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         multi_worker = self._dist.multi_worker
@@ -696,9 +729,14 @@ class TaskEvalCallback(WandbEvalCallback):
             self._raise_worker_errors()
 
     def _predict_and_queue(self, version: _Version) -> None:
-        version.timing = {"epoch": version.epoch, "global_step": version.global_step,
-                          "trigger": version.trigger, "samples": None, "eval_s": None,
-                          "logged_s": None}
+        version.timing = {
+            "epoch": version.epoch,
+            "global_step": version.global_step,
+            "trigger": version.trigger,
+            "samples": None,
+            "eval_s": None,
+            "logged_s": None,
+        }
         with self._lock:
             self.timings.append(version.timing)
         progbar = self._progbar()
@@ -708,23 +746,27 @@ class TaskEvalCallback(WandbEvalCallback):
 
         def queue(batch: PredictionBatch) -> None:
             nonlocal batches
-            self._worker.submit(self._job, "pred table", self._add_batch, version, batch,
-                                nbytes=_nbytes(batch))
+            self._worker.submit(
+                self._job, "pred table", self._add_batch, version, batch, nbytes=_nbytes(batch)
+            )
             batches += 1
             if progbar is not None:
                 progbar.update(batches)
 
         # Sharded multi-worker: each batch is a collective, so a failure keeps drawing them.
         with self._worker.hold():  # the worker waits for the pass (no GIL contention)
-            distributed.for_each(self.predictor.iter_batches(self.model), queue,
-                                 drain=self._dist.sharded)
+            distributed.for_each(
+                self.predictor.iter_batches(self.model), queue, drain=self._dist.sharded
+            )
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
         with self._lock:
             version.timing["eval_s"] = eval_s
         if self._verbosity() == 2:
-            print(f"fastevalcb: {self.task} eval ({version.alias}) {batches} batches "
-                  f"in {eval_s:.2f} s; writing in the background")
+            print(
+                f"fastevalcb: {self.task} eval ({version.alias}) {batches} batches "
+                f"in {eval_s:.2f} s; writing in the background"
+            )
 
     def _job(self, stage: str, fn: Callable[..., None], version: _Version, *args: Any) -> None:
         """A worker job. An error warns once (or, strict, is kept for the training thread)
@@ -775,8 +817,7 @@ class TaskEvalCallback(WandbEvalCallback):
     # -- retrying what transient errors refused ------------------------------------------
     def _transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is kept for a retry (not in strict mode, not multi-worker)."""
-        return (not self.strict and not self._dist.multi_worker
-                and transient_cause(exc) is not None)
+        return not self.strict and not self._dist.multi_worker and transient_cause(exc) is not None
 
     def _retry_later(self, stage: str, exc: BaseException) -> bool:
         if stage != "data table" or not self._transient(exc):
@@ -806,9 +847,12 @@ class TaskEvalCallback(WandbEvalCallback):
         """Keep a refused (or deferred) version for a retry, or give it up."""
         if version.kept is None:
             cause = version.transient or self._retries.data_table
-            self._give_up(version.describe(), "its predictions were larger than the queue's "
-                          f"byte budget (max_queue_mb) to keep for a retry; cause: "
-                          f"{_cause(cause) if cause is not None else 'an earlier refusal'}")
+            self._give_up(
+                version.describe(),
+                "its predictions were larger than the queue's "
+                f"byte budget (max_queue_mb) to keep for a retry; cause: "
+                f"{_cause(cause) if cause is not None else 'an earlier refusal'}",
+            )
             return
         self._retries.parked.append(version)
 
@@ -889,8 +933,11 @@ class TaskEvalCallback(WandbEvalCallback):
         from fastevalcb.callback import FastEvalWarning
 
         listed = "; ".join(f"{which}: {why}" for which, why in lost)
-        warnings.warn(f"fastevalcb: {len(lost)} table(s) not written after transient write "
-                      f"errors: {listed}", FastEvalWarning, stacklevel=2)
+        warnings.warn(
+            f"fastevalcb: {len(lost)} table(s) not written after transient write errors: {listed}",
+            FastEvalWarning,
+            stacklevel=2,
+        )
 
     def _add_batch(self, version: _Version, batch: PredictionBatch) -> None:
         eval_set = self._eval_set
@@ -899,19 +946,25 @@ class TaskEvalCallback(WandbEvalCallback):
             eval_set.check_same_samples(index, batch.y)
         rows = eval_set.rows(index)
         n = len(index)
-        labels = (_take(eval_set.targets, rows) if self.stores_targets
-                  else self._labels(batch.y, index, (n, *self._image_shape)))
-        columns = {"epoch": [version.epoch] * n, "step": [version.global_step] * n,
-                   "id": index.tolist()}
-        columns.update(self._pred_columns_for(version, batch, labels,
-                                              self._base_images(rows)))
+        labels = (
+            _take(eval_set.targets, rows)
+            if self.stores_targets
+            else self._labels(batch.y, index, (n, *self._image_shape))
+        )
+        columns = {
+            "epoch": [version.epoch] * n,
+            "step": [version.global_step] * n,
+            "id": index.tolist(),
+        }
+        columns.update(self._pred_columns_for(version, batch, labels, self._base_images(rows)))
         self._version_table(version).add_columns(columns)
         version.samples += n
 
     def _version_table(self, version: _Version) -> tables.StreamedTable:
         if version.table is None:
             version.table = tables.StreamedTable(
-                self.pred_table_columns, tables.pred_artifact(self._run_obj), self._media_index)
+                self.pred_table_columns, tables.pred_artifact(self._run_obj), self._media_index
+            )
         return version.table
 
     def _pred_stager(self, version: _Version) -> tables.Stager:
@@ -927,8 +980,12 @@ class TaskEvalCallback(WandbEvalCallback):
         only: the artifact is never logged twice."""
         if version.metrics is None:
             table = self._version_table(version)
-            context = {"epoch": version.epoch, "global_step": version.global_step,
-                       "trigger": version.trigger, "alias": version.alias}
+            context = {
+                "epoch": version.epoch,
+                "global_step": version.global_step,
+                "trigger": version.trigger,
+                "alias": version.alias,
+            }
             self._write_version(table, context, run=self._run_obj)
             version.table = version.stager = None
             metrics = self._quality.finish(version, self._summary(version.state))
@@ -939,8 +996,10 @@ class TaskEvalCallback(WandbEvalCallback):
                 version.timing["samples"] = version.samples
                 version.timing["metrics"] = dict(summary)
             version.metrics = summary
-        charts = {f"{self.metrics_prefix}/{k}": v  # metric tables and plots, one log; new
-                  for k, v in self._summary_charts(version.state).items()}  # each attempt
+        charts = {
+            f"{self.metrics_prefix}/{k}": v  # metric tables and plots, one log; new
+            for k, v in self._summary_charts(version.state).items()
+        }  # each attempt
         tables.log_metrics(self._run_obj, {**version.metrics, **charts})
         with self._lock:
             version.timing["logged_s"] = time.perf_counter() - version.started
@@ -997,8 +1056,10 @@ class TaskEvalCallback(WandbEvalCallback):
         with self._guard("kernel warmup", fatal=()):
             seconds = sum(kernels.warmup(self.kernel_groups).values())
             if seconds > 1 and self._verbosity() >= 1:
-                print(f"fastevalcb: compiled the {self.task} kernels in {seconds:.1f} s "
-                      "(cached for later processes)")
+                print(
+                    f"fastevalcb: compiled the {self.task} kernels in {seconds:.1f} s "
+                    "(cached for later processes)"
+                )
 
     def _prepare_model(self) -> PredictionBatch:
         """Build the compiled step and check the model's outputs on one batch.
@@ -1035,12 +1096,16 @@ class TaskEvalCallback(WandbEvalCallback):
         if custom:
             where += ", then your output= function"
             if backend != "tensorflow":
-                where += (" (it runs inside the compiled step: on JAX write it in keras.ops, "
-                          "not TensorFlow)")
+                where += (
+                    " (it runs inside the compiled step: on JAX write it in keras.ops, "
+                    "not TensorFlow)"
+                )
         elif self._output_fn() is not None:
             where += f", then the {self.task} post-processing"
-        return (f"the compiled predict step failed on the first validation batch on the "
-                f"{backend} backend, in {where}: {type(exc).__name__}: {exc}")
+        return (
+            f"the compiled predict step failed on the first validation batch on the "
+            f"{backend} backend, in {where}: {type(exc).__name__}: {exc}"
+        )
 
     def _check_resize(self, batch: PredictionBatch) -> None:
         """Predictions are at the model's resolution; the tables show the user's images.
@@ -1054,17 +1119,24 @@ class TaskEvalCallback(WandbEvalCallback):
         if model_hw is None or image_hw is None or model_hw == image_hw:
             return
         same_aspect = abs(model_hw[0] * image_hw[1] - model_hw[1] * image_hw[0]) < 1e-6
-        resizing = getattr(getattr(getattr(self.model, "preprocessor", None),
-                                   "image_converter", None), "resizing", None)
-        reshapes = [name for name in ("crop_to_aspect_ratio", "pad_to_aspect_ratio")
-                    if getattr(resizing, name, False)]
+        resizing = getattr(
+            getattr(getattr(self.model, "preprocessor", None), "image_converter", None),
+            "resizing",
+            None,
+        )
+        reshapes = [
+            name
+            for name in ("crop_to_aspect_ratio", "pad_to_aspect_ratio")
+            if getattr(resizing, name, False)
+        ]
         if not same_aspect and reshapes:
             raise FastEvalInputError(
                 f"the model's preprocessor resizes the {image_hw[0]}x{image_hw[1]} validation "
                 f"images to {model_hw[0]}x{model_hw[1]} with {reshapes[0]}=True, so its "
                 "predictions cannot be mapped back onto the images the tables show. Pass "
                 f"validation images with the model's aspect ratio ({model_hw[0]}:"
-                f"{model_hw[1]}), or an image converter with {reshapes[0]}=False")
+                f"{model_hw[1]}), or an image converter with {reshapes[0]}=False"
+            )
 
     def _verbosity(self) -> int:
         if self.verbose != "auto":
@@ -1081,4 +1153,3 @@ class TaskEvalCallback(WandbEvalCallback):
             return None
         print(f"\nfastevalcb: {self.task} eval")
         return _keras.progbar(self.model, math.ceil(len(selected) / size), unit_name="batch")
-

@@ -45,8 +45,9 @@ def check_metrics(metrics: Iterable[str] | None, task: str) -> frozenset[str]:
     asked = list(metrics)
     unknown = [m for m in asked if m not in known]
     if unknown:
-        raise ValueError(f"unknown metrics groups {unknown} for {task}; expected some of "
-                         f"{list(known)}")
+        raise ValueError(
+            f"unknown metrics groups {unknown} for {task}; expected some of {list(known)}"
+        )
     return frozenset(asked)
 
 
@@ -76,8 +77,9 @@ def _typed_table(columns: list[str], rows: list[list], dtypes: list[type]) -> An
     return wandb.Table(columns=columns, data=rows, dtype=dtypes, optional=False)
 
 
-def fold_classes(matrix: np.ndarray, names: Sequence[str], max_classes: int,
-                 keep_last: bool = False) -> tuple[np.ndarray, list[str]]:
+def fold_classes(
+    matrix: np.ndarray, names: Sequence[str], max_classes: int, keep_last: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """At most ``max_classes`` rows/columns: the classes with the most true samples (rows
     summed, ties by id), the rest summed into ``"(other)"``. ``keep_last`` always keeps
     the last class (detection's background)."""
@@ -101,20 +103,30 @@ def fold_classes(matrix: np.ndarray, names: Sequence[str], max_classes: int,
     return folded, labels
 
 
-def confusion_chart(matrix: np.ndarray, names: Sequence[str], title: str,
-                    max_classes: int = 30, keep_last: bool = False) -> Any:
+def confusion_chart(
+    matrix: np.ndarray,
+    names: Sequence[str],
+    title: str,
+    max_classes: int = 30,
+    keep_last: bool = False,
+) -> Any:
     """``wandb.plot.confusion_matrix``'s chart (``Actual, Predicted, nPredictions``) from a
     ``[true, predicted]`` count matrix."""
     import wandb
 
-    folded, labels = fold_classes(np.asarray(matrix, np.int64), names, max_classes,
-                                  keep_last)
-    data = [[labels[i], labels[j], int(folded[i, j])]
-            for i in range(len(labels)) for j in range(len(labels))]
+    folded, labels = fold_classes(np.asarray(matrix, np.int64), names, max_classes, keep_last)
+    data = [
+        [labels[i], labels[j], int(folded[i, j])]
+        for i in range(len(labels))
+        for j in range(len(labels))
+    ]
     table = _typed_table(["Actual", "Predicted", "nPredictions"], data, [str, str, int])
-    return wandb.plot_table("wandb/confusion_matrix/v1", table,
-                            {"Actual": "Actual", "Predicted": "Predicted",
-                             "nPredictions": "nPredictions"}, {"title": title})
+    return wandb.plot_table(
+        "wandb/confusion_matrix/v1",
+        table,
+        {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+        {"title": title},
+    )
 
 
 def top_k_by_support(support: np.ndarray, top_k: int) -> np.ndarray:
@@ -130,27 +142,39 @@ def pr_chart(recall: np.ndarray, precision: np.ndarray, keys: Sequence[str], tit
     import wandb
 
     recall = np.broadcast_to(np.asarray(recall, np.float64), np.shape(precision))
-    data = [[key, float(p), float(r)] for key, prow, rrow in zip(keys, precision, recall)
-            for r, p in zip(rrow, prow) if math.isfinite(float(p)) and math.isfinite(float(r))]
+    data = [
+        [key, float(p), float(r)]
+        for key, prow, rrow in zip(keys, precision, recall)
+        for r, p in zip(rrow, prow)
+        if math.isfinite(float(p)) and math.isfinite(float(r))
+    ]
     table = _typed_table(["class", "precision", "recall"], data, [str, float, float])
-    return wandb.plot_table("wandb/area-under-curve/v0", table,
-                            {"x": "recall", "y": "precision", "class": "class"},
-                            {"title": title, "x-axis-title": "Recall",
-                             "y-axis-title": "Precision"})
+    return wandb.plot_table(
+        "wandb/area-under-curve/v0",
+        table,
+        {"x": "recall", "y": "precision", "class": "class"},
+        {"title": title, "x-axis-title": "Recall", "y-axis-title": "Precision"},
+    )
 
 
-def line_chart(xs: np.ndarray, ys: np.ndarray, keys: Sequence[str], title: str,
-               xname: str) -> Any:
+def line_chart(xs: np.ndarray, ys: np.ndarray, keys: Sequence[str], title: str, xname: str) -> Any:
     """``wandb.plot.line_series``' chart: one line per row of ``ys`` ``(K, P)`` over ``xs``
     ``(P,)``; NaN points are left out."""
     import wandb
 
-    data = [[float(x), key, float(y)] for key, row in zip(keys, ys)
-            for x, y in zip(xs, row) if math.isfinite(float(y))]
+    data = [
+        [float(x), key, float(y)]
+        for key, row in zip(keys, ys)
+        for x, y in zip(xs, row)
+        if math.isfinite(float(y))
+    ]
     table = _typed_table(["step", "lineKey", "lineVal"], data, [float, str, float])
-    return wandb.plot_table("wandb/lineseries/v0", table,
-                            {"step": "step", "lineKey": "lineKey", "lineVal": "lineVal"},
-                            {"title": title, "xname": xname})
+    return wandb.plot_table(
+        "wandb/lineseries/v0",
+        table,
+        {"step": "step", "lineKey": "lineKey", "lineVal": "lineVal"},
+        {"title": title, "xname": xname},
+    )
 
 
 def nan_if_negative(value: float) -> float:

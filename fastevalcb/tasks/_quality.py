@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb.kernels.boxes import (DEGENERATE_BOX as DEGENERATE,
-                                      NON_FINITE_BOX as NON_FINITE, VALID_BOX as VALID,
-                                      box_validity)
+from fastevalcb.kernels.boxes import DEGENERATE_BOX as DEGENERATE
+from fastevalcb.kernels.boxes import NON_FINITE_BOX as NON_FINITE
+from fastevalcb.kernels.boxes import VALID_BOX as VALID
+from fastevalcb.kernels.boxes import box_validity
 
 
 class BoxCheck:
@@ -39,8 +40,9 @@ class BoxCheck:
         self.drop_degenerate = drop_degenerate  # False: counted, kept (COCO scores them)
         self.finite = self.non_finite = self.degenerate = np.zeros(0, np.int64)
 
-    def __call__(self, boxes: np.ndarray, scores: np.ndarray, padding: np.ndarray,
-                 box_format: str) -> np.ndarray:
+    def __call__(
+        self, boxes: np.ndarray, scores: np.ndarray, padding: np.ndarray, box_format: str
+    ) -> np.ndarray:
         """``(B, K)`` bool: the non-padding boxes that must not be drawn or scored."""
         code = box_validity(boxes, scores, box_format, skip=padding)
         self.non_finite = (code == NON_FINITE).sum(axis=1)
@@ -67,8 +69,14 @@ class NonFiniteCounter:
         """A new ``fit``: warn again."""
         self._warned = set()
 
-    def add(self, version: Any, index: Any, finite: Any, non_finite_boxes: Any = None,
-            degenerate: Any = None) -> list[bool]:
+    def add(
+        self,
+        version: Any,
+        index: Any,
+        finite: Any,
+        non_finite_boxes: Any = None,
+        degenerate: Any = None,
+    ) -> list[bool]:
         """Count one batch.
 
         Args:
@@ -83,9 +91,17 @@ class NonFiniteCounter:
         """
         finite = np.asarray(finite, bool).reshape(-1)
         ids = np.asarray(index).reshape(-1)
-        state = version.state.setdefault("quality", {
-            "non_finite": 0, "first": None, "boxes": 0, "degenerate": 0,
-            "degenerate_samples": 0, "first_degenerate": None})
+        state = version.state.setdefault(
+            "quality",
+            {
+                "non_finite": 0,
+                "first": None,
+                "boxes": 0,
+                "degenerate": 0,
+                "degenerate_samples": 0,
+                "first_degenerate": None,
+            },
+        )
         bad = np.flatnonzero(~finite)
         if bad.size:
             state["non_finite"] += int(bad.size)
@@ -110,24 +126,32 @@ class NonFiniteCounter:
         where = f"epoch {version.epoch} (step {version.global_step})"
         if state["non_finite"]:
             metrics = {name: float("nan") for name in metrics}
-            boxes = (f" ({state['boxes']} boxes or scores, dropped from the overlay and the "
-                     "metrics)" if state["boxes"] else "")
+            boxes = (
+                f" ({state['boxes']} boxes or scores, dropped from the overlay and the metrics)"
+                if state["boxes"]
+                else ""
+            )
             self._warn_once(
                 "non_finite",
                 f"fastevalcb: {state['non_finite']} of {version.samples} {self.task} samples "
                 f"had non-finite predictions (NaN/inf){boxes} at {where}; first sample id "
                 f"{state['first']}. Their rows have finite=False and this version's summary "
-                "metrics are NaN (the model may have diverged). Warned once per fit.")
+                "metrics are NaN (the model may have diverged). Warned once per fit.",
+            )
         if state["degenerate"]:
             self._warn_once(
                 "degenerate",
                 f"fastevalcb: {state['degenerate']} predicted boxes in "
                 f"{state['degenerate_samples']} samples were inverted or zero-area at {where}; "
                 f"first sample id {state['first_degenerate']}. "
-                + ("They were kept as false positives, as COCO scores them "
-                   "(drop_degenerate_boxes=True drops them)" if self.degenerate_kept else
-                   "They were dropped from the overlay and the metrics")
-                + " (is box_format right?). Warned once per fit.")
+                + (
+                    "They were kept as false positives, as COCO scores them "
+                    "(drop_degenerate_boxes=True drops them)"
+                    if self.degenerate_kept
+                    else "They were dropped from the overlay and the metrics"
+                )
+                + " (is box_format right?). Warned once per fit.",
+            )
         return metrics
 
     def _warn_once(self, kind: str, message: str) -> None:

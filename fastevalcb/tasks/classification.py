@@ -144,9 +144,11 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
         self.metrics = _metrics.check_metrics(metrics, self.task)
-        for name, value in (("pr_top_k", pr_top_k), ("max_confusion_classes",
-                                                     max_confusion_classes),
-                            ("calibration_bins", calibration_bins)):
+        for name, value in (
+            ("pr_top_k", pr_top_k),
+            ("max_confusion_classes", max_confusion_classes),
+            ("calibration_bins", calibration_bins),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.pr_top_k, self.max_confusion_classes = pr_top_k, max(max_confusion_classes, 2)
@@ -165,10 +167,33 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     def pred_columns(self) -> list[str]:
         if self.multi_label:
-            return ["epoch", "step", "id", "image", "label", "pred", "hits", "f1",
-                    "exact_match", "top_k", "top_k_scores", "finite"]
-        return ["epoch", "step", "id", "image", "label", "pred", "confidence", "correct",
-                "top_k", "top_k_scores", "finite"]
+            return [
+                "epoch",
+                "step",
+                "id",
+                "image",
+                "label",
+                "pred",
+                "hits",
+                "f1",
+                "exact_match",
+                "top_k",
+                "top_k_scores",
+                "finite",
+            ]
+        return [
+            "epoch",
+            "step",
+            "id",
+            "image",
+            "label",
+            "pred",
+            "confidence",
+            "correct",
+            "top_k",
+            "top_k_scores",
+            "finite",
+        ]
 
     # -- steps ---------------------------------------------------------------------------
     def _output_fn(self) -> Callable | None:
@@ -182,23 +207,27 @@ class ClassificationEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"the model must output (batch, {c}) class scores for {c} class_names"
                 + (" (or (batch, 1) for a one-unit sigmoid head)" if c == 2 else "")
-                + f", got {shape}; pass output=<function> (keras.ops) to map the model's outputs to "
-                "class scores")
+                + f", got {shape}; pass output=<function> (keras.ops) to map the model's "
+                "outputs to class scores"
+            )
         self._binary = out.shape[1] == 1 and c != 1
         if self._binary and c != 2:
             raise FastEvalInputError(
                 f"a one-unit sigmoid head (batch, 1) needs two class_names [class 0, class "
-                f"1], got {c}; for {c} classes the model must output (batch, {c})")
+                f"1], got {c}; for {c} classes the model must output (batch, {c})"
+            )
         if self.multi_label and self._binary:
             raise FastEvalInputError(
                 "multi_label=True needs one sigmoid unit per class: (batch, 2) for 2 "
-                "class_names, got (batch, 1)")
+                "class_names, got (batch, 1)"
+            )
         if self.output == "auto":
             if self._binary or self.multi_label:
                 self._from_logits = not _in_unit_range(out)
             else:
                 self._from_logits = not (
-                    _in_unit_range(out) and np.allclose(out.sum(axis=1), 1, atol=1e-3))
+                    _in_unit_range(out) and np.allclose(out.sum(axis=1), 1, atol=1e-3)
+                )
 
     def _labels(self, y: Any, index: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
         if self.multi_label:
@@ -212,7 +241,8 @@ class ClassificationEvalCallback(TaskEvalCallback):
             if np.all(hot) and np.any(arr.sum(axis=1) != 1):
                 raise FastEvalInputError(
                     f"labels of shape (N, {self.num_classes}) are 0/1 but not one-hot (a row "
-                    "has other than one 1): multi-hot labels want multi_label=True")
+                    "has other than one 1): multi-hot labels want multi_label=True"
+                )
             arr = np.argmax(arr, axis=1)  # one-hot
         if arr.shape != (n,):
             raise FastEvalInputError(
@@ -220,11 +250,12 @@ class ClassificationEvalCallback(TaskEvalCallback):
                 f"{self.num_classes}); got shape {tuple(np.shape(y))[1:]} per batch of {n}"
                 + ("; multi-hot labels want multi_label=True" if arr.ndim == 2 else "")
             )
-        if not np.issubdtype(arr.dtype, np.integer):
-            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise FastEvalInputError(
-                    f"labels must be integer class ids, got non-integral values of dtype {arr.dtype}"
-                )
+        if not np.issubdtype(arr.dtype, np.integer) and (
+            not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
+        ):
+            raise FastEvalInputError(
+                f"labels must be integer class ids, got non-integral values of dtype {arr.dtype}"
+            )
         ids = arr.astype(np.int64)
         check_class_range(ids, self.num_classes, "label", index)
         return ids
@@ -236,20 +267,21 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if arr.shape != (n, c):
             raise FastEvalInputError(
                 f"multi_label=True wants multi-hot labels of shape (N, {c}) (one 0/1 column "
-                f"per class name), got shape {tuple(arr.shape)[1:]} per batch of {n}")
+                f"per class name), got shape {tuple(arr.shape)[1:]} per batch of {n}"
+            )
         bad = ~((arr == 0) | (arr == 1))
         if np.any(bad):
             row, col = np.argwhere(bad)[0]
             raise FastEvalInputError(
                 f"multi-hot labels must be 0 or 1, got {arr[row, col].tolist()!r} for sample "
-                f"{int(index[row])}, class {self.class_names[col]!r}")
+                f"{int(index[row])}, class {self.class_names[col]!r}"
+            )
         return arr.astype(bool)
 
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
         return {
             "id": index.tolist(),
-            "image": build_images(images, compress_level=self.compress_level,
-                                  stager=self._stager),
+            "image": build_images(images, compress_level=self.compress_level, stager=self._stager),
             "label": self._names(labels),
         }
 
@@ -260,11 +292,13 @@ class ClassificationEvalCallback(TaskEvalCallback):
             return [names[row].tolist() for row in labels]
         return names[labels].tolist()
 
-    def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
-                          base_images: list) -> dict:
+    def _pred_columns_for(
+        self, version: _Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
+    ) -> dict:
         if self.multi_label:
-            return self._multi_label_columns(version, batch.outputs, labels, base_images,
-                                             batch.index)
+            return self._multi_label_columns(
+                version, batch.outputs, labels, base_images, batch.index
+            )
         scores, from_logits = batch.outputs, self._from_logits
         if self._binary:
             scores, from_logits = binary_probabilities(scores, from_logits), False
@@ -272,7 +306,8 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if from_logits and "pr_curve" in self.metrics:  # the PR histograms want them too
             scores, from_logits = softmax(scores), False
         pred, conf, topk_ids, topk_scores, correct = classification_summary(
-            scores, labels, self.top_k, from_logits)
+            scores, labels, self.top_k, from_logits
+        )
         correct = correct & finite
         in_top_k = (topk_ids == labels[:, None]).any(axis=1) & finite
         state = version.state
@@ -292,25 +327,39 @@ class ClassificationEvalCallback(TaskEvalCallback):
             "finite": self._quality.add(version, batch.index, finite),
         }
 
-    def _multi_label_columns(self, version: _Version, outputs: np.ndarray, labels: np.ndarray,
-                             base_images: list, index: np.ndarray) -> dict:
+    def _multi_label_columns(
+        self,
+        version: _Version,
+        outputs: np.ndarray,
+        labels: np.ndarray,
+        base_images: list,
+        index: np.ndarray,
+    ) -> dict:
         probs, pred, hits, num_pred, num_true = multilabel_summary(
-            outputs, labels, self.threshold, self._from_logits)
+            outputs, labels, self.threshold, self._from_logits
+        )
         total = num_pred + num_true
         f1 = np.where(total > 0, 2 * hits / np.maximum(total, 1), 1.0)
         finite = np.isfinite(outputs).all(axis=1)  # a NaN/inf row never matches
         exact = (hits == num_pred) & (hits == num_true) & finite
         topk_ids, topk_scores = topk(probs, self.top_k)
         state = version.state
-        for key, value in (("class_tp", (pred & labels).sum(axis=0)),
-                           ("class_pred", pred.sum(axis=0)), ("class_true", labels.sum(axis=0))):
+        for key, value in (
+            ("class_tp", (pred & labels).sum(axis=0)),
+            ("class_pred", pred.sum(axis=0)),
+            ("class_true", labels.sum(axis=0)),
+        ):
             state[key] = state.get(key, 0) + value
         if "pr_curve" in self.metrics:
             state["pr"] = score_histograms(probs, labels, PR_EDGES, state.get("pr"))
-        for key, value in (("n", len(labels)), ("exact", int(exact.sum())),
-                           ("f1", float(f1.sum())), ("tp", int(hits.sum())),
-                           ("fp", int((num_pred - hits).sum())),
-                           ("fn", int((num_true - hits).sum()))):
+        for key, value in (
+            ("n", len(labels)),
+            ("exact", int(exact.sum())),
+            ("f1", float(f1.sum())),
+            ("tp", int(hits.sum())),
+            ("fp", int((num_pred - hits).sum())),
+            ("fn", int((num_true - hits).sum())),
+        ):
             state[key] = state.get(key, 0) + value
         names = np.asarray(self.class_names, dtype=object)
         return {
@@ -326,8 +375,15 @@ class ClassificationEvalCallback(TaskEvalCallback):
         }
 
     # -- summary metrics (on the worker, per version) -----------------------------------
-    def _add_to_metrics(self, state: dict[str, Any], probs: np.ndarray, labels: np.ndarray,
-                        pred: np.ndarray, conf: np.ndarray, correct: np.ndarray) -> None:
+    def _add_to_metrics(
+        self,
+        state: dict[str, Any],
+        probs: np.ndarray,
+        labels: np.ndarray,
+        pred: np.ndarray,
+        conf: np.ndarray,
+        correct: np.ndarray,
+    ) -> None:
         """Fold one single-label batch into the version's bounded accumulators: the
         confusion counts, the PR histograms, the calibration bins."""
         c = self.num_classes
@@ -335,8 +391,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
         if "pr_curve" in self.metrics:
             state["pr"] = score_histograms(probs, labels, PR_EDGES, state.get("pr"))
         if "calibration" in self.metrics:
-            state["calibration"] = calibration_bins(conf, correct, self.calibration_bins,
-                                                    state.get("calibration"))
+            state["calibration"] = calibration_bins(
+                conf, correct, self.calibration_bins, state.get("calibration")
+            )
 
     def _class_scores(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
         """Per-class support, predicted, precision, recall, F1 (NaN where 0/0)."""
@@ -344,11 +401,15 @@ class ClassificationEvalCallback(TaskEvalCallback):
             return per_class_scores(state["confusion"])
         tp, predicted, support = state["class_tp"], state["class_pred"], state["class_true"]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return {"support": support, "predicted": predicted,
-                    "precision": np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan),
-                    "recall": np.where(support > 0, tp / np.maximum(support, 1), np.nan),
-                    "f1": np.where(support + predicted > 0,
-                                   2 * tp / np.maximum(support + predicted, 1), np.nan)}
+            return {
+                "support": support,
+                "predicted": predicted,
+                "precision": np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan),
+                "recall": np.where(support > 0, tp / np.maximum(support, 1), np.nan),
+                "f1": np.where(
+                    support + predicted > 0, 2 * tp / np.maximum(support + predicted, 1), np.nan
+                ),
+            }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         n = state.get("n", 0)
@@ -356,18 +417,32 @@ class ClassificationEvalCallback(TaskEvalCallback):
             return {}
         scores = self._class_scores(state)
         # scikit-learn's labels: those seen (single-label), every column (multi-label)
-        over = (np.ones(self.num_classes, bool) if self.multi_label
-                else (scores["support"] + scores["predicted"]) > 0)
-        out = {f"macro_{name}": _metrics.macro(scores[name], over)
-               for name in ("precision", "recall", "f1")}
+        over = (
+            np.ones(self.num_classes, bool)
+            if self.multi_label
+            else (scores["support"] + scores["predicted"]) > 0
+        )
+        out = {
+            f"macro_{name}": _metrics.macro(scores[name], over)
+            for name in ("precision", "recall", "f1")
+        }
         if self.multi_label:
             tp, wrong = state["tp"], state["fp"] + state["fn"]
-            out.update({"subset_accuracy": state["exact"] / n, "mean_f1": state["f1"] / n,
-                        "micro_f1": 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")})
+            out.update(
+                {
+                    "subset_accuracy": state["exact"] / n,
+                    "mean_f1": state["f1"] / n,
+                    "micro_f1": 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan"),
+                }
+            )
             return out
-        out.update({"accuracy": state["correct"] / n,
-                    f"top_{self.top_k}_accuracy": state["top_k"] / n,
-                    "micro_f1": state["correct"] / n})
+        out.update(
+            {
+                "accuracy": state["correct"] / n,
+                f"top_{self.top_k}_accuracy": state["top_k"] / n,
+                "micro_f1": state["correct"] / n,
+            }
+        )
         if "calibration" in state:
             out["ece"] = expected_calibration_error(*state["calibration"])
         return out
@@ -378,13 +453,16 @@ class ClassificationEvalCallback(TaskEvalCallback):
         scores = self._class_scores(state)
         charts: dict[str, Any] = {}
         if "per_class" in self.metrics:
-            charts["per_class"] = _metrics.per_class_table({
-                "class": list(self.class_names),
-                **{k: scores[k] for k in ("support", "predicted", "precision", "recall",
-                                          "f1")}})
+            charts["per_class"] = _metrics.per_class_table(
+                {
+                    "class": list(self.class_names),
+                    **{k: scores[k] for k in ("support", "predicted", "precision", "recall", "f1")},
+                }
+            )
         if "confusion_matrix" in self.metrics and "confusion" in state:
             charts["confusion_matrix"] = _metrics.confusion_chart(
-                state["confusion"], self.class_names, "Classes", self.max_confusion_classes)
+                state["confusion"], self.class_names, "Classes", self.max_confusion_classes
+            )
         if "pr" in state:
             precision, recall = pr_curves(*state["pr"])
             top = _metrics.top_k_by_support(scores["support"], self.pr_top_k)
@@ -394,9 +472,11 @@ class ClassificationEvalCallback(TaskEvalCallback):
                     warnings.simplefilter("ignore", RuntimeWarning)
                     means = [np.nanmean(a[present], axis=0) for a in (recall, precision)]
                 charts["pr_curve"] = _metrics.pr_chart(
-                    np.vstack([recall[top], means[0]]), np.vstack([precision[top], means[1]]),
+                    np.vstack([recall[top], means[0]]),
+                    np.vstack([precision[top], means[1]]),
                     [self.class_names[c] for c in top] + ["mean"],
-                    "One-vs-rest precision-recall")
+                    "One-vs-rest precision-recall",
+                )
         if "calibration" in state:
             count, conf_sum, correct_sum = state["calibration"]
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -404,6 +484,10 @@ class ClassificationEvalCallback(TaskEvalCallback):
                 conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
             centers = (np.arange(len(count)) + 0.5) / len(count)
             charts["reliability"] = _metrics.line_chart(
-                centers, np.vstack([acc, conf]), ["accuracy", "confidence"],
-                "Reliability (bins of the top class's probability)", "confidence bin")
+                centers,
+                np.vstack([acc, conf]),
+                ["accuracy", "confidence"],
+                "Reliability (bins of the top class's probability)",
+                "confidence bin",
+            )
         return charts

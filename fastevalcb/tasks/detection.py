@@ -52,15 +52,25 @@ class Targets(PackedDetections):
     def concat(cls, parts: list[PackedDetections]) -> Targets:
         base = PackedDetections.concat(parts)
         flags = [getattr(p, "crowd", None) for p in parts]
-        crowd = (None if all(f is None for f in flags) else np.concatenate(
-            [np.zeros(len(p.class_id), bool) if f is None else f for p, f in zip(parts, flags)]))
+        crowd = (
+            None
+            if all(f is None for f in flags)
+            else np.concatenate(
+                [np.zeros(len(p.class_id), bool) if f is None else f for p, f in zip(parts, flags)]
+            )
+        )
         return cls(base.offsets, base.xyxy, base.class_id, None, crowd)
 
     def slice(self, start: int, stop: int) -> Targets:
         base = PackedDetections.slice(self, start, stop)
         s, e = int(self.offsets[start]), int(self.offsets[stop])
-        return Targets(base.offsets, base.xyxy, base.class_id, None,
-                       None if self.crowd is None else self.crowd[s:e])
+        return Targets(
+            base.offsets,
+            base.xyxy,
+            base.class_id,
+            None,
+            None if self.crowd is None else self.crowd[s:e],
+        )
 
 
 def _one_key(outputs: Mapping, keys: tuple[str, ...], what: str) -> str | None:
@@ -69,7 +79,8 @@ def _one_key(outputs: Mapping, keys: tuple[str, ...], what: str) -> str | None:
     if len(found) > 1:
         raise FastEvalInputError(
             f"detection {what} has both {found[0]!r} and {found[1]!r}; keep one, or pass "
-            "adapter=<fn> to pick")
+            "adapter=<fn> to pick"
+        )
     return found[0] if found else None
 
 
@@ -95,18 +106,27 @@ def default_adapter(outputs: Any) -> dict[str, Any]:
             raise FastEvalInputError(
                 "detection outputs must be a dict with 'boxes', 'confidence' (or 'scores') and "
                 f"'labels' (or 'classes'), like KerasHub's predict; got keys {sorted(outputs)}; "
-                "pass adapter=<fn> to map them")
-        return {"boxes": outputs["boxes"], "scores": outputs[score_key],
-                "classes": outputs[label_key],
-                "num_detections": outputs[count_key] if count_key else None}
+                "pass adapter=<fn> to map them"
+            )
+        return {
+            "boxes": outputs["boxes"],
+            "scores": outputs[score_key],
+            "classes": outputs[label_key],
+            "num_detections": outputs[count_key] if count_key else None,
+        }
     if isinstance(outputs, (list, tuple)) and len(outputs) in (3, 4):
-        return {"boxes": outputs[0], "scores": outputs[1], "classes": outputs[2],
-                "num_detections": outputs[3] if len(outputs) == 4 else None}
+        return {
+            "boxes": outputs[0],
+            "scores": outputs[1],
+            "classes": outputs[2],
+            "num_detections": outputs[3] if len(outputs) == 4 else None,
+        }
     raise FastEvalInputError(
         "detection outputs must be a dict {'boxes', 'confidence', 'labels'[, "
         "'num_detections']} (KerasHub's) or {'boxes', 'scores', 'classes'}, or a tuple "
         f"(boxes, scores, classes[, num_detections]); got {type(outputs).__name__}; pass "
-        "adapter=<fn> to map the model's outputs")
+        "adapter=<fn> to map the model's outputs"
+    )
 
 
 def model_box_formats(model: Any) -> tuple[str | None, str | None]:
@@ -131,9 +151,10 @@ def model_box_formats(model: Any) -> tuple[str | None, str | None]:
 
 
 def _integral(arr: np.ndarray, what: str) -> np.ndarray:
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise FastEvalInputError(f"{what} must be integer class ids, got {arr.dtype} values")
+    if not np.issubdtype(arr.dtype, np.integer) and (
+        not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
+    ):
+        raise FastEvalInputError(f"{what} must be integer class ids, got {arr.dtype} values")
     return arr.astype(np.int64)
 
 
@@ -179,20 +200,35 @@ def detections_from_outputs(
     Returns:
         PackedDetections: ``xyxy`` float32 pixels, ``scores`` float32, ``class_id`` int32.
     """
-    boxes, scores, classes, counts, padding = padded_outputs(outputs, n, adapter, num_classes,
-                                                             index)
+    boxes, scores, classes, counts, padding = padded_outputs(
+        outputs, n, adapter, num_classes, index
+    )
     if box_check is not None:
         padding |= box_check(boxes, scores, padding, box_format)  # bad boxes: dropped
     scores = np.where(padding, np.nan, scores)  # NaN scores are dropped by the kernel
     classes = np.where(padding, 0, classes)
     return PackedDetections.from_padded(
-        boxes, classes, scores, counts, box_format=box_format, image_size=image_size,
-        clip=clip, iou_threshold=nms_iou_threshold, score_threshold=score_threshold,
-        max_detections=max_detections, num_classes=num_classes)
+        boxes,
+        classes,
+        scores,
+        counts,
+        box_format=box_format,
+        image_size=image_size,
+        clip=clip,
+        iou_threshold=nms_iou_threshold,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        num_classes=num_classes,
+    )
 
 
-def padded_outputs(outputs: Any, n: int, adapter: Callable[[Any], Any] | None,
-                   num_classes: int, index: np.ndarray | None = None) -> tuple:
+def padded_outputs(
+    outputs: Any,
+    n: int,
+    adapter: Callable[[Any], Any] | None,
+    num_classes: int,
+    index: np.ndarray | None = None,
+) -> tuple:
     """The model's outputs for ``n`` images, checked with numpy alone (no kernel: train
     begin checks the first batch with it while the worker compiles the kernels).
 
@@ -211,20 +247,26 @@ def padded_outputs(outputs: Any, n: int, adapter: Callable[[Any], Any] | None,
     scores = np.asarray(raw["scores"], np.float32)
     if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
         raise FastEvalInputError(
-            f"predicted boxes must have shape (B, K, 4), got {boxes.shape} for B={n}")
+            f"predicted boxes must have shape (B, K, 4), got {boxes.shape} for B={n}"
+        )
     k = boxes.shape[1]
     classes = _integral(np.asarray(raw["classes"]), "predicted classes")
     if scores.shape != (n, k) or classes.shape != (n, k):
         raise FastEvalInputError(
             f"predicted scores and classes must have shape ({n}, {k}) like the boxes, got "
-            f"{scores.shape} and {classes.shape}")
+            f"{scores.shape} and {classes.shape}"
+        )
     padding = (classes < 0) | ((scores == -1) & np.all(boxes == -1, axis=2))
     counts = raw.get("num_detections")
     if counts is not None:
         counts = np.clip(np.asarray(counts).reshape(n).astype(np.int64), 0, k)
         padding |= np.arange(k)[None, :] >= counts[:, None]
-    check_class_range(np.where(padding, 0, classes), num_classes, "a predicted class",
-                      np.arange(n) if index is None else index)
+    check_class_range(
+        np.where(padding, 0, classes),
+        num_classes,
+        "a predicted class",
+        np.arange(n) if index is None else index,
+    )
     return boxes, scores, classes, counts, padding
 
 
@@ -373,12 +415,16 @@ class DetectionEvalCallback(TaskEvalCallback):
             warnings.warn(
                 "DetectionEvalCallback(normalized=...) is deprecated and will be removed: "
                 "name a relative format instead, e.g. box_format='rel_xyxy' "
-                "(keras.utils.bounding_boxes' names)", DeprecationWarning, stacklevel=2)
+                "(keras.utils.bounding_boxes' names)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             if normalized:
                 box_format = box_format_name(box_format or "xyxy", normalized=True)
         self._box_format_arg = None if box_format is None else box_format_name(box_format)
-        self._target_box_format_arg = (None if target_box_format is None
-                                       else box_format_name(target_box_format))
+        self._target_box_format_arg = (
+            None if target_box_format is None else box_format_name(target_box_format)
+        )
         # Resolved when the model is known (train begin), or now when given.
         self.box_format = self._box_format_arg
         self.target_box_format = self._target_box_format_arg or self._box_format_arg
@@ -386,29 +432,35 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise ValueError(f"match_iou_threshold must be in (0, 1], got {match_iou_threshold}")
         if adapter is not None and not callable(adapter):
             raise TypeError(f"adapter must be callable, got {type(adapter).__name__}")
-        if max_detections is not None and (isinstance(max_detections, bool)
-                                           or not isinstance(max_detections, int)
-                                           or max_detections < 1):
+        if max_detections is not None and (
+            isinstance(max_detections, bool)
+            or not isinstance(max_detections, int)
+            or max_detections < 1
+        ):
             raise ValueError(
-                f"max_detections must be a positive int or None, got {max_detections!r}")
+                f"max_detections must be a positive int or None, got {max_detections!r}"
+            )
         self.adapter = adapter
         self.score_threshold = None if score_threshold is None else float(score_threshold)
         self.nms_iou_threshold = nms_iou_threshold
         self.match_iou_threshold = float(match_iou_threshold)
         self.max_detections = max_detections
-        if box_decimals is not None and (not isinstance(box_decimals, int)
-                                         or not 0 <= box_decimals <= 9):
-            raise ValueError(
-                f"box_decimals must be an int in [0, 9] or None, got {box_decimals!r}")
+        if box_decimals is not None and (
+            not isinstance(box_decimals, int) or not 0 <= box_decimals <= 9
+        ):
+            raise ValueError(f"box_decimals must be an int in [0, 9] or None, got {box_decimals!r}")
         self.box_decimals = box_decimals
         if ap_convention not in AP_CONVENTIONS:
-            raise ValueError(f"ap_convention must be one of {AP_CONVENTIONS}, got "
-                             f"{ap_convention!r}")
+            raise ValueError(
+                f"ap_convention must be one of {AP_CONVENTIONS}, got {ap_convention!r}"
+            )
         self.ap_convention = ap_convention
         self.metrics = _metrics.check_metrics(metrics, self.task)
         self.clip_boxes = bool(clip_boxes)
-        for name, value in (("pr_top_k", pr_top_k), ("max_confusion_classes",
-                                                     max_confusion_classes)):
+        for name, value in (
+            ("pr_top_k", pr_top_k),
+            ("max_confusion_classes", max_confusion_classes),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.pr_top_k, self.max_confusion_classes = pr_top_k, max(max_confusion_classes, 3)
@@ -423,35 +475,54 @@ class DetectionEvalCallback(TaskEvalCallback):
         return ["id", "image", "num_objects", "classes"]
 
     def pred_columns(self) -> list[str]:
-        return ["epoch", "step", "id", "image", "num_predictions", "tp", "fp", "fn",
-                "precision", "recall", "ap50", "finite"]
+        return [
+            "epoch",
+            "step",
+            "id",
+            "image",
+            "num_predictions",
+            "tp",
+            "fp",
+            "fn",
+            "precision",
+            "recall",
+            "ap50",
+            "finite",
+        ]
 
     # -- steps ---------------------------------------------------------------------------
     def _check_outputs(self, batch: PredictionBatch) -> None:
         self._resolve_box_formats(self.model)
         self._hw_of(batch)  # the image size must be known: raises here otherwise
         # numpy alone: a cold numba cache compiles for seconds, on the worker meanwhile
-        padded_outputs(batch.outputs, len(batch), self.adapter, self.num_classes,
-                       np.asarray(batch.index))
+        padded_outputs(
+            batch.outputs, len(batch), self.adapter, self.num_classes, np.asarray(batch.index)
+        )
 
     def _resolve_box_formats(self, model: Any) -> None:
         """Fix the predicted and target box formats now that the model is known."""
         declared, declared_target = model_box_formats(model)
         wanted = self._box_format_arg
-        if wanted is not None and declared is not None and wanted != declared \
-                and self.adapter is None:
+        if (
+            wanted is not None
+            and declared is not None
+            and wanted != declared
+            and self.adapter is None
+        ):
             raise FastEvalInputError(
                 f"box_format={wanted!r}, but {type(model).__name__}.predict returns "
                 f"{declared!r} boxes (its bounding_box_format); KerasHub detectors also train "
                 f"on targets in it. Leave box_format=None to use the model's; if only your "
                 f"validation targets are in another format, pass box_format={declared!r}, "
-                f"target_box_format={wanted!r}")
+                f"target_box_format={wanted!r}"
+            )
         box_format = wanted or declared or "xyxy"
-        target = (self._target_box_format_arg or wanted or declared_target or "xyxy")
+        target = self._target_box_format_arg or wanted or declared_target or "xyxy"
         if self._data_table_ref is not None and target != self.target_box_format:
             raise FastEvalInputError(
                 f"this run's data table was built from {self.target_box_format!r} targets, "
-                f"but this model's are {target!r}: use a new callback (or W&B run)")
+                f"but this model's are {target!r}: use a new callback (or W&B run)"
+            )
         self.box_format, self.target_box_format = box_format, target
 
     def _hw_of(self, batch: PredictionBatch) -> tuple[int, int]:
@@ -462,9 +533,14 @@ class DetectionEvalCallback(TaskEvalCallback):
             return int(spec[0]), int(spec[1])
         raise FastEvalInputError(f"cannot tell the image size from the inputs' shape {spec}")
 
-    def _predictions(self, outputs: Any, n: int, hw: tuple[int, int],
-                     index: np.ndarray | None = None,
-                     model_hw: tuple[int, int] | None = None) -> PackedDetections:
+    def _predictions(
+        self,
+        outputs: Any,
+        n: int,
+        hw: tuple[int, int],
+        index: np.ndarray | None = None,
+        model_hw: tuple[int, int] | None = None,
+    ) -> PackedDetections:
         """The model's padded outputs -> packed xyxy pixel boxes on the displayed image.
 
         Boxes come in the frame of the image the model saw (``model_hw``, after a resizing
@@ -473,18 +549,28 @@ class DetectionEvalCallback(TaskEvalCallback):
         """
         frame = model_hw or hw
         dets = detections_from_outputs(
-            outputs, n, frame, box_format=self.box_format, num_classes=self.num_classes,
-            adapter=self.adapter, score_threshold=self.score_threshold,
-            nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
-            index=index, box_check=self._box_check, clip=self.clip_boxes)
+            outputs,
+            n,
+            frame,
+            box_format=self.box_format,
+            num_classes=self.num_classes,
+            adapter=self.adapter,
+            score_threshold=self.score_threshold,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+            index=index,
+            box_check=self._box_check,
+            clip=self.clip_boxes,
+        )
         if tuple(frame) == tuple(hw):
             return dets
         sy, sx = hw[0] / frame[0], hw[1] / frame[1]
         scale = np.array([sx, sy, sx, sy], np.float32)
         return PackedDetections(dets.offsets, dets.xyxy * scale, dets.class_id, dets.scores)
 
-    def _labels(self, y: Any, index: np.ndarray,
-                image_shape: tuple[int, ...]) -> PackedDetections | None:
+    def _labels(
+        self, y: Any, index: np.ndarray, image_shape: tuple[int, ...]
+    ) -> PackedDetections | None:
         """Validated targets as packed xyxy pixels; None while the format is unknown
         (construction with ``box_format=None``: only what needs no format is checked)."""
         boxes, classes = self._check_targets(y, index)
@@ -499,15 +585,22 @@ class DetectionEvalCallback(TaskEvalCallback):
                 raise FastEvalInputError(
                     f"target boxes are {self.target_box_format!r}: fractions of the image, but "
                     f"sample {sample} has a coordinate of {float(far):g}; pixel boxes want the "
-                    f"format without rel_ (e.g. {self.target_box_format[4:]!r})")
+                    f"format without rel_ (e.g. {self.target_box_format[4:]!r})"
+                )
         order = np.argsort(~valid, axis=1, kind="stable")  # padding rows last
         boxes = np.take_along_axis(boxes, order[..., None], axis=1)
         classes = np.take_along_axis(classes, order, axis=1)
         counts = valid.sum(axis=1)
         packed = PackedDetections.from_padded(
-            boxes, np.maximum(classes, 0), None, counts,
-            box_format=self.target_box_format, image_size=hw, clip=self.clip_boxes,
-            num_classes=self.num_classes)
+            boxes,
+            np.maximum(classes, 0),
+            None,
+            counts,
+            box_format=self.target_box_format,
+            image_size=hw,
+            clip=self.clip_boxes,
+            num_classes=self.num_classes,
+        )
         crowd = _crowd_flags(y, classes.shape, index)
         if crowd is not None:  # in the packed rows' order
             crowd = np.take_along_axis(crowd, order, axis=1)
@@ -526,8 +619,9 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 "detection targets must be a dict {'boxes': (N, M, 4), 'labels': (N, M)} "
                 "(or 'classes') or a tuple (boxes, labels), padded with label -1; got "
-                f"{type(y).__name__}" + (f" with keys {sorted(y)}" if isinstance(y, Mapping)
-                                         else ""))
+                f"{type(y).__name__}"
+                + (f" with keys {sorted(y)}" if isinstance(y, Mapping) else "")
+            )
         try:
             if hasattr(boxes, "to_tensor") or hasattr(classes, "to_tensor"):
                 raise ValueError("ragged tensors")
@@ -539,17 +633,20 @@ class DetectionEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"detection targets must be padded arrays, got {exc}: pad each image's boxes "
                 "to (M, 4) with label -1 (e.g. tf.data .padded_batch(..., padding_values=-1) "
-                "or ragged.to_tensor(-1))") from None
+                "or ragged.to_tensor(-1))"
+            ) from None
         if classes.ndim == 1 and boxes.ndim == 2:  # one box per image
             boxes, classes = boxes[:, None], classes[:, None]
         if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
             raise FastEvalInputError(
                 f"target boxes must have shape (N, M, 4), got {tuple(boxes.shape)[1:]} per "
-                f"sample in a batch of {n}")
+                f"sample in a batch of {n}"
+            )
         if classes.shape != boxes.shape[:2]:
             raise FastEvalInputError(
                 f"target labels must have shape (N, {boxes.shape[1]}) like the boxes, got "
-                f"{tuple(classes.shape)}")
+                f"{tuple(classes.shape)}"
+            )
         classes = _integral(classes, "target labels")
         check_class_range(classes, self.num_classes, "a target box label", index, (-1,))
         if not np.all(np.isfinite(boxes[classes >= 0])):
@@ -557,39 +654,72 @@ class DetectionEvalCallback(TaskEvalCallback):
         _crowd_flags(y, classes.shape, index)  # checked now, whatever the box format
         return boxes, classes
 
-    def _data_columns_for(self, index: np.ndarray, images: np.ndarray,
-                          labels: PackedDetections) -> dict:
+    def _data_columns_for(
+        self, index: np.ndarray, images: np.ndarray, labels: PackedDetections
+    ) -> dict:
         names = np.asarray(self.class_names, dtype=object)
         off = labels.offsets
         return {
             "id": index.tolist(),
-            "image": build_images(images, boxes={"ground_truth": labels},
-                                  class_labels=self.class_labels,
-                                  compress_level=self.compress_level, table_only=True,
-                                  box_decimals=self.box_decimals, stager=self._stager),
+            "image": build_images(
+                images,
+                boxes={"ground_truth": labels},
+                class_labels=self.class_labels,
+                compress_level=self.compress_level,
+                table_only=True,
+                box_decimals=self.box_decimals,
+                stager=self._stager,
+            ),
             "num_objects": np.diff(off).tolist(),
-            "classes": [names[labels.class_id[off[i]:off[i + 1]]].tolist()
-                        for i in range(len(index))],
+            "classes": [
+                names[labels.class_id[off[i] : off[i + 1]]].tolist() for i in range(len(index))
+            ],
         }
 
-    def _pred_columns_for(self, version: _Version, batch: PredictionBatch,
-                          labels: PackedDetections, base_images: list) -> dict:
-        dets = self._predictions(batch.outputs, len(batch), self._image_shape[:2],
-                                 np.asarray(batch.index), batch.model_hw)
+    def _pred_columns_for(
+        self, version: _Version, batch: PredictionBatch, labels: PackedDetections, base_images: list
+    ) -> dict:
+        dets = self._predictions(
+            batch.outputs,
+            len(batch),
+            self._image_shape[:2],
+            np.asarray(batch.index),
+            batch.model_hw,
+        )
         check = self._box_check  # what _predictions just dropped, per sample
-        finite = self._quality.add(version, batch.index, check.finite, check.non_finite,
-                                   check.degenerate)
+        finite = self._quality.add(
+            version, batch.index, check.finite, check.non_finite, check.degenerate
+        )
         tp, counts = match_detections(
-            dets.offsets, dets.xyxy, dets.scores, dets.class_id,
-            labels.offsets, labels.xyxy, labels.class_id, self.match_iou_threshold)
+            dets.offsets,
+            dets.xyxy,
+            dets.scores,
+            dets.class_id,
+            labels.offsets,
+            labels.xyxy,
+            labels.class_id,
+            self.match_iou_threshold,
+        )
         precision, recall = precision_recall(counts)
-        ap = per_image_ap(dets.offsets, dets.scores, dets.class_id, tp,
-                          labels.offsets, labels.class_id, self.num_classes)
+        ap = per_image_ap(
+            dets.offsets,
+            dets.scores,
+            dets.class_id,
+            tp,
+            labels.offsets,
+            labels.class_id,
+            self.num_classes,
+        )
         self._add_to_metrics(version.state, dets, labels, tp)
         return {
-            "image": tables.LayeredImages(base_images, self.class_labels, boxes={
-                key: box_data_json(boxes, self.class_labels, "pixel", self.box_decimals)
-                for key, boxes in (("predictions", dets), ("ground_truth", labels))}),
+            "image": tables.LayeredImages(
+                base_images,
+                self.class_labels,
+                boxes={
+                    key: box_data_json(boxes, self.class_labels, "pixel", self.box_decimals)
+                    for key, boxes in (("predictions", dets), ("ground_truth", labels))
+                },
+            ),
             "num_predictions": np.diff(dets.offsets).tolist(),
             "tp": counts[:, 0].tolist(),
             "fp": counts[:, 1].tolist(),
@@ -601,24 +731,49 @@ class DetectionEvalCallback(TaskEvalCallback):
         }
 
     # -- summary metrics (on the worker, per version) -----------------------------------
-    def _add_to_metrics(self, state: dict[str, Any], dets: PackedDetections,
-                        labels: PackedDetections, tp: np.ndarray) -> None:
+    def _add_to_metrics(
+        self,
+        state: dict[str, Any],
+        dets: PackedDetections,
+        labels: PackedDetections,
+        tp: np.ndarray,
+    ) -> None:
         """Keep what the version's metrics need of one batch: COCO's per-detection rows
         (a few bytes a kept detection), the confusion counts, and for ``"voc"`` the
         scores, classes and matches of every prediction."""
         if self.metrics & {"coco", "per_class", "pr_curve"}:
-            matches = coco_match(dets.offsets, dets.xyxy, dets.scores, dets.class_id,
-                                 labels.offsets, labels.xyxy, labels.class_id,
-                                 self.num_classes, getattr(labels, "crowd", None))
+            matches = coco_match(
+                dets.offsets,
+                dets.xyxy,
+                dets.scores,
+                dets.class_id,
+                labels.offsets,
+                labels.xyxy,
+                labels.class_id,
+                self.num_classes,
+                getattr(labels, "crowd", None),
+            )
             state.setdefault("coco", []).append(matches._replace(det_index=_NO_ROWS))
         if "confusion_matrix" in self.metrics:
             state["confusion"] = detection_confusion(
-                dets.offsets, dets.xyxy, dets.scores, dets.class_id, labels.offsets,
-                labels.xyxy, labels.class_id, self.num_classes,
-                score_threshold=self.confusion_score_threshold, out=state.get("confusion"))
+                dets.offsets,
+                dets.xyxy,
+                dets.scores,
+                dets.class_id,
+                labels.offsets,
+                labels.xyxy,
+                labels.class_id,
+                self.num_classes,
+                score_threshold=self.confusion_score_threshold,
+                out=state.get("confusion"),
+            )
         if self.ap_convention == "voc":
-            for key, value in (("scores", dets.scores), ("classes", dets.class_id),
-                               ("tp", tp), ("gt_classes", labels.class_id)):
+            for key, value in (
+                ("scores", dets.scores),
+                ("classes", dets.class_id),
+                ("tp", tp),
+                ("gt_classes", labels.class_id),
+            ):
                 state.setdefault(key, []).append(value)
 
     def _evaluate(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -661,8 +816,12 @@ class DetectionEvalCallback(TaskEvalCallback):
         if "tp" not in state:
             return float("nan"), np.full(self.num_classes, np.nan)
         mean_ap, ap = mean_average_precision(
-            np.concatenate(state["scores"]), np.concatenate(state["classes"]),
-            np.concatenate(state["tp"]), np.concatenate(state["gt_classes"]), self.num_classes)
+            np.concatenate(state["scores"]),
+            np.concatenate(state["classes"]),
+            np.concatenate(state["tp"]),
+            np.concatenate(state["gt_classes"]),
+            self.num_classes,
+        )
         return float(mean_ap), ap
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
@@ -672,10 +831,11 @@ class DetectionEvalCallback(TaskEvalCallback):
         if "coco" not in state:
             return out
         evaluated = self._evaluate(state)
-        if "coco" in self.metrics:
-            if self.ap_convention != "voc":
-                out.update((name, _metrics.nan_if_negative(value))
-                           for name, value in zip(STAT_NAMES, evaluated["result"].stats))
+        if "coco" in self.metrics and self.ap_convention != "voc":
+            out.update(
+                (name, _metrics.nan_if_negative(value))
+                for name, value in zip(STAT_NAMES, evaluated["result"].stats)
+            )
         out.update(evaluated["means"])
         return out
 
@@ -685,9 +845,12 @@ class DetectionEvalCallback(TaskEvalCallback):
         charts: dict[str, Any] = {}
         if "confusion_matrix" in self.metrics and "confusion" in state:
             charts["confusion_matrix"] = _metrics.confusion_chart(
-                state["confusion"], [*self.class_names, _metrics.BACKGROUND],
+                state["confusion"],
+                [*self.class_names, _metrics.BACKGROUND],
                 f"Boxes at IoU 0.5, score >= {self.confusion_score_threshold:g}",
-                self.max_confusion_classes, keep_last=True)
+                self.max_confusion_classes,
+                keep_last=True,
+            )
         if "coco" not in state:
             return charts
         evaluated = self._evaluate(state)
@@ -701,8 +864,11 @@ class DetectionEvalCallback(TaskEvalCallback):
                 curves = [result.precision[:, c] for c in top]
                 curves.append(result.precision[:, present].mean(axis=1))
                 charts["pr_curve"] = _metrics.pr_chart(
-                    RECALL_THRESHOLDS, np.array(curves),
-                    [self.class_names[c] for c in top] + ["mean"], "PR at IoU 0.5 (COCO)")
+                    RECALL_THRESHOLDS,
+                    np.array(curves),
+                    [self.class_names[c] for c in top] + ["mean"],
+                    "PR at IoU 0.5 (COCO)",
+                )
         return charts
 
 
@@ -717,12 +883,15 @@ def _crowd_flags(y: Any, shape: tuple[int, ...], index: np.ndarray) -> np.ndarra
     if flags.shape != tuple(shape):
         raise FastEvalInputError(
             f"target iscrowd must have shape (N, {shape[1]}) like the labels, got "
-            f"{tuple(flags.shape)}")
+            f"{tuple(flags.shape)}"
+        )
     bad = ~((flags == 0) | (flags == 1))
     if np.any(bad):
         row = int(np.argwhere(bad)[0, 0])
         raise FastEvalInputError(
-            f"target iscrowd must be 0 or 1, got {flags[bad][0].item()!r} for sample {int(index[row])}")
+            f"target iscrowd must be 0 or 1, got {flags[bad][0].item()!r} for sample "
+            f"{int(index[row])}"
+        )
     return flags.astype(bool)
 
 
@@ -732,6 +901,5 @@ def _prf(tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray) -> dict[str, np.nda
         return {
             "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), np.nan),
             "recall": np.where(num_gt > 0, tp / np.maximum(num_gt, 1), np.nan),
-            "f1": np.where(tp + fp + num_gt > 0, 2 * tp / np.maximum(tp + fp + num_gt, 1),
-                           np.nan),
+            "f1": np.where(tp + fp + num_gt > 0, 2 * tp / np.maximum(tp + fp + num_gt, 1), np.nan),
         }

@@ -51,7 +51,8 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(
                 "the model has several outputs; pass output=<function> (keras.ops) returning "
-                "the (B, H, W, C) logits to use")
+                "the (B, H, W, C) logits to use"
+            )
         rank = len(out.shape)
         if output == "labels" or rank == 3:
             if rank == 4 and out.shape[-1] == 1:
@@ -72,7 +73,8 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
         if channels != num_classes:
             raise ValueError(
                 f"the model outputs {channels} channels, but there are {num_classes} "
-                "class_names; they must match")
+                "class_names; they must match"
+            )
         return ops.cast(ops.argmax(out, axis=-1), "uint8")
 
     return with_finite
@@ -116,8 +118,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
             step; ``"auto"``, ``"logits"`` and ``"probabilities"`` agree there),
             ``"labels"`` (class maps already), or a function mapping the outputs to one of
             those, compiled into the step: ``keras.ops`` run on every backend (TensorFlow
-            ops on the TensorFlow backend only). With 2 classes, one channel is the foreground score,
-            thresholded at 0 (``"logits"``), 0.5 (``"probabilities"``) or, with
+            ops on the TensorFlow backend only). With 2 classes, one channel is the foreground
+            score, thresholded at 0 (``"logits"``), 0.5 (``"probabilities"``) or, with
             ``"auto"``, at 0.5 when a batch lies in [0, 1] (sigmoid) and 0 otherwise.
             Predictions of another size than the image are resized (nearest neighbour).
         overlay_alpha: when set, the pred table's image is a new picture with the
@@ -158,21 +160,27 @@ class SegmentationEvalCallback(TaskEvalCallback):
         ):
             raise ValueError(
                 f"ignore_index must be an int in [{len(class_names)}, 255] (not a class id), "
-                f"got {ignore_index!r}")
+                f"got {ignore_index!r}"
+            )
         if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
             raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
         self.metrics = _metrics.check_metrics(metrics, self.task)
-        if isinstance(max_confusion_classes, bool) or not isinstance(
-                max_confusion_classes, int) or max_confusion_classes < 1:
-            raise ValueError(f"max_confusion_classes must be a positive int, got "
-                             f"{max_confusion_classes!r}")
+        if (
+            isinstance(max_confusion_classes, bool)
+            or not isinstance(max_confusion_classes, int)
+            or max_confusion_classes < 1
+        ):
+            raise ValueError(
+                f"max_confusion_classes must be a positive int, got {max_confusion_classes!r}"
+            )
         self.max_confusion_classes = max(max_confusion_classes, 2)
         self.output = output
         self.ignore_index = ignore_index
         self.overlay_alpha = overlay_alpha
         self._class_names_for_columns = list(class_names)
-        super().__init__(validation_data, class_names, return_x=overlay_alpha is not None,
-                         **options)
+        super().__init__(
+            validation_data, class_names, return_x=overlay_alpha is not None, **options
+        )
         self.mask_labels = dict(self.class_labels)
         if ignore_index is not None:
             self.mask_labels[ignore_index] = "ignored"
@@ -183,8 +191,16 @@ class SegmentationEvalCallback(TaskEvalCallback):
         return ["id", "image", "classes"]
 
     def pred_columns(self) -> list[str]:
-        return ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
-                *(f"iou/{name}" for name in self._class_names_for_columns), "finite"]
+        return [
+            "epoch",
+            "step",
+            "id",
+            "image",
+            "pixel_accuracy",
+            "mean_iou",
+            *(f"iou/{name}" for name in self._class_names_for_columns),
+            "finite",
+        ]
 
     # -- steps ---------------------------------------------------------------------------
     def _output_fn(self) -> Callable | None:
@@ -193,10 +209,10 @@ class SegmentationEvalCallback(TaskEvalCallback):
     def _check_outputs(self, batch: PredictionBatch) -> None:
         out = batch.outputs["class_maps"]
         if out.ndim != 3:
-            raise FastEvalInputError(
-                f"the model's class maps must be (B, H, W), got {out.shape}")
-        check_class_range(out.astype(np.int64), self.num_classes, "predicted class",
-                          np.asarray(batch.index))
+            raise FastEvalInputError(f"the model's class maps must be (B, H, W), got {out.shape}")
+        check_class_range(
+            out.astype(np.int64), self.num_classes, "predicted class", np.asarray(batch.index)
+        )
 
     def _labels(self, y: Any, index: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
         arr = np.asarray(y)
@@ -207,11 +223,14 @@ class SegmentationEvalCallback(TaskEvalCallback):
             raise FastEvalInputError(
                 f"masks must be class ids of shape (N, H, W) or (N, H, W, 1) matching the "
                 f"images' size {tuple(image_shape[1:3])}; got {tuple(np.shape(y))[1:]} per "
-                "sample")
-        if not np.issubdtype(arr.dtype, np.integer):
-            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise FastEvalInputError(
-                    f"masks must hold integer class ids, got non-integral {arr.dtype} values")
+                "sample"
+            )
+        if not np.issubdtype(arr.dtype, np.integer) and (
+            not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
+        ):
+            raise FastEvalInputError(
+                f"masks must hold integer class ids, got non-integral {arr.dtype} values"
+            )
         if arr.size and arr.min() >= 0 and arr.max() < self.num_classes:  # the usual case
             return np.ascontiguousarray(arr, dtype=np.uint8)
         allowed = () if self.ignore_index is None else (self.ignore_index,)
@@ -221,57 +240,76 @@ class SegmentationEvalCallback(TaskEvalCallback):
 
     def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
         counts = np.stack([np.bincount(m.reshape(-1), minlength=256) for m in labels])
-        present = [[self.class_names[c] for c in np.flatnonzero(row[: self.num_classes])]
-                   for row in counts]
+        present = [
+            [self.class_names[c] for c in np.flatnonzero(row[: self.num_classes])] for row in counts
+        ]
         return {
             "id": index.tolist(),
-            "image": build_images(images, masks={"ground_truth": labels},
-                                  class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False,
-                                  stager=self._stager),
+            "image": build_images(
+                images,
+                masks={"ground_truth": labels},
+                class_labels=self.mask_labels,
+                compress_level=self.compress_level,
+                keep_mask_data=False,
+                stager=self._stager,
+            ),
             "classes": present,
         }
 
-    def _pred_columns_for(self, version: _Version, batch: PredictionBatch, labels: np.ndarray,
-                          base_images: list) -> dict:
+    def _pred_columns_for(
+        self, version: _Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
+    ) -> dict:
         pred = np.asarray(batch.outputs["class_maps"])
         finite = np.asarray(batch.outputs["finite"], bool)  # False: NaN/inf scores
         if pred.shape[1:] != labels.shape[1:]:
             pred = resize_nearest(pred, labels.shape[1:])
-        staging = None if self.overlay_alpha is not None else stage_masks(
-            pred, self.mask_labels, self._pred_stager(version), self.compress_level)
+        staging = (
+            None
+            if self.overlay_alpha is not None
+            else stage_masks(
+                pred, self.mask_labels, self._pred_stager(version), self.compress_level
+            )
+        )
         tp, pred_count, target_count = segmentation_counts(
-            pred, labels, self.num_classes, self.ignore_index)
+            pred, labels, self.num_classes, self.ignore_index
+        )
         union = pred_count + target_count - tp
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-            pixel_acc = np.where(target_count.sum(1) > 0,
-                                 tp.sum(1) / np.maximum(target_count.sum(1), 1), np.nan)
+            pixel_acc = np.where(
+                target_count.sum(1) > 0, tp.sum(1) / np.maximum(target_count.sum(1), 1), np.nan
+            )
             seen = union > 0
-            mean_iou = np.where(seen.any(1), np.nansum(iou, 1) / np.maximum(seen.sum(1), 1),
-                                np.nan)
+            mean_iou = np.where(seen.any(1), np.nansum(iou, 1) / np.maximum(seen.sum(1), 1), np.nan)
             pixel_acc, mean_iou = (np.where(finite, v, np.nan) for v in (pixel_acc, mean_iou))
             iou = np.where(finite[:, None], iou, np.nan)
         state = version.state
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
         if "confusion_matrix" in self.metrics:  # one more pass over the pixels
-            state["confusion"] = confusion_matrix(labels, pred, self.num_classes,
-                                                  self.ignore_index, state.get("confusion"))
+            state["confusion"] = confusion_matrix(
+                labels, pred, self.num_classes, self.ignore_index, state.get("confusion")
+            )
 
         if staging is not None:  # the masks' PNGs were encoding meanwhile
-            images = tables.LayeredImages(base_images, self.mask_labels,
-                                          masks={"predictions": staging.results()})
+            images = tables.LayeredImages(
+                base_images, self.mask_labels, masks={"predictions": staging.results()}
+            )
         else:
             pixels = self._display_images(batch.x)
             if pixels.ndim == 3:  # grey: blend in colour
                 pixels = np.repeat(pixels[..., None], 3, axis=-1)
-            shown = blend_overlay(np.ascontiguousarray(pixels[..., :3]), pred, self.palette,
-                                  self.overlay_alpha)
-            images = build_images(shown, masks={"predictions": pred, "ground_truth": labels},
-                                  class_labels=self.mask_labels,
-                                  compress_level=self.compress_level, keep_mask_data=False,
-                                  stager=self._pred_stager(version))
+            shown = blend_overlay(
+                np.ascontiguousarray(pixels[..., :3]), pred, self.palette, self.overlay_alpha
+            )
+            images = build_images(
+                shown,
+                masks={"predictions": pred, "ground_truth": labels},
+                class_labels=self.mask_labels,
+                compress_level=self.compress_level,
+                keep_mask_data=False,
+                stager=self._pred_stager(version),
+            )
         columns = {
             "image": images,
             "pixel_accuracy": pixel_acc.tolist(),
@@ -287,11 +325,13 @@ class SegmentationEvalCallback(TaskEvalCallback):
         tp, union, target = state["tp"], state["union"], state["target"]
         predicted = union - target + tp
         with np.errstate(invalid="ignore", divide="ignore"):
-            return {"pixels": target, "predicted": predicted,
-                    "iou": np.where(union > 0, tp / np.maximum(union, 1), np.nan),
-                    "accuracy": np.where(target > 0, tp / np.maximum(target, 1), np.nan),
-                    "dice": np.where(union > 0, 2 * tp / np.maximum(target + predicted, 1),
-                                     np.nan)}
+            return {
+                "pixels": target,
+                "predicted": predicted,
+                "iou": np.where(union > 0, tp / np.maximum(union, 1), np.nan),
+                "accuracy": np.where(target > 0, tp / np.maximum(target, 1), np.nan),
+                "dice": np.where(union > 0, 2 * tp / np.maximum(target + predicted, 1), np.nan),
+            }
 
     def _summary(self, state: dict[str, Any]) -> dict[str, float]:
         if "tp" not in state:
@@ -302,10 +342,14 @@ class SegmentationEvalCallback(TaskEvalCallback):
         nan = float("nan")
         out = {"pixel_accuracy": float(state["tp"].sum() / max(target.sum(), 1))}
         out["mIoU"] = float(iou[seen].mean()) if seen.any() else nan
-        out["mean_class_accuracy"] = (float(scores["accuracy"][labelled].mean())
-                                      if labelled.any() else nan)
-        out["fw_iou"] = (float(np.sum(target[labelled] * iou[labelled]) / target.sum())
-                         if labelled.any() else nan)
+        out["mean_class_accuracy"] = (
+            float(scores["accuracy"][labelled].mean()) if labelled.any() else nan
+        )
+        out["fw_iou"] = (
+            float(np.sum(target[labelled] * iou[labelled]) / target.sum())
+            if labelled.any()
+            else nan
+        )
         out["mean_dice"] = float(scores["dice"][seen].mean()) if seen.any() else nan
         for c, name in enumerate(self.class_names):
             if seen[c]:
@@ -318,8 +362,10 @@ class SegmentationEvalCallback(TaskEvalCallback):
         charts: dict[str, Any] = {}
         if "per_class" in self.metrics:
             charts["per_class"] = _metrics.per_class_table(
-                {"class": list(self.class_names), **self._class_scores(state)})
+                {"class": list(self.class_names), **self._class_scores(state)}
+            )
         if "confusion" in state:
             charts["confusion_matrix"] = _metrics.confusion_chart(
-                state["confusion"], self.class_names, "Pixels", self.max_confusion_classes)
+                state["confusion"], self.class_names, "Pixels", self.max_confusion_classes
+            )
         return charts

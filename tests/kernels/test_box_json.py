@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference
 from fastevalcb.kernels import box_json
 
 LABELS = {0: "cat", 1: 'say "hi"', 2: "naïve \\ tab\t", 4: "four"}
@@ -26,15 +26,23 @@ def _case(rng, counts, with_scores, scale):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=4), st.booleans(),
-       st.sampled_from(["pixel", None]), st.integers(0, 4), st.integers(0, 6),
-       st.sampled_from([1.0, 300.0, 1e6]), st.integers(0, 2**32 - 1))
-def test_matches_json_dumps_of_rounded_dicts(counts, with_scores, domain, decimals,
-                                             score_decimals, scale, seed):
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    st.booleans(),
+    st.sampled_from(["pixel", None]),
+    st.integers(0, 4),
+    st.integers(0, 6),
+    st.sampled_from([1.0, 300.0, 1e6]),
+    st.integers(0, 2**32 - 1),
+)
+def test_matches_json_dumps_of_rounded_dicts(
+    counts, with_scores, domain, decimals, score_decimals, scale, seed
+):
     offsets, xyxy, cid, scores = _case(np.random.default_rng(seed), counts, with_scores, scale)
     got = box_json(offsets, xyxy, cid, scores, LABELS, domain, decimals, score_decimals)
-    assert got == reference.box_json(offsets, xyxy, cid, scores, LABELS, domain, decimals,
-                                     score_decimals)
+    assert got == reference.box_json(
+        offsets, xyxy, cid, scores, LABELS, domain, decimals, score_decimals
+    )
 
 
 def test_known_text():
@@ -67,7 +75,13 @@ def test_class_ids_past_a_byte_lvis_sized():
     ],
 )
 def test_bad_inputs_are_clear_errors(kwargs, match):
-    args = {"offsets": [0, 1], "xyxy": [[0, 0, 1, 1]], "class_id": [0], "scores": [0.5],
-            "class_labels": {0: "a"}, **kwargs}
+    args = {
+        "offsets": [0, 1],
+        "xyxy": [[0, 0, 1, 1]],
+        "class_id": [0],
+        "scores": [0.5],
+        "class_labels": {0: "a"},
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=match):
         box_json(**args)

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from fastevalcb import kernels
 
 SETTINGS = settings(max_examples=80, deadline=None)
@@ -46,8 +46,11 @@ def test_convert_matches_keras_convert_format(boxes, fin, fout):
     if not hasattr(keras.utils, "bounding_boxes"):
         pytest.skip(f"keras.utils.bounding_boxes is not in Keras {keras.__version__}")
     height, width = 30, 70
-    want = keras.ops.convert_to_numpy(keras.utils.bounding_boxes.convert_format(
-        boxes, source=fin, target=fout, height=height, width=width))
+    want = keras.ops.convert_to_numpy(
+        keras.utils.bounding_boxes.convert_format(
+            boxes, source=fin, target=fout, height=height, width=width
+        )
+    )
     got = kernels.convert_boxes(boxes, fin.upper(), fout, (height, width))  # any case
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
 
@@ -57,18 +60,23 @@ def test_each_format_decodes_to_the_same_xyxy_box():
     x0, y0, x1, y1 = 10.0, 4.0, 30.0, 24.0
     cx, cy, bw, bh = 20.0, 14.0, 20.0, 20.0
     spelled = {
-        "xyxy": [x0, y0, x1, y1], "yxyx": [y0, x0, y1, x1], "xywh": [x0, y0, bw, bh],
-        "center_xywh": [cx, cy, bw, bh], "cxcywh": [cx, cy, bw, bh],
+        "xyxy": [x0, y0, x1, y1],
+        "yxyx": [y0, x0, y1, x1],
+        "xywh": [x0, y0, bw, bh],
+        "center_xywh": [cx, cy, bw, bh],
+        "cxcywh": [cx, cy, bw, bh],
         "center_yxhw": [cy, cx, bh, bw],
-        "rel_xyxy": [x0 / w, y0 / h, x1 / w, y1 / h], "rel_yxyx": [y0 / h, x0 / w, y1 / h, x1 / w],
+        "rel_xyxy": [x0 / w, y0 / h, x1 / w, y1 / h],
+        "rel_yxyx": [y0 / h, x0 / w, y1 / h, x1 / w],
         "rel_xywh": [x0 / w, y0 / h, bw / w, bh / h],
         "rel_center_xywh": [cx / w, cy / h, bw / w, bh / h],
     }
     for fmt, box in spelled.items():
         got = kernels.convert_boxes([box], fmt, "xyxy", (h, w))
         np.testing.assert_allclose(got, [[x0, y0, x1, y1]], atol=1e-5, err_msg=fmt)
-        np.testing.assert_allclose(kernels.convert_boxes(got, "xyxy", fmt, (h, w)), [box],
-                                   atol=1e-5, err_msg=fmt)
+        np.testing.assert_allclose(
+            kernels.convert_boxes(got, "xyxy", fmt, (h, w)), [box], atol=1e-5, err_msg=fmt
+        )
 
 
 def test_box_format_names():
@@ -117,10 +125,14 @@ def test_errors():
         kernels.convert_boxes(np.zeros((1, 4)), "rel_xyxy")
 
 
-
 @SETTINGS
-@given(st.integers(0, 3), st.integers(0, 6), st.sampled_from(FORMATS_AND_ALIAS),
-       st.integers(0, 2**32 - 1), st.booleans())
+@given(
+    st.integers(0, 3),
+    st.integers(0, 6),
+    st.sampled_from(FORMATS_AND_ALIAS),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
 def test_box_validity_matches_reference(b, k, fmt, seed, with_skip):
     """NaN/inf coordinates or scores, inverted and zero-area boxes, padding skipped."""
     rng = np.random.default_rng(seed)

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from fastevalcb import kernels
 
 SETTINGS = settings(max_examples=80, deadline=None)
@@ -16,7 +16,8 @@ special = st.one_of(finite, st.sampled_from([np.nan, np.inf, -np.inf]))
 
 def logits_strategy(elements=finite, min_classes=1):
     return st.tuples(st.integers(0, 6), st.integers(min_classes, 12)).flatmap(
-        lambda s: arrays(np.float32, s, elements=elements))
+        lambda s: arrays(np.float32, s, elements=elements)
+    )
 
 
 @SETTINGS
@@ -80,8 +81,11 @@ def test_shape_errors_state_expected_and_got():
 
 # ---------------------------------------------------------------- sigmoid heads
 @SETTINGS
-@given(logits_strategy(st.one_of(st.floats(-200, 200, width=32),
-                                 st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))))
+@given(
+    logits_strategy(
+        st.one_of(st.floats(-200, 200, width=32), st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))
+    )
+)
 def test_sigmoid_matches_reference_without_overflow(x):
     got = kernels.sigmoid(x)
     np.testing.assert_allclose(got, reference.sigmoid(x), rtol=2e-6, atol=1e-7)
@@ -90,14 +94,16 @@ def test_sigmoid_matches_reference_without_overflow(x):
 
 
 @SETTINGS
-@given(st.integers(0, 8).flatmap(lambda n: arrays(np.float32, (n, 1), elements=finite)),
-       st.booleans())
+@given(
+    st.integers(0, 8).flatmap(lambda n: arrays(np.float32, (n, 1), elements=finite)), st.booleans()
+)
 def test_binary_probabilities_match_reference(x, from_logits):
     if not from_logits:
         x = np.abs(x) / 50
     got = kernels.binary_probabilities(x, from_logits)
-    np.testing.assert_allclose(got, reference.binary_probabilities(x, from_logits),
-                               rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        got, reference.binary_probabilities(x, from_logits), rtol=2e-6, atol=1e-7
+    )
     np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
     assert kernels.binary_probabilities(x[:, 0], from_logits).shape == (len(x), 2)
 
@@ -106,13 +112,18 @@ def test_one_unit_head_ties_predict_class_zero_like_keras_binary_accuracy():
     probs = kernels.binary_probabilities([[0.0], [1e-3], [-1e-3]])  # logits
     pred, conf, *_ = kernels.classification_summary(probs, None, 1, from_logits=False)
     assert pred.tolist() == [0, 1, 0]
-    np.testing.assert_allclose(conf, [0.5, 1 / (1 + np.exp(-1e-3)), 1 / (1 + np.exp(-1e-3))],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        conf, [0.5, 1 / (1 + np.exp(-1e-3)), 1 / (1 + np.exp(-1e-3))], rtol=1e-6
+    )
 
 
 @SETTINGS
-@given(logits_strategy(st.one_of(finite, st.sampled_from([0.0, np.nan]))), st.data(),
-       st.sampled_from([0.5, 0.3, 0.9]), st.booleans())
+@given(
+    logits_strategy(st.one_of(finite, st.sampled_from([0.0, np.nan]))),
+    st.data(),
+    st.sampled_from([0.5, 0.3, 0.9]),
+    st.booleans(),
+)
 def test_multilabel_summary_matches_reference(x, data, threshold, from_logits):
     labels = data.draw(arrays(np.bool_, x.shape))
     if not from_logits:
@@ -130,8 +141,7 @@ def test_multilabel_summary_matches_reference(x, data, threshold, from_logits):
 def test_multilabel_summary_by_hand():
     probs = np.array([[0.9, 0.6, 0.1], [0.2, 0.5, 0.51]], np.float32)
     labels = np.array([[1, 0, 1], [0, 0, 0]])
-    _, pred, hits, num_pred, num_true = kernels.multilabel_summary(probs, labels,
-                                                                   from_logits=False)
+    _, pred, hits, num_pred, num_true = kernels.multilabel_summary(probs, labels, from_logits=False)
     assert pred.tolist() == [[True, True, False], [False, False, True]]  # 0.5 is not > 0.5
     assert hits.tolist() == [1, 0] and num_pred.tolist() == [2, 1] and num_true.tolist() == [2, 0]
     with pytest.raises(ValueError, match=r"labels must have shape \(2, 3\)"):

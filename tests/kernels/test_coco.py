@@ -13,6 +13,8 @@ from fastevalcb import kernels
 from fastevalcb.kernels import coco
 
 TOL = 1e-6
+
+
 def evaluate(d: dict, num_classes: int) -> coco.CocoResult:
     return coco.coco_accumulate(coco.coco_match(**d, num_classes=num_classes))
 
@@ -23,8 +25,9 @@ def assert_same_as_cocoeval(d: dict, num_classes: int) -> coco.CocoResult:
     assert ev is not None
     np.testing.assert_allclose(got.stats, ev.stats, atol=TOL, rtol=0)
     np.testing.assert_allclose(got.recall, ev.eval["recall"], atol=TOL, rtol=0)
-    np.testing.assert_allclose(got.precision, ev.eval["precision"][0, :, :, 0, -1], atol=TOL,
-                               rtol=0)
+    np.testing.assert_allclose(
+        got.precision, ev.eval["precision"][0, :, :, 0, -1], atol=TOL, rtol=0
+    )
     ap = ev.eval["precision"][:, :, :, :, -1]  # (T, R, C, A)
     expected = np.where((ap > -1).all(axis=1), ap.mean(axis=1), -1)
     np.testing.assert_allclose(got.ap, expected, atol=TOL, rtol=0)
@@ -34,8 +37,9 @@ def assert_same_as_cocoeval(d: dict, num_classes: int) -> coco.CocoResult:
 # ---------------------------------------------------------------- the oracle, generated sets
 @pytest.mark.parametrize("seed", range(24))
 def test_generated_sets_equal_cocoeval(seed):
-    d = generated(seed, crowd=0.15 if seed % 3 == 0 else 0.0,
-                  max_pred=(5, 30, 160)[seed % 3])  # every third: > 100 per image and class
+    d = generated(
+        seed, crowd=0.15 if seed % 3 == 0 else 0.0, max_pred=(5, 30, 160)[seed % 3]
+    )  # every third: > 100 per image and class
     assert_same_as_cocoeval(d, 3)
 
 
@@ -59,8 +63,9 @@ def test_the_numpy_twin_gives_the_same_rows_and_numbers(seed):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     a, b = coco.coco_accumulate(got), reference.coco_accumulate(want)
     for name in coco.CocoResult._fields:
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-12, rtol=0,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), atol=1e-12, rtol=0, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("split", [[1], [2, 5], [3, 3, 3, 3]])
@@ -72,11 +77,19 @@ def test_batches_concatenate_to_the_whole_set(split):
         stop = start + size
         p0, p1 = d["pred_offsets"][start], d["pred_offsets"][stop]
         g0, g1 = d["gt_offsets"][start], d["gt_offsets"][stop]
-        parts.append(coco.coco_match(
-            d["pred_offsets"][start:stop + 1] - p0, d["pred_xyxy"][p0:p1],
-            d["pred_scores"][p0:p1], d["pred_class"][p0:p1],
-            d["gt_offsets"][start:stop + 1] - g0, d["gt_xyxy"][g0:g1], d["gt_class"][g0:g1],
-            3, d["gt_crowd"][g0:g1]))
+        parts.append(
+            coco.coco_match(
+                d["pred_offsets"][start : stop + 1] - p0,
+                d["pred_xyxy"][p0:p1],
+                d["pred_scores"][p0:p1],
+                d["pred_class"][p0:p1],
+                d["gt_offsets"][start : stop + 1] - g0,
+                d["gt_xyxy"][g0:g1],
+                d["gt_class"][g0:g1],
+                3,
+                d["gt_crowd"][g0:g1],
+            )
+        )
         start = stop
     split_result = coco.coco_accumulate(coco.concat_matches(parts, 3))
     for name in coco.CocoResult._fields:
@@ -98,43 +111,70 @@ def test_f1_sweep_matches_the_twin(seed, grid):
 def one_image(preds, scores, gts, pred_class=None, gt_class=None, crowd=None) -> dict:
     pb = np.array(preds, np.float32).reshape(-1, 4)
     gb = np.array(gts, np.float32).reshape(-1, 4)
-    return {"pred_offsets": np.array([0, len(pb)]), "pred_xyxy": pb,
-                "pred_scores": np.array(scores, np.float32),
-                "pred_class": np.zeros(len(pb), np.int64) if pred_class is None
-                else np.array(pred_class, np.int64),
-                "gt_offsets": np.array([0, len(gb)]), "gt_xyxy": gb,
-                "gt_class": np.zeros(len(gb), np.int64) if gt_class is None
-                else np.array(gt_class, np.int64),
-                "gt_crowd": np.zeros(len(gb), bool) if crowd is None else np.array(crowd, bool)}
+    return {
+        "pred_offsets": np.array([0, len(pb)]),
+        "pred_xyxy": pb,
+        "pred_scores": np.array(scores, np.float32),
+        "pred_class": np.zeros(len(pb), np.int64)
+        if pred_class is None
+        else np.array(pred_class, np.int64),
+        "gt_offsets": np.array([0, len(gb)]),
+        "gt_xyxy": gb,
+        "gt_class": np.zeros(len(gb), np.int64)
+        if gt_class is None
+        else np.array(gt_class, np.int64),
+        "gt_crowd": np.zeros(len(gb), bool) if crowd is None else np.array(crowd, bool),
+    }
 
 
 EDGE_CASES = {
     # the first prediction has IoU 5/7 with both boxes: COCO takes the later box, so the
     # second prediction (IoU 0.85 with the first box, 0.41 with the second) finds its box
     # free; keeping the first box instead would make it a false positive
-    "equal IoUs": one_image([[10, 0, 70, 60], [-5, 0, 55, 60]], [0.9, 0.8],
-                            [[0, 0, 60, 60], [20, 0, 80, 60], [100, 100, 130, 130]]),
+    "equal IoUs": one_image(
+        [[10, 0, 70, 60], [-5, 0, 55, 60]],
+        [0.9, 0.8],
+        [[0, 0, 60, 60], [20, 0, 80, 60], [100, 100, 130, 130]],
+    ),
     "equal IoUs, classes apart": one_image(
-        [[10, 0, 70, 60], [10, 0, 70, 60]], [0.9, 0.8], [[0, 0, 60, 60], [20, 0, 80, 60]],
-        [0, 1], [0, 1]),
+        [[10, 0, 70, 60], [10, 0, 70, 60]],
+        [0.9, 0.8],
+        [[0, 0, 60, 60], [20, 0, 80, 60]],
+        [0, 1],
+        [0, 1],
+    ),
     "boxes outside the image": one_image(
-        [[-40, -40, 20, 20], [250, 250, 330, 330], [-10, 5, 40, 50]], [0.9, 0.7, 0.6],
-        [[-40, -40, 20, 20], [250, 250, 300, 300], [0, 0, 40, 50]]),
+        [[-40, -40, 20, 20], [250, 250, 330, 330], [-10, 5, 40, 50]],
+        [0.9, 0.7, 0.6],
+        [[-40, -40, 20, 20], [250, 250, 300, 300], [0, 0, 40, 50]],
+    ),
     "zero-area predictions take slots and count": one_image(
         [[10, 10, 10, 50], [10, 10, 50, 10], [10, 10, 50, 50], [0, 0, 0, 0]],
-        [0.95, 0.9, 0.5, 0.99], [[10, 10, 50, 50]]),
-    "a class never predicted": one_image([[0, 0, 40, 40]], [0.9],
-                                         [[0, 0, 40, 40], [50, 50, 90, 90]], [0], [0, 1]),
+        [0.95, 0.9, 0.5, 0.99],
+        [[10, 10, 50, 50]],
+    ),
+    "a class never predicted": one_image(
+        [[0, 0, 40, 40]], [0.9], [[0, 0, 40, 40], [50, 50, 90, 90]], [0], [0, 1]
+    ),
     "a predicted class absent from the ground truth": one_image(
-        [[0, 0, 40, 40], [0, 0, 40, 40]], [0.9, 0.95], [[0, 0, 40, 40]], [0, 1], [0]),
+        [[0, 0, 40, 40], [0, 0, 40, 40]], [0.9, 0.95], [[0, 0, 40, 40]], [0, 1], [0]
+    ),
     "crowd boxes absorb several predictions": one_image(
         [[0, 0, 20, 20], [20, 0, 40, 20], [0, 0, 40, 40], [60, 60, 90, 90]],
-        [0.9, 0.8, 0.7, 0.6], [[0, 0, 40, 40], [60, 60, 90, 90]], crowd=[True, False]),
-    "tied scores": one_image([[0, 0, 40, 40], [2, 0, 40, 40], [0, 0, 41, 40]],
-                             [0.5, 0.5, 0.5], [[0, 0, 40, 40], [1, 0, 40, 40]]),
+        [0.9, 0.8, 0.7, 0.6],
+        [[0, 0, 40, 40], [60, 60, 90, 90]],
+        crowd=[True, False],
+    ),
+    "tied scores": one_image(
+        [[0, 0, 40, 40], [2, 0, 40, 40], [0, 0, 41, 40]],
+        [0.5, 0.5, 0.5],
+        [[0, 0, 40, 40], [1, 0, 40, 40]],
+    ),
     "area borders 32^2 and 96^2": one_image(
-        [[0, 0, 32, 32], [100, 100, 196, 196], [40, 0, 72, 31]], [0.9, 0.8, 0.7],
-        [[0, 0, 32, 32], [100, 100, 196, 196], [40, 0, 73, 32]]),
+        [[0, 0, 32, 32], [100, 100, 196, 196], [40, 0, 72, 31]],
+        [0.9, 0.8, 0.7],
+        [[0, 0, 32, 32], [100, 100, 196, 196], [40, 0, 73, 32]],
+    ),
 }
 
 

@@ -49,19 +49,24 @@ def test_histograms_and_calibration_match_the_twins(seed):
     p, labels = probabilities(seed, n=50)
     p[seed % 50, 1] = np.nan
     targets = labels[:, None] == np.arange(p.shape[1])[None, :]
-    for got, want in zip(curves.score_histograms(p, targets),
-                         reference.score_histograms(p, targets)):
+    for got, want in zip(
+        curves.score_histograms(p, targets), reference.score_histograms(p, targets)
+    ):
         np.testing.assert_array_equal(got, want)
-    for got, want in zip(curves.score_histograms(p, labels),  # class ids: the same counts
-                         reference.score_histograms(p, targets)):
+    for got, want in zip(
+        curves.score_histograms(p, labels),  # class ids: the same counts
+        reference.score_histograms(p, targets),
+    ):
         np.testing.assert_array_equal(got, want)
     edges = np.array([0.0, 0.05, 0.3, 0.31, 0.9])  # uneven: the guess is corrected
-    for got, want in zip(curves.score_histograms(p, targets, edges),
-                         reference.score_histograms(p, targets, edges)):
+    for got, want in zip(
+        curves.score_histograms(p, targets, edges), reference.score_histograms(p, targets, edges)
+    ):
         np.testing.assert_array_equal(got, want)
     conf, correct = p.max(axis=1), p.argmax(axis=1) == labels
-    for got, want in zip(curves.calibration_bins(conf, correct),
-                         reference.calibration_bins(conf, correct)):
+    for got, want in zip(
+        curves.calibration_bins(conf, correct), reference.calibration_bins(conf, correct)
+    ):
         np.testing.assert_allclose(got, want)
 
 
@@ -74,15 +79,16 @@ def test_calibration_equals_sklearn_and_ece_by_definition(seed):
     seen = count > 0
     np.testing.assert_allclose(correct_sum[seen] / count[seen], prob_true)
     np.testing.assert_allclose(conf_sum[seen] / count[seen], prob_pred, rtol=1e-6)
-    ece = sum(n / len(conf) * abs(a - c) for n, a, c in
-              zip(count[seen], prob_true, prob_pred))
-    assert curves.expected_calibration_error(count, conf_sum, correct_sum) == \
-        pytest.approx(ece, abs=1e-6)
+    ece = sum(n / len(conf) * abs(a - c) for n, a, c in zip(count[seen], prob_true, prob_pred))
+    assert curves.expected_calibration_error(count, conf_sum, correct_sum) == pytest.approx(
+        ece, abs=1e-6
+    )
 
 
 def test_empty_gives_nan():
     count, conf_sum, correct_sum = curves.calibration_bins(np.zeros(0), np.zeros(0, bool))
     assert np.isnan(curves.expected_calibration_error(count, conf_sum, correct_sum))
-    precision, recall = curves.pr_curves(*curves.score_histograms(np.zeros((0, 2)),
-                                                                  np.zeros((0, 2), bool)))
+    precision, recall = curves.pr_curves(
+        *curves.score_histograms(np.zeros((0, 2)), np.zeros((0, 2), bool))
+    )
     assert np.isnan(precision).all() and np.isnan(recall).all()

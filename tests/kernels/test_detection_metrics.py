@@ -1,15 +1,15 @@
 """fastevalcb.kernels.detection_metrics vs its numpy twin in tests/reference.py."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from fastevalcb import kernels
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -20,9 +20,12 @@ NAN, INF = float("nan"), float("inf")
 grid = st.integers(0, 4).map(lambda v: v * 8.0)
 side = st.sampled_from([0.0, 8.0, 16.0, 16.0, 24.0, 24.0, 32.0])
 good_box = st.tuples(grid, grid, side, side).map(lambda t: (t[0], t[1], t[0] + t[2], t[1] + t[3]))
-bad_box = st.one_of(good_box, good_box, good_box,
-                    st.sampled_from([(NAN, 0, 8, 8), (0, 0, INF, 8), (-INF, 0, 8, 8)]))
-score = st.one_of(st.sampled_from([0.5, np.float32(0.9), NAN, INF, -INF]), st.floats(0, 1, width=32))
+bad_box = st.one_of(
+    good_box, good_box, good_box, st.sampled_from([(NAN, 0, 8, 8), (0, 0, INF, 8), (-INF, 0, 8, 8)])
+)
+score = st.one_of(
+    st.sampled_from([0.5, np.float32(0.9), NAN, INF, -INF]), st.floats(0, 1, width=32)
+)
 thresholds = st.sampled_from([0.1, 1 / 3, 0.5, 0.7, 1.0])
 NUM_CLASSES = 3
 
@@ -35,9 +38,11 @@ def near(gt):
     """A prediction close to ground-truth ``(box, class)``: one edge moved by -8, 0 or +8,
     usually the same class."""
     box, c = gt
-    return st.tuples(st.integers(0, 3), st.sampled_from([-8.0, 0.0, 0.0, 8.0]),
-                     st.sampled_from([c, c, c, (c + 1) % NUM_CLASSES])).map(
-        lambda t: (tuple(v + t[1] if k == t[0] else v for k, v in enumerate(box)), t[2]))
+    return st.tuples(
+        st.integers(0, 3),
+        st.sampled_from([-8.0, 0.0, 0.0, 8.0]),
+        st.sampled_from([c, c, c, (c + 1) % NUM_CLASSES]),
+    ).map(lambda t: (tuple(v + t[1] if k == t[0] else v for k, v in enumerate(box)), t[2]))
 
 
 @st.composite
@@ -68,8 +73,15 @@ def packed_batch(draw, boxes=bad_box, max_images=4, max_pred=10, max_gt=8):
 
 
 def _ap_args(d, tp):
-    return (d["pred_offsets"], d["pred_scores"], d["pred_class"], tp, d["gt_offsets"],
-            d["gt_class"], NUM_CLASSES)
+    return (
+        d["pred_offsets"],
+        d["pred_scores"],
+        d["pred_class"],
+        tp,
+        d["gt_offsets"],
+        d["gt_class"],
+        NUM_CLASSES,
+    )
 
 
 def brute_force_ap(scores, tp, num_gt):
@@ -78,15 +90,20 @@ def brute_force_ap(scores, tp, num_gt):
     (0 if none does). The ranking is Python's ``sorted``; NaN last, ties by index."""
     if num_gt == 0:
         return math.nan
-    order = sorted(range(len(scores)),
-                   key=lambda i: (math.isnan(scores[i]), 0 if math.isnan(scores[i]) else
-                                  -float(scores[i]), i))
+    order = sorted(
+        range(len(scores)),
+        key=lambda i: (math.isnan(scores[i]), 0 if math.isnan(scores[i]) else -float(scores[i]), i),
+    )
     points, hits = [], 0
     for rank, i in enumerate(order, 1):
         hits += bool(tp[i])
         points.append((hits, Fraction(hits, rank)))
-    return float(sum(max([p for h, p in points if h >= k], default=Fraction(0))
-                     for k in range(1, num_gt + 1)) / num_gt)
+    return float(
+        sum(
+            max([p for h, p in points if h >= k], default=Fraction(0)) for k in range(1, num_gt + 1)
+        )
+        / num_gt
+    )
 
 
 # ---------------------------------------------------------------- hand-computed case
@@ -106,13 +123,19 @@ def known_case():
     """
     return dict(
         pred_offsets=[0, 4, 6, 7, 7],
-        pred_xyxy=[[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 35], [5, 0, 15, 10],
-                   [0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]],
+        pred_xyxy=[
+            [0, 0, 10, 10],
+            [0, 0, 10, 10],
+            [20, 20, 30, 35],
+            [5, 0, 15, 10],
+            [0, 0, 10, 10],
+            [50, 50, 60, 60],
+            [0, 0, 10, 10],
+        ],
         pred_scores=[0.8, 0.9, 0.7, 0.6, 0.5, 0.95, NAN],
         pred_class=[0, 0, 0, 1, 1, 0, 1],
         gt_offsets=[0, 3, 4, 4, 5],
-        gt_xyxy=[[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [0, 0, 10, 10],
-                 [0, 0, 4, 4]],
+        gt_xyxy=[[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 4, 4]],
         gt_class=[0, 0, 1, 1, 0],
     )
 
@@ -128,8 +151,9 @@ def test_known_case_by_hand():
     # image 0, class 1: p3 FP, 1 GT -> AP = 0;  image AP = (5/6 + 0) / 2 = 5/12
     # image 1: class 1 only (p5's class 0 has no GT there): p4 TP -> AP = 1
     # image 2: no GT -> NaN;  image 3: class 0, 1 GT, no predictions -> 0
-    ap = kernels.per_image_ap(d["pred_offsets"], d["pred_scores"], d["pred_class"], tp,
-                              d["gt_offsets"], d["gt_class"], 3)
+    ap = kernels.per_image_ap(
+        d["pred_offsets"], d["pred_scores"], d["pred_class"], tp, d["gt_offsets"], d["gt_class"], 3
+    )
     assert ap.dtype == np.float32
     np.testing.assert_array_equal(ap, np.array([5 / 12, 1.0, np.nan, 0.0], np.float32))
 
@@ -138,8 +162,9 @@ def test_known_case_by_hand():
     # dataset, class 1 (2 GT): p3 FP (0, 0), p4 TP (1/2, 1/2), p6 NaN ranks last, FP
     #   (1/3, 1/2) -> AP = 1/2 * 1/2 = 1/4
     # class 2: no GT -> NaN;  mAP = (1/3 + 1/4) / 2 = 7/24
-    m, per_class = kernels.mean_average_precision(d["pred_scores"], d["pred_class"], tp,
-                                                  d["gt_class"], 3)
+    m, per_class = kernels.mean_average_precision(
+        d["pred_scores"], d["pred_class"], tp, d["gt_class"], 3
+    )
     assert per_class.dtype == np.float64
     np.testing.assert_allclose(per_class, [1 / 3, 1 / 4, np.nan], rtol=1e-15)
     assert m == pytest.approx(7 / 24, rel=1e-15)
@@ -171,8 +196,12 @@ def test_match_matches_reference(d, thr):
 
 
 @SETTINGS
-@given(st.integers(0, 20).flatmap(lambda n: st.tuples(
-    arrays(np.float32, n, elements=score), arrays(np.bool_, n))), st.integers(0, 4))
+@given(
+    st.integers(0, 20).flatmap(
+        lambda n: st.tuples(arrays(np.float32, n, elements=score), arrays(np.bool_, n))
+    ),
+    st.integers(0, 4),
+)
 def test_average_precision_matches_reference_and_brute_force(case, extra_gt):
     scores, tp = case
     num_gt = int(tp.sum()) + extra_gt
@@ -225,16 +254,30 @@ def test_precision_recall_matches_reference(counts):
 def test_perfect_predictions_score_one(d):
     # predict every ground-truth box exactly; all are TP unless the box has zero area
     tp, counts = kernels.match_detections(
-        d["gt_offsets"], d["gt_xyxy"], np.linspace(1, 0, len(d["gt_class"])), d["gt_class"],
-        d["gt_offsets"], d["gt_xyxy"], d["gt_class"])
+        d["gt_offsets"],
+        d["gt_xyxy"],
+        np.linspace(1, 0, len(d["gt_class"])),
+        d["gt_class"],
+        d["gt_offsets"],
+        d["gt_xyxy"],
+        d["gt_class"],
+    )
     area = np.prod(d["gt_xyxy"][:, 2:] - d["gt_xyxy"][:, :2], axis=1)
     np.testing.assert_array_equal(tp, area > 0)
     if tp.all() and tp.size:
-        ap = kernels.per_image_ap(d["gt_offsets"], np.ones(tp.size), d["gt_class"], tp,
-                                  d["gt_offsets"], d["gt_class"], NUM_CLASSES)
+        ap = kernels.per_image_ap(
+            d["gt_offsets"],
+            np.ones(tp.size),
+            d["gt_class"],
+            tp,
+            d["gt_offsets"],
+            d["gt_class"],
+            NUM_CLASSES,
+        )
         assert np.all(ap[np.diff(d["gt_offsets"]) > 0] == 1.0)
-        m, _ = kernels.mean_average_precision(np.ones(tp.size), d["gt_class"], tp,
-                                              d["gt_class"], NUM_CLASSES)
+        m, _ = kernels.mean_average_precision(
+            np.ones(tp.size), d["gt_class"], tp, d["gt_class"], NUM_CLASSES
+        )
         assert m == 1.0
 
 
@@ -266,29 +309,39 @@ EDGE_CASES = {
     # -inf still outranks NaN
     "neg_inf_before_nan": (([SQ, SQ], [NAN, -INF], [SQ]), ([False, True], [1, 1, 0])),
     # zero-area boxes have IoU 0 with everything, even an identical box
-    "degenerate_pred_and_gt": (([[5, 5, 5, 5], [0, 0, 0, 10]], [0.9, 0.8],
-                                [[5, 5, 5, 5], [0, 0, 0, 10]]), ([False, False], [0, 2, 2])),
+    "degenerate_pred_and_gt": (
+        ([[5, 5, 5, 5], [0, 0, 0, 10]], [0.9, 0.8], [[5, 5, 5, 5], [0, 0, 0, 10]]),
+        ([False, False], [0, 2, 2]),
+    ),
     "non_finite_pred": (([[0, 0, NAN, 10]], [0.9], [SQ]), ([False], [0, 1, 1])),
     # exactly at the threshold counts: IoU([0,0,10,10], [0,0,10,5]) = 0.5
     "iou_equal_threshold": (([[0, 0, 10, 5]], [0.9], [SQ]), ([True], [1, 0, 0])),
     "iou_just_below": (([[0, 0, 10, 4.9]], [0.9], [SQ]), ([False], [0, 1, 1])),
     # the best match among the *unmatched* GT: the second prediction falls back to g1
     # (IoU 0.6 >= 0.5) after the first took g0 (COCO rule; the VOC devkit would say FP)
-    "falls_back_to_unmatched": (([SQ, SQ], [0.9, 0.8], [SQ, [0, 0, 10, 6]]),
-                                ([True, True], [2, 0, 0])),
+    "falls_back_to_unmatched": (
+        ([SQ, SQ], [0.9, 0.8], [SQ, [0, 0, 10, 6]]),
+        ([True, True], [2, 0, 0]),
+    ),
     # each prediction takes the unmatched GT with the highest IoU, not the first one above
     # the threshold: p0 takes g1 (IoU 1, not g0 at 0.6), leaving g0 for p1 (IoU 2/3; p1 has
     # only IoU 0.4 with g1)
-    "highest_iou_gt_wins": (([SQ, [0, 0, 10, 4]], [0.9, 0.8], [[0, 0, 10, 6], SQ]),
-                            ([True, True], [2, 0, 0])),
+    "highest_iou_gt_wins": (
+        ([SQ, [0, 0, 10, 4]], [0.9, 0.8], [[0, 0, 10, 6], SQ]),
+        ([True, True], [2, 0, 0]),
+    ),
     # IoU tie between two unmatched GT boxes (0.5 each): the lower GT index is taken, so p1
     # (IoU 1 with g0, 0 with g1) finds nothing left. (pycocotools would take g1, the last.)
-    "iou_tie_lower_gt_index": (([SQ, [0, 0, 10, 5]], [0.9, 0.8], [[0, 0, 10, 5], [0, 5, 10, 10]]),
-                               ([True, False], [1, 1, 1])),
+    "iou_tie_lower_gt_index": (
+        ([SQ, [0, 0, 10, 5]], [0.9, 0.8], [[0, 0, 10, 5], [0, 5, 10, 10]]),
+        ([True, False], [1, 1, 1]),
+    ),
     # a class mismatch never matches
     "other_class": (([SQ], [0.9], [SQ], [1], [0]), ([False], [0, 1, 1])),
-    "threshold_one_needs_identical": (([SQ, [0, 0, 10, 9.5]], [0.5, 0.9], [SQ], None, None, 1.0),
-                                      ([True, False], [1, 1, 0])),
+    "threshold_one_needs_identical": (
+        ([SQ, [0, 0, 10, 9.5]], [0.5, 0.9], [SQ], None, None, 1.0),
+        ([True, False], [1, 1, 0]),
+    ),
 }
 
 
@@ -297,18 +350,21 @@ def test_match_edge_cases(args, expected):
     assert _match_one(*args) == expected
 
 
-@pytest.mark.parametrize("scores, tp, num_gt, expected", [
-    ([], [], 3, 0.0),                                  # no predictions
-    ([0.9], [True], 1, 1.0),
-    ([0.9], [False], 1, 0.0),
-    ([0.9, 0.8], [False, True], 1, 0.5),               # TP at rank 2: precision 1/2
-    ([0.8, 0.9], [True, False], 1, 0.5),               # same, input order does not matter
-    ([0.5, 0.5], [False, True], 1, 0.5),               # tie: lower index ranks first
-    ([0.5, 0.5], [True, False], 1, 1.0),
-    ([NAN, 0.1], [True, False], 1, 0.5),               # NaN ranks last
-    ([0.9, 0.8, 0.7], [True, False, True], 4, (1 + 2 / 3) / 4),   # recall never reaches 1
-    ([0.9, 0.8, 0.7, 0.6], [False, True, False, True], 2, (0.5 + 0.5) / 2),  # envelope
-])
+@pytest.mark.parametrize(
+    "scores, tp, num_gt, expected",
+    [
+        ([], [], 3, 0.0),  # no predictions
+        ([0.9], [True], 1, 1.0),
+        ([0.9], [False], 1, 0.0),
+        ([0.9, 0.8], [False, True], 1, 0.5),  # TP at rank 2: precision 1/2
+        ([0.8, 0.9], [True, False], 1, 0.5),  # same, input order does not matter
+        ([0.5, 0.5], [False, True], 1, 0.5),  # tie: lower index ranks first
+        ([0.5, 0.5], [True, False], 1, 1.0),
+        ([NAN, 0.1], [True, False], 1, 0.5),  # NaN ranks last
+        ([0.9, 0.8, 0.7], [True, False, True], 4, (1 + 2 / 3) / 4),  # recall never reaches 1
+        ([0.9, 0.8, 0.7, 0.6], [False, True, False, True], 2, (0.5 + 0.5) / 2),  # envelope
+    ],
+)
 def test_average_precision_cases(scores, tp, num_gt, expected):
     assert kernels.average_precision(scores, tp, num_gt) == pytest.approx(expected, abs=1e-15)
     assert reference.average_precision(scores, tp, num_gt) == pytest.approx(expected, abs=1e-15)
@@ -369,10 +425,16 @@ def test_errors_state_expected_and_got():
 
 def test_inconsistent_tp_is_rejected():
     d = known_case()
-    tp = np.ones(7, bool)   # image 0 has 2 GT boxes of class 0 but 3 predictions marked TP
-    with pytest.raises(ValueError, match=r"tp marks 3 predictions of class 0 in image 0 as true "
-                                         r"positives but there are only 2 ground-truth"):
+    tp = np.ones(7, bool)  # image 0 has 2 GT boxes of class 0 but 3 predictions marked TP
+    with pytest.raises(
+        ValueError,
+        match=r"tp marks 3 predictions of class 0 in image 0 as true "
+        r"positives but there are only 2 ground-truth",
+    ):
         kernels.per_image_ap(*_ap_args(d, tp))
-    with pytest.raises(ValueError, match=r"tp marks 4 predictions of class 0 as true positives "
-                                         r"but there are only 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"tp marks 4 predictions of class 0 as true positives "
+        r"but there are only 3",
+    ):
         kernels.mean_average_precision(d["pred_scores"], d["pred_class"], tp, d["gt_class"], 3)

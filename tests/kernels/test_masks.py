@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-import reference
 from fastevalcb import kernels
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -18,8 +18,11 @@ logit = st.one_of(st.sampled_from([0.0, 1.0, np.nan]), st.floats(-5, 5, width=32
 
 
 @SETTINGS
-@given(st.tuples(dims, st.integers(1, 6)).flatmap(
-    lambda dc: arrays(np.float32, dc[0] + (dc[1],), elements=logit)))
+@given(
+    st.tuples(dims, st.integers(1, 6)).flatmap(
+        lambda dc: arrays(np.float32, dc[0] + (dc[1],), elements=logit)
+    )
+)
 def test_argmax_matches_numpy_incl_ties_and_nan(logits):
     got = kernels.logits_argmax(logits)
     assert got.dtype == np.uint8
@@ -34,11 +37,15 @@ def test_argmax_float64_and_many_classes():
 
 
 @SETTINGS
-@given(dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 20))),
-       st.integers(1, 20), st.integers(1, 20))
+@given(
+    dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 20))),
+    st.integers(1, 20),
+    st.integers(1, 20),
+)
 def test_resize_nearest_matches_reference(masks, oh, ow):
-    np.testing.assert_array_equal(kernels.resize_nearest(masks, (oh, ow)),
-                                  reference.resize_nearest(masks, (oh, ow)))
+    np.testing.assert_array_equal(
+        kernels.resize_nearest(masks, (oh, ow)), reference.resize_nearest(masks, (oh, ow))
+    )
 
 
 @pytest.mark.parametrize("size", [(7, 5), (32, 48), (3, 3), (13, 17)])
@@ -83,8 +90,13 @@ def test_segmentation_metrics_unknown_ids():
 
 
 @SETTINGS
-@given(st.integers(0, 3), st.integers(1, 40), st.integers(1, 30), st.booleans(),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(0, 3),
+    st.integers(1, 40),
+    st.integers(1, 30),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
 def test_segmentation_counts_match_reference(b, side, c, use_ignore, seed):
     """Both kernel paths: the joint histogram (``4 * C * C <= H * W``) and the direct loop."""
     rng = np.random.default_rng(seed)
@@ -105,8 +117,11 @@ def test_segmentation_counts_name_the_first_unknown_id(dtype, side):
     bad = m.copy()
     bad[1, side - 1, 0] = 9
     bad[1, side - 1, 1] = 255
-    with pytest.raises(ValueError, match=rf"target contains unknown class id 9 at flat index "
-                                         rf"{side * side + (side - 1) * side}; .*\[0, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"target contains unknown class id 9 at flat index "
+        rf"{side * side + (side - 1) * side}; .*\[0, 3\)",
+    ):
         kernels.segmentation_counts(m, bad, 3, ignore_index=255)
     with pytest.raises(ValueError, match="pred contains unknown class id 9"):
         kernels.segmentation_counts(bad, m, 3, ignore_index=9)  # ignore is for targets only
@@ -116,16 +131,22 @@ def test_segmentation_counts_name_the_first_unknown_id(dtype, side):
 
 
 @SETTINGS
-@given(dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 4))),
-       st.floats(0, 1), st.integers(0, 2**32 - 1))
+@given(
+    dims.flatmap(lambda d: arrays(np.uint8, d, elements=st.integers(0, 4))),
+    st.floats(0, 1),
+    st.integers(0, 2**32 - 1),
+)
 def test_palette_and_overlay_match_reference(masks, alpha, seed):
     rng = np.random.default_rng(seed)
     palette = rng.integers(0, 256, (5, 3), dtype=np.uint8)
     images = rng.integers(0, 256, masks.shape + (3,), dtype=np.uint8)
-    np.testing.assert_array_equal(kernels.palette_lookup(masks, palette),
-                                  reference.palette_lookup(masks, palette))
-    np.testing.assert_array_equal(kernels.blend_overlay(images, masks, palette, alpha),
-                                  reference.blend_overlay(images, masks, palette, alpha))
+    np.testing.assert_array_equal(
+        kernels.palette_lookup(masks, palette), reference.palette_lookup(masks, palette)
+    )
+    np.testing.assert_array_equal(
+        kernels.blend_overlay(images, masks, palette, alpha),
+        reference.blend_overlay(images, masks, palette, alpha),
+    )
 
 
 def test_overlay_extremes_and_unknown_palette_index():
@@ -140,8 +161,16 @@ def test_overlay_extremes_and_unknown_palette_index():
 
 def test_warmup_compiles_everything():
     timings = kernels.warmup()
-    assert set(timings) == {"classification", "boxes", "nms", "masks", "detection_metrics",
-                            "coco", "confusion", "curves"}
+    assert set(timings) == {
+        "classification",
+        "boxes",
+        "nms",
+        "masks",
+        "detection_metrics",
+        "coco",
+        "confusion",
+        "curves",
+    }
     assert set(timings) == set(kernels.KERNEL_GROUPS)
 
 

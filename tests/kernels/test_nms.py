@@ -2,17 +2,19 @@
 
 import numpy as np
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
 from fastevalcb import kernels
 
 SETTINGS = settings(max_examples=100, deadline=None)
 # Coarse grid coordinates make identical boxes, ties and exact-threshold IoUs likely.
 coord = st.integers(-4, 12).map(lambda v: np.float32(v * 8))
-score = st.one_of(st.sampled_from([0.5, np.float32(0.9), np.nan, np.inf, -np.inf]), st.floats(0, 1, width=32))
+score = st.one_of(
+    st.sampled_from([0.5, np.float32(0.9), np.nan, np.inf, -np.inf]), st.floats(0, 1, width=32)
+)
 bad_coord = st.one_of(coord, st.sampled_from([np.nan, np.inf]))
 
 
@@ -25,9 +27,12 @@ def image_boxes(draw, max_n=25, coords=coord):
     return boxes, scores, cls
 
 
-nms_args = st.tuples(st.sampled_from([0.0, 0.3, 0.5, 1 / 3, 0.7, 1.0]),
-                     st.sampled_from([-np.inf, 0.0, 0.5]),
-                     st.sampled_from([-1, 0, 1, 3]), st.booleans())
+nms_args = st.tuples(
+    st.sampled_from([0.0, 0.3, 0.5, 1 / 3, 0.7, 1.0]),
+    st.sampled_from([-np.inf, 0.0, 0.5]),
+    st.sampled_from([-1, 0, 1, 3]),
+    st.booleans(),
+)
 
 
 @SETTINGS
@@ -41,21 +46,25 @@ def test_nms_matches_reference(case, args):
 
 
 @SETTINGS
-@given(st.integers(0, 4).flatmap(lambda b: st.lists(image_boxes(max_n=12), min_size=b, max_size=b)),
-       nms_args)
+@given(
+    st.integers(0, 4).flatmap(lambda b: st.lists(image_boxes(max_n=12), min_size=b, max_size=b)),
+    nms_args,
+)
 def test_batched_nms_matches_reference_on_padded_input(cases, args):
     iou, thr, k, agnostic = args
     b, m = len(cases), 12
-    boxes = np.full((b, m, 4), 7.0, np.float32)   # padding rows hold junk on purpose
+    boxes = np.full((b, m, 4), 7.0, np.float32)  # padding rows hold junk on purpose
     scores = np.full((b, m), 1.0, np.float32)
     cls = np.full((b, m), 99, np.int32)
     counts = np.array([len(c[1]) for c in cases], np.int64)
     for i, (bx, sc, cl) in enumerate(cases):
-        boxes[i, :len(sc)], scores[i, :len(sc)], cls[i, :len(sc)] = bx, sc, cl
-    got = kernels.batched_nms_keep(boxes, scores, cls, counts, iou, thr, k, num_classes=3,
-                                   class_agnostic=agnostic)
-    want = reference.batched_nms_keep(boxes, scores, cls, counts, iou, thr, k,
-                                      class_agnostic=agnostic)
+        boxes[i, : len(sc)], scores[i, : len(sc)], cls[i, : len(sc)] = bx, sc, cl
+    got = kernels.batched_nms_keep(
+        boxes, scores, cls, counts, iou, thr, k, num_classes=3, class_agnostic=agnostic
+    )
+    want = reference.batched_nms_keep(
+        boxes, scores, cls, counts, iou, thr, k, class_agnostic=agnostic
+    )
     np.testing.assert_array_equal(got, want)
     assert not got[np.arange(m)[None, :] >= counts[:, None]].any()
 
@@ -92,8 +101,9 @@ def test_unknown_class_id_raises(bad):
     with pytest.raises(ValueError, match=rf"unknown class id {bad}.*\[0, 3\)"):
         kernels.nms_keep(np.zeros((2, 4)), np.ones(2), [0, bad], num_classes=3)
     with pytest.raises(ValueError, match=rf"unknown class id {bad}"):
-        kernels.batched_nms_keep(np.zeros((1, 2, 4)), np.ones((1, 2)), [[0, bad]], [2],
-                                 num_classes=3)
+        kernels.batched_nms_keep(
+            np.zeros((1, 2, 4)), np.ones((1, 2)), [[0, bad]], [2], num_classes=3
+        )
 
 
 def test_padding_rows_are_not_checked_and_errors_are_clear():

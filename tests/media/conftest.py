@@ -24,9 +24,17 @@ def det_batch():
     scores = rng.uniform(0, 1, (4, 6)).astype(np.float32)
     scores[1, 2] = np.inf
     cls = rng.integers(0, 5, (4, 6))
-    preds = PackedDetections.from_padded(boxes, cls, scores, counts=[6, 3, 0, 5],
-                                         image_size=(48, 64), iou_threshold=0.5, num_classes=5)
-    gt = PackedDetections.from_padded(boxes[:, ::-1], cls, None, counts=[2, 0, 1, 6],
-                                      image_size=(48, 64))
+    preds = PackedDetections.from_padded(
+        boxes,
+        cls,
+        scores,
+        counts=[6, 3, 0, 5],
+        image_size=(48, 64),
+        iou_threshold=0.5,
+        num_classes=5,
+    )
+    gt = PackedDetections.from_padded(
+        boxes[:, ::-1], cls, None, counts=[2, 0, 1, 6], image_size=(48, 64)
+    )
     labels = {i: f"class {i} é" for i in range(5)}
     return images, preds, gt, labels

@@ -22,14 +22,21 @@ def _packed(rng, counts, with_scores):
     n = int(sum(counts))
     xy = rng.uniform(-5, 60, (n, 2))
     xyxy = np.concatenate([xy, xy + rng.uniform(0, 30, (n, 2))], 1)
-    return PackedDetections(np.concatenate([[0], np.cumsum(counts)]), xyxy,
-                            rng.integers(0, 3, n),
-                            rng.uniform(0, 1, n) if with_scores else None)
+    return PackedDetections(
+        np.concatenate([[0], np.cumsum(counts)]),
+        xyxy,
+        rng.integers(0, 3, n),
+        rng.uniform(0, 1, n) if with_scores else None,
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 6), min_size=1, max_size=5), st.booleans(),
-       st.sampled_from(["pixel", None]), st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    st.booleans(),
+    st.sampled_from(["pixel", None]),
+    st.integers(0, 2**32 - 1),
+)
 def test_text_is_json_dumps_of_the_stock_box_data(counts, with_scores, domain, seed):
     dets = _packed(np.random.default_rng(seed), counts, with_scores)
     texts = box_data_json(dets, LABELS, domain)
@@ -54,8 +61,12 @@ def test_table_with_text_layers_writes_what_wandb_writes_from_dicts(wandb_offlin
     pred = _packed(rng, [3, 2, 0], with_scores=True)
 
     def table(table_only):
-        images = build_images(base, boxes={"ground_truth": gt, "predictions": pred},
-                              class_labels=LABELS, table_only=table_only)
+        images = build_images(
+            base,
+            boxes={"ground_truth": gt, "predictions": pred},
+            class_labels=LABELS,
+            table_only=table_only,
+        )
         t = ColumnarTable(["id", "image"])
         t.add_columns({"id": [0, 1, 2], "image": images})
         return t

@@ -21,8 +21,12 @@ shapes = st.tuples(st.integers(2, 20), st.integers(2, 20), st.sampled_from([None
 
 
 @settings(max_examples=60, deadline=None)
-@given(shapes.flatmap(lambda s: arrays(np.uint8, s[:2] if s[2] is None else s)),
-       st.integers(0, 9), st.sampled_from(BACKENDS), st.sampled_from(["sub", "none"]))
+@given(
+    shapes.flatmap(lambda s: arrays(np.uint8, s[:2] if s[2] is None else s)),
+    st.integers(0, 9),
+    st.sampled_from(BACKENDS),
+    st.sampled_from(["sub", "none"]),
+)
 def test_decodes_to_same_pixels(image, level, backend, row_filter):
     arr = as_image_array(image)
     data = encode_png(arr, level, backend=backend, row_filter=row_filter)

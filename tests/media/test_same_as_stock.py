@@ -25,9 +25,15 @@ def stock_box_dicts(xyxy, scores, class_id, labels):
     """The stock pattern, written as users write it (numpy scalars -> float()/int())."""
     out = []
     for i in range(len(xyxy)):
-        box = {"position": {"minX": float(xyxy[i][0]), "maxX": float(xyxy[i][2]),
-                            "minY": float(xyxy[i][1]), "maxY": float(xyxy[i][3])},
-               "class_id": int(class_id[i])}
+        box = {
+            "position": {
+                "minX": float(xyxy[i][0]),
+                "maxX": float(xyxy[i][2]),
+                "minY": float(xyxy[i][1]),
+                "maxY": float(xyxy[i][3]),
+            },
+            "class_id": int(class_id[i]),
+        }
         if scores is None:
             box["box_caption"] = labels[int(class_id[i])]
         else:
@@ -42,18 +48,35 @@ def stock_detection_images(images, preds, gt, labels):
     out = []
     for i in range(len(images)):
         p, g = preds.image(i), gt.image(i)
-        out.append(wandb.Image(images[i], boxes={
-            "predictions": {"box_data": stock_box_dicts(p.xyxy, p.scores, p.class_id, labels),
-                            "class_labels": labels},
-            "ground_truth": {"box_data": stock_box_dicts(g.xyxy, None, g.class_id, labels),
-                             "class_labels": labels}}))
+        out.append(
+            wandb.Image(
+                images[i],
+                boxes={
+                    "predictions": {
+                        "box_data": stock_box_dicts(p.xyxy, p.scores, p.class_id, labels),
+                        "class_labels": labels,
+                    },
+                    "ground_truth": {
+                        "box_data": stock_box_dicts(g.xyxy, None, g.class_id, labels),
+                        "class_labels": labels,
+                    },
+                },
+            )
+        )
     return out
 
 
 def stock_segmentation_images(images, pred, gt, labels):
-    return [wandb.Image(images[i], masks={
-        "predictions": {"mask_data": pred[i], "class_labels": labels},
-        "ground_truth": {"mask_data": gt[i], "class_labels": labels}}) for i in range(len(images))]
+    return [
+        wandb.Image(
+            images[i],
+            masks={
+                "predictions": {"mask_data": pred[i], "class_labels": labels},
+                "ground_truth": {"mask_data": gt[i], "class_labels": labels},
+            },
+        )
+        for i in range(len(images))
+    ]
 
 
 def media_files(run_dir, key):
@@ -81,11 +104,13 @@ def pixels(png: bytes) -> np.ndarray:
 def comparable_json(img, run, exact: bool):
     """``img.to_json(run)`` with the encoding-dependent fields dropped unless ``exact``."""
     j = json.loads(json.dumps(img.to_json(run)))
+
     def strip(d):
         d["path"] = d["path"].split("_", 2)[-1]  # drop the "<key>_<step>_" prefix
         if not exact:
             for k in ("sha256", "size", "path"):
                 d.pop(k)
+
     strip(j)
     for m in j.get("masks", {}).values():
         strip(m)
@@ -101,8 +126,12 @@ def test_detection_same_as_stock(wandb_offline, det_batch, compress_level):
     stock = stock_detection_images(images, preds, gt, labels)
     fast = detection_images(images, preds, labels, ground_truth=gt, compress_level=compress_level)
     assert all(type(f) is wandb.Image for f in fast)
-    run.log({**{f"stock{i}": s for i, s in enumerate(stock)},
-             **{f"fast{i}": f for i, f in enumerate(fast)}})
+    run.log(
+        {
+            **{f"stock{i}": s for i, s in enumerate(stock)},
+            **{f"fast{i}": f for i, f in enumerate(fast)},
+        }
+    )
     for i in range(len(images)):
         s_files, f_files = media_files(run.dir, f"stock{i}"), media_files(run.dir, f"fast{i}")
         assert sorted(s_files) == sorted(f_files)
@@ -126,13 +155,18 @@ def test_segmentation_same_as_stock(wandb_offline, det_batch):
     run = wandb_offline
     stock = stock_segmentation_images(images, pred, gt, labels)
     fast = segmentation_images(images, pred, labels, ground_truth=gt)
-    run.log({**{f"stock{i}": s for i, s in enumerate(stock)},
-             **{f"fast{i}": f for i, f in enumerate(fast)}})
+    run.log(
+        {
+            **{f"stock{i}": s for i, s in enumerate(stock)},
+            **{f"fast{i}": f for i, f in enumerate(fast)},
+        }
+    )
     for i in range(len(images)):
         s_files, f_files = media_files(run.dir, f"stock{i}"), media_files(run.dir, f"fast{i}")
         assert sorted(s_files) == sorted(f_files) == ["media/images", "media/images/mask"]
-        np.testing.assert_array_equal(pixels(s_files["media/images"][0]),
-                                      pixels(f_files["media/images"][0]))
+        np.testing.assert_array_equal(
+            pixels(s_files["media/images"][0]), pixels(f_files["media/images"][0])
+        )
         s_masks = sorted(pixels(m).tobytes() for m in s_files["media/images/mask"])
         f_masks = sorted(pixels(m).tobytes() for m in f_files["media/images/mask"])
         assert s_masks == f_masks == sorted([pred[i].tobytes(), gt[i].tobytes()])
@@ -151,8 +185,14 @@ def test_table_json_same_as_stock(wandb_offline, det_batch):
     run = wandb_offline
     run.log({"table": table})
     run.finish()
-    tables = [d for d in map(read_json, glob.glob(os.path.join(
-        os.environ["WANDB_DATA_DIR"], "artifacts", "staging", "*"))) if d.get("_type") == "table"]
+    tables = [
+        d
+        for d in map(
+            read_json,
+            glob.glob(os.path.join(os.environ["WANDB_DATA_DIR"], "artifacts", "staging", "*")),
+        )
+        if d.get("_type") == "table"
+    ]
     assert tables, "wandb wrote no table JSON to the artifact staging folder"
     data = tables[0]["data"]
     assert len(data) == len(images)
@@ -181,7 +221,8 @@ def test_box_payload_equals_stock_dicts(det_batch):
         p = preds.image(i)
         assert box_payload(p, labels) == {
             "box_data": stock_box_dicts(p.xyxy, p.scores, p.class_id, labels),
-            "class_labels": labels}
+            "class_labels": labels,
+        }
     no_domain = box_payload(gt.image(3), labels, domain=None)["box_data"]
     assert all("domain" not in b and "scores" not in b for b in no_domain)
 

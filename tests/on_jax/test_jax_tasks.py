@@ -75,14 +75,16 @@ def small_cnn(num_classes=3, hw=(8, 8)):
     """BatchNorm (non-trainable state the stateless step must get) and Dropout
     (``training=False`` in predict_step)."""
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((*hw, 3)),
-        keras.layers.Conv2D(4, 3),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dropout(0.5),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(num_classes),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((*hw, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.5),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(num_classes),
+        ]
+    )
 
 
 def classification_data(n=11, hw=(8, 8)):
@@ -96,8 +98,9 @@ def test_predictor_is_predict_with_one_trace_over_ragged_batches():
     x, _ = classification_data(11)
     predictor = BatchedPredictor(model, x, batch_size=4)  # 4 + 4 + 3 (padded)
     for _ in range(2):
-        np.testing.assert_allclose(predictor.predict_all(), model.predict(x, verbose=0),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            predictor.predict_all(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+        )
     assert predictor.trace_count == 1 and predictor._step.pad_to == 4
 
 
@@ -121,8 +124,9 @@ def test_predictor_on_a_tf_data_source_hands_arrays_to_the_jax_step():
     x, _ = classification_data(10)
     source = tf.data.Dataset.from_tensor_slices(x).batch(4)  # 4 + 4 + 2
     predictor = BatchedPredictor(model, source)
-    np.testing.assert_allclose(predictor.predict_all(), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        predictor.predict_all(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     assert predictor.trace_count == 1
 
 
@@ -147,11 +151,16 @@ def test_per_n_batch_logging_logs_at_the_right_steps(offline_run, steps_per_exec
     model = small_cnn()
     model.compile("adam", loss(), steps_per_execution=steps_per_execution)
     x, y = classification_data(12)
-    cb = ClassificationEvalCallback((x, y), NAMES3, batch_size=5, log_every_n_batches=2,
-                                    log_on_epoch_end=False, verbose=0)
+    cb = ClassificationEvalCallback(
+        (x, y), NAMES3, batch_size=5, log_every_n_batches=2, log_on_epoch_end=False, verbose=0
+    )
     model.fit(x, y, epochs=2, batch_size=3, callbacks=[cb], verbose=0)  # 4 steps an epoch
     assert [(t["global_step"], t["trigger"]) for t in cb.timings] == [
-        (2, "batch"), (4, "batch"), (6, "batch"), (8, "batch")]
+        (2, "batch"),
+        (4, "batch"),
+        (6, "batch"),
+        (8, "batch"),
+    ]
     log = read()
     versions = pred_versions(log, run.id)
     assert len(versions) == 4
@@ -180,15 +189,21 @@ def test_output_function_in_keras_ops_picks_a_head(offline_run):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    model = keras.Model(inputs, {"cls": keras.layers.Dense(3)(pooled),
-                                 "aux": keras.layers.Dense(2)(pooled)})
+    model = keras.Model(
+        inputs, {"cls": keras.layers.Dense(3)(pooled), "aux": keras.layers.Dense(2)(pooled)}
+    )
     model.compile("sgd", {"cls": loss(), "aux": "mse"})
     x, y = classification_data(7)
     cb = ClassificationEvalCallback(
-        (x, y), NAMES3, batch_size=3, verbose=0,
-        output=lambda out: keras.ops.log_softmax(out["cls"]))  # logits, up to a shift
-    model.fit(x, {"cls": y, "aux": np.zeros((7, 2), "float32")}, epochs=1, callbacks=[cb],
-              verbose=0)
+        (x, y),
+        NAMES3,
+        batch_size=3,
+        verbose=0,
+        output=lambda out: keras.ops.log_softmax(out["cls"]),
+    )  # logits, up to a shift
+    model.fit(
+        x, {"cls": y, "aux": np.zeros((7, 2), "float32")}, epochs=1, callbacks=[cb], verbose=0
+    )
     probs = softmax(model.predict(x, verbose=0)["cls"])
     assert_classification_rows(last_table(read(), run), probs, y, NAMES3)
 
@@ -199,8 +214,9 @@ def test_a_tensorflow_output_function_fails_naming_the_backend(offline_run):
     model = small_cnn()
     model.compile("sgd", loss())
     x, y = classification_data(6)
-    cb = ClassificationEvalCallback((x, y), NAMES3, batch_size=3, verbose=0,
-                                    output=lambda out: tf.nn.softmax(out))
+    cb = ClassificationEvalCallback(
+        (x, y), NAMES3, batch_size=3, verbose=0, output=lambda out: tf.nn.softmax(out)
+    )
     epochs = EpochRecorder()
     with pytest.raises(FastEvalInputError) as info:
         model.fit(x, y, epochs=1, callbacks=[cb, epochs], verbose=0)
@@ -231,8 +247,9 @@ def test_keras_hub_deeplab_masks_are_predicts_argmax(offline_run):
     log = read()
     last = pred_versions(log, run.id)[-1]
     table = log.load_table(last, "eval_data")
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
     assert table.column("finite") == [True] * 5
     for i in (0, 4):
         entry = last.entries[table.column("image")[i]["masks"]["predictions"]["path"]]
@@ -243,8 +260,9 @@ def test_keras_hub_deeplab_masks_are_predicts_argmax(offline_run):
 def test_one_channel_sigmoid_segmenter_thresholds_in_keras_ops(offline_run):
     run, read = offline_run
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(1, 3, padding="same",
-                                                                          activation="sigmoid")])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")]
+    )
     model.compile("sgd", "binary_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.random((5, 8, 8, 3)).astype("float32")
@@ -253,8 +271,9 @@ def test_one_channel_sigmoid_segmenter_thresholds_in_keras_ops(offline_run):
     model.fit(x, masks[..., None].astype("float32"), epochs=1, callbacks=[cb], verbose=0)
     pred = (model.predict(x, verbose=0)[..., 0] > 0.5).astype(int)  # "auto": probabilities
     table = last_table(read(), run)
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
 
 
 def test_a_tf_keras_segmenter_next_to_the_jax_backend(offline_run):
@@ -263,8 +282,9 @@ def test_a_tf_keras_segmenter_next_to_the_jax_backend(offline_run):
     tf_keras = pytest.importorskip("tf_keras")
     run, read = offline_run
     tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.Input((8, 8, 3)),
-                                 tf_keras.layers.Conv2D(3, 3, padding="same")])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((8, 8, 3)), tf_keras.layers.Conv2D(3, 3, padding="same")]
+    )
     model.compile("sgd", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.random((5, 8, 8, 3)).astype("float32")
@@ -273,8 +293,9 @@ def test_a_tf_keras_segmenter_next_to_the_jax_backend(offline_run):
     model.fit(x, masks, epochs=1, callbacks=[cb], verbose=0)
     pred = model.predict(x, verbose=0).argmax(-1)
     table = last_table(read(), run)
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
     assert type(cb.predictor._step).__name__ == "_TFStep"
 
 
@@ -285,8 +306,10 @@ def test_keras_hub_retinanet_boxes_are_predicts(offline_run):
     model.prediction_decoder = rm.nms_decoder("xyxy", threshold=0.25)
     model.compile(optimizer="sgd")
     train_x = rm.images(4, (32, 32))
-    train_y = {"boxes": np.tile(np.array([[4, 4, 20, 20]], "float32"), (4, 1, 1)),
-               "labels": np.zeros((4, 1), "int32")}
+    train_y = {
+        "boxes": np.tile(np.array([[4, 4, 20, 20]], "float32"), (4, 1, 1)),
+        "labels": np.zeros((4, 1), "int32"),
+    }
     x = rm.images(5, (48, 48), seed=4)
     gt = np.array([[6, 6, 30, 30], [0, 0, 0, 0]], "float32")
     targets = {"boxes": np.tile(gt, (5, 1, 1)), "labels": np.tile([[1, -1]], (5, 1))}
@@ -298,14 +321,16 @@ def test_keras_hub_retinanet_boxes_are_predicts(offline_run):
     assert counts.sum() > 0
     np.testing.assert_array_equal(table.column("num_predictions"), counts)
     for i, cell in enumerate(table.column("image")):
-        expected = np.clip(want["boxes"][i, :counts[i]] * 1.5, 0, 48)  # 32x32 -> 48x48
+        expected = np.clip(want["boxes"][i, : counts[i]] * 1.5, 0, 48)  # 32x32 -> 48x48
         logged = cell["boxes"]["predictions"]
-        got = np.array([[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
-                        for b in logged]).reshape(-1, 4)
+        got = np.array(
+            [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")] for b in logged]
+        ).reshape(-1, 4)
         np.testing.assert_allclose(got, expected, atol=0.006)
-        np.testing.assert_allclose([b["scores"]["score"] for b in logged],
-                                   want["confidence"][i, :counts[i]], atol=6e-5)
-        assert [b["class_id"] for b in logged] == want["labels"][i, :counts[i]].tolist()
+        np.testing.assert_allclose(
+            [b["scores"]["score"] for b in logged], want["confidence"][i, : counts[i]], atol=6e-5
+        )
+        assert [b["class_id"] for b in logged] == want["labels"][i, : counts[i]].tolist()
     assert cb.predictor.trace_count == 1
 
 
@@ -340,8 +365,7 @@ def test_drop_in_base_with_per_n_batch_logging(offline_run):
     versions = pred_versions(log, run.id)
     assert len(versions) == 3  # steps 2, 4 and the epoch end
     table = log.load_table(versions[-1], "eval_data")
-    np.testing.assert_array_equal(table.column("pred"),
-                                  model.predict(x, verbose=0).argmax(-1))
+    np.testing.assert_array_equal(table.column("pred"), model.predict(x, verbose=0).argmax(-1))
 
 
 # ------------------------------------------------------------------- distribution
@@ -378,9 +402,11 @@ DATA_PARALLEL = textwrap.dedent("""
 
 
 def test_data_parallel_distribution_on_two_devices(wandb_env):
-    env = dict(os.environ, KERAS_BACKEND="jax",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(
+        os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
     script = DATA_PARALLEL.format(tests=os.path.dirname(HERE))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=500, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=500, env=env
+    )
     assert proc.returncode == 0 and "DATA_PARALLEL_OK" in proc.stdout, proc.stderr[-4000:]

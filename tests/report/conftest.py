@@ -17,8 +17,10 @@ from report_helpers import find_chromium, make_run
 def task_runs(tmp_path_factory):
     """``{task: OfflineRun}`` for classification, detection and segmentation."""
     root = tmp_path_factory.mktemp("report_runs")
-    return {task: make_run(task, root / task)
-            for task in ("classification", "detection", "segmentation")}
+    return {
+        task: make_run(task, root / task)
+        for task in ("classification", "detection", "segmentation")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +33,11 @@ def browser():
     except ImportError:
         sync_playwright = None
     if executable is None or sync_playwright is None:
-        missing = "playwright (pip install playwright)" if sync_playwright is None else \
-            "a Chromium (apt-get install chromium)"
+        missing = (
+            "playwright (pip install playwright)"
+            if sync_playwright is None
+            else "a Chromium (apt-get install chromium)"
+        )
         if in_ci:
             pytest.fail(f"the report's browser tests need {missing}; .ci/run installs it")
         pytest.skip(f"no browser: install {missing}")

@@ -13,9 +13,13 @@ CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 def _wandb_env(root: Path) -> dict[str, str]:
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-    for var, sub in [("WANDB_DIR", "run"), ("WANDB_DATA_DIR", "data"),
-                     ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")]:
+    for var, sub in [
+        ("WANDB_DIR", "run"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ]:
         (root / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(root / sub)
     return env
@@ -24,8 +28,11 @@ def _wandb_env(root: Path) -> dict[str, str]:
 def _callback(task: str):
     import keras
 
-    from fastevalcb import (ClassificationEvalCallback, DetectionEvalCallback,
-                            SegmentationEvalCallback)
+    from fastevalcb import (
+        ClassificationEvalCallback,
+        DetectionEvalCallback,
+        SegmentationEvalCallback,
+    )
     from fastevalcb.synthetic import CLASS_NAMES, make_shapes
 
     keras.utils.set_random_seed(0)
@@ -46,18 +53,26 @@ def _callback(task: str):
         cb = SegmentationEvalCallback((val.images, val.masks), names)
         return model, cb, val.images, val.masks
     flat = keras.layers.Flatten()(keras.layers.MaxPooling2D(4)(x))
-    model = keras.Model(inputs, {
-        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(flat),
-        "cls": keras.layers.Dense(3, activation="softmax", name="cls")(flat)})
+    model = keras.Model(
+        inputs,
+        {
+            "box": keras.layers.Dense(4, activation="sigmoid", name="box")(flat),
+            "cls": keras.layers.Dense(3, activation="softmax", name="cls")(flat),
+        },
+    )
     model.compile("adam", {"box": "mse", "cls": "sparse_categorical_crossentropy"})
 
     def adapter(out):
-        return {"boxes": out["box"][:, None, :] * SIZE, "scores": out["cls"].max(axis=1)[:, None],
-                "classes": out["cls"].argmax(axis=1)[:, None]}
+        return {
+            "boxes": out["box"][:, None, :] * SIZE,
+            "scores": out["cls"].max(axis=1)[:, None],
+            "classes": out["cls"].argmax(axis=1)[:, None],
+        }
 
     targets = {"boxes": val.boxes[:, None, :], "classes": val.labels[:, None]}
-    cb = DetectionEvalCallback((val.images, targets), CLASS_NAMES, adapter=adapter,
-                               score_threshold=0.0)
+    cb = DetectionEvalCallback(
+        (val.images, targets), CLASS_NAMES, adapter=adapter, score_threshold=0.0
+    )
     return model, cb, val.images, {"box": val.boxes / SIZE, "cls": val.labels}
 
 
@@ -70,8 +85,9 @@ def make_run(task: str, root: Path):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in _wandb_env(root).items():
             mp.setenv(key, value)
-        run = wandb.init(project="fastevalcb-report-tests", dir=str(root / "run"),
-                         reinit="finish_previous")
+        run = wandb.init(
+            project="fastevalcb-report-tests", dir=str(root / "run"), reinit="finish_previous"
+        )
         model, cb, x, y = _callback(task)
         model.fit(x, y, epochs=2, batch_size=8, callbacks=[cb], verbose=0)
         run.finish()

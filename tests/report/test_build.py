@@ -32,11 +32,15 @@ def _rle_decode(rle, shape):
     return np.repeat(np.array(rle[0::2]), np.array(rle[1::2])).reshape(shape)
 
 
-@pytest.mark.parametrize("mask", [
-    np.zeros((3, 4), np.uint8), np.arange(12, dtype=np.uint8).reshape(3, 4),
-    np.random.default_rng(0).integers(0, 3, (17, 9)).astype(np.uint8),
-    np.zeros((0, 5), np.uint8),
-])
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.zeros((3, 4), np.uint8),
+        np.arange(12, dtype=np.uint8).reshape(3, 4),
+        np.random.default_rng(0).integers(0, 3, (17, 9)).astype(np.uint8),
+        np.zeros((0, 5), np.uint8),
+    ],
+)
 def test_rle_encode_round_trips(mask):
     rle = rle_encode(mask)
     assert sum(rle[1::2]) == mask.size
@@ -56,8 +60,11 @@ def test_shards_hold_what_the_run_recorded(task_runs, tmp_path):
     assert [v["epoch"] for v in pred["versions"]] == [0, 1]
     assert meta["tables"][1]["artifact"] == "val"
     assert pred["layers"] == {"boxes": ["ground_truth", "predictions"], "masks": []}
-    assert pred["classes"]["boxes:predictions"] == {"0": "rectangle", "1": "ellipse",
-                                                    "2": "triangle"}
+    assert pred["classes"]["boxes:predictions"] == {
+        "0": "rectangle",
+        "1": "ellipse",
+        "2": "triangle",
+    }
     images = _shard(files, "images")
     for art, version in zip(run.artifacts(type="evaluation"), pred["versions"]):
         table = run.load_table(art, "eval_data")
@@ -66,16 +73,21 @@ def test_shards_hold_what_the_run_recorded(task_runs, tmp_path):
         for name in ("id", "tp", "fp", "fn", "num_predictions"):
             assert shard["cells"][name] == table.column(name)
         col = shard["images"]["image"]
-        for row, cell, image_id, boxes in zip(table.rows, table.column("image"), col["image"],
-                                              col["boxes"]["predictions"]):
+        for cell, image_id, boxes in zip(
+            table.column("image"), col["image"], col["boxes"]["predictions"]
+        ):
             _, entry = run.resolve(art, cell["path"])
             assert (html.parent / images[image_id]).resolve() == Path(entry.local_path).resolve()
-            want = [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
-                    + [b["class_id"], b["scores"]["score"]] for b in cell["boxes"]["predictions"]]
+            want = [
+                [b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
+                + [b["class_id"], b["scores"]["score"]]
+                for b in cell["boxes"]["predictions"]
+            ]
             assert boxes == want
     history = [r for r in run.history() if "eval/mAP50" in r]
     assert meta["metrics"]["series"]["eval/mAP50"] == [
-        [r["eval/global_step"], r["eval/mAP50"]] for r in history]
+        [r["eval/global_step"], r["eval/mAP50"]] for r in history
+    ]
 
 
 def test_masks_are_decoded_and_shared_across_versions(task_runs, tmp_path):
@@ -104,22 +116,36 @@ def test_cli_writes_the_report(task_runs, tmp_path, capsys):
     assert (tmp_path / "x" / "page.html").is_file() and (tmp_path / "x" / "page_files").is_dir()
     # A wandb/ folder (or its parent) means its latest run.
     assert main(["report", str(run.run_dir.parent), "-o", str(tmp_path / "y.html")]) == 0
-    assert main(["report", str(run.run_dir.parent.parent), "-o", str(tmp_path / "z.html"),
-                 "--embed"]) == 0
+    assert (
+        main(["report", str(run.run_dir.parent.parent), "-o", str(tmp_path / "z.html"), "--embed"])
+        == 0
+    )
     assert run.run_id in (tmp_path / "z.html").read_text()
 
 
 def test_python_m_fastevalcb_report(task_runs, tmp_path):
     run = task_runs["classification"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    ok = subprocess.run([sys.executable, "-m", "fastevalcb", "report", str(run.run_dir)],
-                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    ok = subprocess.run(
+        [sys.executable, "-m", "fastevalcb", "report", str(run.run_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "report.html").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = subprocess.run([sys.executable, "-m", "fastevalcb", "report"], cwd=empty,
-                         capture_output=True, text=True, timeout=120, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fastevalcb", "report"],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert bad.returncode == 2
     assert "no offline-run-* directories" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -149,7 +175,7 @@ def test_damaged_transaction_log_is_a_clear_message(task_runs, tmp_path, capsys)
     shutil.copytree(src, run_dir)
     log = next(run_dir.glob("run-*.wandb"))
     data = bytearray(log.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # zeros in the middle
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # zeros in the middle
     log.write_bytes(bytes(data))
     err = _cli_error(capsys, run_dir, "-o", tmp_path / "r.html")
     assert "cannot read an offline run" in err and "checksum mismatch" in err
@@ -183,7 +209,8 @@ def test_deleted_media_and_tables_give_a_page_that_says_what_is_missing(wandb_en
     html = build_report(run.run_dir, wandb_env / "r.html")
     meta = _shard(wandb_env / "r_files", "meta")
     assert {m.split(": ")[0].rsplit("/", 2)[-1] for m in meta["missing_media"]} >= {
-        p.rsplit("/", 1)[-1] for p in gone}
+        p.rsplit("/", 1)[-1] for p in gone
+    }
     assert meta["tables"][0]["versions"][0]["error"]
 
     open_report(page, html)
@@ -201,7 +228,10 @@ def test_every_page_asset_is_package_data():
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = set(config["tool"]["setuptools"]["package-data"]["fastevalcb.report"])
-    assets = {p.name for p in (ROOT / "fastevalcb" / "report").iterdir() if p.suffix != ".py"
-              and p.is_file()}
+    assets = {
+        p.name
+        for p in (ROOT / "fastevalcb" / "report").iterdir()
+        if p.suffix != ".py" and p.is_file()
+    }
     assert assets == declared
     assert config["project"]["scripts"]["fastevalcb"] == "fastevalcb.__main__:main"

@@ -27,8 +27,7 @@ def _texts(page, selector: str) -> list[str]:
 
 
 @pytest.mark.parametrize("task", ["classification", "detection"])
-def test_per_class_table_heatmap_and_curves_show_what_was_logged(task_runs, page, tmp_path,
-                                                                 task):
+def test_per_class_table_heatmap_and_curves_show_what_was_logged(task_runs, page, tmp_path, task):
     run = task_runs[task]
     logged = _latest_tables(run)
     assert {"eval/per_class", "eval/confusion_matrix_table", "eval/pr_curve_table"} <= set(logged)
@@ -45,8 +44,9 @@ def test_per_class_table_heatmap_and_curves_show_what_was_logged(task_runs, page
     value = {r[0]: r[col] for r in per_class["data"]}
     page.click(f'{table} th[data-col="recall"]')
     shown = _texts(page, f'{table} td[data-col="class"]')
-    assert shown == sorted(classes, key=lambda c: (value[c] is None, value[c] or 0,
-                                                   classes.index(c)))
+    assert shown == sorted(
+        classes, key=lambda c: (value[c] is None, value[c] or 0, classes.index(c))
+    )
     page.click(f'{table} th[data-col="recall"]')
     shown = _texts(page, f'{table} td[data-col="class"]')
     known = [value[c] for c in shown if value[c] is not None]
@@ -57,13 +57,15 @@ def test_per_class_table_heatmap_and_curves_show_what_was_logged(task_runs, page
     cm = logged["eval/confusion_matrix_table"]
     cells = page.eval_on_selector_all(
         'svg.heatmap[data-name="eval/confusion_matrix_table"] rect.cell',
-        "els => els.map(e => [e.dataset.actual, e.dataset.predicted, +e.dataset.count])")
+        "els => els.map(e => [e.dataset.actual, e.dataset.predicted, +e.dataset.count])",
+    )
     assert sorted(map(tuple, cells)) == sorted(map(tuple, cm["data"]))
 
     # The PR chart: one line per class the table holds (top classes and the mean).
     pr = logged["eval/pr_curve_table"]
-    keys = page.eval_on_selector_all('svg.curves[data-name="eval/pr_curve_table"] polyline',
-                                     "els => els.map(e => e.dataset.key)")
+    keys = page.eval_on_selector_all(
+        'svg.curves[data-name="eval/pr_curve_table"] polyline', "els => els.map(e => e.dataset.key)"
+    )
     assert sorted(keys) == sorted({r[0] for r in pr["data"]})
     assert "mean" in keys
     assert page.errors == []
@@ -73,7 +75,7 @@ def test_metric_tables_are_in_meta_and_not_listed_as_sample_tables(task_runs, tm
     run = task_runs["segmentation"]
     build_report(run.run_dir, tmp_path / "report.html")
     text = (tmp_path / "report_files" / "meta.js").read_text()
-    meta = json.loads(text[text.index("(") + 1: text.rindex(")")].split(",", 1)[1])
+    meta = json.loads(text[text.index("(") + 1 : text.rindex(")")].split(",", 1)[1])
     assert set(meta["metric_tables"]) == {"eval/per_class", "eval/confusion_matrix_table"}
     assert all(t["type"] != "run_table" for t in meta["tables"])
     logged = _latest_tables(run)["eval/per_class"]

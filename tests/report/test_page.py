@@ -42,7 +42,8 @@ def _natural_widths(page) -> list[int]:
 
 def _set_range(page, selector: str, value: float) -> None:
     page.eval_on_selector(
-        selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
+        selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value
+    )
 
 
 def test_classification_version_sort_filter_worst_and_compare(task_runs, page, tmp_path):
@@ -127,7 +128,9 @@ def test_detection_boxes_layers_classes_and_threshold(task_runs, page, tmp_path)
     t = float(np.median(scores))
     _act(page, lambda: _set_range(page, "#threshold", round(t, 2)))
     assert page.text_content("#threshold-value") == f"{round(t, 2):.2f}"
-    shown = page.eval_on_selector_all("rect.box.predictions", "els => els.map(e => +e.dataset.score)")
+    shown = page.eval_on_selector_all(
+        "rect.box.predictions", "els => els.map(e => +e.dataset.score)"
+    )
     assert len(shown) == sum(s >= round(t, 2) for s in scores)
     assert min(shown) >= round(t, 2)
     assert boxes("ground_truth") == sum(map(len, gts))  # ground truth has no score
@@ -142,8 +145,11 @@ def test_detection_boxes_layers_classes_and_threshold(task_runs, page, tmp_path)
 
     # Filter rows by a class present in the image's boxes; sort by ap50.
     _act(page, lambda: page.select_option('select[data-filter="a:image"]', "2"))
-    with_2 = [row[2] for row, p, g in zip(latest.rows, preds, gts)
-              if any(b["class_id"] == 2 for b in p + g)]
+    with_2 = [
+        row[2]
+        for row, p, g in zip(latest.rows, preds, gts)
+        if any(b["class_id"] == 2 for b in p + g)
+    ]
     assert [int(v) for v in _cells(page, "a:id")] == with_2
     _act(page, lambda: page.click('th[data-key="a:ap50"]'))
     ap = [float(v) for v in _cells(page, "a:ap50") if v != "–"]
@@ -180,25 +186,32 @@ def test_segmentation_masks_are_drawn_per_layer_and_class(task_runs, page, tmp_p
     masks = lambda layer: page.locator(f'canvas.mask[data-layer="{layer}"]').count()  # noqa: E731
     assert masks("ground_truth") == masks("predictions") == 24
     legend = page.eval_on_selector_all(
-        "input.class", "els => els.map(e => [e.dataset.class, e.checked])")
+        "input.class", "els => els.map(e => [e.dataset.class, e.checked])"
+    )
     assert dict(legend) == {"0": False, "1": True, "2": True, "3": True}  # background off
 
     # The first ground-truth canvas colours exactly the mask's non-background pixels.
     cell = latest.rows[0][image]["masks"]["ground_truth"]
     _, entry = run.resolve(arts[-1], cell["path"])
     mask = np.asarray(Image.open(entry.local_path))
-    alpha = page.eval_on_selector('canvas.mask[data-layer="ground_truth"]', """c => {
+    alpha = page.eval_on_selector(
+        'canvas.mask[data-layer="ground_truth"]',
+        """c => {
         const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        const a = []; for (let i = 3; i < d.length; i += 4) a.push(d[i]); return a; }""")
+        const a = []; for (let i = 3; i < d.length; i += 4) a.push(d[i]); return a; }""",
+    )
     assert np.array_equal(np.array(alpha).reshape(mask.shape) > 0, mask > 0)
 
     _act(page, lambda: page.uncheck('input.layer[data-layer="masks:predictions"]'))
     assert masks("predictions") == 0 and masks("ground_truth") == 24
     # Background on: every pixel of the ground-truth mask is coloured.
     _act(page, lambda: page.check('input.class[data-class="0"]'))
-    alpha = page.eval_on_selector('canvas.mask[data-layer="ground_truth"]', """c => {
+    alpha = page.eval_on_selector(
+        'canvas.mask[data-layer="ground_truth"]',
+        """c => {
         const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""")
+        let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""",
+    )
     assert alpha == mask.size
     assert page.errors == []
 
@@ -224,8 +237,15 @@ def test_file_report_loads_only_the_version_it_shows(task_runs, page, tmp_path):
     run = task_runs["classification"]
     html = build_report(run.run_dir, tmp_path / "report.html")
     open_report(page, html)
-    scripts = lambda: sorted(Path(s).name for s in page.eval_on_selector_all(  # noqa: E731
-        "script[src]", "els => els.map(e => e.getAttribute('src'))"))
+
+    def scripts():
+        return sorted(
+            Path(s).name
+            for s in page.eval_on_selector_all(
+                "script[src]", "els => els.map(e => e.getAttribute('src'))"
+            )
+        )
+
     assert scripts() == ["app.js", "images.js", "meta.js", "t0v1.js"]
     assert set(_natural_widths(page)) == {32}  # the staged files opened by relative path
     _act(page, lambda: page.select_option("#version", "0"))
@@ -243,7 +263,8 @@ def test_missing_data_files_still_give_a_page_that_says_so(task_runs, page, tmp_
     shutil.rmtree(tmp_path / "report_files")
     page.goto(html.as_uri())
     assert "data files (report_files/ next to this page) are missing" in " ".join(
-        page.text_content("#boot").split())
+        page.text_content("#boot").split()
+    )
 
 
 def test_drop_in_base_tables_with_stock_boxes_and_masks(offline_run, page, tmp_path):
@@ -269,26 +290,34 @@ def test_drop_in_base_tables_with_stock_boxes_and_masks(offline_run, page, tmp_p
 
         def add_model_predictions(self, epoch, logs=None):
             for i in self.data_table_ref.get_index():
-                box = {"position": {"minX": 0.1, "minY": 0.1, "maxX": 0.6, "maxY": 0.5},
-                       "class_id": int(y[i]), "box_caption": names[int(y[i])],
-                       "scores": {"score": 0.25 + 0.1 * i}}
+                box = {
+                    "position": {"minX": 0.1, "minY": 0.1, "maxX": 0.6, "maxY": 0.5},
+                    "class_id": int(y[i]),
+                    "box_caption": names[int(y[i])],
+                    "scores": {"score": 0.25 + 0.1 * i},
+                }
                 mask = np.zeros((20, 20), np.uint8)
                 mask[:10] = y[i]
-                image = wandb.Image(x[i], boxes={"predictions": {"box_data": [box],
-                                                                 "class_labels": names}},
-                                    masks={"predictions": {"mask_data": mask, "class_labels": names}})
+                image = wandb.Image(
+                    x[i],
+                    boxes={"predictions": {"box_data": [box], "class_labels": names}},
+                    masks={"predictions": {"mask_data": mask, "class_labels": names}},
+                )
                 self.pred_table.add_data(epoch, i, image, names[int(y[i])], names[(i + epoch) % 3])
 
     _, read = offline_run
-    model = keras.Sequential([keras.Input((20, 20, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [keras.Input((20, 20, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
     model.compile("sgd", "mse")
     model.fit(x, np.zeros((6, 3)), epochs=2, verbose=0, callbacks=[StockStyle()])
     run = read()
     open_report(page, build_report(run.run_dir, tmp_path / "r.html"))
     assert _count(page) == 6
     assert page.locator("rect.box.predictions").count() == 6
-    first = page.eval_on_selector("rect.box.predictions",
-                                  "r => [+r.getAttribute('x'), +r.getAttribute('width')]")
+    first = page.eval_on_selector(
+        "rect.box.predictions", "r => [+r.getAttribute('x'), +r.getAttribute('width')]"
+    )
     assert first == pytest.approx([2.0, 10.0])  # normalized 0.1..0.6 of 20 px
     assert page.locator('canvas.mask[data-layer="predictions"]').count() == 6
     assert [int(v) for v in _cells(page, "a:id")] == list(range(6))
@@ -307,5 +336,6 @@ def test_a_run_without_tables_shows_its_metrics_and_says_so(offline_run, page, t
     open_report(page, html)
     assert "this run logged no tables" in page.text_content("#problems")
     assert page.eval_on_selector_all("svg.metric", "els => els.map(e => e.dataset.metric)") == [
-        "eval/loss"]
+        "eval/loss"
+    ]
     assert page.locator("svg.metric circle").count() == 3

@@ -46,7 +46,8 @@ def fresh_checks():
 @pytest.mark.fast_path
 @pytest.mark.parametrize("accessor, path", GONE, ids=[g[0] for g in GONE])
 def test_a_missing_internal_falls_back_and_the_run_is_complete(
-        accessor, path, fresh_checks, offline_run, tiny_classifier, monkeypatch):
+    accessor, path, fresh_checks, offline_run, tiny_classifier, monkeypatch
+):
     def gone(*args, **kwargs):
         raise AttributeError(f"simulated: this wandb has no internal behind {accessor}()")
 
@@ -55,15 +56,17 @@ def test_a_missing_internal_falls_back_and_the_run_is_complete(
     model, x, y = tiny_classifier
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cb = ClassificationEvalCallback((x[:12], y[:12]), ["a", "b", "c"], batch_size=4,
-                                        verbose=0, strict=True)
+        cb = ClassificationEvalCallback(
+            (x[:12], y[:12]), ["a", "b", "c"], batch_size=4, verbose=0, strict=True
+        )
         model.fit(x, y, epochs=2, batch_size=10, callbacks=[cb], verbose=0)
         cb_versions = len(cb.logged_versions)
         run.finish()
     ours = [str(w.message) for w in caught if issubclass(w.category, FastEvalWarning)]
     fallbacks = [m for m in ours if "fast path" in m]
-    assert any(f"fast path {path!r}" in m and wandb.__version__ in m and accessor in m
-               for m in fallbacks), ours
+    assert any(
+        f"fast path {path!r}" in m and wandb.__version__ in m and accessor in m for m in fallbacks
+    ), ours
     assert len([m for m in fallbacks if f"fast path {path!r}" in m]) == 1  # once a process
     assert all("logging" not in m.lower() or "fast path" in m for m in ours), ours
     log = read()
@@ -73,8 +76,9 @@ def test_a_missing_internal_falls_back_and_the_run_is_complete(
     assert len(versions) == 2 == cb_versions
     table = log.load_table(versions[-1], "eval_data")
     assert table.column("id") == list(range(12))
-    assert [cell["path"] for cell in table.column("image")] == \
-        [cell["path"] for cell in data.column("image")]
+    assert [cell["path"] for cell in table.column("image")] == [
+        cell["path"] for cell in data.column("image")
+    ]
     for cell in table.column("image"):  # every image resolves to a recorded file
         owner, entry = log.resolve(versions[-1], cell["path"])
         assert entry.digest == log.artifact("val").entries[cell["path"]].digest

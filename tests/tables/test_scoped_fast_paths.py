@@ -42,20 +42,34 @@ LOG_USER_ARTIFACT_ALONE = textwrap.dedent("""
 
 def _user_record(log):
     """The user's artifact as the run recorded it: entries, digest, how the manifest went."""
-    (record,) = [r.artifact for r in log.records
-                 if r.HasField("artifact") and r.artifact.name == "checkpoint"]
+    (record,) = [
+        r.artifact
+        for r in log.records
+        if r.HasField("artifact") and r.artifact.name == "checkpoint"
+    ]
     art = log.artifact("checkpoint")
     entries = {path: (e.digest, e.size) for path, e in art.entries.items()}
-    return {"entries": entries, "digest": art.digest,
-            "as_file": bool(record.manifest.manifest_file_path),
-            "inline_entries": len(record.manifest.contents)}
+    return {
+        "entries": entries,
+        "digest": art.digest,
+        "as_file": bool(record.manifest.manifest_file_path),
+        "inline_entries": len(record.manifest.contents),
+    }
 
 
 def _pred_version_rows(n):
     """A data artifact of ``n`` staged images and a pred version of ``n`` reference rows."""
     from fastevalcb.media import build_images
-    from fastevalcb.tables import (IMAGE_DIR, IMAGE_SUFFIX, ImageColumn, MediaFiles,
-                                   MediaIndex, Stager, StreamedTable, pred_artifact)
+    from fastevalcb.tables import (
+        IMAGE_DIR,
+        IMAGE_SUFFIX,
+        ImageColumn,
+        MediaFiles,
+        MediaIndex,
+        Stager,
+        StreamedTable,
+        pred_artifact,
+    )
 
     data = wandb.Artifact("val", "dataset")
     stager = Stager(data)
@@ -73,8 +87,12 @@ def test_a_user_artifact_logged_beside_our_version_is_wandbs_own(wandb_env):
     alone = wandb_env / "alone"
     alone.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    subprocess.run([sys.executable, "-c", LOG_USER_ARTIFACT_ALONE, str(user_files),
-                    str(alone)], check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", LOG_USER_ARTIFACT_ALONE, str(user_files), str(alone)],
+        check=True,
+        env=env,
+        timeout=300,
+    )
     expected = _user_record(OfflineRun.latest(alone).wait_complete())
     assert expected["inline_entries"] == USER_FILES and not expected["as_file"]
 
@@ -96,8 +114,9 @@ def test_a_user_artifact_logged_beside_our_version_is_wandbs_own(wandb_env):
         table = StreamedTable(["id", "image"], pred_artifact(run), index)
         for start in range(0, len(files), 1000):
             rows = slice(start, start + 1000)
-            table.add_columns({"id": list(range(start, start + 1000)),
-                               "image": ImageColumn(files, rows)})
+            table.add_columns(
+                {"id": list(range(start, start + 1000)), "image": ImageColumn(files, rows)}
+            )
         started.set()
         log_pred_artifact(run, table, index, "evaluation", "eval_data", ["latest"], {})
 
@@ -115,8 +134,11 @@ def test_a_user_artifact_logged_beside_our_version_is_wandbs_own(wandb_env):
     assert _user_record(log) == expected
     (version,) = [a for a in log.artifacts() if a.name.startswith("run_")]
     assert len(version.entries) == 10_001  # the table and a reference a row
-    (ours,) = [r.artifact for r in log.records
-               if r.HasField("artifact") and r.artifact.name.startswith("run_")]
+    (ours,) = [
+        r.artifact
+        for r in log.records
+        if r.HasField("artifact") and r.artifact.name.startswith("run_")
+    ]
     assert ours.manifest.manifest_file_path  # ours went as wandb's manifest file
     assert overlapped == [True], "the user's artifact was not logged while ours was"
 
@@ -127,25 +149,37 @@ def test_no_wandb_class_or_constant_is_changed_by_logging(offline_run, tiny_clas
 
     from fastevalcb import ClassificationEvalCallback
 
-    before = (interface.MANIFEST_FILE_SIZE_THRESHOLD,
-              interface.InterfaceBase._write_artifact_manifest_file,
-              ArtifactManifestV1.digest, ArtifactManifestV1.__len__)
+    before = (
+        interface.MANIFEST_FILE_SIZE_THRESHOLD,
+        interface.InterfaceBase._write_artifact_manifest_file,
+        ArtifactManifestV1.digest,
+        ArtifactManifestV1.__len__,
+    )
     seen = []
 
     class Watch(ClassificationEvalCallback):
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
-            seen.append((interface.MANIFEST_FILE_SIZE_THRESHOLD,
-                         interface.InterfaceBase._write_artifact_manifest_file,
-                         ArtifactManifestV1.digest, ArtifactManifestV1.__len__, gc.isenabled()))
+            seen.append(
+                (
+                    interface.MANIFEST_FILE_SIZE_THRESHOLD,
+                    interface.InterfaceBase._write_artifact_manifest_file,
+                    ArtifactManifestV1.digest,
+                    ArtifactManifestV1.__len__,
+                    gc.isenabled(),
+                )
+            )
 
     run, read = offline_run
     model, x, y = tiny_classifier
     cb = Watch((x, y), ["a", "b", "c"], verbose=0)
     model.fit(x, y, epochs=2, batch_size=8, callbacks=[cb], verbose=0)
-    after = (interface.MANIFEST_FILE_SIZE_THRESHOLD,
-             interface.InterfaceBase._write_artifact_manifest_file,
-             ArtifactManifestV1.digest, ArtifactManifestV1.__len__)
+    after = (
+        interface.MANIFEST_FILE_SIZE_THRESHOLD,
+        interface.InterfaceBase._write_artifact_manifest_file,
+        ArtifactManifestV1.digest,
+        ArtifactManifestV1.__len__,
+    )
     assert after == before
     assert seen and all(s == (*before, True) for s in seen)
     log = read()

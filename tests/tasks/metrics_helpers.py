@@ -33,8 +33,11 @@ def chart_panels(log) -> dict[str, str]:
             for item in record.config.update:
                 if item.key == "_wandb" or (item.nested_key and item.nested_key[0] == "_wandb"):
                     value = json.loads(item.value_json)
-                    if item.nested_key and len(item.nested_key) >= 3 and \
-                            item.nested_key[1] == "visualize":
+                    if (
+                        item.nested_key
+                        and len(item.nested_key) >= 3
+                        and item.nested_key[1] == "visualize"
+                    ):
                         out[item.nested_key[2]] = value["panel_config"]["panelDefId"]
                     elif isinstance(value, dict):
                         for name, chart in value.get("visualize", {}).items():
@@ -52,5 +55,4 @@ def confusion_from_chart(table: dict[str, list], labels: list[str]) -> np.ndarra
 
 
 def nan_to_none(values):
-    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-            for v in values]
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]

@@ -56,15 +56,18 @@ def tmpfs_unavailable() -> str | None:
 
     if shutil.which("unshare") is None:
         return "unshare is not installed"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
-                           check=False, capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m none /mnt"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         return f"cannot mount a tmpfs in a private mount namespace: {probe.stderr.strip()}"
     return None
 
 
-def run_on_small_tmpfs(tmp_path, script: str, *args: str, size: str = "8m",
-                       timeout: float = 300):
+def run_on_small_tmpfs(tmp_path, script: str, *args: str, size: str = "8m", timeout: float = 300):
     """Run ``script`` in a fresh process (its own wandb service) in a private mount
     namespace where ``<tmp_path>/small`` is a tmpfs of ``size``; returns its RESULT dict.
     Skips where no tmpfs can be mounted (fails on CI, which runs as root)."""
@@ -86,11 +89,18 @@ def run_on_small_tmpfs(tmp_path, script: str, *args: str, size: str = "8m",
     path = tmp_path / "script.py"
     path.write_text(script)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]),
-                                         env.get("PYTHONPATH", "")])
-    command = (f"mount -t tmpfs -o size={size} fastevalcb-small {small} && "
-               f"exec {sys.executable} {path} {small} {' '.join(args)}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], check=False,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
+    command = (
+        f"mount -t tmpfs -o size={size} fastevalcb-small {small} && "
+        f"exec {sys.executable} {path} {small} {' '.join(args)}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     assert proc.returncode == 0 and "RESULT" in proc.stdout, proc.stderr[-4000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])

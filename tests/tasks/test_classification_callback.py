@@ -13,12 +13,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from task_helpers import (
+    Diverge,
+    EpochRecorder,
+    fast_eval_warnings,
+    metric_definitions,
+    pred_versions,
+)
 from wandb.sdk.lib.hashutil import md5_file_b64
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
 from fastevalcb.offline import OfflineRun
-from task_helpers import (Diverge, EpochRecorder, fast_eval_warnings, metric_definitions,
-                          pred_versions)
 
 
 def _softmax(z):
@@ -30,10 +35,10 @@ def _softmax(z):
 def test_tables_references_and_metrics(offline_run, shapes, classifier):
     run, read = offline_run
     x, y = shapes.images[:20], shapes.labels[:20]
-    cb = ClassificationEvalCallback((x, y), list(shapes.class_names), top_k=2, batch_size=8,
-                                    verbose=0)
-    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
-                   verbose=0)
+    cb = ClassificationEvalCallback(
+        (x, y), list(shapes.class_names), top_k=2, batch_size=8, verbose=0
+    )
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
     # After fit, the weights are those of the last epoch-end log: predict independently.
     probs = _softmax(classifier.predict(x, verbose=0))
     log = read()
@@ -52,8 +57,19 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
 
     last = versions[-1]
     table = log.load_table(last, "eval_data")
-    assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "confidence",
-                             "correct", "top_k", "top_k_scores", "finite"]
+    assert table.columns == [
+        "epoch",
+        "step",
+        "id",
+        "image",
+        "label",
+        "pred",
+        "confidence",
+        "correct",
+        "top_k",
+        "top_k_scores",
+        "finite",
+    ]
     assert table.column("finite") == [True] * 20
     names = np.array(shapes.class_names)
     pred = probs.argmax(1)
@@ -63,8 +79,9 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     assert table.column("correct") == (pred == y).tolist()
     top2 = np.argsort(-probs, axis=1, kind="stable")[:, :2]
     assert table.column("top_k") == names[top2].tolist()
-    np.testing.assert_allclose(table.column("top_k_scores"),
-                               np.take_along_axis(probs, top2, 1), rtol=1e-4)
+    np.testing.assert_allclose(
+        table.column("top_k_scores"), np.take_along_axis(probs, top2, 1), rtol=1e-4
+    )
 
     # Every image cell is a reference entry into the data artifact, not a copy.
     paths = {cell["path"] for cell in table.column("image")}
@@ -87,8 +104,7 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
 
 
 @pytest.mark.fast_path
-def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classifier,
-                                                    monkeypatch):
+def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classifier, monkeypatch):
     """Past MANIFEST_FILE_ENTRIES, the data and pred manifests are wandb's manifest file
     (not one protobuf record: its transient copies were the peak RSS of a large set); the
     run records the same entries, and wandb's own threshold never changes."""
@@ -100,11 +116,11 @@ def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classif
     monkeypatch.setattr(_wandb, "MANIFEST_FILE_ENTRIES", 5)
     run, read = offline_run
     x, y = shapes.images[:20], shapes.labels[:20]
-    cb = ClassificationEvalCallback((x, y), list(shapes.class_names), batch_size=8, verbose=0,
-                                    metrics=[])  # metric tables: wandb's own run_table artifacts
-    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
-                   verbose=0)
-    assert interface.MANIFEST_FILE_SIZE_THRESHOLD == before
+    cb = ClassificationEvalCallback(
+        (x, y), list(shapes.class_names), batch_size=8, verbose=0, metrics=[]
+    )  # metric tables: wandb's own run_table artifacts
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
+    assert before == interface.MANIFEST_FILE_SIZE_THRESHOLD
     log = read()
     records = [r.artifact for r in log.records if r.HasField("artifact")]
     assert len(records) == 3
@@ -126,10 +142,16 @@ def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
     run, read = offline_run
     one_hot = np.eye(3, dtype=np.float32)[shapes.labels]
     ds = tf.data.Dataset.from_tensor_slices((shapes.images, one_hot))
-    cb = ClassificationEvalCallback(ds, shapes.class_names, max_samples=10, selection="random",
-                                    seed=1, output="logits", verbose=0)
-    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=24, callbacks=[cb],
-                   verbose=0)
+    cb = ClassificationEvalCallback(
+        ds,
+        shapes.class_names,
+        max_samples=10,
+        selection="random",
+        seed=1,
+        output="logits",
+        verbose=0,
+    )
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=24, callbacks=[cb], verbose=0)
     log = read()
     tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
     ids = tables[0].column("id")
@@ -140,7 +162,8 @@ def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
 
 
 def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
-        offline_run, shapes, classifier):
+    offline_run, shapes, classifier
+):
     run, read = offline_run
 
     class Recording(ClassificationEvalCallback):
@@ -150,10 +173,15 @@ def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
             self.threads.add(threading.current_thread().name)
             return super()._pred_columns_for(*args)
 
-    cb = Recording((shapes.images, shapes.labels), shapes.class_names, batch_size=4,
-                   max_queue=1, log_every_n_batches=2, verbose=0)
-    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
-                   verbose=0)
+    cb = Recording(
+        (shapes.images, shapes.labels),
+        shapes.class_names,
+        batch_size=4,
+        max_queue=1,
+        log_every_n_batches=2,
+        verbose=0,
+    )
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
     assert cb.threads == {"fastevalcb-logger"}
     # fit returned: on_train_end flushed every queued version, in order.
     steps = [v["global_step"] for v in cb.logged_versions]
@@ -163,7 +191,11 @@ def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
     versions = pred_versions(log, run.id)
     assert [v.metadata["global_step"] for v in versions] == steps
     assert [a for v in versions for a in v.aliases if a != "latest"] == [
-        "step-2", "epoch-0", "step-4", "epoch-1"]
+        "step-2",
+        "epoch-0",
+        "step-4",
+        "epoch-1",
+    ]
 
 
 def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier):
@@ -174,11 +206,11 @@ def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    verbose=0)
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names, verbose=0)
     with pytest.raises(KeyboardInterrupt):
-        classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb, Interrupt()],
-                       verbose=0)
+        classifier.fit(
+            shapes.images, shapes.labels, epochs=3, callbacks=[cb, Interrupt()], verbose=0
+        )
     cb.flush()  # optional: the run's end waits too (tests/tasks/test_logging_faults.py)
     log = read()
     versions = pred_versions(log, run.id)
@@ -216,8 +248,9 @@ def test_queued_versions_are_written_at_interpreter_exit(tmp_path):
     """)
     # A fresh wandb service: not the one this pytest process saved in WANDB_SERVICE.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     pending = int(proc.stdout.split("PENDING", 1)[1])
     assert pending >= 2, proc.stdout  # the data table's job and the version's, at least
@@ -249,13 +282,15 @@ def _dataset_with_bad_label(shapes, at):
     return tf.data.Dataset.from_tensor_slices((shapes.images, labels)).batch(16)
 
 
-@pytest.mark.parametrize("at, strict", [(3, False), (30, True)],
-                         ids=["first batch", "later batch, strict"])
+@pytest.mark.parametrize(
+    "at, strict", [(3, False), (30, True)], ids=["first batch", "later batch, strict"]
+)
 def test_bad_dataset_labels_fail_before_epoch_1(offline_run, shapes, classifier, at, strict):
     """In the first batch (read at train begin), or anywhere when strict (the data table is
     then built before epoch 1)."""
-    cb = ClassificationEvalCallback(_dataset_with_bad_label(shapes, at), shapes.class_names,
-                                    strict=strict)
+    cb = ClassificationEvalCallback(
+        _dataset_with_bad_label(shapes, at), shapes.class_names, strict=strict
+    )
     epochs = EpochRecorder()
     with pytest.raises(FastEvalInputError, match=f"label of sample {at} is 7"):
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb, epochs], verbose=0)
@@ -301,6 +336,7 @@ def test_bad_options_fail_at_construction(offline_run, shapes, kwargs, match):
 
 def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, classifier):
     run, read = offline_run
+
     class Flaky(ClassificationEvalCallback):
         def _pred_columns_for(self, version, *args):
             if version.epoch >= 1:
@@ -310,8 +346,7 @@ def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, 
     cb = Flaky((shapes.images, shapes.labels), shapes.class_names, verbose=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb],
-                                 verbose=0)
+        history = classifier.fit(shapes.images, shapes.labels, epochs=3, callbacks=[cb], verbose=0)
     assert len(history.history["loss"]) == 3
     ours = [w for w in caught if issubclass(w.category, FastEvalWarning)]
     assert "disk full" in str(ours[0].message)
@@ -320,8 +355,7 @@ def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, 
     assert [v.metadata["epoch"] for v in pred_versions(log, run.id)] == [0]
 
 
-def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, shapes,
-                                                                 classifier):
+def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, shapes, classifier):
     class Broken(ClassificationEvalCallback):
         def _pred_columns_for(self, *args):
             raise RuntimeError("boom")
@@ -331,11 +365,14 @@ def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, sh
         classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb], verbose=0)
 
 
-@pytest.mark.parametrize("verbose, expected", [(0, None), (2, "classification eval (epoch-0)"),
-                                               (1, "fastevalcb: classification eval")])
+@pytest.mark.parametrize(
+    "verbose, expected",
+    [(0, None), (2, "classification eval (epoch-0)"), (1, "fastevalcb: classification eval")],
+)
 def test_progress_follows_verbosity(offline_run, shapes, classifier, capsys, verbose, expected):
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    batch_size=8)
+    cb = ClassificationEvalCallback(
+        (shapes.images, shapes.labels), shapes.class_names, batch_size=8
+    )
     classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=verbose)
     out = capsys.readouterr().out
     if expected is None:
@@ -363,8 +400,9 @@ def test_a_new_run_gets_its_own_data_table(wandb_env, shapes, classifier):
     cb = None
     for _ in range(2):
         run = wandb.init(project="two-runs", dir=str(wandb_env / "run"), reinit="finish_previous")
-        cb = cb or ClassificationEvalCallback((shapes.images[:8], shapes.labels[:8]),
-                                              shapes.class_names, verbose=0)
+        cb = cb or ClassificationEvalCallback(
+            (shapes.images[:8], shapes.labels[:8]), shapes.class_names, verbose=0
+        )
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=0)
         run.finish()
     log = OfflineRun.latest(wandb_env / "run").wait_complete()
@@ -394,8 +432,7 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     """The data table streams on the worker: epoch 0 begins while the worker is still busy
     (here: held by a job queued first), and the table and every version follow in order."""
     run, read = offline_run
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    verbose=0)
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names, verbose=0)
     epoch_began = threading.Event()
     released = []
     cb._worker.submit(lambda: released.append(epoch_began.wait(timeout=60)))
@@ -404,8 +441,7 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
         def on_epoch_begin(self, epoch, logs=None):
             epoch_began.set()
 
-    classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb, Release()],
-                   verbose=0)
+    classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb, Release()], verbose=0)
     assert released == [True]  # train begin returned before the worker got free
     log = read()
     versions = pred_versions(log, run.id)
@@ -414,8 +450,7 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     assert len(log.artifacts("val")) == 1
 
 
-def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shapes,
-                                                             classifier):
+def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shapes, classifier):
     """A cold numba cache compiles for seconds: that runs as the worker's first job, for
     this task's kernel groups, not in train begin."""
     from fastevalcb import kernels
@@ -427,8 +462,7 @@ def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shap
         calls.append((threading.current_thread().name, tuple(groups)))
         return warmup(groups)
 
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    verbose=0)
+    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names, verbose=0)
     kernels.warmup = recording
     try:
         classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=0)
@@ -438,8 +472,9 @@ def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shap
     assert len(pred_versions(offline_run[1](), offline_run[0].id)) == 1
 
 
-@pytest.mark.parametrize("task", ["ClassificationEvalCallback", "DetectionEvalCallback",
-                                  "SegmentationEvalCallback"])
+@pytest.mark.parametrize(
+    "task", ["ClassificationEvalCallback", "DetectionEvalCallback", "SegmentationEvalCallback"]
+)
 def test_each_task_names_kernel_groups_warmup_knows(task):
     import fastevalcb
     from fastevalcb import kernels
@@ -449,14 +484,27 @@ def test_each_task_names_kernel_groups_warmup_knows(task):
 
 
 def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
-        offline_run, shapes, classifier):
+    offline_run, shapes, classifier
+):
     run, read = offline_run
-    cb = ClassificationEvalCallback((shapes.images[:12], shapes.labels[:12]), shapes.class_names,
-                                    selection="random", max_samples=8, seed=1, verbose=0)
+    cb = ClassificationEvalCallback(
+        (shapes.images[:12], shapes.labels[:12]),
+        shapes.class_names,
+        selection="random",
+        max_samples=8,
+        seed=1,
+        verbose=0,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
-                       callbacks=[Diverge(at=1), cb], verbose=0)
+        classifier.fit(
+            shapes.images,
+            shapes.labels,
+            epochs=3,
+            batch_size=16,
+            callbacks=[Diverge(at=1), cb],
+            verbose=0,
+        )
     log = read()
     tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
     assert [t.column("finite") for t in tables] == [[True] * 8, [False] * 8, [False] * 8]
@@ -468,8 +516,10 @@ def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
     nan = [m for m in fast_eval_warnings(caught) if "non-finite" in m]
     assert len(nan) == 1, nan  # once per fit, at the first NaN version
     first = tables[1].column("id")[0]
-    assert f"8 of 8 classification samples had non-finite predictions (NaN/inf) at epoch 1 " \
+    assert (
+        f"8 of 8 classification samples had non-finite predictions (NaN/inf) at epoch 1 "
         f"(step 6); first sample id {first}." in nan[0]
+    )
 
 
 def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction(offline_run):
@@ -478,8 +528,11 @@ def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction
     limit = wandb.Table.MAX_ARTIFACT_ROWS
     x = np.zeros((limit + 1, 2, 2, 3), np.uint8)  # 2x2 images: 2.4 MB
     y = np.zeros(limit + 1, np.int64)
-    with pytest.raises(FastEvalInputError, match=r"200,001 samples.*at most 200,000 rows.*"
-                       r"max_samples="):
+    with pytest.raises(
+        FastEvalInputError,
+        match=r"200,001 samples.*at most 200,000 rows.*"
+        r"max_samples=",
+    ):
         ClassificationEvalCallback((x, y), ["a", "b"])
     cb = ClassificationEvalCallback((x, y), ["a", "b"], max_samples=limit, selection="random")
     assert len(cb.predictor.selected_indices()) == limit
@@ -487,16 +540,22 @@ def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction
 
 def test_a_long_data_table_build_reports_progress(offline_run, shapes, classifier, capsys):
     """Progress lines while the data table streams (every progress_every_s), then its total."""
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    batch_size=8, verbose=1)
+    cb = ClassificationEvalCallback(
+        (shapes.images, shapes.labels), shapes.class_names, batch_size=8, verbose=1
+    )
     cb.progress_every_s = 0.0  # every batch, for the test
     classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[cb], verbose=1)
     out = capsys.readouterr().out
     assert "fastevalcb: classification data table: 8/48 (17%) rows" in out
     assert "fastevalcb: classification data table: 40/48 (83%) rows" in out
     assert "fastevalcb: classification data table logged: 48 rows in" in out
-    quiet = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                       batch_size=8, verbose=0, data_artifact_name="quiet")
+    quiet = ClassificationEvalCallback(
+        (shapes.images, shapes.labels),
+        shapes.class_names,
+        batch_size=8,
+        verbose=0,
+        data_artifact_name="quiet",
+    )
     quiet.progress_every_s = 0.0
     classifier.fit(shapes.images, shapes.labels, epochs=1, callbacks=[quiet], verbose=0)
     assert "data table" not in capsys.readouterr().out
@@ -526,8 +585,9 @@ def test_a_version_with_some_nan_rows_is_logged_with_them_flagged(offline_run, s
     scores = keras.layers.Dense(3, activation="softmax")(h)
     model = keras.Model(inputs, _NaNWhereBright(float(np.median(means)))([inputs, scores]))
     model.compile("sgd", "sparse_categorical_crossentropy")
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    batch_size=8, verbose=0)
+    cb = ClassificationEvalCallback(
+        (shapes.images, shapes.labels), shapes.class_names, batch_size=8, verbose=0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(shapes.images[:8], shapes.labels[:8], epochs=1, callbacks=[cb], verbose=0)
@@ -546,7 +606,8 @@ def test_fit_s_default_verbose_logs_every_version(offline_run, shapes, classifie
     """``fit()`` without ``verbose=`` passes Keras 3's ``"auto"`` to the callbacks' params:
     the task callback's progress output reads it as 1, and every version is logged."""
     run, read = offline_run
-    cb = ClassificationEvalCallback((shapes.images[:8], shapes.labels[:8]),
-                                    list(shapes.class_names))
+    cb = ClassificationEvalCallback(
+        (shapes.images[:8], shapes.labels[:8]), list(shapes.class_names)
+    )
     classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb])
     assert len(pred_versions(read(), run.id)) == 2

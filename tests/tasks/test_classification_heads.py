@@ -7,9 +7,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, SegmentationEvalCallback
-from task_helpers import EpochRecorder, pred_versions
 
 SIZE = 16
 
@@ -20,13 +20,15 @@ def _sigmoid(z):
 
 def _head(units, activation=None, seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(units, activation=activation),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(units, activation=activation),
+        ]
+    )
 
 
 def _last_table(read, run):
@@ -43,8 +45,11 @@ def test_one_unit_sigmoid_head(offline_run, shapes, activation, output):
     run, read = offline_run
     x, y = shapes.images[:24], (shapes.labels[:24] == 0).astype(np.int64)
     model = _head(1, activation)
-    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=activation is None),
-                  metrics=[keras.metrics.BinaryAccuracy()])
+    model.compile(
+        "adam",
+        keras.losses.BinaryCrossentropy(from_logits=activation is None),
+        metrics=[keras.metrics.BinaryAccuracy()],
+    )
     names = ["other", "rectangle"]
     cb = ClassificationEvalCallback((x, y), names, output=output, batch_size=10, verbose=0)
     model.fit(x, y, epochs=2, batch_size=8, callbacks=[cb], verbose=0)
@@ -55,8 +60,9 @@ def test_one_unit_sigmoid_head(offline_run, shapes, activation, output):
 
     assert table.column("label") == [names[i] for i in y]
     assert table.column("pred") == [names[i] for i in pred]
-    np.testing.assert_allclose(table.column("confidence"), np.where(pred == 1, p1, 1 - p1),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        table.column("confidence"), np.where(pred == 1, p1, 1 - p1), rtol=1e-4
+    )
     assert table.column("correct") == (pred == y).tolist()
     assert table.column("top_k") == [[names[i], names[1 - i]] for i in pred]  # top_k capped at 2
     np.testing.assert_allclose([s[0] + s[1] for s in table.column("top_k_scores")], 1, rtol=1e-5)
@@ -94,9 +100,15 @@ def test_multi_label_sigmoid_head(offline_run, shapes, activation):
     names = [*shapes.class_names, "bright"]
     model = _head(4, activation, seed=1)
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=activation is None))
-    cb = ClassificationEvalCallback((x, y), names, multi_label=True, top_k=2, batch_size=7,
-                                    output="logits" if activation is None else "auto",
-                                    verbose=0)
+    cb = ClassificationEvalCallback(
+        (x, y),
+        names,
+        multi_label=True,
+        top_k=2,
+        batch_size=7,
+        output="logits" if activation is None else "auto",
+        verbose=0,
+    )
     model.fit(x, y.astype("float32"), epochs=2, batch_size=8, callbacks=[cb], verbose=0)
     out = model.predict(x, verbose=0)
     probs = _sigmoid(out) if activation is None else out
@@ -106,8 +118,20 @@ def test_multi_label_sigmoid_head(offline_run, shapes, activation):
     data = log.load_table(log.artifact("val"), "val_data")
     assert data.column("label") == [[names[j] for j in np.flatnonzero(r)] for r in true]
     _, table = _last_table(read, run)
-    assert table.columns == ["epoch", "step", "id", "image", "label", "pred", "hits", "f1",
-                             "exact_match", "top_k", "top_k_scores", "finite"]
+    assert table.columns == [
+        "epoch",
+        "step",
+        "id",
+        "image",
+        "label",
+        "pred",
+        "hits",
+        "f1",
+        "exact_match",
+        "top_k",
+        "top_k_scores",
+        "finite",
+    ]
     assert table.column("finite") == [True] * len(y)
     assert table.column("pred") == [[names[j] for j in np.flatnonzero(r)] for r in pred]
     hits = (pred & true).sum(1)
@@ -118,8 +142,9 @@ def test_multi_label_sigmoid_head(offline_run, shapes, activation):
     assert table.column("exact_match") == (pred == true).all(1).tolist()
     top2 = np.argsort(-probs, axis=1, kind="stable")[:, :2]
     assert table.column("top_k") == [[names[j] for j in r] for r in top2]
-    np.testing.assert_allclose(table.column("top_k_scores"), np.take_along_axis(probs, top2, 1),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        table.column("top_k_scores"), np.take_along_axis(probs, top2, 1), rtol=1e-4
+    )
 
     row = _last_metrics(log, "eval/subset_accuracy")
     assert row["eval/subset_accuracy"] == pytest.approx((pred == true).all(1).mean())
@@ -139,14 +164,16 @@ def test_multi_label_sigmoid_head(offline_run, shapes, activation):
 )
 def test_bad_multi_hot_labels_fail_at_construction(offline_run, shapes, labels, match):
     with pytest.raises(FastEvalInputError, match=match):
-        ClassificationEvalCallback((shapes.images[:24], labels), ["a", "b", "c", "d"],
-                                   multi_label=True)
+        ClassificationEvalCallback(
+            (shapes.images[:24], labels), ["a", "b", "c", "d"], multi_label=True
+        )
 
 
 def test_multi_hot_labels_without_multi_label_say_so(offline_run, shapes):
     with pytest.raises(FastEvalInputError, match="not one-hot .* want multi_label=True"):
-        ClassificationEvalCallback((shapes.images[:24], _multi_hot(shapes, 24)),
-                                   ["a", "b", "c", "d"])
+        ClassificationEvalCallback(
+            (shapes.images[:24], _multi_hot(shapes, 24)), ["a", "b", "c", "d"]
+        )
 
 
 def test_thousand_class_classifier(offline_run, shapes):
@@ -175,5 +202,6 @@ def test_thousand_class_classifier(offline_run, shapes):
 
 def test_segmentation_keeps_the_uint8_limit(offline_run, shapes):
     with pytest.raises(FastEvalInputError, match="at most 256 classes"):
-        SegmentationEvalCallback((shapes.images[:4], shapes.masks[:4]),
-                                 [f"c{i}" for i in range(257)])
+        SegmentationEvalCallback(
+            (shapes.images[:4], shapes.masks[:4]), [f"c{i}" for i in range(257)]
+        )

@@ -81,19 +81,26 @@ def _settled(path: Path, quiet_s: float = 2.0, timeout: float = 30.0) -> None:
 
 def _kill_at(tmp_path: Path, point: str) -> OfflineRun:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    for var, sub in (("WANDB_DIR", "runs"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")):
+    for var, sub in (
+        ("WANDB_DIR", "runs"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
         (tmp_path / sub).mkdir()
         env[var] = str(tmp_path / sub)
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
     script, marker = tmp_path / "child.py", tmp_path / "stopped"
     script.write_text(_CHILD)
-    proc = subprocess.Popen([sys.executable, str(script), point, str(marker)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), point, str(marker)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -148,5 +155,6 @@ def test_killed_between_logs(tmp_path):
     Path(table.local_path).chmod(0o644)
     with open(table.local_path, "ab") as f:
         f.write(b" ")
-    assert any("val_data.table.json" in p and "bytes, recorded" in p
-               for p in sync_problems(log.run_dir))
+    assert any(
+        "val_data.table.json" in p and "bytes, recorded" in p for p in sync_problems(log.run_dir)
+    )

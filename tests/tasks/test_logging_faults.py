@@ -39,7 +39,8 @@ def _fast_eval_warnings(caught) -> list[str]:
 
 
 def test_a_run_finished_by_a_user_callback_mid_fit_gets_the_queued_version_first(
-        offline_run, shapes, classifier):
+    offline_run, shapes, classifier
+):
     run, read = offline_run
 
     class TimeLimit(keras.callbacks.Callback):  # what time-limit / early-stop handlers do
@@ -54,8 +55,9 @@ def test_a_run_finished_by_a_user_callback_mid_fit_gets_the_queued_version_first
     limit = TimeLimit()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
-                                 callbacks=[cb, limit], verbose=0)
+        history = classifier.fit(
+            shapes.images, shapes.labels, epochs=3, batch_size=16, callbacks=[cb, limit], verbose=0
+        )
     assert len(history.history["loss"]) == 3  # fit went on
     assert limit.pending >= 1  # epoch 0's version was still in the worker at wandb.finish()
 
@@ -67,14 +69,14 @@ def test_a_run_finished_by_a_user_callback_mid_fit_gets_the_queued_version_first
     # Epochs 1 and 2 came after the run had ended: one warning names them.
     lost = [m for m in _fast_eval_warnings(caught) if "not written" in m]
     assert len(lost) == 1, lost
-    assert f"2 pred-table version(s) not written: W&B run {run.id} had already finished" \
-        in lost[0]
+    assert f"2 pred-table version(s) not written: W&B run {run.id} had already finished" in lost[0]
     assert "epoch 1 step 6 (epoch-1), epoch 2 step 9 (epoch-2)" in lost[0]
 
 
 @pytest.mark.parametrize("end", ["run.finish()", "wandb.finish()", "wandb.init(reinit=...)"])
 def test_ending_the_run_after_a_keyboard_interrupt_writes_what_the_worker_holds(
-        wandb_env, shapes, classifier, end):
+    wandb_env, shapes, classifier, end
+):
     run = wandb.init(project="interrupt", dir=str(wandb_env / "run"))
     run_dir = Path(run.dir).parent
 
@@ -89,16 +91,23 @@ def test_ending_the_run_after_a_keyboard_interrupt_writes_what_the_worker_holds(
     cb = Slow((shapes.images, shapes.labels), shapes.class_names, verbose=0)
     interrupt = Interrupt()
     with pytest.raises(KeyboardInterrupt):
-        classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
-                       callbacks=[cb, interrupt], verbose=0)
+        classifier.fit(
+            shapes.images,
+            shapes.labels,
+            epochs=3,
+            batch_size=16,
+            callbacks=[cb, interrupt],
+            verbose=0,
+        )
     assert interrupt.pending >= 1  # the worker still holds epoch 1's version (no flush())
     if end == "run.finish()":
         run.finish()
     elif end == "wandb.finish()":
         wandb.finish()
     else:
-        wandb.init(project="interrupt", dir=str(wandb_env / "run"),
-                   reinit="finish_previous").finish()
+        wandb.init(
+            project="interrupt", dir=str(wandb_env / "run"), reinit="finish_previous"
+        ).finish()
 
     log = OfflineRun(run_dir).wait_complete()
     assert log.run_id == run.id
@@ -109,7 +118,8 @@ def test_ending_the_run_after_a_keyboard_interrupt_writes_what_the_worker_holds(
 
 
 def test_a_strict_failure_in_the_worker_raises_before_the_hook_returns(
-        offline_run, shapes, classifier):
+    offline_run, shapes, classifier
+):
     run, read = offline_run
 
     class FailingWrite(ClassificationEvalCallback):
@@ -121,11 +131,11 @@ def test_a_strict_failure_in_the_worker_raises_before_the_hook_returns(
             raise OSError(28, "No space left on device")
 
     epochs = EpochRecorder()
-    cb = FailingWrite((shapes.images, shapes.labels), shapes.class_names, strict=True,
-                      verbose=0)
+    cb = FailingWrite((shapes.images, shapes.labels), shapes.class_names, strict=True, verbose=0)
     with pytest.raises(OSError, match="No space left on device"):
-        classifier.fit(shapes.images, shapes.labels, epochs=3, batch_size=16,
-                       callbacks=[cb, epochs], verbose=0)
+        classifier.fit(
+            shapes.images, shapes.labels, epochs=3, batch_size=16, callbacks=[cb, epochs], verbose=0
+        )
     assert cb.threads == ["fastevalcb-logger"]  # it failed in the worker...
     assert epochs.epochs == [0]  # ...and raised in epoch 0's on_epoch_end: no epoch 1
     log = read()
@@ -135,10 +145,14 @@ def test_a_strict_failure_in_the_worker_raises_before_the_hook_returns(
 
 def test_strict_async_logging_still_writes_every_version(offline_run, shapes, classifier):
     run, read = offline_run
-    cb = ClassificationEvalCallback((shapes.images, shapes.labels), shapes.class_names,
-                                    strict=True, log_every_n_batches=2, verbose=0)
-    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
-                   verbose=0)
+    cb = ClassificationEvalCallback(
+        (shapes.images, shapes.labels),
+        shapes.class_names,
+        strict=True,
+        log_every_n_batches=2,
+        verbose=0,
+    )
+    classifier.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
     assert cb._worker.pending == 0
     versions = pred_versions(read(), run.id)
     assert [v.metadata["global_step"] for v in versions] == [2, 3, 4, 6]
@@ -214,12 +228,14 @@ def test_a_full_disk_during_the_workers_write_warns_once_and_fit_completes(tmp_p
     script.write_text(_DISK_FULL_SCRIPT)
     # A fresh wandb service (not this pytest process's), on a 16 MiB disk of its own.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]),
-                                         env.get("PYTHONPATH", "")])
-    command = (f"mount -t tmpfs -o size=16m fastevalcb-small {small} && "
-               f"exec {sys.executable} {script} {small} {runs}")
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True,
-                          text=True, timeout=300, env=env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
+    command = (
+        f"mount -t tmpfs -o size=16m fastevalcb-small {small} && "
+        f"exec {sys.executable} {script} {small} {runs}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -233,5 +249,7 @@ def test_a_full_disk_during_the_workers_write_warns_once_and_fit_completes(tmp_p
     lost = result["warnings"][0]
     assert "3 table(s) not written after transient write errors" in lost
     for epoch, step in ((0, 3), (1, 6), (2, 9)):
-        assert f"epoch {epoch} step {step} (epoch-{epoch}): OSError: [Errno 28] No space " \
-            "left on device (still, when the run ended)" in lost, lost
+        assert (
+            f"epoch {epoch} step {step} (epoch-{epoch}): OSError: [Errno 28] No space "
+            "left on device (still, when the run ended)" in lost
+        ), lost

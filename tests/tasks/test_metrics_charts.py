@@ -31,11 +31,11 @@ def test_folding_keeps_the_most_frequent_classes_and_sums_the_rest():
 
 
 def test_chart_tables_leave_out_undefined_points_and_cells():
-    chart = _metrics.pr_chart(np.array([0.0, 0.5, 1.0]), np.array([[1.0, np.nan, 0.5]]), ["a"],
-                              "t")
+    chart = _metrics.pr_chart(np.array([0.0, 0.5, 1.0]), np.array([[1.0, np.nan, 0.5]]), ["a"], "t")
     assert chart.table.data == [["a", 1.0, 0.0], ["a", 0.5, 1.0]]
-    table = _metrics.per_class_table({"class": ["a", "b"], "ap": np.array([np.nan, 0.25]),
-                                      "n": np.array([0, 3])})
+    table = _metrics.per_class_table(
+        {"class": ["a", "b"], "ap": np.array([np.nan, 0.25]), "n": np.array([0, 3])}
+    )
     assert table.data == [["a", None, 0], ["b", 0.25, 3]]
     cm = _metrics.confusion_chart(np.array([[2, 1], [0, 3]]), ["x", "y"], "t")
     assert cm.table.data == [["x", "x", 2], ["x", "y", 1], ["y", "x", 0], ["y", "y", 3]]

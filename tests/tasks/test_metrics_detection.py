@@ -52,10 +52,15 @@ def hand_case_packed(brightness=(200, 150, 100, 50), score_threshold=0.05) -> di
         gc += GT_CLASSES[i][valid].tolist()
         po.append(len(pb))
         go.append(len(gb))
-    return {"pred_offsets": np.array(po), "pred_xyxy": np.array(pb, np.float32),
-                "pred_scores": np.array(ps, np.float32), "pred_class": np.array(pc),
-                "gt_offsets": np.array(go), "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
-                "gt_class": np.array(gc)}
+    return {
+        "pred_offsets": np.array(po),
+        "pred_xyxy": np.array(pb, np.float32),
+        "pred_scores": np.array(ps, np.float32),
+        "pred_class": np.array(pc),
+        "gt_offsets": np.array(go),
+        "gt_xyxy": np.array(gb, np.float32).reshape(-1, 4),
+        "gt_class": np.array(gc),
+    }
 
 
 def assert_stats_equal_cocoeval(row: dict, ev, prefix: str = "eval") -> None:
@@ -70,8 +75,14 @@ def assert_stats_equal_cocoeval(row: dict, ev, prefix: str = "eval") -> None:
 def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_run):
     _, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
-    cb = DetectionEvalCallback((val_images(), targets), NAMES, batch_size=3, verbose=0,
-                               score_threshold=0.05, confusion_score_threshold=0.5)
+    cb = DetectionEvalCallback(
+        (val_images(), targets),
+        NAMES,
+        batch_size=3,
+        verbose=0,
+        score_threshold=0.05,
+        confusion_score_threshold=0.5,
+    )
     fit(fixed_detector(), [cb], epochs=2)
     log = read()
     rows = metric_rows(log, "eval/mAP")
@@ -105,12 +116,12 @@ def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_
     # Confusion at IoU 0.5 among predictions scoring >= 0.5 (P0 "a", P1 "a", P2 "b"):
     # A: P0-a, P2-b paired, P1 on background; B: P0 ~ nothing ("a" GT is at P2's place,
     # paired "a" as "b"); C: three on background; D: P2-b paired, "a" missed (IoU 1/7).
-    cm = confusion_from_chart(logged_table(log, row, "eval/confusion_matrix_table"),
-                              [*NAMES, "background"])
+    cm = confusion_from_chart(
+        logged_table(log, row, "eval/confusion_matrix_table"), [*NAMES, "background"]
+    )
     true = ["a", "b", "bg", "a", "bg", "bg", "bg", "bg", "bg", "b", "a", "bg", "bg"]
     pred = ["a", "b", "a", "b", "a", "a", "a", "a", "b", "b", "bg", "a", "a"]
-    np.testing.assert_array_equal(
-        cm, skm.confusion_matrix(true, pred, labels=["a", "b", "bg"]))
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(true, pred, labels=["a", "b", "bg"]))
 
     pr = logged_table(log, row, "eval/pr_curve_table")
     assert sorted(set(pr["class"])) == ["a", "b", "mean"]
@@ -124,9 +135,14 @@ def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_
 
 def test_voc_convention_keeps_the_all_point_map50(offline_run):
     _, read = offline_run
-    cb = DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
-                               NAMES, verbose=0, score_threshold=0.05, ap_convention="voc",
-                               metrics=["coco", "per_class"])
+    cb = DetectionEvalCallback(
+        (val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
+        NAMES,
+        verbose=0,
+        score_threshold=0.05,
+        ap_convention="voc",
+        metrics=["coco", "per_class"],
+    )
     fit(fixed_detector(), [cb])
     row = metric_rows(read(), "eval/mAP50")[-1]
     assert row["eval/mAP50"] == pytest.approx(EXPECTED_MAP50)
@@ -140,17 +156,23 @@ def test_metric_groups_switch_off(offline_run):
     _, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
     none = DetectionEvalCallback((val_images(), targets), NAMES, verbose=0, metrics=[])
-    only_cm = DetectionEvalCallback((val_images(), targets), NAMES, verbose=0,
-                                    metrics=["confusion_matrix"], metrics_prefix="cm",
-                                    data_artifact_name="cm")
+    only_cm = DetectionEvalCallback(
+        (val_images(), targets),
+        NAMES,
+        verbose=0,
+        metrics=["confusion_matrix"],
+        metrics_prefix="cm",
+        data_artifact_name="cm",
+    )
     fit(fixed_detector(), [none, only_cm])
     row = metric_rows(read(), "eval/epoch")[-1]
     assert sorted(k for k in row if k.startswith("eval/")) == ["eval/epoch", "eval/global_step"]
     row = metric_rows(read(), "cm/epoch")[-1]
     assert [k for k in row if k.endswith("/_type")] == ["cm/confusion_matrix_table/_type"]
     with pytest.raises(ValueError, match=r"unknown metrics groups \['mAP'\]"):
-        DetectionEvalCallback((val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}),
-                              NAMES, metrics=["mAP"])
+        DetectionEvalCallback(
+            (val_images(), {"boxes": GT_BOXES, "classes": GT_CLASSES}), NAMES, metrics=["mAP"]
+        )
 
 
 # ---------------------------------------------------------------- a generated set, end to end
@@ -170,9 +192,12 @@ class Lookup(keras.layers.Layer):
 def lookup_detector(boxes, scores, classes):
     images = keras.Input((SIZE, SIZE, 3))
     aux = keras.layers.Dense(1, name="aux")(keras.layers.Flatten()(images))
-    outputs = {"aux": aux, "boxes": Lookup(boxes, name="boxes")(images, aux),
-               "scores": Lookup(scores, name="scores")(images, aux),
-               "classes": Lookup(classes, name="classes")(images, aux)}
+    outputs = {
+        "aux": aux,
+        "boxes": Lookup(boxes, name="boxes")(images, aux),
+        "scores": Lookup(scores, name="scores")(images, aux),
+        "classes": Lookup(classes, name="classes")(images, aux),
+    }
     model = keras.Model(images, outputs)
     model.compile("sgd", loss={"aux": "mse"})
     return model
@@ -185,7 +210,7 @@ def padded(offsets, *arrays, fill=-1):
     for arr in arrays:
         pad = np.full((b, k, *arr.shape[1:]), fill, arr.dtype)
         for i in range(b):
-            pad[i, :offsets[i + 1] - offsets[i]] = arr[offsets[i]:offsets[i + 1]]
+            pad[i, : offsets[i + 1] - offsets[i]] = arr[offsets[i] : offsets[i + 1]]
         out.append(pad)
     return out
 
@@ -201,10 +226,12 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
     for key in ("gt_xyxy", "gt_class", "gt_crowd"):
         d[key] = np.delete(d[key], np.s_[g0:g1], axis=0)
     d["gt_offsets"][3:] -= g1 - g0
-    boxes, scores, classes = padded(d["pred_offsets"], d["pred_xyxy"], d["pred_scores"],
-                                    d["pred_class"].astype(np.float32))
-    gt_boxes, gt_classes, gt_crowd = padded(d["gt_offsets"], d["gt_xyxy"], d["gt_class"],
-                                            d["gt_crowd"].astype(np.int64))
+    boxes, scores, classes = padded(
+        d["pred_offsets"], d["pred_xyxy"], d["pred_scores"], d["pred_class"].astype(np.float32)
+    )
+    gt_boxes, gt_classes, gt_crowd = padded(
+        d["gt_offsets"], d["gt_xyxy"], d["gt_class"], d["gt_crowd"].astype(np.int64)
+    )
     targets = {"boxes": gt_boxes, "classes": gt_classes}
     if crowd:
         assert d["gt_crowd"].any()
@@ -217,8 +244,9 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
     model = lookup_detector(boxes, scores, classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-area boxes are warned about
-        model.fit(images, {"aux": np.zeros((8, 1))}, epochs=1, batch_size=4, verbose=0,
-                  callbacks=[cb])
+        model.fit(
+            images, {"aux": np.zeros((8, 1))}, epochs=1, batch_size=4, verbose=0, callbacks=[cb]
+        )
     log = read()
     row = metric_rows(log, "eval/mAP")[-1]
     ev = cocoeval(d, 3)
@@ -232,8 +260,9 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
 def test_no_ground_truth_and_no_predictions_give_defined_values(offline_run):
     _, read = offline_run
     empty = {"boxes": np.zeros((4, 1, 4), np.float32), "classes": np.full((4, 1), -1)}
-    cb = DetectionEvalCallback((val_images(), empty), NAMES, verbose=0,
-                               score_threshold=0.95, strict=True)  # nothing passes
+    cb = DetectionEvalCallback(
+        (val_images(), empty), NAMES, verbose=0, score_threshold=0.95, strict=True
+    )  # nothing passes
     fit(fixed_detector(), [cb])
     log = read()
     row = metric_rows(log, "eval/mAP")[-1]

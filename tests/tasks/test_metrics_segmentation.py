@@ -31,11 +31,15 @@ def test_pixel_metrics_equal_sklearn(offline_run, shapes, ignore):
     if ignore is not None:
         masks[:, :3] = ignore  # unlabelled rows count nowhere
     keras.utils.set_random_seed(0)  # a 5-class head: "never" may be predicted, never true
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.Conv2D(5, 3, padding="same")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(5, 3, padding="same"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = SegmentationEvalCallback((x, masks), NAMES, batch_size=4, verbose=0,
-                                  ignore_index=ignore)
+    cb = SegmentationEvalCallback((x, masks), NAMES, batch_size=4, verbose=0, ignore_index=ignore)
     model.fit(x, np.where(masks == 255, 0, masks), epochs=1, callbacks=[cb], verbose=0)
     pred = model.predict(x, verbose=0).argmax(-1)
     keep = masks.reshape(-1) != 255
@@ -46,8 +50,9 @@ def test_pixel_metrics_equal_sklearn(offline_run, shapes, ignore):
 
     cm = skm.confusion_matrix(t, p, labels=labels)
     seen = (cm.sum(0) + cm.sum(1)) > 0
-    iou = np.where(seen, skm.jaccard_score(t, p, labels=labels, average=None, zero_division=0),
-                   np.nan)
+    iou = np.where(
+        seen, skm.jaccard_score(t, p, labels=labels, average=None, zero_division=0), np.nan
+    )
     assert row["eval/mIoU"] == pytest.approx(np.mean(iou[seen]))
     assert row["eval/pixel_accuracy"] == pytest.approx(skm.accuracy_score(t, p))
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true"

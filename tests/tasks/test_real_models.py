@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import real_models as rm
 import tensorflow as tf
 from PIL import Image as PILImage
+from task_helpers import EpochRecorder, pred_versions
 
-import real_models as rm
 from fastevalcb import (
     ClassificationEvalCallback,
     DetectionEvalCallback,
     FastEvalInputError,
     SegmentationEvalCallback,
 )
-from task_helpers import EpochRecorder, pred_versions
 
 keras_hub = pytest.importorskip("keras_hub")
 pytestmark = pytest.mark.slow
@@ -93,8 +93,10 @@ def test_two_input_model_shows_its_image_input(offline_run):
     model = rm.two_input_model(num_classes=3)
     model.compile("sgd", keras_loss())
     rng = np.random.default_rng(0)
-    x = {"image": rm.images(8, (16, 16)).astype("uint8"),
-         "meta": rng.normal(size=(8, 4)).astype("float32")}
+    x = {
+        "image": rm.images(8, (16, 16)).astype("uint8"),
+        "meta": rng.normal(size=(8, 4)).astype("float32"),
+    }
     y = np.arange(8) % 3
     cb = ClassificationEvalCallback((x, y), NAMES3, batch_size=3, verbose=0)
     model.fit(x, y, epochs=1, callbacks=[cb], verbose=0)
@@ -112,8 +114,7 @@ def test_ambiguous_image_inputs_ask_for_image_key(offline_run):
 
     a, b = keras.Input((8, 8, 3), name="a"), keras.Input((8, 8, 3), name="b")
     pooled = [keras.layers.GlobalAveragePooling2D()(t) for t in (a, b)]
-    model = keras.Model({"a": a, "b": b},
-                        keras.layers.Dense(3)(keras.layers.Concatenate()(pooled)))
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(3)(keras.layers.Concatenate()(pooled)))
     model.compile("sgd", keras_loss())
     x = {"a": rm.images(4, (8, 8)), "b": rm.images(4, (8, 8), seed=1)}
     y = np.arange(4) % 3
@@ -156,7 +157,7 @@ def test_keras_hub_segmenters_with_preprocessors(offline_run, family, raw_hw):
     x_train, m_train = rm.images(4, (32, 32)), rng.integers(0, 3, (4, 32, 32, 1))
     x = rm.images(5, raw_hw, seed=2)
     masks = np.zeros((5, *raw_hw), "int32")
-    masks[:, raw_hw[0] // 2:] = 1
+    masks[:, raw_hw[0] // 2 :] = 1
     masks[:, :, : raw_hw[1] // 3] = 2
     cb = SegmentationEvalCallback((x, masks), NAMES3, batch_size=2, verbose=0)
     model.fit(x_train, m_train, epochs=1, callbacks=[cb], verbose=0)
@@ -166,10 +167,12 @@ def test_keras_hub_segmenters_with_preprocessors(offline_run, family, raw_hw):
     log = read()
     last = pred_versions(log, run.id)[-1]
     table = log.load_table(last, "eval_data")
-    np.testing.assert_allclose(np.array([table.column(f"iou/{n}") for n in NAMES3], float).T,
-                               iou, rtol=1e-6)
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array([table.column(f"iou/{n}") for n in NAMES3], float).T, iou, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
     for i in (0, 4):  # the logged mask is predict's argmax, at the displayed image's size
         entry = last.entries[table.column("image")[i]["masks"]["predictions"]["path"]]
         np.testing.assert_array_equal(np.asarray(PILImage.open(entry.local_path)), pred[i])
@@ -181,8 +184,9 @@ def yxyx_to_xyxy(b):
 
 
 @pytest.mark.parametrize("bounding_box_format", ["yxyx", "xyxy"])
-def test_keras_hub_retinanet_boxes_are_predicts_on_the_shown_image(offline_run,
-                                                                    bounding_box_format):
+def test_keras_hub_retinanet_boxes_are_predicts_on_the_shown_image(
+    offline_run, bounding_box_format
+):
     """RetinaNet decodes (anchors + NMS) in predict_step, its preprocessor resizes 48x48 ->
     32x32, its format is its own: the logged boxes are predict's, scaled to 48x48."""
     run, read = offline_run
@@ -190,8 +194,10 @@ def test_keras_hub_retinanet_boxes_are_predicts_on_the_shown_image(offline_run,
     model.prediction_decoder = rm.nms_decoder(bounding_box_format, threshold=0.25)
     model.compile(optimizer="sgd")
     train_x = rm.images(4, (32, 32))
-    train_y = {"boxes": np.tile(np.array([[4, 4, 20, 20]], "float32"), (4, 1, 1)),
-               "labels": np.zeros((4, 1), "int32")}
+    train_y = {
+        "boxes": np.tile(np.array([[4, 4, 20, 20]], "float32"), (4, 1, 1)),
+        "labels": np.zeros((4, 1), "int32"),
+    }
     x = rm.images(5, (48, 48), seed=4)
     gt = np.array([[6, 6, 30, 30], [0, 0, 0, 0]], "float32")  # in the model's own format
     targets = {"boxes": np.tile(gt, (5, 1, 1)), "labels": np.tile([[1, -1]], (5, 1))}
@@ -204,21 +210,24 @@ def test_keras_hub_retinanet_boxes_are_predicts_on_the_shown_image(offline_run,
     assert counts.sum() > 0
     np.testing.assert_array_equal(table.column("num_predictions"), counts)
     for i, cell in enumerate(table.column("image")):
-        boxes = want["boxes"][i, :counts[i]]
+        boxes = want["boxes"][i, : counts[i]]
         if bounding_box_format == "yxyx":
             boxes = yxyx_to_xyxy(boxes)
         expected = boxes * 1.5  # 32x32 model frame -> the 48x48 image, unclipped (as COCO)
         logged = cell["boxes"]["predictions"]
-        got = np.array([[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
-                        for b in logged]).reshape(-1, 4)
+        got = np.array(
+            [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")] for b in logged]
+        ).reshape(-1, 4)
         np.testing.assert_allclose(got, expected, atol=0.006)  # box_decimals=2
-        np.testing.assert_allclose([b["scores"]["score"] for b in logged],
-                                   want["confidence"][i, :counts[i]], atol=6e-5)
-        assert [b["class_id"] for b in logged] == want["labels"][i, :counts[i]].tolist()
+        np.testing.assert_allclose(
+            [b["scores"]["score"] for b in logged], want["confidence"][i, : counts[i]], atol=6e-5
+        )
+        assert [b["class_id"] for b in logged] == want["labels"][i, : counts[i]].tolist()
         gt_boxes = cell["boxes"]["ground_truth"]
         gt_xyxy = yxyx_to_xyxy(gt[0]) if bounding_box_format == "yxyx" else gt[0]
-        assert [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")]
-                for b in gt_boxes] == [gt_xyxy.tolist()]
+        assert [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")] for b in gt_boxes] == [
+            gt_xyxy.tolist()
+        ]
 
 
 def test_a_cropping_preprocessor_of_another_aspect_ratio_is_refused(offline_run):
@@ -231,7 +240,11 @@ def test_a_cropping_preprocessor_of_another_aspect_ratio_is_refused(offline_run)
     cb = DetectionEvalCallback((x, targets), NAMES3, verbose=0)
     epochs = EpochRecorder()
     with pytest.raises(FastEvalInputError, match="crop_to_aspect_ratio=True.*aspect ratio"):
-        model.fit(rm.images(2, (32, 32)), {"boxes": np.zeros((2, 1, 4), "float32"),
-                                            "labels": np.zeros((2, 1), "int32")},
-                  epochs=1, callbacks=[cb, epochs], verbose=0)
+        model.fit(
+            rm.images(2, (32, 32)),
+            {"boxes": np.zeros((2, 1, 4), "float32"), "labels": np.zeros((2, 1), "int32")},
+            epochs=1,
+            callbacks=[cb, epochs],
+            verbose=0,
+        )
     assert epochs.epochs == []

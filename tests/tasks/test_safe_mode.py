@@ -10,12 +10,16 @@ import keras
 import numpy as np
 import pytest
 import wandb
+from task_helpers import pred_versions
 
-from fastevalcb import (ClassificationEvalCallback, DetectionEvalCallback,
-                        SegmentationEvalCallback, WandbEvalCallback)
+from fastevalcb import (
+    ClassificationEvalCallback,
+    DetectionEvalCallback,
+    SegmentationEvalCallback,
+    WandbEvalCallback,
+)
 from fastevalcb.offline import OfflineRun
 from fastevalcb.tables import _wandb
-from task_helpers import pred_versions
 
 
 def _frozen(model):
@@ -65,16 +69,19 @@ def _assert_same_runs(fast, safe):
     fast_data, safe_data = fast_log.artifact(data_name), safe_log.artifact(data_name)
     table_name = [p for p in fast_data.entries if p.endswith(".table.json")][0]
     table_name = table_name[: -len(".table.json")]
-    for log, artifact in ((fast_log, fast_data), (safe_log, safe_data)):
+    for artifact in (fast_data, safe_data):
         assert artifact.entries, "the data artifact recorded no entries"
     fast_table = fast_log.load_table(fast_data, table_name)
     safe_table = safe_log.load_table(safe_data, table_name)
     assert fast_table.columns == safe_table.columns
     assert _difference(fast_table.raw, safe_table.raw) is None
-    assert {p: e.digest for p, e in fast_data.entries.items() if p.startswith("media/")} == \
-        {p: e.digest for p, e in safe_data.entries.items() if p.startswith("media/")}
-    fast_versions, safe_versions = pred_versions(fast_log, fast_id), pred_versions(safe_log,
-                                                                                   safe_id)
+    assert {p: e.digest for p, e in fast_data.entries.items() if p.startswith("media/")} == {
+        p: e.digest for p, e in safe_data.entries.items() if p.startswith("media/")
+    }
+    fast_versions, safe_versions = (
+        pred_versions(fast_log, fast_id),
+        pred_versions(safe_log, safe_id),
+    )
     assert len(fast_versions) == len(safe_versions) >= 1
     pred_name = [p for p in fast_versions[0].entries if p.endswith(".table.json")][0]
     pred_name = pred_name[: -len(".table.json")]
@@ -100,6 +107,7 @@ def _assert_same_runs(fast, safe):
 def both_modes(wandb_env, monkeypatch):
     def run_both(fit):
         return [_run(wandb_env, monkeypatch, mode, fit) for mode in ("fast", "safe")]
+
     yield run_both
     _wandb.reset_checks()
 
@@ -109,10 +117,8 @@ def test_classification_records_the_same_in_safe_mode(both_modes, shapes, classi
 
     def fit():
         model = _frozen(classifier)
-        cb = ClassificationEvalCallback((x, y), list(shapes.class_names), batch_size=8,
-                                        verbose=0)
-        model.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb],
-                  verbose=0)
+        cb = ClassificationEvalCallback((x, y), list(shapes.class_names), batch_size=8, verbose=0)
+        model.fit(shapes.images, shapes.labels, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
 
     _assert_same_runs(*both_modes(fit))
 
@@ -123,8 +129,7 @@ def test_segmentation_records_the_same_in_safe_mode(both_modes, shapes, segmente
     def fit():
         model = _frozen(segmenter)
         cb = SegmentationEvalCallback((x, y), ["bg", "a", "b", "c"], batch_size=8, verbose=0)
-        model.fit(shapes.images, shapes.masks, epochs=1, batch_size=16, callbacks=[cb],
-                  verbose=0)
+        model.fit(shapes.images, shapes.masks, epochs=1, batch_size=16, callbacks=[cb], verbose=0)
 
     _assert_same_runs(*both_modes(fit))
 
@@ -139,27 +144,33 @@ class _Constant(keras.layers.Layer):
     def call(self, images):
         ops = keras.ops
         brightness = ops.mean(ops.cast(images, "float32"), axis=(1, 2, 3)) / 255.0
-        value = ops.broadcast_to(ops.convert_to_tensor(self.value)[None],
-                                 (ops.shape(images)[0],) + self.value.shape)
+        value = ops.broadcast_to(
+            ops.convert_to_tensor(self.value)[None], (ops.shape(images)[0],) + self.value.shape
+        )
         return value + ops.reshape(brightness, (-1,) + (1,) * self.value.ndim) * self.nudge
 
 
 def test_detection_records_the_same_in_safe_mode(both_modes, shapes):
     images = keras.Input((16, 16, 3))
     aux = keras.layers.Dense(1, name="aux")(keras.layers.Flatten()(images))
-    model = keras.Model(images, {
-        "aux": aux,
-        "boxes": _Constant([[1, 1, 8, 8], [6, 6, 15, 15], [0, 0, 4, 4]], name="boxes")(images),
-        "scores": _Constant([0.9, 0.6, 0.3], nudge=0.05, name="scores")(images),
-        "classes": _Constant([0, 1, 2], name="classes")(images)})
+    model = keras.Model(
+        images,
+        {
+            "aux": aux,
+            "boxes": _Constant([[1, 1, 8, 8], [6, 6, 15, 15], [0, 0, 4, 4]], name="boxes")(images),
+            "scores": _Constant([0.9, 0.6, 0.3], nudge=0.05, name="scores")(images),
+            "classes": _Constant([0, 1, 2], name="classes")(images),
+        },
+    )
     x = shapes.images[:10]
     y = {"boxes": shapes.boxes[:10, None], "labels": shapes.labels[:10, None]}
 
     def fit():
         model.compile(keras.optimizers.SGD(learning_rate=0.0), loss={"aux": "mse"})
         cb = DetectionEvalCallback((x, y), ["a", "b", "c"], batch_size=4, verbose=0)
-        model.fit(x, {"aux": np.zeros((len(x), 1))}, epochs=1, batch_size=5, callbacks=[cb],
-                  verbose=0)
+        model.fit(
+            x, {"aux": np.zeros((len(x), 1))}, epochs=1, batch_size=5, callbacks=[cb], verbose=0
+        )
 
     _assert_same_runs(*both_modes(fit))
 
@@ -188,8 +199,14 @@ def test_the_drop_in_base_records_the_same_in_safe_mode(both_modes, shapes, clas
 
     def fit():
         model = _frozen(classifier)
-        model.fit(shapes.images, shapes.labels, epochs=2, batch_size=16,
-                  callbacks=[_StockSubclass(x, y)], verbose=0)
+        model.fit(
+            shapes.images,
+            shapes.labels,
+            epochs=2,
+            batch_size=16,
+            callbacks=[_StockSubclass(x, y)],
+            verbose=0,
+        )
 
     fast, safe = both_modes(fit)
     (fast_log, fast_id), (safe_log, safe_id) = fast, safe

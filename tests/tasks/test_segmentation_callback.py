@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image as PILImage
+from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import FastEvalInputError, SegmentationEvalCallback
-from task_helpers import EpochRecorder, pred_versions
 
 NAMES = ["background", "rectangle", "ellipse", "triangle"]
 
@@ -32,8 +32,7 @@ def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     run, read = offline_run
     x, masks = shapes.images[:12], shapes.masks[:12]
     cb = SegmentationEvalCallback((x, masks), NAMES, batch_size=5, verbose=0)
-    segmenter.fit(shapes.images, shapes.masks, epochs=2, batch_size=16, callbacks=[cb],
-                  verbose=0)
+    segmenter.fit(shapes.images, shapes.masks, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
     pred = segmenter.predict(x, verbose=0).argmax(-1)
     log = read()
 
@@ -44,15 +43,24 @@ def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
 
     last = pred_versions(log, run.id)[-1]
     table = log.load_table(last, "eval_data")
-    assert table.columns == ["epoch", "step", "id", "image", "pixel_accuracy", "mean_iou",
-                             *(f"iou/{n}" for n in NAMES), "finite"]
+    assert table.columns == [
+        "epoch",
+        "step",
+        "id",
+        "image",
+        "pixel_accuracy",
+        "mean_iou",
+        *(f"iou/{n}" for n in NAMES),
+        "finite",
+    ]
     assert set(table.column("finite")) == {True}
     expected_iou = iou_by_hand(pred, masks, 4)
     got_iou = np.array([table.column(f"iou/{n}") for n in NAMES], float).T
     np.testing.assert_allclose(got_iou, expected_iou, rtol=1e-6)
     np.testing.assert_allclose(table.column("mean_iou"), np.nanmean(expected_iou, 1), rtol=1e-6)
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
 
     # The logged prediction mask holds exactly the model's argmax.
     cell = table.column("image")[3]
@@ -85,9 +93,11 @@ def test_ignore_index_pixels_count_nowhere(offline_run, shapes, segmenter):
     got = np.array([table.column(f"iou/{n}") for n in NAMES], float).T
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     valid = masks != 255
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               ((pred == masks) & valid).sum((1, 2)) / valid.sum((1, 2)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"),
+        ((pred == masks) & valid).sum((1, 2)) / valid.sum((1, 2)),
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("grey", [False, True])
@@ -97,8 +107,9 @@ def test_overlay_alpha_renders_a_new_image(offline_run, shapes, grey):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input(images.shape[1:]), keras.layers.Conv2D(4, 1)])
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = SegmentationEvalCallback((images[:4], shapes.masks[:4]), NAMES,
-                                  overlay_alpha=0.5, verbose=0)
+    cb = SegmentationEvalCallback(
+        (images[:4], shapes.masks[:4]), NAMES, overlay_alpha=0.5, verbose=0
+    )
     model.fit(images, shapes.masks, epochs=1, callbacks=[cb], verbose=0)
     log = read()
     last = pred_versions(log, run.id)[-1]
@@ -109,33 +120,43 @@ def test_overlay_alpha_renders_a_new_image(offline_run, shapes, grey):
     assert shown.shape == (16, 16, 3) and not np.array_equal(shown, shapes.images[0])
 
 
-@pytest.mark.parametrize("activation, output", [("sigmoid", "auto"), (None, "auto"),
-                                                ("sigmoid", "probabilities")])
+@pytest.mark.parametrize(
+    "activation, output", [("sigmoid", "auto"), (None, "auto"), ("sigmoid", "probabilities")]
+)
 def test_one_channel_binary_models_are_thresholded_by_their_range(
-        offline_run, shapes, activation, output):
+    offline_run, shapes, activation, output
+):
     run, read = offline_run
     masks = (shapes.masks > 0).astype(np.uint8)
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.Conv2D(1, 3, padding="same", activation=activation)])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(1, 3, padding="same", activation=activation),
+        ]
+    )
     model.compile("sgd", "mse")
-    cb = SegmentationEvalCallback((shapes.images[:8], masks[:8]), ["bg", "fg"], output=output,
-                                  verbose=0)
+    cb = SegmentationEvalCallback(
+        (shapes.images[:8], masks[:8]), ["bg", "fg"], output=output, verbose=0
+    )
     model.fit(shapes.images, masks, epochs=1, callbacks=[cb], verbose=0)
     scores = model.predict(shapes.images[:8], verbose=0)[..., 0]
     pred = (scores > (0.5 if activation == "sigmoid" else 0.0)).astype(np.uint8)
     table = read().load_table(pred_versions(read(), run.id)[-1], "eval_data")
-    np.testing.assert_allclose(table.column("pixel_accuracy"),
-                               (pred == masks[:8]).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        table.column("pixel_accuracy"), (pred == masks[:8]).mean(axis=(1, 2)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
     "masks, match",
     [
-        (np.zeros((48, 8, 8), np.uint8),
-         r"matching the images' size \(16, 16\); got \(8, 8\)"),
-        (np.full((48, 16, 16), 4, np.uint8),
-         r"mask pixel of sample 0 is 4, outside class_names \(4 classes"),
+        (np.zeros((48, 8, 8), np.uint8), r"matching the images' size \(16, 16\); got \(8, 8\)"),
+        (
+            np.full((48, 16, 16), 4, np.uint8),
+            r"mask pixel of sample 0 is 4, outside class_names \(4 classes",
+        ),
         (np.full((48, 16, 16), 0.5, np.float32), "integer class ids"),
     ],
 )
@@ -157,8 +178,9 @@ def test_ignore_index_must_not_be_a_class_id(offline_run, shapes):
         SegmentationEvalCallback((shapes.images, shapes.masks), NAMES, ignore_index=2)
 
 
-def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(offline_run, shapes,
-                                                                      segmenter):
+def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(
+    offline_run, shapes, segmenter
+):
     import warnings
 
     from task_helpers import Diverge, fast_eval_warnings
@@ -167,8 +189,14 @@ def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(offline_ru
     cb = SegmentationEvalCallback((shapes.images[:6], shapes.masks[:6]), NAMES, verbose=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        segmenter.fit(shapes.images, shapes.masks, epochs=3, batch_size=16,
-                      callbacks=[Diverge(at=1), cb], verbose=0)
+        segmenter.fit(
+            shapes.images,
+            shapes.masks,
+            epochs=3,
+            batch_size=16,
+            callbacks=[Diverge(at=1), cb],
+            verbose=0,
+        )
     log = read()
     tables = [log.load_table(v, "eval_data") for v in pred_versions(log, run.id)]
     assert [t.column("finite") for t in tables] == [[True] * 6, [False] * 6, [False] * 6]
@@ -180,5 +208,7 @@ def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(offline_ru
     assert np.isnan(rows[1]["eval/mIoU"])
     nan = [m for m in fast_eval_warnings(caught) if "non-finite" in m]
     assert len(nan) == 1, nan
-    assert "6 of 6 segmentation samples had non-finite predictions (NaN/inf) at epoch 1 " \
+    assert (
+        "6 of 6 segmentation samples had non-finite predictions (NaN/inf) at epoch 1 "
         "(step 6); first sample id 0." in nan[0]
+    )

@@ -14,11 +14,6 @@ import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 
-from fastevalcb import (  # noqa: E402
-    ClassificationEvalCallback,
-    DetectionEvalCallback,
-    SegmentationEvalCallback,
-)
 from test_detection_callback import (  # noqa: E402
     EXPECTED,
     GT_BOXES,
@@ -33,6 +28,12 @@ from test_detection_callback import (  # noqa: E402
 from test_detection_callback import SIZE as DET_SIZE  # noqa: E402
 from tf_keras_twins import RTOL, assert_same_runs, cnn, record, twins  # noqa: E402
 
+from fastevalcb import (  # noqa: E402
+    ClassificationEvalCallback,
+    DetectionEvalCallback,
+    SegmentationEvalCallback,
+)
+
 pytestmark = pytest.mark.tf_keras
 
 
@@ -41,10 +42,23 @@ def test_classification_records_the_keras3_tables(wandb_env, shapes, log_every_n
     x, y = shapes.images[:10], shapes.labels[:10]
     logs = {}
     for model, name in zip(twins(lambda k: cnn(k, 3, True)), ("keras3", "tf_keras")):
-        logs[name] = record(wandb_env, name, model, lambda: ClassificationEvalCallback(
-            (x, y), shapes.class_names, top_k=2, batch_size=4, verbose=0,
-            log_every_n_batches=log_every_n_batches), x=shapes.images[:24], y=shapes.labels[:24],
-            epochs=2, batch_size=8)
+        logs[name] = record(
+            wandb_env,
+            name,
+            model,
+            lambda: ClassificationEvalCallback(
+                (x, y),
+                shapes.class_names,
+                top_k=2,
+                batch_size=4,
+                verbose=0,
+                log_every_n_batches=log_every_n_batches,
+            ),
+            x=shapes.images[:24],
+            y=shapes.labels[:24],
+            epochs=2,
+            batch_size=8,
+        )
     last = assert_same_runs(logs["keras3"], logs["tf_keras"])
     probs = tf.nn.softmax(model.predict(x, verbose=0)).numpy()
     np.testing.assert_allclose(last.column("confidence"), probs.max(1), rtol=RTOL)
@@ -59,13 +73,21 @@ def test_segmentation_records_the_keras3_tables(wandb_env, shapes):
     x, masks = shapes.images[:6], shapes.masks[:6]
     logs = {}
     for model, name in zip(twins(lambda k: cnn(k, len(names), False)), ("keras3", "tf_keras")):
-        logs[name] = record(wandb_env, name, model, lambda: SegmentationEvalCallback(
-            (x, masks), names, batch_size=4, verbose=0), x=shapes.images[:24], y=shapes.masks[:24],
-            epochs=1, batch_size=8)
+        logs[name] = record(
+            wandb_env,
+            name,
+            model,
+            lambda: SegmentationEvalCallback((x, masks), names, batch_size=4, verbose=0),
+            x=shapes.images[:24],
+            y=shapes.masks[:24],
+            epochs=1,
+            batch_size=8,
+        )
     last = assert_same_runs(logs["keras3"], logs["tf_keras"])
     pred = model.predict(x, verbose=0).argmax(-1)
-    np.testing.assert_allclose(last.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        last.column("pixel_accuracy"), (pred == masks).mean(axis=(1, 2)), rtol=1e-6
+    )
 
 
 class _Fixed2(tf_keras.layers.Layer):
@@ -106,11 +128,17 @@ def test_detection_records_the_keras3_tables(wandb_env):
     for name, build in (("keras3", fixed_detector), ("tf_keras", _fixed_detector2)):
         keras.utils.set_random_seed(0)
         model = build()
-        logs[name] = record(wandb_env, name, model, lambda: DetectionEvalCallback(
-            (val_images(), targets), NAMES, batch_size=3, verbose=0, score_threshold=0.05),
+        logs[name] = record(
+            wandb_env,
+            name,
+            model,
+            lambda: DetectionEvalCallback(
+                (val_images(), targets), NAMES, batch_size=3, verbose=0, score_threshold=0.05
+            ),
             x=val_images(),
-            y={"aux": np.zeros((4, 1))}, epochs=2, batch_size=2)
+            y={"aux": np.zeros((4, 1))},
+            epochs=2,
+            batch_size=2,
+        )
     last = assert_same_runs(logs["keras3"], logs["tf_keras"])
     assert last.column("tp") == EXPECTED["tp"] and last.column("fp") == EXPECTED["fp"]
-
-
