@@ -81,8 +81,8 @@ class DataTableRef(wandb.Table):
 
     Args:
         table: the data table (its rows are shared, not copied).
-        link: where the data table was logged (None before it is logged, and on non-chief
-            workers).
+        link: where the data table was logged, for index columns to reference (None before
+            it is logged, on non-chief workers, and without the "links" fast path).
     """
 
     def __init__(self, table: wandb.Table, link: DataTableLink | None = None) -> None:

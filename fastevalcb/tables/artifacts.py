@@ -56,10 +56,11 @@ def log_data_artifact(
 
 def data_table_link(artifact: wandb.Artifact, table_name: str) -> DataTableLink | None:
     """Where ``table_name`` was logged in ``artifact`` (:func:`log_data_artifact`), for a pred
-    table's column of its row indices; None when the artifact has no such table entry."""
+    table's column of its row indices to reference; None when the artifact has no such
+    table entry, or without the "links" fast path (wandb's path copies the table)."""
     path = wandb.Table.with_suffix(table_name)
     entry = artifact.manifest.get_entry_by_path(path)
-    if entry is None:
+    if entry is None or not _wandb.fast("links"):
         return None
     return DataTableLink(_wandb.client_id(artifact), path, entry.digest)
 

@@ -8,12 +8,14 @@ path, and falls back to the public API for the whole process when it raises.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,7 +68,32 @@ def _png(seed: int, shape: tuple[int, ...] = (3, 4, 3)) -> bytes:
 
 
 def _artifact(kind: str = "fastevalcb-check") -> wandb.Artifact:
-    return wandb.Artifact(f"fastevalcb-check-{os.urandom(4).hex()}", type=kind)
+    artifact = wandb.Artifact(f"fastevalcb-check-{os.urandom(4).hex()}", type=kind)
+    _made.append(artifact)
+    return artifact
+
+
+_made: list[wandb.Artifact] = []  # the artifacts of the check running now
+
+
+def _cleaned(check: Callable[[], None]) -> Callable[[], None]:
+    """``check``, leaving no artifact of its own behind: each one's temp dir removed and its
+    place in wandb's instance cache given up when it ends (left to the garbage collector,
+    a temp dir is removed with a ``ResourceWarning`` whenever wandb's capped cache drops
+    the artifact, in the middle of whatever runs then)."""
+
+    @functools.wraps(check)
+    def run() -> None:
+        start = len(_made)
+        try:
+            check()
+        finally:
+            made, _made[start:] = _made[start:], []
+            for artifact in made:
+                _wandb.cleanup_tmp_dir(artifact)
+                _wandb.uncache(artifact)
+
+    return run
 
 
 def _entry_json(entry: Any) -> dict[str, Any]:
@@ -278,25 +305,20 @@ def check_links() -> None:
 
     columns, rows = ["id", "label"], [[0, "a"], [1, "b"], [2, "a"]]
     data, public, fast = _artifact("dataset"), _artifact("evaluation"), _artifact("evaluation")
-    try:
-        logged = wandb.Table(columns=columns, data=rows)
-        data_entry = data.add(logged, "val_data")
-        data.finalize()  # as logged: wandb links a finalized artifact's table by reference
-        table = wandb.Table(columns=["epoch", "row"])
-        for index in logged.get_index():
-            table.add_data(0, index)
-        public.add(table, "t")  # the data artifact is in wandb's instance cache: a reference
-        linked = wandb.Table(columns=columns, data=rows)  # ours: never added anywhere
-        linked.link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
-        ours = ColumnarTable(["epoch", "row"])
-        ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})
-        add_table(fast, ours, "t")
-        _same("a linked table's manifest", _linked_manifest(fast), _linked_manifest(public))
-        _same("a linked table's JSON", _linked_table_json(fast), _linked_table_json(public))
-    finally:
-        for artifact in (data, public, fast):  # no temp dir or cache place left behind
-            _wandb.cleanup_tmp_dir(artifact)
-            _wandb.uncache(artifact)
+    logged = wandb.Table(columns=columns, data=rows)
+    data_entry = data.add(logged, "val_data")
+    data.finalize()  # as logged: wandb links a finalized artifact's table by reference
+    table = wandb.Table(columns=["epoch", "row"])
+    for index in logged.get_index():
+        table.add_data(0, index)
+    public.add(table, "t")  # the data artifact is in wandb's instance cache: a reference
+    linked = wandb.Table(columns=columns, data=rows)  # ours: never added anywhere
+    linked.link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
+    ours = ColumnarTable(["epoch", "row"])
+    ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})
+    add_table(fast, ours, "t")
+    _same("a linked table's manifest", _linked_manifest(fast), _linked_manifest(public))
+    _same("a linked table's JSON", _linked_table_json(fast), _linked_table_json(public))
 
 
 _TABLE_TOKEN = re.compile(r"media/tables/t_[a-z0-9]+\.table\.json")
@@ -318,7 +340,7 @@ def _linked_table_json(artifact: wandb.Artifact) -> dict[str, Any]:
     return json.loads(_TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out)))
 
 
-_wandb.register_check("entries", check_entries)
-_wandb.register_check("manifest", check_manifest)
-_wandb.register_check("tables", check_tables)
-_wandb.register_check("links", check_links)
+_wandb.register_check("entries", _cleaned(check_entries))
+_wandb.register_check("manifest", _cleaned(check_manifest))
+_wandb.register_check("tables", _cleaned(check_tables))
+_wandb.register_check("links", _cleaned(check_links))
