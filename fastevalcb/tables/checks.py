@@ -303,17 +303,19 @@ def check_links() -> None:
     ``add_reference`` of the table's ``wandb-client-artifact://`` URI)."""
     from fastevalcb.tables.artifacts import add_table
 
-    columns, rows = ["id", "label"], [[0, "a"], [1, "b"], [2, "a"]]
+    columns: list[str | int] = ["id", "label"]
+    rows: list[list[Any]] = [[0, "a"], [1, "b"], [2, "a"]]
     data, public, fast = _artifact("dataset"), _artifact("evaluation"), _artifact("evaluation")
     logged = wandb.Table(columns=columns, data=rows)
     data_entry = data.add(logged, "val_data")
     data.finalize()  # as logged: wandb links a finalized artifact's table by reference
-    table = wandb.Table(columns=["epoch", "row"])
+    table = wandb.Table(columns=["epoch", "row"])  # type: ignore[arg-type]
     for index in logged.get_index():
         table.add_data(0, index)
     public.add(table, "t")  # the data artifact is in wandb's instance cache: a reference
     linked = wandb.Table(columns=columns, data=rows)  # ours: never added anywhere
-    linked.link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
+    link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
+    linked.link = link  # type: ignore[attr-defined]
     ours = ColumnarTable(["epoch", "row"])
     ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})
     add_table(fast, ours, "t")
