@@ -593,6 +593,17 @@ def release_table(table: wandb.Table) -> None:
         table._artifact_target = None
 
 
+def logged_table_artifact(value: Any) -> wandb.Artifact | None:
+    """The artifact ``run.log`` wrote a table into (``WBValue._artifact_target``; wandb's
+    ``run_table`` artifact of ``data_types/utils.py: _log_table_artifact``): ``value`` is a
+    ``wandb.Table`` or a chart holding one (``CustomChart.table``); None for anything else."""
+    table = getattr(value, "table", value)
+    if not isinstance(table, wandb.Table):
+        return None
+    target = getattr(table, "_artifact_target", None)
+    return getattr(target, "artifact", None)
+
+
 def keeps_own_files(artifact: wandb.Artifact) -> bool:
     """Whether the artifact keeps files in its own temp dir (``Artifact._tmp_dir``, wandb <
     0.21's ``new_file``), deleted with the artifact: it must stay alive until upload."""

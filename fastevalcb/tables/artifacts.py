@@ -142,8 +142,18 @@ def define_step_metrics(run: Any, prefix: str) -> str:
 
 
 def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
-    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`)."""
+    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`).
+
+    wandb writes each table (a chart's too) into an artifact of its own whose temp dir is
+    otherwise left to the garbage collector: it is removed here, once the file is staged."""
     run.log(dict(metrics))
+    for value in metrics.values():
+        try:
+            artifact = _wandb.logged_table_artifact(value)
+            if artifact is not None and not _wandb.keeps_own_files(artifact):
+                _wandb.cleanup_tmp_dir(artifact)
+        except (AttributeError, OSError, TypeError):
+            continue  # a wandb without these internals: the collector removes it
 
 
 def pred_artifact(
