@@ -53,6 +53,7 @@ _SCRIPT = textwrap.dedent("""
             if str(epoch) == free_at:
                 os.remove(filler)
             if str(epoch) == fill_at:
+                cb.flush()  # the earlier versions written: this log is the one refused
                 fill()
 
     class Held(keras.callbacks.Callback):  # listed after ours: how long our log held fit
