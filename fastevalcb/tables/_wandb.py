@@ -295,7 +295,7 @@ def release_pixels(cell: Any) -> None:
 # Attribute names follow ``Image._initialize_from_data`` / ``_set_initialization_meta``,
 # ``JSONMetadata``, ``ImageMask.__init__`` and ``Media._set_file``; the "tables" check
 # compares their JSON with stock-built objects'.
-def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
+def _set_file(media: Media, file: tuple[str, str, int], extension: str | None) -> None:
     """``Media._set_file(path, is_tmp=True, extension)`` with the hash already computed."""
     media._path, media._sha256, media._size = file
     media._is_tmp = True
@@ -303,7 +303,7 @@ def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
 
 
 def new_boxes2d(
-    key: str, box_data: list, class_labels: dict, file: FileInfo | None
+    key: str, box_data: list[Any], class_labels: dict[int, str], file: tuple[str, str, int] | None
 ) -> BoundingBoxes2D:
     """A ``BoundingBoxes2D`` whose JSON ``file`` was already written.
 
@@ -322,7 +322,11 @@ def new_boxes2d(
 
 
 def new_image_mask(
-    key: str, mask: Any, class_labels: dict, file: FileInfo, keep_data: bool = True
+    key: str,
+    mask: Any,
+    class_labels: dict[int, str],
+    file: tuple[str, str, int],
+    keep_data: bool = True,
 ) -> ImageMask:
     """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written.
 
@@ -342,7 +346,7 @@ def new_image_mask(
 
 
 def new_image(
-    file: FileInfo,
+    file: tuple[str, str, int],
     width: int,
     height: int,
     boxes: dict[str, BoundingBoxes2D] | None = None,
