@@ -46,13 +46,14 @@ import dataclasses
 import operator
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
 
 from fastevalcb import _keras, distributed
 from fastevalcb import sources as _sources
+from fastevalcb.errors import FastEvalInputError
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
 
@@ -384,8 +385,6 @@ def _jax_batch_devices() -> int:
     import jax
     import keras
 
-    from fastevalcb.callback import FastEvalInputError
-
     if jax.process_count() > 1:
         raise FastEvalInputError(
             f"the JAX backend runs {jax.process_count()} processes (jax.distributed, "
@@ -434,7 +433,6 @@ def _hw(x, path) -> tuple | None:
 
 def _image_path(x_or_spec, image_key, strict: bool):
     """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
-    from fastevalcb.callback import FastEvalInputError
 
     try:
         return _sources.image_input(x_or_spec, image_key)
@@ -738,6 +736,7 @@ class BatchedPredictor:
     def _host_batches(self) -> Iterator[_sources.HostBatch]:
         """Source batches, split to at most ``B`` rows."""
         b = self.source.batch_size
+        assert b is not None  # resolved in _prepare, before any batch is read
         for batch in self.source.batches():
             if len(batch) <= b:
                 yield batch
@@ -750,7 +749,7 @@ class BatchedPredictor:
                     y=None if batch.y is None else _map(part, batch.y),
                 )
 
-    def _produce(self, step, state) -> Iterator[PredictionBatch]:
+    def _produce(self, step, state) -> Generator[PredictionBatch, None, None]:
         """Synchronous pass: host batch -> pad -> (preprocess) -> step -> numpy -> unpad.
 
         ``state``: the weights of the pass (JAX) or ``None`` (TensorFlow steps capture them).
@@ -775,7 +774,9 @@ class BatchedPredictor:
         if count == 0:
             raise ValueError("source is empty: expected at least 1 sample, got 0")
 
-    def _threaded(self, produce: Iterator[PredictionBatch]) -> Iterator[PredictionBatch]:
+    def _threaded(
+        self, produce: Generator[PredictionBatch, None, None]
+    ) -> Iterator[PredictionBatch]:
         """Run ``produce`` in a background thread, ``prefetch`` results ahead."""
         results: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()

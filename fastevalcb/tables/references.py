@@ -293,8 +293,8 @@ class LayeredImages(Sequence):
     def __init__(
         self,
         base: ImageColumn,
-        class_labels: dict,
-        masks: Mapping[str, Sequence[FileInfo]] | None = None,
+        class_labels: dict[int, str],
+        masks: Mapping[str, Sequence[tuple[str, str, int]]] | None = None,
         boxes: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         self.base, self.class_labels = base, class_labels
