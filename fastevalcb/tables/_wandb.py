@@ -31,7 +31,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import wandb
@@ -190,7 +190,7 @@ def media_tmp_dir() -> str:
     """wandb's media staging directory, where ``wandb.Image`` writes its temp files
     (``wandb/sdk/data_types/_private.py``: ``MEDIA_TMP``); a folder of ours without it."""
     if _MEDIA_TMP is not None:
-        return _MEDIA_TMP.name
+        return str(_MEDIA_TMP.name)
     global _OWN_TMP
     if _OWN_TMP is None:
         import tempfile
@@ -202,7 +202,7 @@ def media_tmp_dir() -> str:
 _OWN_TMP: str | None = None
 
 
-def payload_json(payload: dict) -> bytes:
+def payload_json(payload: dict[str, Any]) -> bytes:
     """The bytes ``JSONMetadata.__init__`` writes for ``payload`` (``wandb/sdk/data_types/
     base_types/json_metadata.py``: ``util.json_dump_uncompressed``, through
     ``wandb/sdk/lib/json_util.py``'s ``dumps`` and ``wandb.util.JSONEncoderUncompressed``)."""
@@ -210,15 +210,18 @@ def payload_json(payload: dict) -> bytes:
         import json
 
         return json.dumps(payload).encode("utf-8")
-    return _json_util.dumps(payload, cls=_JSONEncoderUncompressed).encode("utf-8")
+    text: str = _json_util.dumps(payload, cls=_JSONEncoderUncompressed)
+    return text.encode("utf-8")
 
 
 def media_file(media: Media) -> FileInfo | None:
     """``(path, sha256, size)`` of a file-backed media object, or None (``Media._path``,
     ``_sha256``, ``_size`` in ``wandb/sdk/data_types/base_types/media.py``)."""
-    if not media.file_is_set():
+    path, sha256, size = media._path, media._sha256, media._size
+    if path is None or sha256 is None:  # Media.file_is_set()
         return None
-    return FileInfo(media._path, media._sha256, media._size)
+    assert size is not None  # Media._set_file sets the three together
+    return FileInfo(path, sha256, size)
 
 
 def media_path(media: Media) -> str | None:
@@ -226,7 +229,9 @@ def media_path(media: Media) -> str | None:
     return getattr(media, "_path", None)
 
 
-def image_layers(image: wandb.Image) -> tuple[dict, dict]:
+def image_layers(
+    image: wandb.Image,
+) -> tuple[dict[str, BoundingBoxes2D], dict[str, ImageMask]]:
     """The ``(boxes, masks)`` layers of an image, keyed by layer name (``Image._boxes``,
     ``Image._masks`` in ``wandb/sdk/data_types/image.py``)."""
     return dict(image._boxes or {}), dict(image._masks or {})
@@ -234,7 +239,10 @@ def image_layers(image: wandb.Image) -> tuple[dict, dict]:
 
 def image_size(image: wandb.Image) -> tuple[int, int]:
     """``(width, height)`` of an image (``Image._width``, ``_height``)."""
-    return image._width, image._height
+    width, height = image._width, image._height
+    if width is None or height is None:
+        raise ValueError("a wandb.Image without pixels has no size")
+    return width, height
 
 
 def image_classes(image: wandb.Image) -> Classes | None:
@@ -257,18 +265,19 @@ def is_plain_image(value: Any) -> bool:
     return isinstance(value, wandb.Image) and not (value._boxes or value._masks or value._classes)
 
 
-def box_layer(boxes: BoundingBoxes2D) -> tuple[Any, dict]:
+def box_layer(boxes: BoundingBoxes2D) -> tuple[Any, dict[int, str]]:
     """``(box_data, class_labels)`` of a box layer (``BoundingBoxes2D._val``,
     ``_class_labels`` in ``wandb/sdk/data_types/helper_types/bounding_boxes_2d.py``)."""
     return boxes._val, boxes._class_labels
 
 
-def mask_labels(mask: ImageMask) -> dict:
+def mask_labels(mask: ImageMask) -> dict[int, str] | None:
     """A mask layer's ``class_labels`` (``ImageMask._val``)."""
-    return mask._val.get("class_labels")
+    labels: dict[int, str] | None = mask._val.get("class_labels")
+    return labels
 
 
-def class_set(classes: Classes) -> list[dict]:
+def class_set(classes: Classes) -> Sequence[dict[str, Any]]:
     """The ``[{"id", "name"}, ...]`` of a ``Classes`` (``Classes._class_set``)."""
     return classes._class_set
 
@@ -313,7 +322,7 @@ def new_boxes2d(
     """
     boxes = BoundingBoxes2D.__new__(BoundingBoxes2D)
     Media.__init__(boxes)
-    boxes._val = box_data
+    boxes._val = box_data  # type: ignore[assignment]  # wandb annotates dict; the box list
     if file is not None:
         _set_file(boxes, file, BOXES_SUFFIX)
     boxes._key = key
@@ -352,7 +361,7 @@ def new_image(
     boxes: dict[str, BoundingBoxes2D] | None = None,
     masks: dict[str, ImageMask] | None = None,
     caption: str | None = None,
-    classes_cache: dict | None = None,
+    classes_cache: dict[tuple[tuple[int, str], ...], Classes] | None = None,
 ) -> wandb.Image:
     """A ``wandb.Image`` backed by the PNG ``file`` we already wrote: what
     ``wandb.Image(pixels, caption=caption, boxes=boxes, masks=masks)`` makes.
@@ -372,7 +381,7 @@ def new_image(
     img._file_type = None
     img.format = "png"
     _set_file(img, file, None)
-    total: dict = {}
+    total: dict[int, str] = {}
     for b in (boxes or {}).values():
         total.update(b._class_labels)
     for m in (masks or {}).values():
@@ -413,9 +422,10 @@ def json_helper(value: Any, artifact: wandb.Artifact) -> Any:
 # ---------------------------------------------------------------------------------
 # Table column types (``wandb/sdk/data_types/_dtypes.py``)
 # ---------------------------------------------------------------------------------
-def column_type_map(table: wandb.Table) -> dict[str, Any]:
+def column_type_map(table: wandb.Table) -> dict[str | int, Any]:
     """The table's column types by name (``Table._column_types.params["type_map"]``)."""
-    return table._column_types.params["type_map"]
+    type_map: dict[str | int, Any] = table._column_types.params["type_map"]
+    return type_map
 
 
 def share_column_types(table: wandb.Table, source: wandb.Table) -> None:
@@ -437,9 +447,10 @@ def merge_type(col_type: Any, value: Any, allow_mixed: bool) -> Any | None:
     return merged
 
 
-def column_types_json(type_map: dict[str, Any], artifact: wandb.Artifact) -> dict[str, Any]:
+def column_types_json(type_map: dict[str | int, Any], artifact: wandb.Artifact) -> dict[str, Any]:
     """The ``column_types`` JSON of a table (``TypedDictType(type_map).to_json``)."""
-    return _dtypes.TypedDictType(type_map).to_json(artifact)
+    column_types: dict[str, Any] = _dtypes.TypedDictType(type_map).to_json(artifact)
+    return column_types
 
 
 # ---------------------------------------------------------------------------------
@@ -448,7 +459,7 @@ def column_types_json(type_map: dict[str, Any], artifact: wandb.Artifact) -> dic
 def staging_dir() -> str:
     """wandb's artifact staging directory (``wandb/sdk/artifacts/staging.py``:
     ``get_staging_dir``), where ``add_file`` copies files before they are logged."""
-    return _get_staging_dir()
+    return str(_get_staging_dir())
 
 
 def client_id(artifact: wandb.Artifact) -> str:
@@ -457,18 +468,18 @@ def client_id(artifact: wandb.Artifact) -> str:
     return artifact._client_id
 
 
-def added_local_paths(artifact: wandb.Artifact) -> dict:
+def added_local_paths(artifact: wandb.Artifact) -> dict[str, Any]:
     """``Artifact._added_local_paths``: local file -> its entry (``get_added_local_path_name``
     reads it)."""
     return artifact._added_local_paths
 
 
-def set_added_local_paths(artifact: wandb.Artifact, paths: dict) -> None:
+def set_added_local_paths(artifact: wandb.Artifact, paths: dict[str, Any]) -> None:
     """Replace ``Artifact._added_local_paths`` (by a dict that also resolves row files)."""
     artifact._added_local_paths = paths
 
 
-def replace_entries(artifact: wandb.Artifact, entries: dict) -> None:
+def replace_entries(artifact: wandb.Artifact, entries: dict[str, Any]) -> None:
     """Replace the artifact's ``manifest.entries`` dict, past pydantic's field validation
     (``wandb/sdk/artifacts/artifact_manifest.py``: ``ArtifactManifest.entries``)."""
     object.__setattr__(artifact.manifest, "entries", entries)
@@ -532,16 +543,17 @@ def cleanup_tmp_dir(artifact: wandb.Artifact) -> None:
         tmp.cleanup()
 
 
-def artifact_cache_by_client_id() -> dict:
+def artifact_cache_by_client_id() -> dict[str, Any]:
     """wandb's capped cache of ``Artifact`` objects by client id
     (``wandb/sdk/artifacts/artifact_instance_cache.py``:
     ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
     ``artifact_instance_cache`` keyed by client id and server id alike)."""
     module = importlib.import_module("wandb.sdk.artifacts.artifact_instance_cache")
-    return (
+    cache: dict[str, Any] = (
         getattr(module, "artifact_instance_cache_by_client_id", None)
         or module.artifact_instance_cache
     )
+    return cache
 
 
 def uncache(artifact: wandb.Artifact) -> None:
@@ -681,7 +693,8 @@ def scope_manifest(
             hasher = manifest_hasher(self)
             for text in self._fastevalcb_lines():
                 hasher.update(text.encode("utf-8"))
-            return hasher.hexdigest()
+            hexdigest: str = hasher.hexdigest()
+            return hexdigest
 
         def length(self: Any) -> int:
             n = len(self.entries)
@@ -706,7 +719,8 @@ def scope_manifest(
 def write_manifest_file(manifest: Any) -> str:
     """wandb's own manifest file of ``manifest`` (``InterfaceBase.
     _write_artifact_manifest_file``: gzip'd JSON lines in the staging dir); its path."""
-    return _interface.InterfaceBase._write_artifact_manifest_file(None, manifest)
+    path: str = _interface.InterfaceBase._write_artifact_manifest_file(None, manifest)
+    return path
 
 
 def manifest_file_threshold() -> int:
