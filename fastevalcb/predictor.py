@@ -84,8 +84,8 @@ class PredictionBatch:
     outputs: Any
     y: Any = None
     x: Any = None
-    image_hw: tuple | None = None
-    model_hw: tuple | None = None
+    image_hw: tuple[int, int] | None = None
+    model_hw: tuple[int, int] | None = None
 
     def __post_init__(self):
         n = self.index.shape[0]
@@ -137,7 +137,7 @@ class _Preprocess:
             return self.fn(x)
 
 
-def preprocess_fn(model) -> Callable | None:
+def preprocess_fn(model: Any) -> Callable[..., Any] | None:
     """The host-side preprocessing ``model.predict`` applies to raw inputs, or ``None``.
 
     KerasHub tasks (``PipelineModel``) map ``model.preprocess_samples`` over the batched
@@ -154,15 +154,16 @@ def preprocess_fn(model) -> Callable | None:
     ) and getattr(own, "__module__", "").startswith("keras_hub")
     if base and getattr(model, "preprocessor", None) is None:
         return None
-    return fn
+    preprocess: Callable[..., Any] = fn
+    return preprocess
 
 
-def _model_parts(model) -> tuple:
+def _model_parts(model: Any) -> tuple[Any, Any]:
     """What a traced step captures besides the model: rebuilt when one changes."""
     return (getattr(model, "preprocessor", None), getattr(model, "prediction_decoder", None))
 
 
-def _same(parts: tuple, others: tuple) -> bool:
+def _same(parts: tuple[Any, ...], others: tuple[Any, ...]) -> bool:
     return all(a is b for a, b in zip(parts, others))
 
 
@@ -427,7 +428,7 @@ def _pack(x):
     return keras.utils.pack_x_y_sample_weight(x)
 
 
-def _hw(x, path) -> tuple | None:
+def _hw(x: Any, path: Any) -> tuple[int, int] | None:
     return None if path is None else _sources.image_hw(x, path)
 
 
@@ -571,7 +572,7 @@ class BatchedPredictor:
         max_samples: int | None = None,
         selection: str = "first",
         seed: int = 0,
-        output_fn: Callable | None = None,
+        output_fn: Callable[..., Any] | None = None,
         jit_compile: bool = False,
         float32_outputs: bool = True,
         return_x: bool = False,
@@ -778,7 +779,7 @@ class BatchedPredictor:
         self, produce: Generator[PredictionBatch, None, None]
     ) -> Iterator[PredictionBatch]:
         """Run ``produce`` in a background thread, ``prefetch`` results ahead."""
-        results: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        results: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)  # batches, _DONE, _Failed
         stop = threading.Event()
 
         def put(item) -> bool:
