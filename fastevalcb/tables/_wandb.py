@@ -322,7 +322,8 @@ def new_boxes2d(
     """
     boxes = BoundingBoxes2D.__new__(BoundingBoxes2D)
     Media.__init__(boxes)
-    boxes._val = box_data  # type: ignore[assignment]  # wandb annotates dict; the box list
+    # JSONMetadata annotates _val as a dict, but BoundingBoxes2D keeps its box_data list there
+    boxes._val = box_data  # type: ignore[assignment]
     if file is not None:
         _set_file(boxes, file, BOXES_SUFFIX)
     boxes._key = key

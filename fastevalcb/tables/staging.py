@@ -187,6 +187,7 @@ class EntryRows(dict[str, Any]):
     def pop(self, name: str, *default: Any) -> Any:
         return self._real(dict.pop(self, name, *default))
 
+    # values/items: iterators, not dict views (wandb iterates them once, when it logs)
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         return (view for _, view in self.items())
 

@@ -65,18 +65,16 @@ def per_class_table(columns: Mapping[str, Iterable[Any]]) -> Any:
     """A ``wandb.Table`` with one row per class (NaN cells left empty)."""
     import wandb
 
-    names = list(columns)
-    rows = [[_cell(v) for v in row] for row in zip(*(columns[n] for n in names))]
-    # wandb annotates columns list[str | int]; a list[str] is one (list is invariant)
-    return wandb.Table(columns=names, data=rows, allow_mixed_types=True)  # type: ignore[arg-type]
+    names: list[str | int] = list(columns)
+    rows = [[_cell(v) for v in row] for row in zip(*columns.values())]
+    return wandb.Table(columns=names, data=rows, allow_mixed_types=True)
 
 
-def _typed_table(columns: list[str], rows: list[list[Any]], dtypes: list[type]) -> Any:
+def _typed_table(columns: list[str | int], rows: list[list[Any]], dtypes: list[type]) -> Any:
     """A ``wandb.Table`` whose cells are all of ``dtypes`` (none empty)."""
     import wandb
 
-    # wandb annotates columns list[str | int]; a list[str] is one (list is invariant)
-    return wandb.Table(columns=columns, data=rows, dtype=dtypes, optional=False)  # type: ignore[arg-type]
+    return wandb.Table(columns=columns, data=rows, dtype=dtypes, optional=False)
 
 
 def fold_classes(
