@@ -1,12 +1,9 @@
 """fastevalcb: fast, offline-capable prediction tables for Keras + Weights & Biases."""
 
-from fastevalcb.callback import (
-    DataTableRef,
-    FastEvalCallback,
-    FastEvalInputError,
-    FastEvalWarning,
-    WandbEvalCallback,
-)
+from typing import Any
+
+from fastevalcb.callback import DataTableRef, FastEvalCallback, WandbEvalCallback
+from fastevalcb.errors import FastEvalInputError, FastEvalWarning
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tables import ColumnarTable, TableSchemaError
 
@@ -27,7 +24,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The task callbacks pull in numba and the media stack: imported on first use.
     if name in _TASKS:
         from fastevalcb import tasks

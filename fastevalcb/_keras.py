@@ -19,6 +19,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from fastevalcb.errors import FastEvalInputError
+
 TF_KERAS = "tf_keras"
 
 # The batch hooks each Keras asks about before deciding whether to call them at all.
@@ -31,7 +33,8 @@ def keras3() -> ModuleType:
     """The Keras 3 module (always installed: TensorFlow >= 2.16 depends on it)."""
     import keras
 
-    return keras
+    module: ModuleType = keras  # Keras ships no type information: Any to mypy
+    return module
 
 
 def loaded_tf_keras() -> ModuleType | None:
@@ -67,7 +70,7 @@ def backend_of(model: Any) -> str:
     backend (``KERAS_BACKEND``: ``"tensorflow"``, ``"jax"``, ``"torch"``...)."""
     if of_model(model) is not keras3():
         return "tensorflow"
-    return keras3().backend.backend()
+    return str(keras3().backend.backend())
 
 
 def check_backend(backend: str, what: str) -> None:
@@ -81,8 +84,6 @@ def check_backend(backend: str, what: str) -> None:
     """
     if backend in STEP_BACKENDS:
         return
-    from fastevalcb.callback import FastEvalInputError
-
     raise FastEvalInputError(
         f"{what} runs Keras models on the TensorFlow and JAX backends; this Keras runs on "
         f"{backend!r} (KERAS_BACKEND={backend}), which its compiled predict step does not "
@@ -146,7 +147,7 @@ def name_of(module: ModuleType) -> str:
 
 def floatx(model: Any) -> str:
     """The float dtype name (``"float32"``...) the model's Keras computes in."""
-    return of_model(model).backend.floatx()
+    return str(of_model(model).backend.floatx())
 
 
 def progbar(model: Any, target: int, unit_name: str) -> Any:
@@ -160,16 +161,18 @@ def tree() -> ModuleType:
     Used for both Kerases: it is a structure library, independent of the model, and its
     order is ``tf.nest``'s (which tf_keras uses), so sample and output order agree.
     """
-    return keras3().tree
+    module: ModuleType = keras3().tree
+    return module
 
 
-def unpack_x_y_sample_weight(data: Any) -> tuple:
+def unpack_x_y_sample_weight(data: Any) -> tuple[Any, Any, Any]:
     """``(x, y, sample_weight)`` from one element: the rule both Kerases' ``fit`` applies.
 
     (``x`` alone, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; a list counts as a
     tuple. Identical in Keras 3 and tf_keras.)
     """
-    return keras3().utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras3().utils.unpack_x_y_sample_weight(data)
+    return x, y, sample_weight
 
 
 def sequence_types() -> tuple[type, ...]:

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from fastevalcb.errors import FastEvalInputError
+
 MODES = ("sharded", "chief_only")
 KERAS_ISSUE = "https://github.com/keras-team/keras/issues/20585"
 
@@ -163,7 +165,6 @@ def construction_role() -> Role:
 
 def _keras3_refused(what: str) -> Exception:
     from fastevalcb import _keras
-    from fastevalcb.callback import FastEvalInputError
 
     return FastEvalInputError(
         f"{what}: {_keras.name_of(_keras.keras3())}'s fit does not run under "
@@ -297,12 +298,12 @@ def _exchange_fn(strategy: Any) -> Callable[[Any], Any]:
     """A compiled all-gather of one float per replica (every worker gets all of them)."""
     import tensorflow as tf
 
-    @tf.function
-    def exchange(code):
+    def exchange(code: Any) -> Any:
         per_replica = strategy.run(lambda c: tf.reshape(c, [1]), args=(code,))
         return strategy.gather(per_replica, axis=0)
 
-    return exchange
+    compiled: Callable[[Any], Any] = tf.function(exchange)  # TensorFlow is untyped: Any
+    return compiled
 
 
 def for_each(items: Iterable[Any], fn: Callable[[Any], None], drain: bool = True) -> int:

@@ -206,7 +206,7 @@ class OfflineRun:
     def run_id(self) -> str:
         for record in self.records:
             if record.HasField("run"):
-                return record.run.run_id
+                return str(record.run.run_id)
         raise OfflineRunError(f"{self.wandb_file} has no run record")
 
     def artifacts(self, name: str | None = None, type: str | None = None) -> list[LoggedArtifact]:
@@ -248,9 +248,11 @@ class OfflineRun:
     def resolve(self, artifact: LoggedArtifact, path: str) -> tuple[LoggedArtifact, ManifestEntry]:
         """Follow client-id references until the entry that stores the file."""
         entry = artifact.entries[path]
-        while entry.referenced_client_id is not None:
-            artifact = self.by_client_id(entry.referenced_client_id)
-            entry = artifact.entries[entry.referenced_path]
+        while (client_id := entry.referenced_client_id) is not None:
+            artifact = self.by_client_id(client_id)
+            referenced_path = entry.referenced_path
+            assert referenced_path is not None  # a client-id reference always has a path
+            entry = artifact.entries[referenced_path]
         return artifact, entry
 
     def read_json(self, artifact: LoggedArtifact, path: str) -> Any:

@@ -46,13 +46,14 @@ import dataclasses
 import operator
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
 
 from fastevalcb import _keras, distributed
 from fastevalcb import sources as _sources
+from fastevalcb.errors import FastEvalInputError
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
 
@@ -83,8 +84,8 @@ class PredictionBatch:
     outputs: Any
     y: Any = None
     x: Any = None
-    image_hw: tuple | None = None
-    model_hw: tuple | None = None
+    image_hw: tuple[int, int] | None = None
+    model_hw: tuple[int, int] | None = None
 
     def __post_init__(self):
         n = self.index.shape[0]
@@ -136,7 +137,7 @@ class _Preprocess:
             return self.fn(x)
 
 
-def preprocess_fn(model) -> Callable | None:
+def preprocess_fn(model: Any) -> Callable[..., Any] | None:
     """The host-side preprocessing ``model.predict`` applies to raw inputs, or ``None``.
 
     KerasHub tasks (``PipelineModel``) map ``model.preprocess_samples`` over the batched
@@ -153,15 +154,16 @@ def preprocess_fn(model) -> Callable | None:
     ) and getattr(own, "__module__", "").startswith("keras_hub")
     if base and getattr(model, "preprocessor", None) is None:
         return None
-    return fn
+    preprocess: Callable[..., Any] = fn
+    return preprocess
 
 
-def _model_parts(model) -> tuple:
+def _model_parts(model: Any) -> tuple[Any, Any]:
     """What a traced step captures besides the model: rebuilt when one changes."""
     return (getattr(model, "preprocessor", None), getattr(model, "prediction_decoder", None))
 
 
-def _same(parts: tuple, others: tuple) -> bool:
+def _same(parts: tuple[Any, ...], others: tuple[Any, ...]) -> bool:
     return all(a is b for a, b in zip(parts, others))
 
 
@@ -384,8 +386,6 @@ def _jax_batch_devices() -> int:
     import jax
     import keras
 
-    from fastevalcb.callback import FastEvalInputError
-
     if jax.process_count() > 1:
         raise FastEvalInputError(
             f"the JAX backend runs {jax.process_count()} processes (jax.distributed, "
@@ -428,13 +428,12 @@ def _pack(x):
     return keras.utils.pack_x_y_sample_weight(x)
 
 
-def _hw(x, path) -> tuple | None:
+def _hw(x: Any, path: Any) -> tuple[int, int] | None:
     return None if path is None else _sources.image_hw(x, path)
 
 
 def _image_path(x_or_spec, image_key, strict: bool):
     """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
-    from fastevalcb.callback import FastEvalInputError
 
     try:
         return _sources.image_input(x_or_spec, image_key)
@@ -573,7 +572,7 @@ class BatchedPredictor:
         max_samples: int | None = None,
         selection: str = "first",
         seed: int = 0,
-        output_fn: Callable | None = None,
+        output_fn: Callable[..., Any] | None = None,
         jit_compile: bool = False,
         float32_outputs: bool = True,
         return_x: bool = False,
@@ -738,6 +737,7 @@ class BatchedPredictor:
     def _host_batches(self) -> Iterator[_sources.HostBatch]:
         """Source batches, split to at most ``B`` rows."""
         b = self.source.batch_size
+        assert b is not None  # resolved in _prepare, before any batch is read
         for batch in self.source.batches():
             if len(batch) <= b:
                 yield batch
@@ -750,7 +750,7 @@ class BatchedPredictor:
                     y=None if batch.y is None else _map(part, batch.y),
                 )
 
-    def _produce(self, step, state) -> Iterator[PredictionBatch]:
+    def _produce(self, step, state) -> Generator[PredictionBatch, None, None]:
         """Synchronous pass: host batch -> pad -> (preprocess) -> step -> numpy -> unpad.
 
         ``state``: the weights of the pass (JAX) or ``None`` (TensorFlow steps capture them).
@@ -775,9 +775,11 @@ class BatchedPredictor:
         if count == 0:
             raise ValueError("source is empty: expected at least 1 sample, got 0")
 
-    def _threaded(self, produce: Iterator[PredictionBatch]) -> Iterator[PredictionBatch]:
+    def _threaded(
+        self, produce: Generator[PredictionBatch, None, None]
+    ) -> Iterator[PredictionBatch]:
         """Run ``produce`` in a background thread, ``prefetch`` results ahead."""
-        results: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        results: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)  # batches, _DONE, _Failed
         stop = threading.Event()
 
         def put(item) -> bool:

@@ -8,11 +8,22 @@ Adapters build these from raw model outputs (``from_padded``, ``from_logits``), 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+# What selects rows of the flat arrays: a boolean keep mask, an index array or a slice.
+RowIndex = slice | npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]]
 
 
-def _check(arr, name: str, dtype, shape: tuple, shape_text: str) -> np.ndarray:
+def _check(
+    arr: npt.ArrayLike,
+    name: str,
+    dtype: npt.DTypeLike,
+    shape: tuple[int | None, ...],
+    shape_text: str,
+) -> np.ndarray:
     """Return ``arr`` as a C-contiguous ``dtype`` array, or raise stating expected vs got."""
     a = np.asarray(arr)
     if a.ndim != len(shape) or any(w is not None and g != w for w, g in zip(shape, a.shape)):
@@ -34,7 +45,7 @@ class Detections:
     class_id: np.ndarray
     scores: np.ndarray | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.xyxy = _check(self.xyxy, "xyxy", np.float32, (None, 4), "(N, 4)")
         n = len(self.xyxy)
         self.class_id = _check(self.class_id, "class_id", np.int32, (n,), f"({n},)")
@@ -44,7 +55,7 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def __getitem__(self, index) -> Detections:
+    def __getitem__(self, index: RowIndex) -> Detections:
         """Select boxes with a boolean keep mask, an index array or a slice."""
         return Detections(
             self.xyxy[index],
@@ -71,7 +82,7 @@ class PackedDetections:
     class_id: np.ndarray
     scores: np.ndarray | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.offsets = _check(self.offsets, "offsets", np.int64, (None,), "(B + 1,)")
         if len(self.offsets) == 0 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
             raise ValueError(
@@ -106,14 +117,16 @@ class PackedDetections:
         if any(with_scores) and not all(with_scores):
             raise ValueError("either every image has scores or none has")
 
-        def cat(parts, shape, dtype):
+        def cat(
+            parts: list[np.ndarray], shape: tuple[int, ...], dtype: npt.DTypeLike
+        ) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros(shape, dtype)
 
         return cls(
             offsets,
             cat([d.xyxy for d in detections], (0, 4), np.float32),
             cat([d.class_id for d in detections], (0,), np.int32),
-            cat([d.scores for d in detections], (0,), np.float32)
+            cat([d.scores for d in detections if d.scores is not None], (0,), np.float32)
             if detections and all(with_scores)
             else None,
         )
@@ -147,10 +160,10 @@ class PackedDetections:
     @classmethod
     def from_padded(
         cls,
-        boxes,
-        class_id,
-        scores=None,
-        counts=None,
+        boxes: npt.ArrayLike,
+        class_id: npt.ArrayLike,
+        scores: npt.ArrayLike | None = None,
+        counts: npt.ArrayLike | None = None,
         box_format: str = "xyxy",
         image_size: tuple[int, int] | None = None,
         clip: bool = True,
@@ -231,7 +244,7 @@ class SegmentationMasks:
     masks: np.ndarray
     num_classes: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         m = np.asarray(self.masks)
         if m.ndim != 3:
             raise ValueError(f"masks must have shape (B, H, W), got {tuple(m.shape)}")
@@ -248,7 +261,7 @@ class SegmentationMasks:
         return len(self.masks)
 
     @classmethod
-    def from_logits(cls, logits) -> SegmentationMasks:
+    def from_logits(cls, logits: npt.ArrayLike) -> SegmentationMasks:
         """Argmax of ``(B, H, W, C)`` logits, ``C <= 256``."""
         from fastevalcb.kernels import logits_argmax
 
@@ -274,7 +287,7 @@ class ClassPredictions:
     topk_scores: np.ndarray
     correct: np.ndarray | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.pred = _check(self.pred, "pred", np.int32, (None,), "(B,)")
         n = len(self.pred)
         self.confidence = _check(self.confidence, "confidence", np.float32, (n,), f"({n},)")
@@ -290,7 +303,13 @@ class ClassPredictions:
         return len(self.pred)
 
     @classmethod
-    def from_logits(cls, logits, labels=None, k: int = 1, from_logits: bool = True):
+    def from_logits(
+        cls,
+        logits: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+        k: int = 1,
+        from_logits: bool = True,
+    ) -> ClassPredictions:
         """Summarise ``(B, C)`` logits (or probabilities) with optional ``(B,)`` labels."""
         from fastevalcb.kernels import classification_summary
 

@@ -25,9 +25,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastevalcb.errors import FastEvalWarning
+
 logger = logging.getLogger("fastevalcb")
 
-_STOP = object()
+
+def _STOP() -> None:  # a sentinel, compared by identity
+    """The job that tells the worker thread to return; never called."""
+
+
+# A queued job: the function, its arguments and the bytes of data it holds.
+_Job = tuple[Callable[..., Any], tuple[Any, ...], int]
 
 
 class LoggingWorker:
@@ -64,7 +72,7 @@ class LoggingWorker:
         self.max_queue_bytes = max_queue_bytes
         self.name = name
         self.errors: list[BaseException] = []
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Job] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._room = threading.Condition()
@@ -198,10 +206,11 @@ def transient_cause(exc: BaseException) -> OSError | None:
     """The transient ``OSError`` (:data:`TRANSIENT_ERRNOS`) behind ``exc``, if any: ``exc``
     itself or one in its ``__cause__`` / ``__context__`` chain (a library may wrap it)."""
     seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and seen < 16:
+        if isinstance(link, OSError) and link.errno in TRANSIENT_ERRNOS:
+            return link
+        link = link.__cause__ or link.__context__
         seen += 1
     return None
 
@@ -359,8 +368,6 @@ class RunGuard:
             self._reported = len(self._lost)
         if not new:
             return
-        from fastevalcb.callback import FastEvalWarning
-
         run_id = getattr(self.run, "id", "?")
         listed = ", ".join(f"epoch {epoch} step {step} ({alias})" for alias, (epoch, step) in new)
         warnings.warn(
@@ -383,8 +390,6 @@ class RunGuard:
                 self.on_end()
             pending = self.worker.pending
             if pending and not self.worker.flush(self.timeout):
-                from fastevalcb.callback import FastEvalWarning
-
                 warnings.warn(
                     f"fastevalcb: W&B run {getattr(run, 'id', '?')} {how} while "
                     f"{self.worker.pending} logging job(s) are still running after waiting "
@@ -404,8 +409,8 @@ class RunGuard:
         self.report_lost()
 
 
-_live_workers: weakref.WeakSet = weakref.WeakSet()
-_live_guards: weakref.WeakSet = weakref.WeakSet()
+_live_workers: weakref.WeakSet[LoggingWorker] = weakref.WeakSet()
+_live_guards: weakref.WeakSet[RunGuard] = weakref.WeakSet()
 
 
 def _register_exit_flush(worker: LoggingWorker) -> None:

@@ -161,6 +161,7 @@ def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifi
                 )
                 self.pred_table.add_data(epoch, int(i), image)
 
+    gc.collect()  # what earlier tests left is not this fit's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=3, batch_size=10, callbacks=[Masks(x, y)], verbose=0)
@@ -169,3 +170,26 @@ def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifi
     assert len(log.artifacts(f"run_{run.id}_pred")) == 3
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
+
+
+def test_a_task_callbacks_chart_tables_leave_no_temp_dir(offline_run, tiny_classifier):
+    """wandb writes each table run.log records (the metric charts') through a run_table
+    artifact with a temp dir of its own, kept in wandb's instance cache: removed once
+    staged, not left to the collector whenever the cache lets the artifact go."""
+    import os
+
+    from fastevalcb import ClassificationEvalCallback
+    from fastevalcb.tables._wandb import artifact_cache_by_client_id
+
+    run, read = offline_run
+    model, x, y = tiny_classifier
+    cb = ClassificationEvalCallback((x, y), ["a", "b", "c"], verbose=0)
+    model.fit(x, y, epochs=2, batch_size=10, callbacks=[cb], verbose=0)
+    cb.flush()
+    charts = [a for a in list(artifact_cache_by_client_id().values()) if a.type == "run_table"]
+    assert charts, "no run_table artifact in wandb's cache: the charts were not logged"
+    left = [a._tmp_dir.name for a in charts if a._tmp_dir and os.path.exists(a._tmp_dir.name)]
+    assert left == []
+    log = read()
+    assert len(log.artifacts(f"run_{run.id}_pred")) == 2
+    assert any("confusion_matrix_table" in key for key in log.summary()), list(log.summary())

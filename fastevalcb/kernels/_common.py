@@ -8,10 +8,13 @@ what was expected and what was received.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 
-def as_array(x, name: str, dtype, shape: tuple) -> np.ndarray:
+def as_array(
+    x: npt.ArrayLike, name: str, dtype: npt.DTypeLike, shape: tuple[int | None, ...]
+) -> np.ndarray:
     """Coerce ``x`` to a C-contiguous array of ``dtype`` and check its shape.
 
     Args:
@@ -44,7 +47,7 @@ def check_same_length(n: int, **arrays: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _first_out_of_range(ids, low, high, ignore):
+def _first_out_of_range(ids: np.ndarray, low: int, high: int, ignore: int) -> int:
     """Index of the first element of flat int ``ids`` outside ``[low, high)``, or -1.
 
     Elements equal to ``ignore`` are skipped.
@@ -56,7 +59,9 @@ def _first_out_of_range(ids, low, high, ignore):
     return -1
 
 
-def check_class_ids(ids: np.ndarray, num_classes: int | None, name: str, ignore: int = -(2**62)):
+def check_class_ids(
+    ids: np.ndarray, num_classes: int | None, name: str, ignore: int = -(2**62)
+) -> None:
     """Raise ValueError naming the first class id outside ``[0, num_classes)``.
 
     Args:

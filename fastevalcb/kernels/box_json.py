@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array
@@ -47,14 +48,14 @@ _LIT, _LIT_OFF = _literals()
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put(buf, pos, src, start, end):
+def _put(buf: np.ndarray, pos: int, src: np.ndarray, start: int, end: int) -> int:
     n = end - start
     buf[pos : pos + n] = src[start:end]
     return pos + n
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_digits(buf, pos, v, width):
+def _put_digits(buf: np.ndarray, pos: int, v: int, width: int) -> int:
     """Write the non-negative int ``v`` in decimal, zero-padded to at least ``width``."""
     n = 1
     t = v // 10
@@ -69,7 +70,7 @@ def _put_digits(buf, pos, v, width):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_int(buf, pos, v):
+def _put_int(buf: np.ndarray, pos: int, v: int) -> int:
     if v < 0:
         buf[pos] = 45  # '-'
         pos += 1
@@ -81,7 +82,7 @@ _POW10 = 10.0 ** np.arange(10)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_fixed(buf, pos, x, decimals, strip):
+def _put_fixed(buf: np.ndarray, pos: int, x: float, decimals: int, strip: bool) -> int:
     """Write ``x`` rounded half-even to ``decimals`` places (``strip``: trailing zeros off,
     keeping one). The digits go right to left into the 24 bytes after ``pos`` (an int64
     has 19), then move into place: one division by 10 a digit."""
@@ -117,19 +118,19 @@ def _put_fixed(buf, pos, x, decimals, strip):
 
 @njit(cache=True, nogil=True)
 def _box_json(
-    xyxy,
-    class_id,
-    scores,
-    has_scores,
-    pixel,
-    offsets,
-    names,
-    name_off,
-    lit,
-    lit_off,
-    decimals,
-    score_decimals,
-):
+    xyxy: np.ndarray,
+    class_id: np.ndarray,
+    scores: np.ndarray,
+    has_scores: bool,
+    pixel: bool,
+    offsets: np.ndarray,
+    names: np.ndarray,
+    name_off: np.ndarray,
+    lit: np.ndarray,
+    lit_off: np.ndarray,
+    decimals: int,
+    score_decimals: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(buf, image_offsets)``: the ASCII JSON array of each image's boxes, back to back."""
     n = xyxy.shape[0]
     longest = 0
@@ -180,10 +181,10 @@ def _box_json(
 
 
 def box_json(
-    offsets,
-    xyxy,
-    class_id,
-    scores,
+    offsets: npt.ArrayLike,
+    xyxy: npt.ArrayLike,
+    class_id: npt.ArrayLike,
+    scores: npt.ArrayLike | None,
     class_labels: dict[int, str],
     domain: str | None = "pixel",
     decimals: int = 2,
@@ -214,7 +215,7 @@ def box_json(
     n = boxes.shape[0]
     cid = as_array(class_id, "class_id", np.int64, (n,))
     has_scores = scores is not None
-    sc = as_array(scores, "scores", np.float64, (n,)) if has_scores else np.zeros(n)
+    sc = as_array(scores, "scores", np.float64, (n,)) if scores is not None else np.zeros(n)
     if len(off) == 0 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
         raise ValueError(f"offsets must go from 0 to {n} without decreasing, got {off[:8]}")
     for name, d in (("decimals", decimals), ("score_decimals", score_decimals)):

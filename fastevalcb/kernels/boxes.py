@@ -26,6 +26,7 @@ itself included.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array
@@ -47,7 +48,9 @@ _LAYOUTS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw")
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _to_xyxy(a, b, c, d, code):
+def _to_xyxy(
+    a: float, b: float, c: float, d: float, code: int
+) -> tuple[float, float, float, float]:
     """One box laid out as ``_LAYOUTS[code]`` -> ``x0, y0, x1, y1``."""
     if code == 0:
         return a, b, c, d
@@ -61,7 +64,9 @@ def _to_xyxy(a, b, c, d, code):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _from_xyxy(x0, y0, x1, y1, code):
+def _from_xyxy(
+    x0: float, y0: float, x1: float, y1: float, code: int
+) -> tuple[float, float, float, float]:
     """``x0, y0, x1, y1`` -> one box laid out as ``_LAYOUTS[code]``."""
     if code == 0:
         return x0, y0, x1, y1
@@ -75,7 +80,15 @@ def _from_xyxy(x0, y0, x1, y1, code):
 
 
 @njit(cache=True, nogil=True)
-def _convert_boxes(boxes, in_code, out_code, in_sx, in_sy, out_sx, out_sy):
+def _convert_boxes(
+    boxes: np.ndarray,
+    in_code: int,
+    out_code: int,
+    in_sx: float,
+    in_sy: float,
+    out_sx: float,
+    out_sy: float,
+) -> np.ndarray:
     """Convert ``(N, 4)`` float32 boxes between layout codes (index into ``_LAYOUTS``).
 
     Input x/y coordinates are multiplied by ``(in_sx, in_sy)`` (fractions to pixels; 1
@@ -109,7 +122,7 @@ def _convert_boxes(boxes, in_code, out_code, in_sx, in_sy, out_sx, out_sy):
 
 
 @njit(cache=True, nogil=True)
-def _clip_boxes(xyxy, width, height):
+def _clip_boxes(xyxy: np.ndarray, width: float, height: float) -> np.ndarray:
     """Clip ``(N, 4)`` float32 xyxy pixel boxes to ``[0, width] x [0, height]``."""
     out = np.empty_like(xyxy)
     for i in range(xyxy.shape[0]):
@@ -124,7 +137,9 @@ VALID_BOX, NON_FINITE_BOX, DEGENERATE_BOX = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _box_validity(boxes, scores, skip, corners):
+def _box_validity(
+    boxes: np.ndarray, scores: np.ndarray, skip: np.ndarray, corners: bool
+) -> np.ndarray:
     """``(B, K)`` uint8 codes of ``(B, K, 4)`` boxes and ``(B, K)`` scores, in one pass."""
     b, k = scores.shape
     code = np.zeros((b, k), np.uint8)
@@ -149,7 +164,7 @@ def _box_validity(boxes, scores, skip, corners):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _iou(a, b):
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two xyxy boxes (1-D views), computed in float64; 0 when either is empty."""
     ax0, ay0, ax1, ay1 = np.float64(a[0]), np.float64(a[1]), np.float64(a[2]), np.float64(a[3])
     bx0, by0, bx1, by1 = np.float64(b[0]), np.float64(b[1]), np.float64(b[2]), np.float64(b[3])
@@ -162,11 +177,11 @@ def _iou(a, b):
     if iw <= 0.0 or ih <= 0.0:
         return 0.0
     inter = iw * ih
-    return inter / (area_a + area_b - inter)
+    return float(inter / (area_a + area_b - inter))
 
 
 @njit(cache=True, nogil=True)
-def _box_iou_batch(a, b):
+def _box_iou_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU ``(N, M)`` float32 of ``(N, 4)`` and ``(M, 4)`` float32 xyxy boxes."""
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
     for i in range(a.shape[0]):
@@ -215,7 +230,7 @@ def _layout(fmt: str, name: str) -> tuple[int, bool]:
 
 
 def convert_boxes(
-    boxes,
+    boxes: npt.ArrayLike,
     in_format: str = "xyxy",
     out_format: str = "xyxy",
     image_size: tuple[int, int] | None = None,
@@ -254,7 +269,7 @@ def convert_boxes(
     return out.reshape(arr.shape)
 
 
-def clip_boxes(xyxy, image_size: tuple[int, int]) -> np.ndarray:
+def clip_boxes(xyxy: npt.ArrayLike, image_size: tuple[int, int]) -> np.ndarray:
     """Clip xyxy pixel boxes to the image.
 
     Args:
@@ -273,7 +288,9 @@ def clip_boxes(xyxy, image_size: tuple[int, int]) -> np.ndarray:
     return out.reshape(arr.shape)
 
 
-def box_validity(boxes, scores, box_format: str, skip=None) -> np.ndarray:
+def box_validity(
+    boxes: npt.ArrayLike, scores: npt.ArrayLike, box_format: str, skip: npt.ArrayLike | None = None
+) -> np.ndarray:
     """Which boxes can be drawn: finite, and positive in both extents.
 
     Corner formats (``xyxy``, ``yxyx`` and their ``rel_`` forms) must have max > min on
@@ -305,7 +322,7 @@ def box_validity(boxes, scores, box_format: str, skip=None) -> np.ndarray:
     )
 
 
-def box_iou_batch(boxes_a, boxes_b) -> np.ndarray:
+def box_iou_batch(boxes_a: npt.ArrayLike, boxes_b: npt.ArrayLike) -> np.ndarray:
     """Pairwise IoU.
 
     Args:

@@ -22,13 +22,14 @@ Conventions (shared with the numpy twins in ``tests/reference.py``):
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
 
 
 @njit(cache=True, nogil=True)
-def _softmax(logits):
+def _softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(B, C)`` float32 logits -> ``(B, C)`` float32."""
     n, c = logits.shape
     out = np.empty((n, c), dtype=np.float32)
@@ -56,15 +57,18 @@ def _softmax(logits):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _sigmoid1(v):
+def _sigmoid1(v: np.float32) -> np.float32:
+    p: np.float32
     if v >= 0:
-        return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
-    e = np.exp(v)
-    return e / (np.float32(1.0) + e)
+        p = np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+    else:
+        e = np.exp(v)
+        p = e / (np.float32(1.0) + e)
+    return p
 
 
 @njit(cache=True, nogil=True)
-def _sigmoid(logits):
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
     """Element-wise sigmoid of ``(B, C)`` float32 logits -> ``(B, C)`` float32."""
     n, c = logits.shape
     out = np.empty((n, c), dtype=np.float32)
@@ -75,7 +79,7 @@ def _sigmoid(logits):
 
 
 @njit(cache=True, nogil=True)
-def _binary_probabilities(scores, from_logits):
+def _binary_probabilities(scores: np.ndarray, from_logits: bool) -> np.ndarray:
     """``(B, 1)`` float32 sigmoid logits / p(class 1) -> ``(B, 2)`` float32 ``[1 - p, p]``."""
     n = scores.shape[0]
     out = np.empty((n, 2), dtype=np.float32)
@@ -87,7 +91,9 @@ def _binary_probabilities(scores, from_logits):
 
 
 @njit(cache=True, nogil=True)
-def _multilabel_summary(scores, labels, threshold, from_logits):
+def _multilabel_summary(
+    scores: np.ndarray, labels: np.ndarray, threshold: np.float32, from_logits: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Kernel behind :func:`multilabel_summary` (see there for shapes)."""
     probs = _sigmoid(scores) if from_logits else scores
     n, c = probs.shape
@@ -110,7 +116,7 @@ def _multilabel_summary(scores, labels, threshold, from_logits):
 
 
 @njit(cache=True, nogil=True)
-def _topk(scores, k):
+def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` indices ``(B, k)`` int32 and values ``(B, k)`` float32 of ``(B, C)`` scores."""
     n = scores.shape[0]
     idx = np.empty((n, k), dtype=np.int32)
@@ -124,7 +130,9 @@ def _topk(scores, k):
 
 
 @njit(cache=True, nogil=True)
-def _classification_summary(scores, labels, k, from_logits):
+def _classification_summary(
+    scores: np.ndarray, labels: np.ndarray, k: int, from_logits: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Kernel behind :func:`classification_summary` (see there for shapes)."""
     probs = _softmax(scores) if from_logits else scores
     topk_ids, topk_scores = _topk(probs, k)
@@ -135,7 +143,7 @@ def _classification_summary(scores, labels, k, from_logits):
     return probs, topk_ids, topk_scores, correct
 
 
-def softmax(logits) -> np.ndarray:
+def softmax(logits: npt.ArrayLike) -> np.ndarray:
     """Numerically stable softmax over the last axis.
 
     Args:
@@ -147,7 +155,7 @@ def softmax(logits) -> np.ndarray:
     return _softmax(as_array(logits, "logits", np.float32, (None, None)))
 
 
-def topk(scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk(scores: npt.ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k class ids and scores per row.
 
     Args:
@@ -164,7 +172,10 @@ def topk(scores, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_summary(
-    logits_or_probs, labels=None, k: int = 1, from_logits: bool = True
+    logits_or_probs: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    k: int = 1,
+    from_logits: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Predicted class, confidence, top-k and correctness for a batch.
 
@@ -196,7 +207,7 @@ def classification_summary(
     return ids[:, 0].copy(), vals[:, 0].copy(), ids, vals, correct
 
 
-def sigmoid(logits) -> np.ndarray:
+def sigmoid(logits: npt.ArrayLike) -> np.ndarray:
     """Element-wise, overflow-free sigmoid.
 
     Args:
@@ -208,7 +219,7 @@ def sigmoid(logits) -> np.ndarray:
     return _sigmoid(as_array(logits, "logits", np.float32, (None, None)))
 
 
-def binary_probabilities(scores, from_logits: bool = True) -> np.ndarray:
+def binary_probabilities(scores: npt.ArrayLike, from_logits: bool = True) -> np.ndarray:
     """Two class probabilities from a one-unit sigmoid head.
 
     Args:
@@ -225,7 +236,10 @@ def binary_probabilities(scores, from_logits: bool = True) -> np.ndarray:
 
 
 def multilabel_summary(
-    logits_or_probs, labels=None, threshold: float = 0.5, from_logits: bool = True
+    logits_or_probs: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    threshold: float = 0.5,
+    from_logits: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class decisions of a multi-label sigmoid head and per-sample counts.
 

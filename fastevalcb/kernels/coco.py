@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
@@ -111,7 +112,7 @@ class CocoResult(NamedTuple):
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def _stable_desc(scores):
+def _stable_desc(scores: np.ndarray) -> np.ndarray:
     """Indices sorting ``(N,)`` scores descending, stably (``argsort(-s, 'mergesort')``:
     NaN last)."""
     neg = np.empty(scores.shape[0], dtype=np.float64)
@@ -121,7 +122,7 @@ def _stable_desc(scores):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _box_iou(boxes_d, i, boxes_g, j, crowd):
+def _box_iou(boxes_d: np.ndarray, i: int, boxes_g: np.ndarray, j: int, crowd: bool) -> float:
     """``bbIou`` of xyxy float32 box ``boxes_d[i]`` and ``boxes_g[j]``, in float64."""
     dx1, dy1 = np.float64(boxes_d[i, 0]), np.float64(boxes_d[i, 1])
     dx2, dy2 = np.float64(boxes_d[i, 2]), np.float64(boxes_d[i, 3])
@@ -136,36 +137,37 @@ def _box_iou(boxes_d, i, boxes_g, j, crowd):
     inter = w * h
     da = (dx2 - dx1) * (dy2 - dy1)
     if crowd:
-        return inter / da
+        return float(inter / da)
     ga = (gx2 - gx1) * (gy2 - gy1)
-    return inter / (da + ga - inter)
+    return float(inter / (da + ga - inter))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _box_area(boxes, i):
-    return (np.float64(boxes[i, 2]) - np.float64(boxes[i, 0])) * (
-        np.float64(boxes[i, 3]) - np.float64(boxes[i, 1])
+def _box_area(boxes: np.ndarray, i: int) -> float:
+    return float(
+        (np.float64(boxes[i, 2]) - np.float64(boxes[i, 0]))
+        * (np.float64(boxes[i, 3]) - np.float64(boxes[i, 1]))
     )
 
 
 @njit(cache=True, nogil=True)
 def _match_image_class(
-    dets,
-    gts,
-    pred_xyxy,
-    gt_xyxy,
-    gt_crowd,
-    iou_thrs,
-    area_rng,
-    matched,
-    ignored,
-    num_gt,
-    cls,
-    scratch_iou,
-    scratch_g,
-    scratch_d,
-    scratch_ig,
-):
+    dets: np.ndarray,
+    gts: np.ndarray,
+    pred_xyxy: np.ndarray,
+    gt_xyxy: np.ndarray,
+    gt_crowd: np.ndarray,
+    iou_thrs: np.ndarray,
+    area_rng: np.ndarray,
+    matched: np.ndarray,
+    ignored: np.ndarray,
+    num_gt: np.ndarray,
+    cls: int,
+    scratch_iou: np.ndarray,
+    scratch_g: np.ndarray,
+    scratch_d: np.ndarray,
+    scratch_ig: np.ndarray,
+) -> None:
     """``evaluateImg`` of one image and class for every area range and IoU threshold.
 
     ``dets``: rows of the kept detections, best first; ``gts``: rows of the ground truth.
@@ -262,27 +264,28 @@ def _match_image_class(
 
 
 @njit(cache=True, nogil=True)
-def _group_by_class(rows, classes, scores):
+def _group_by_class(rows: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """``rows`` (of one image) sorted by class, each class's best score first (stable)."""
     by_score = rows[_stable_desc(scores[rows])]
-    return by_score[np.argsort(classes[by_score], kind="mergesort")]
+    grouped: np.ndarray = by_score[np.argsort(classes[by_score], kind="mergesort")]
+    return grouped
 
 
 @njit(cache=True, nogil=True)
 def _coco_match(
-    pred_offsets,
-    pred_xyxy,
-    pred_scores,
-    pred_class,
-    gt_offsets,
-    gt_xyxy,
-    gt_class,
-    gt_crowd,
-    num_classes,
-    iou_thrs,
-    area_rng,
-    max_det,
-):
+    pred_offsets: np.ndarray,
+    pred_xyxy: np.ndarray,
+    pred_scores: np.ndarray,
+    pred_class: np.ndarray,
+    gt_offsets: np.ndarray,
+    gt_xyxy: np.ndarray,
+    gt_class: np.ndarray,
+    gt_crowd: np.ndarray,
+    num_classes: int,
+    iou_thrs: np.ndarray,
+    area_rng: np.ndarray,
+    max_det: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Match a batch; see :func:`coco_match`."""
     n_images = pred_offsets.shape[0] - 1
     n = pred_scores.shape[0]
@@ -343,7 +346,9 @@ def _coco_match(
 
 
 @njit(cache=True, nogil=True)
-def _class_order(det_class, det_score, num_classes):
+def _class_order(
+    det_class: np.ndarray, det_score: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows grouped by class (counting sort, stable), each class by descending score
     (stable); and ``(C + 1,)`` start offsets."""
     n = det_class.shape[0]
@@ -366,8 +371,16 @@ def _class_order(det_class, det_score, num_classes):
 
 @njit(cache=True, nogil=True)
 def _coco_accumulate(
-    det_class, det_score, det_rank, matched, ignored, num_gt, iou_thrs, rec_thrs, max_dets
-):
+    det_class: np.ndarray,
+    det_score: np.ndarray,
+    det_rank: np.ndarray,
+    matched: np.ndarray,
+    ignored: np.ndarray,
+    num_gt: np.ndarray,
+    iou_thrs: np.ndarray,
+    rec_thrs: np.ndarray,
+    max_dets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``COCOeval.accumulate``; see :func:`coco_accumulate`."""
     num_classes, n_a = num_gt.shape[0], num_gt.shape[1]
     n_t, n_r, n_m = iou_thrs.shape[0], rec_thrs.shape[0], max_dets.shape[0]
@@ -436,7 +449,16 @@ def _coco_accumulate(
 
 
 @njit(cache=True, nogil=True)
-def _f1_sweep(det_class, det_score, det_rank, matched, ignored, num_gt, max_det, thresholds):
+def _f1_sweep(
+    det_class: np.ndarray,
+    det_score: np.ndarray,
+    det_rank: np.ndarray,
+    matched: np.ndarray,
+    ignored: np.ndarray,
+    num_gt: np.ndarray,
+    max_det: int,
+    thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class counts at IoU bit 0 (t=0.5, all areas): the mean F1 over classes with
     ground truth at each threshold (``score >= thr``); returns ``(mean_f1 (G,), tp (C, G),
     fp (C, G))`` where the counts are cumulative from the highest threshold."""
@@ -482,7 +504,7 @@ def _f1_sweep(det_class, det_score, det_rank, matched, ignored, num_gt, max_det,
 
 
 # ---------------------------------------------------------------- wrappers
-def _offsets(offsets, name: str, n: int) -> np.ndarray:
+def _offsets(offsets: npt.ArrayLike, name: str, n: int) -> np.ndarray:
     off = as_array(offsets, name, np.int64, (None,))
     if off.shape[0] == 0 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
         raise ValueError(
@@ -493,18 +515,18 @@ def _offsets(offsets, name: str, n: int) -> np.ndarray:
 
 
 def coco_match(
-    pred_offsets,
-    pred_xyxy,
-    pred_scores,
-    pred_class,
-    gt_offsets,
-    gt_xyxy,
-    gt_class,
+    pred_offsets: npt.ArrayLike,
+    pred_xyxy: npt.ArrayLike,
+    pred_scores: npt.ArrayLike,
+    pred_class: npt.ArrayLike,
+    gt_offsets: npt.ArrayLike,
+    gt_xyxy: npt.ArrayLike,
+    gt_class: npt.ArrayLike,
     num_classes: int,
-    gt_crowd=None,
-    iou_thresholds=IOU_THRESHOLDS,
-    area_ranges=AREA_RANGES,
-    max_dets=MAX_DETS,
+    gt_crowd: npt.ArrayLike | None = None,
+    iou_thresholds: npt.ArrayLike = IOU_THRESHOLDS,
+    area_ranges: npt.ArrayLike = AREA_RANGES,
+    max_dets: npt.ArrayLike = MAX_DETS,
 ) -> CocoMatches:
     """COCO matching of one batch of images (``COCOeval.evaluateImg``), by the module's rules.
 
@@ -577,20 +599,21 @@ def concat_matches(
             empty,
         )
     return CocoMatches(
-        *(
-            np.concatenate([getattr(p, f) for p in parts])
-            for f in ("det_class", "det_score", "det_rank", "matched", "ignored")
-        ),
-        sum(p.num_gt for p in parts),
+        np.concatenate([p.det_class for p in parts]),
+        np.concatenate([p.det_score for p in parts]),
+        np.concatenate([p.det_rank for p in parts]),
+        np.concatenate([p.matched for p in parts]),
+        np.concatenate([p.ignored for p in parts]),
+        np.sum([p.num_gt for p in parts], axis=0),
         np.zeros(0, np.int64),
     )
 
 
 def coco_accumulate(
     matches: CocoMatches,
-    iou_thresholds=IOU_THRESHOLDS,
-    recall_thresholds=RECALL_THRESHOLDS,
-    max_dets=MAX_DETS,
+    iou_thresholds: npt.ArrayLike = IOU_THRESHOLDS,
+    recall_thresholds: npt.ArrayLike = RECALL_THRESHOLDS,
+    max_dets: npt.ArrayLike = MAX_DETS,
 ) -> CocoResult:
     """``COCOeval.accumulate`` and ``summarize`` over the rows of every batch.
 
@@ -626,7 +649,9 @@ def _mean_valid(values: np.ndarray) -> float:
     return -1.0 if valid.size == 0 else float(np.mean(valid))
 
 
-def coco_stats(ap: np.ndarray, recall: np.ndarray, iou_thresholds=IOU_THRESHOLDS) -> np.ndarray:
+def coco_stats(
+    ap: np.ndarray, recall: np.ndarray, iou_thresholds: npt.ArrayLike = IOU_THRESHOLDS
+) -> np.ndarray:
     """``COCOeval.summarize``'s 12 numbers (:data:`STAT_NAMES`) from :class:`CocoResult`'s
     ``ap`` ``(T, C, A)`` and ``recall`` ``(T, C, A, M)``: means over the entries > -1, -1
     when there are none (the mean over classes and thresholds of the mean over recall
@@ -643,7 +668,9 @@ def coco_stats(ap: np.ndarray, recall: np.ndarray, iou_thresholds=IOU_THRESHOLDS
     return np.array(stats, np.float64)
 
 
-def f1_sweep(matches: CocoMatches, thresholds=None, max_det: int = int(MAX_DETS[-1])):
+def f1_sweep(
+    matches: CocoMatches, thresholds: npt.ArrayLike | None = None, max_det: int = int(MAX_DETS[-1])
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Precision/recall/F1 per class on a confidence grid, at IoU 0.5 over all areas.
 
     A detection counts at threshold ``s`` when its score is ``>= s`` (ultralytics' P/R

@@ -8,6 +8,7 @@ a matrix, the way scikit-learn's ``precision_recall_fscore_support`` does.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
@@ -16,7 +17,9 @@ from fastevalcb.kernels.coco import _box_iou
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def _confusion_counts(y_true, y_pred, num_classes, ignore, out):
+def _confusion_counts(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, ignore: int, out: np.ndarray
+) -> int:
     """Adds the counts of flat ``(N,)`` id pairs to ``(C, C)`` int64 ``out``; pairs whose
     true id is ``ignore`` are skipped. Returns the first position with an id outside
     ``[0, C)``, or -1."""
@@ -36,18 +39,18 @@ def _confusion_counts(y_true, y_pred, num_classes, ignore, out):
 
 @njit(cache=True, nogil=True)
 def _detection_confusion(
-    pred_offsets,
-    pred_xyxy,
-    pred_scores,
-    pred_class,
-    gt_offsets,
-    gt_xyxy,
-    gt_class,
-    num_classes,
-    iou_threshold,
-    score_threshold,
-    out,
-):
+    pred_offsets: np.ndarray,
+    pred_xyxy: np.ndarray,
+    pred_scores: np.ndarray,
+    pred_class: np.ndarray,
+    gt_offsets: np.ndarray,
+    gt_xyxy: np.ndarray,
+    gt_class: np.ndarray,
+    num_classes: int,
+    iou_threshold: float,
+    score_threshold: float,
+    out: np.ndarray,
+) -> None:
     """Adds to ``(C + 1, C + 1)`` counts ``out``; see :func:`detection_confusion`."""
     bg = num_classes
     for img in range(pred_offsets.shape[0] - 1):
@@ -92,7 +95,11 @@ def _detection_confusion(
 
 # ---------------------------------------------------------------- wrappers
 def confusion_matrix(
-    y_true, y_pred, num_classes: int, ignore_index: int | None = None, out: np.ndarray | None = None
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    num_classes: int,
+    ignore_index: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(C, C)`` int64 counts, ``[true, predicted]``, of integer ids of any (equal) shape.
 
@@ -120,13 +127,13 @@ def confusion_matrix(
 
 
 def detection_confusion(
-    pred_offsets,
-    pred_xyxy,
-    pred_scores,
-    pred_class,
-    gt_offsets,
-    gt_xyxy,
-    gt_class,
+    pred_offsets: npt.ArrayLike,
+    pred_xyxy: npt.ArrayLike,
+    pred_scores: npt.ArrayLike,
+    pred_class: npt.ArrayLike,
+    gt_offsets: npt.ArrayLike,
+    gt_xyxy: npt.ArrayLike,
+    gt_class: npt.ArrayLike,
     num_classes: int,
     iou_threshold: float = 0.5,
     score_threshold: float = 0.25,
@@ -189,7 +196,7 @@ def _check_out(out: np.ndarray | None, size: int) -> np.ndarray:
     return out
 
 
-def per_class_scores(matrix) -> dict[str, np.ndarray]:
+def per_class_scores(matrix: npt.ArrayLike) -> dict[str, np.ndarray]:
     """Per-class scores of a ``(C, C)`` ``[true, predicted]`` count matrix.
 
     Returns:

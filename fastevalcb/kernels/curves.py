@@ -20,6 +20,7 @@ NaN scores fall in no bin.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array
@@ -30,13 +31,13 @@ PR_EDGES = np.linspace(0.0, 1.0, 101)
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True, inline="always")
-def _bin_right(edges, v):
+def _bin_right(edges: np.ndarray, v: float) -> int:
     """The last ``j`` with ``edges[j] <= v`` (-1 when none): ``searchsorted(right) - 1``.
 
     Guessed from the edges' span (exact in one step for uniform edges), then corrected by
     comparing with the edges themselves, so the answer is the comparison's, not the
     guess's rounding."""
-    g = edges.shape[0]
+    g: int = edges.shape[0]
     lo, hi = edges[0], edges[g - 1]
     if v < lo:
         return -1
@@ -52,7 +53,9 @@ def _bin_right(edges, v):
 
 
 @njit(cache=True, nogil=True)
-def _score_histograms(scores, targets, edges, pos, neg):
+def _score_histograms(
+    scores: np.ndarray, targets: np.ndarray, edges: np.ndarray, pos: np.ndarray, neg: np.ndarray
+) -> None:
     """Adds ``(B, C)`` float32 scores, split by ``(B, C)`` bool targets, into ``(C, G)``
     int64 ``pos`` and ``neg`` counts."""
     n, c = scores.shape
@@ -71,7 +74,9 @@ def _score_histograms(scores, targets, edges, pos, neg):
 
 
 @njit(cache=True, nogil=True)
-def _label_histograms(scores, labels, edges, pos, neg):
+def _label_histograms(
+    scores: np.ndarray, labels: np.ndarray, edges: np.ndarray, pos: np.ndarray, neg: np.ndarray
+) -> None:
     """:func:`_score_histograms` with one positive class per sample, ``labels`` ``(B,)``."""
     n, c = scores.shape
     for i in range(n):
@@ -89,7 +94,14 @@ def _label_histograms(scores, labels, edges, pos, neg):
 
 
 @njit(cache=True, nogil=True)
-def _calibration_bins(conf, correct, inner_edges, count, conf_sum, correct_sum):
+def _calibration_bins(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    inner_edges: np.ndarray,
+    count: np.ndarray,
+    conf_sum: np.ndarray,
+    correct_sum: np.ndarray,
+) -> None:
     """Adds ``(B,)`` confidences and bool correctness into per-bin sums (left search on
     the inner edges, as scikit-learn bins)."""
     for i in range(conf.shape[0]):
@@ -110,7 +122,12 @@ def _calibration_bins(conf, correct, inner_edges, count, conf_sum, correct_sum):
 
 
 # ---------------------------------------------------------------- wrappers
-def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndarray, np.ndarray]:
+def score_histograms(
+    scores: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    edges: npt.ArrayLike = PR_EDGES,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class histograms of the scores of positive and negative samples.
 
     Args:
@@ -148,7 +165,7 @@ def score_histograms(scores, targets, edges=PR_EDGES, out=None) -> tuple[np.ndar
     return pos, neg
 
 
-def pr_curves(pos, neg) -> tuple[np.ndarray, np.ndarray]:
+def pr_curves(pos: npt.ArrayLike, neg: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall per class at every histogram edge.
 
     Args:
@@ -168,7 +185,12 @@ def pr_curves(pos, neg) -> tuple[np.ndarray, np.ndarray]:
     return precision, recall
 
 
-def calibration_bins(conf, correct, n_bins: int = 15, out=None):
+def calibration_bins(
+    conf: npt.ArrayLike,
+    correct: npt.ArrayLike,
+    n_bins: int = 15,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin sums of the top-class confidence and correctness.
 
     Args:
@@ -189,7 +211,9 @@ def calibration_bins(conf, correct, n_bins: int = 15, out=None):
     return out
 
 
-def expected_calibration_error(count, conf_sum, correct_sum) -> float:
+def expected_calibration_error(
+    count: npt.ArrayLike, conf_sum: npt.ArrayLike, correct_sum: npt.ArrayLike
+) -> float:
     """``sum_b n_b / N * |accuracy_b - confidence_b|`` over the non-empty bins; NaN with
     no sample."""
     n = np.asarray(count)

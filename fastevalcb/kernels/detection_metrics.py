@@ -30,6 +30,7 @@ Rules (the numpy twins in ``tests/reference.py`` follow the same ones):
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
@@ -38,7 +39,7 @@ from fastevalcb.kernels.boxes import _iou
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def _score_order(scores):
+def _score_order(scores: np.ndarray) -> np.ndarray:
     """Indices ranking ``(N,)`` float scores: descending, ties by lower index, NaN last."""
     n = scores.shape[0]
     finite = np.empty(n, dtype=np.int64)
@@ -62,7 +63,7 @@ def _score_order(scores):
 
 
 @njit(cache=True, nogil=True)
-def _finite_rows(xyxy):
+def _finite_rows(xyxy: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: all four coordinates of row ``i`` of ``(N, 4)`` boxes are finite."""
     n = xyxy.shape[0]
     ok = np.empty(n, dtype=np.bool_)
@@ -78,8 +79,15 @@ def _finite_rows(xyxy):
 
 @njit(cache=True, nogil=True)
 def _match_detections(
-    pred_offsets, pred_xyxy, pred_scores, pred_class, gt_offsets, gt_xyxy, gt_class, iou_threshold
-):
+    pred_offsets: np.ndarray,
+    pred_xyxy: np.ndarray,
+    pred_scores: np.ndarray,
+    pred_class: np.ndarray,
+    gt_offsets: np.ndarray,
+    gt_xyxy: np.ndarray,
+    gt_class: np.ndarray,
+    iou_threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy per-image, per-class matching; see the module docstring for the rules.
 
     Returns ``tp`` ``(N_pred,)`` bool and ``counts`` ``(B, 3)`` int64 (tp, fp, fn).
@@ -119,7 +127,7 @@ def _match_detections(
 
 
 @njit(cache=True, nogil=True)
-def _ranked_ap(ranked, tp, num_gt):
+def _ranked_ap(ranked: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """All-point interpolated AP of predictions ``ranked`` (indices into ``tp``), best first.
 
     ``num_gt`` must be >= 1. Walks the ranks backwards keeping the precision envelope and adds
@@ -143,7 +151,7 @@ def _ranked_ap(ranked, tp, num_gt):
 
 
 @njit(cache=True, nogil=True)
-def _average_precision(scores, tp, num_gt):
+def _average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """AP of one class from ``(N,)`` scores and ``(N,)`` bool tp; NaN when ``num_gt == 0``."""
     if num_gt == 0:
         return np.nan
@@ -151,7 +159,9 @@ def _average_precision(scores, tp, num_gt):
 
 
 @njit(cache=True, nogil=True)
-def _class_ap(scores, pred_class, tp, gt_count):
+def _class_ap(
+    scores: np.ndarray, pred_class: np.ndarray, tp: np.ndarray, gt_count: np.ndarray
+) -> tuple[np.ndarray, int]:
     """Per-class AP ``(C,)`` float64 (NaN where ``gt_count`` is 0) of one set of predictions.
 
     Also returns the first class with more true positives than ground-truth boxes, or -1.
@@ -188,7 +198,15 @@ def _class_ap(scores, pred_class, tp, gt_count):
 
 
 @njit(cache=True, nogil=True)
-def _per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_class, num_classes):
+def _per_image_ap(
+    pred_offsets: np.ndarray,
+    pred_scores: np.ndarray,
+    pred_class: np.ndarray,
+    tp: np.ndarray,
+    gt_offsets: np.ndarray,
+    gt_class: np.ndarray,
+    num_classes: int,
+) -> tuple[np.ndarray, int, int]:
     """Per-image mean AP ``(B,)`` float32 over the classes present in the image's GT.
 
     Also returns ``(image, class)`` of the first class with more true positives than
@@ -213,7 +231,13 @@ def _per_image_ap(pred_offsets, pred_scores, pred_class, tp, gt_offsets, gt_clas
 
 
 @njit(cache=True, nogil=True)
-def _mean_average_precision(pred_scores, pred_class, tp, gt_class, num_classes):
+def _mean_average_precision(
+    pred_scores: np.ndarray,
+    pred_class: np.ndarray,
+    tp: np.ndarray,
+    gt_class: np.ndarray,
+    num_classes: int,
+) -> tuple[float, np.ndarray, int]:
     """Dataset-level ``(map, ap_per_class (C,) float64, first over-matched class or -1)``."""
     gt_count = np.zeros(num_classes, dtype=np.int64)
     for g in range(gt_class.shape[0]):
@@ -223,7 +247,7 @@ def _mean_average_precision(pred_scores, pred_class, tp, gt_class, num_classes):
 
 
 @njit(cache=True, nogil=True)
-def _mean_over_present(ap, gt_count):
+def _mean_over_present(ap: np.ndarray, gt_count: np.ndarray) -> float:
     """Mean of ``ap`` over classes with ground truth (NaN if none)."""
     total = 0.0
     k = 0
@@ -235,7 +259,7 @@ def _mean_over_present(ap, gt_count):
 
 
 @njit(cache=True, nogil=True)
-def _precision_recall(counts):
+def _precision_recall(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image precision and recall ``(B,)`` float32 from ``(B, 3)`` tp/fp/fn counts."""
     b = counts.shape[0]
     precision = np.empty(b, dtype=np.float32)
@@ -248,7 +272,7 @@ def _precision_recall(counts):
 
 
 # ---------------------------------------------------------------- wrappers
-def _check_offsets(offsets, name: str, n: int, what: str) -> np.ndarray:
+def _check_offsets(offsets: npt.ArrayLike, name: str, n: int, what: str) -> np.ndarray:
     """``(B + 1,)`` int64 offsets that start at 0, never decrease and end at ``n``."""
     off = as_array(offsets, name, np.int64, (None,))
     if off.shape[0] == 0 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
@@ -268,13 +292,15 @@ def _check_same_batch(pred_off: np.ndarray, gt_off: np.ndarray) -> None:
         )
 
 
-def _check_num_classes(num_classes) -> int:
+def _check_num_classes(num_classes: int) -> int:
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     return int(num_classes)
 
 
-def _over_matched(tp, pred_class, gt_class, c: int, where: str):
+def _over_matched(
+    tp: np.ndarray, pred_class: np.ndarray, gt_class: np.ndarray, c: int, where: str
+) -> ValueError:
     n_tp = int(np.count_nonzero(tp[pred_class == c]))
     n_gt = int(np.count_nonzero(gt_class == c))
     return ValueError(
@@ -285,13 +311,13 @@ def _over_matched(tp, pred_class, gt_class, c: int, where: str):
 
 
 def match_detections(
-    pred_offsets,
-    pred_xyxy,
-    pred_scores,
-    pred_class,
-    gt_offsets,
-    gt_xyxy,
-    gt_class,
+    pred_offsets: npt.ArrayLike,
+    pred_xyxy: npt.ArrayLike,
+    pred_scores: npt.ArrayLike,
+    pred_class: npt.ArrayLike,
+    gt_offsets: npt.ArrayLike,
+    gt_xyxy: npt.ArrayLike,
+    gt_class: npt.ArrayLike,
     iou_threshold: float = 0.5,
     num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +361,7 @@ def match_detections(
     return _match_detections(po, pb, ps, pc, go, gb, gc, float(iou_threshold))
 
 
-def average_precision(scores, tp, num_gt: int) -> float:
+def average_precision(scores: npt.ArrayLike, tp: npt.ArrayLike, num_gt: int) -> float:
     """All-point interpolated AP of one class.
 
     Args:
@@ -361,12 +387,12 @@ def average_precision(scores, tp, num_gt: int) -> float:
 
 
 def per_image_ap(
-    pred_offsets,
-    pred_scores,
-    pred_class,
-    tp,
-    gt_offsets,
-    gt_class,
+    pred_offsets: npt.ArrayLike,
+    pred_scores: npt.ArrayLike,
+    pred_class: npt.ArrayLike,
+    tp: npt.ArrayLike,
+    gt_offsets: npt.ArrayLike,
+    gt_class: npt.ArrayLike,
     num_classes: int,
 ) -> np.ndarray:
     """Per-image AP: the mean, over the classes with ground truth in the image, of AP.
@@ -408,10 +434,10 @@ def per_image_ap(
 
 
 def mean_average_precision(
-    pred_scores,
-    pred_class,
-    tp,
-    gt_class,
+    pred_scores: npt.ArrayLike,
+    pred_class: npt.ArrayLike,
+    tp: npt.ArrayLike,
+    gt_class: npt.ArrayLike,
     num_classes: int,
 ) -> tuple[float, np.ndarray]:
     """Dataset-level AP per class and their mean over all images (flat arrays).
@@ -448,7 +474,7 @@ def mean_average_precision(
     return float(m), ap
 
 
-def precision_recall(counts) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(counts: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Per-image precision ``tp / (tp + fp)`` and recall ``tp / (tp + fn)``.
 
     Args:

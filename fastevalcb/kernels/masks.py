@@ -14,6 +14,7 @@ Conventions (shared with the numpy twins in ``tests/reference.py``):
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
@@ -22,7 +23,7 @@ NO_IGNORE = -(2**62)
 
 
 @njit(cache=True, nogil=True)
-def _logits_argmax(logits, out):
+def _logits_argmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Argmax over the last axis of ``(B, H, W, C)`` float logits into ``out (B, H, W)``."""
     b, h, w, c = logits.shape
     for i in range(b):
@@ -45,7 +46,7 @@ def _logits_argmax(logits, out):
 
 
 @njit(cache=True, nogil=True)
-def _resize_nearest(masks, out_h, out_w):
+def _resize_nearest(masks: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Nearest-neighbour resize of ``(B, H, W)`` integer masks to ``(B, out_h, out_w)``."""
     b, h, w = masks.shape
     out = np.empty((b, out_h, out_w), dtype=masks.dtype)
@@ -64,7 +65,7 @@ _COUNTED, _IGNORED, _UNKNOWN = 0, 1, 2
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pixel_kind(pv, tv, num_classes, ignore_index):
+def _pixel_kind(pv: int, tv: int, num_classes: int, ignore_index: int) -> int:
     """A pixel of ``_class_counts``: counted, its target ignored, or an id outside
     ``[0, num_classes)`` (pred, or target unless it is ``ignore_index``)."""
     if pv < 0 or pv >= num_classes:
@@ -77,7 +78,9 @@ def _pixel_kind(pv, tv, num_classes, ignore_index):
 
 
 @njit(cache=True, nogil=True)
-def _class_counts(pred, target, num_classes, ignore_index):
+def _class_counts(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Per image per class ``(tp, pred_count, target_count)``, each ``(B, C)`` int64.
 
     Returns them with the flat index of the first pixel whose id is outside
@@ -130,7 +133,9 @@ def _class_counts(pred, target, num_classes, ignore_index):
 
 
 @njit(cache=True, nogil=True)
-def _segmentation_metrics(tp, pc, tc):
+def _segmentation_metrics(
+    tp: np.ndarray, pc: np.ndarray, tc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class IoU ``(B, C)`` float32 (NaN if absent) and pixel accuracy ``(B,)`` float32."""
     b, num_classes = tp.shape
     iou = np.empty((b, num_classes), dtype=np.float32)
@@ -148,7 +153,7 @@ def _segmentation_metrics(tp, pc, tc):
 
 
 @njit(cache=True, nogil=True)
-def _palette_lookup(masks, palette):
+def _palette_lookup(masks: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Colour ``(B, H, W)`` integer masks with ``(C, 3)`` uint8 palette -> ``(B, H, W, 3)``."""
     b, h, w = masks.shape
     out = np.empty((b, h, w, 3), dtype=np.uint8)
@@ -163,7 +168,9 @@ def _palette_lookup(masks, palette):
 
 
 @njit(cache=True, nogil=True)
-def _blend_overlay(images, masks, palette, alpha256):
+def _blend_overlay(
+    images: np.ndarray, masks: np.ndarray, palette: np.ndarray, alpha256: np.int32
+) -> np.ndarray:
     """Alpha-blend palette colours of ``masks`` over ``(B, H, W, 3)`` uint8 ``images``."""
     b, h, w, _ = images.shape
     out = np.empty_like(images)
@@ -178,7 +185,7 @@ def _blend_overlay(images, masks, palette, alpha256):
     return out
 
 
-def _as_masks(masks, name: str) -> np.ndarray:
+def _as_masks(masks: npt.ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(masks)
     if arr.ndim == 2:
         arr = arr[None]
@@ -191,7 +198,7 @@ def _as_masks(masks, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def logits_argmax(logits) -> np.ndarray:
+def logits_argmax(logits: npt.ArrayLike) -> np.ndarray:
     """Class map from NHWC logits (or probabilities).
 
     Args:
@@ -210,7 +217,7 @@ def logits_argmax(logits) -> np.ndarray:
     return _logits_argmax(arr, out)
 
 
-def resize_nearest(masks, size: tuple[int, int]) -> np.ndarray:
+def resize_nearest(masks: npt.ArrayLike, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of integer masks.
 
     Args:
@@ -230,7 +237,9 @@ def resize_nearest(masks, size: tuple[int, int]) -> np.ndarray:
     return out[0] if np.ndim(masks) == 2 else out
 
 
-def segmentation_metrics(pred, target, num_classes: int, ignore_index: int | None = None):
+def segmentation_metrics(
+    pred: npt.ArrayLike, target: npt.ArrayLike, num_classes: int, ignore_index: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-image per-class IoU and pixel accuracy.
 
     Args:
@@ -249,7 +258,9 @@ def segmentation_metrics(pred, target, num_classes: int, ignore_index: int | Non
     return _segmentation_metrics(*segmentation_counts(pred, target, num_classes, ignore_index))
 
 
-def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None = None):
+def segmentation_counts(
+    pred: npt.ArrayLike, target: npt.ArrayLike, num_classes: int, ignore_index: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image per-class pixel counts, the sums behind IoU and pixel accuracy.
 
     Summing them over images gives dataset-level IoU (``tp / (pred + target - tp)``).
@@ -278,13 +289,13 @@ def segmentation_counts(pred, target, num_classes: int, ignore_index: int | None
     return tp, pc, tc
 
 
-def _check_palette(palette, masks: np.ndarray) -> np.ndarray:
+def _check_palette(palette: npt.ArrayLike, masks: np.ndarray) -> np.ndarray:
     pal = as_array(palette, "palette", np.uint8, (None, 3))
     check_class_ids(masks, pal.shape[0], "masks")
     return pal
 
 
-def palette_lookup(masks, palette) -> np.ndarray:
+def palette_lookup(masks: npt.ArrayLike, palette: npt.ArrayLike) -> np.ndarray:
     """Colour class maps.
 
     Args:
@@ -299,7 +310,9 @@ def palette_lookup(masks, palette) -> np.ndarray:
     return out[0] if np.ndim(masks) == 2 else out
 
 
-def blend_overlay(images, masks, palette, alpha: float = 0.5) -> np.ndarray:
+def blend_overlay(
+    images: npt.ArrayLike, masks: npt.ArrayLike, palette: npt.ArrayLike, alpha: float = 0.5
+) -> np.ndarray:
     """Pre-render masks over images as an alpha blend.
 
     Args:

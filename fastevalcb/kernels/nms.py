@@ -16,6 +16,7 @@ Rules (the numpy twins in ``tests/reference.py`` follow the same ones):
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from fastevalcb.kernels._common import as_array, check_class_ids
@@ -24,8 +25,14 @@ from fastevalcb.kernels.boxes import _iou
 
 @njit(cache=True, nogil=True)
 def _nms_keep(
-    xyxy, scores, class_id, iou_threshold, score_threshold, max_detections, class_agnostic
-):
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_id: np.ndarray,
+    iou_threshold: float,
+    score_threshold: float,
+    max_detections: int,
+    class_agnostic: bool,
+) -> np.ndarray:
     """Keep mask ``(N,)`` bool for one image; see the module docstring for the rules."""
     n = scores.shape[0]
     keep = np.zeros(n, dtype=np.bool_)
@@ -74,8 +81,15 @@ def _nms_keep(
 
 @njit(cache=True, nogil=True)
 def _batched_nms_keep(
-    xyxy, scores, class_id, counts, iou_threshold, score_threshold, max_detections, class_agnostic
-):
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_id: np.ndarray,
+    counts: np.ndarray,
+    iou_threshold: float,
+    score_threshold: float,
+    max_detections: int,
+    class_agnostic: bool,
+) -> np.ndarray:
     """Keep mask ``(B, M)`` bool for padded ``(B, M, ...)`` inputs with valid ``counts``."""
     b, mx = scores.shape
     keep = np.zeros((b, mx), dtype=np.bool_)
@@ -100,9 +114,9 @@ def _check_threshold(iou_threshold: float) -> float:
 
 
 def nms_keep(
-    xyxy,
-    scores,
-    class_id=None,
+    xyxy: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    class_id: npt.ArrayLike | None = None,
     iou_threshold: float = 0.5,
     score_threshold: float = -np.inf,
     max_detections: int = -1,
@@ -146,10 +160,10 @@ def nms_keep(
 
 
 def batched_nms_keep(
-    xyxy,
-    scores,
-    class_id=None,
-    counts=None,
+    xyxy: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    class_id: npt.ArrayLike | None = None,
+    counts: npt.ArrayLike | None = None,
     iou_threshold: float = 0.5,
     score_threshold: float = -np.inf,
     max_detections: int = -1,

@@ -22,14 +22,20 @@ the file is byte-identical to what ``wandb.Image`` writes for the same payload.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
 from fastevalcb.tables import JSONText
 from fastevalcb.types import Detections, PackedDetections
 
+# x0, y0, x1, y1, class ids and scores (None for ground truth) as Python lists.
+_Columns = tuple[list[float], list[float], list[float], list[float], list[int], list[float] | None]
 
-def check_class_labels(class_id: np.ndarray, class_labels: dict, name: str = "class_id") -> None:
+
+def check_class_labels(
+    class_id: np.ndarray, class_labels: dict[int, str], name: str = "class_id"
+) -> None:
     """Raise ValueError naming the first id in ``class_id`` that has no label."""
     if class_id.size == 0:
         return
@@ -44,14 +50,16 @@ def check_class_labels(class_id: np.ndarray, class_labels: dict, name: str = "cl
         raise ValueError(f"{name} contains unknown class id {bad}; class ids must be {valid}")
 
 
-def _columns(xyxy: np.ndarray, class_id: np.ndarray, scores: np.ndarray | None):
+def _columns(xyxy: np.ndarray, class_id: np.ndarray, scores: np.ndarray | None) -> _Columns:
     x0, y0, x1, y1 = xyxy.astype(np.float64).T.tolist() if len(xyxy) else ([],) * 4
     cid = class_id.tolist()
     sc = None if scores is None else scores.astype(np.float64).tolist()
     return x0, y0, x1, y1, cid, sc
 
 
-def _box_dicts(cols, s: int, e: int, names: dict, pixel: bool) -> list[dict]:
+def _box_dicts(
+    cols: _Columns, s: int, e: int, names: dict[int, str], pixel: bool
+) -> list[dict[str, Any]]:
     """Stock-pattern box dicts for rows ``s:e`` of the column lists."""
     x0, y0, x1, y1, cid, sc = cols
     rows = zip(x0[s:e], x1[s:e], y0[s:e], y1[s:e], cid[s:e])
@@ -97,8 +105,8 @@ def _box_dicts(cols, s: int, e: int, names: dict, pixel: bool) -> list[dict]:
 
 
 def box_payloads(
-    detections: PackedDetections, class_labels: dict[int, str], domain: str = "pixel"
-) -> list[dict]:
+    detections: PackedDetections, class_labels: dict[int, str], domain: str | None = "pixel"
+) -> list[dict[str, Any]]:
     """One stock-format box payload per image of a packed batch.
 
     Args:
@@ -155,7 +163,7 @@ def box_data_json(
     if decimals is not None:
         from fastevalcb.kernels import box_json
 
-        keys = frozenset({"score"}) if scores is not None else frozenset()
+        keys: frozenset[str] = frozenset({"score"}) if scores is not None else frozenset()
         texts = box_json(
             detections.offsets,
             detections.xyxy,
@@ -177,7 +185,7 @@ def box_data_json(
     if sc is None:
         fmt = '{"box_caption": %s, "class_id": %d, ' + domain_part + position + "}"
         boxes = [fmt % (names[k], k, b, d, a, c) for a, c, b, d, k in zip(x0, y0, x1, y1, cid)]
-        keys: frozenset[str] = frozenset()
+        keys = frozenset()
     else:
         fmt = (
             '{"box_caption": %s %.2f", "class_id": %d, '
@@ -202,8 +210,8 @@ def box_data_json(
 
 
 def box_payload(
-    detections: Detections, class_labels: dict[int, str], domain: str = "pixel"
-) -> dict:
+    detections: Detections, class_labels: dict[int, str], domain: str | None = "pixel"
+) -> dict[str, Any]:
     """Stock-format box payload of one image (see :func:`box_payloads`)."""
     packed = PackedDetections(
         np.array([0, len(detections)]), detections.xyxy, detections.class_id, detections.scores

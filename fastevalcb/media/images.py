@@ -21,8 +21,10 @@ import functools
 import hashlib
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import wandb
@@ -39,6 +41,10 @@ from fastevalcb.media.png import (
     write_png,
 )
 from fastevalcb.types import PackedDetections, SegmentationMasks
+
+T = TypeVar("T")
+# A written file: ``(path, sha256 hex, size)`` (a temp file, or an artifact's staged file).
+_File = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class EncodedImage:
     height: int
 
 
-def _encode_one(image, compress_level: int | None) -> EncodedImage:
+def _encode_one(image: Any, compress_level: int | None) -> EncodedImage:
     arr = as_image_array(image)
     data = encode_png_pil(arr) if compress_level is None else encode_png(arr, compress_level)
     return EncodedImage(data, hashlib.sha256(data).hexdigest(), arr.shape[1], arr.shape[0])
@@ -76,31 +82,35 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOLS[workers]
 
 
-class _Chunked:
+class _Chunked(Generic[T]):
     """``fn(*args)`` for each item of ``columns``, in a few contiguous chunks on ``pool``.
 
     One future per chunk, not per item: a future's own cost is comparable to the PNG
     encode of a small image. ``results()`` waits and gives the per-item results in order.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, workers: int, fn, *columns) -> None:
+    def __init__(
+        self, pool: ThreadPoolExecutor, workers: int, fn: Callable[..., T], *columns: Sequence[Any]
+    ) -> None:
         n = len(columns[0]) if columns else 0
         size = max(1, -(-n // (4 * workers)))  # ~4 chunks per thread: balanced, few futures
         rows = list(zip(*columns))
         self._futures = [_submit(pool, fn, rows[i : i + size]) for i in range(0, n, size)]
 
-    def results(self) -> list:
+    def results(self) -> list[T]:
         return [r for future in self._futures for r in future.result()]
 
 
-def _submit(pool: ThreadPoolExecutor, fn, rows: list) -> Future:
+def _submit(
+    pool: ThreadPoolExecutor, fn: Callable[..., T], rows: list[tuple[Any, ...]]
+) -> Future[list[T]]:
     """``pool.submit`` of one chunk, or the chunk run here when the pool takes no more work:
     after interpreter shutdown has begun, where the run's end still writes what was queued
     (``worker`` flushes at exit, after ``concurrent.futures`` stopped accepting futures)."""
     try:
         return pool.submit(_run_chunk, fn, rows)
     except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
-        done: Future = Future()
+        done: Future[list[T]] = Future()
         try:
             done.set_result(_run_chunk(fn, rows))
         except Exception as exc:  # raised by results(), as from the pool
@@ -108,11 +118,11 @@ def _submit(pool: ThreadPoolExecutor, fn, rows: list) -> Future:
         return done
 
 
-def _run_chunk(fn, rows: list) -> list:
+def _run_chunk(fn: Callable[..., T], rows: list[tuple[Any, ...]]) -> list[T]:
     return [fn(*row) for row in rows]
 
 
-def _image_list(images) -> list:
+def _image_list(images: Any) -> list[Any]:
     if isinstance(images, np.ndarray) or hasattr(images, "numpy"):
         arr = images.numpy() if hasattr(images, "numpy") else images
         if arr.ndim not in (3, 4):
@@ -122,7 +132,7 @@ def _image_list(images) -> list:
 
 
 def encode_images(
-    images, compress_level: int | None = 1, max_workers: int | None = None
+    images: Any, compress_level: int | None = 1, max_workers: int | None = None
 ) -> list[EncodedImage]:
     """PNG-encode a batch once (e.g. the fixed validation images) on a thread pool.
 
@@ -145,7 +155,9 @@ def encode_images(
     ).results()
 
 
-def _write_image(image, path: str, compress_level: int, stager=None):
+def _write_image(
+    image: Any, path: str, compress_level: int | None, stager: tables.Stager | None = None
+) -> tuple[_File, int, int]:
     if isinstance(image, wandb.Image):
         file = tables.media_file(image)
         if file is None:
@@ -168,7 +180,9 @@ def _write_image(image, path: str, compress_level: int, stager=None):
     return write_png(arr, path, compress_level), arr.shape[1], arr.shape[0]
 
 
-def _write_mask(mask: np.ndarray, path: str, compress_level: int, stager=None):
+def _write_mask(
+    mask: np.ndarray, path: str, compress_level: int | None, stager: tables.Stager | None = None
+) -> _File:
     if stager is None:
         return write_png(mask, path, compress_level, row_filter="none")
     data = (
@@ -183,7 +197,7 @@ _IMAGE_DIR, _MASK_DIR = tables.IMAGE_DIR, tables.MASK_DIR
 
 
 def build_images(
-    images,
+    images: Any,
     *,
     boxes: dict[str, PackedDetections] | None = None,
     masks: dict[str, SegmentationMasks | np.ndarray] | None = None,
@@ -196,7 +210,7 @@ def build_images(
     table_only: bool = False,
     box_decimals: int | None = None,
     stager: tables.Stager | None = None,
-) -> list:
+) -> list[wandb.Image]:
     """Build one ``wandb.Image`` per image with optional box and mask layers.
 
     Equivalent to, per image ``i``::
@@ -249,14 +263,15 @@ def build_images(
     boxes, masks = boxes or {}, masks or {}
     if (boxes or masks) and class_labels is None:
         raise ValueError("class_labels={id: name} is required with boxes or masks")
+    labels = {} if class_labels is None else class_labels
     if captions is not None and len(captions) != n:
         raise ValueError(f"captions must have length {n}, got {len(captions)}")
     for key, det in boxes.items():
         if det.num_images != n:
             raise ValueError(f"boxes[{key!r}] must have {n} images, got {det.num_images}")
-    mask_arrays = {}
+    mask_arrays: dict[str, np.ndarray] = {}
     for key, m in masks.items():
-        mask_arrays[key] = as_mask_batch(m, class_labels, f"masks[{key!r}]")
+        mask_arrays[key] = as_mask_batch(m, labels, f"masks[{key!r}]")
         if len(mask_arrays[key]) != n:
             raise ValueError(f"masks[{key!r}] must have {n} images, got {len(mask_arrays[key])}")
 
@@ -275,14 +290,14 @@ def build_images(
         for key, arr in mask_arrays.items()
     }
     # Box payloads are GIL-bound Python; build them while the pool deflates.
+    box_files: dict[str, Sequence[_File | None]]
     if table_only:
         box_data = {
-            key: box_data_json(det, class_labels, box_domain, box_decimals)
-            for key, det in boxes.items()
+            key: box_data_json(det, labels, box_domain, box_decimals) for key, det in boxes.items()
         }
         box_files = {key: [None] * n for key in boxes}
     else:
-        payloads = {key: box_payloads(det, class_labels, box_domain) for key, det in boxes.items()}
+        payloads = {key: box_payloads(det, labels, box_domain) for key, det in boxes.items()}
         box_data = {key: [p["box_data"] for p in ps] for key, ps in payloads.items()}
         box_files = {
             key: _Chunked(
@@ -295,8 +310,9 @@ def build_images(
             for key, ps in payloads.items()
         }
     written = image_files.results()
-    mask_files = {key: chunks.results() for key, chunks in mask_files.items()}
-    out, classes = [], {}
+    mask_written = {key: chunks.results() for key, chunks in mask_files.items()}
+    out: list[wandb.Image] = []
+    classes: dict[Any, Any] = {}
     for i in range(n):
         file, width, height = written[i]
         img_boxes, img_masks = (
@@ -304,14 +320,14 @@ def build_images(
         )
         img_boxes.update(
             {
-                key: tables.new_boxes2d(key, box_data[key][i], class_labels, box_files[key][i])
+                key: tables.new_boxes2d(key, box_data[key][i], labels, box_files[key][i])
                 for key in boxes
             }
         )
         img_masks.update(
             {
                 key: tables.new_image_mask(
-                    key, mask_arrays[key][i], class_labels, mask_files[key][i], keep_mask_data
+                    key, mask_arrays[key][i], labels, mask_written[key][i], keep_mask_data
                 )
                 for key in masks
             }
@@ -331,12 +347,12 @@ def build_images(
 
 
 def stage_masks(
-    masks,
+    masks: SegmentationMasks | np.ndarray,
     class_labels: dict[int, str],
     stager: tables.Stager,
     compress_level: int | None = 1,
     max_workers: int | None = None,
-) -> _Chunked:
+) -> _Chunked[_File]:
     """Start PNG-encoding a batch of class maps on the encoder pool, straight into
     ``stager``'s artifact: what :func:`build_images` does for one mask layer, without the
     media objects (for a :class:`fastevalcb.tables.LayeredImages` column).
@@ -354,12 +370,12 @@ def stage_masks(
 
 
 def detection_images(
-    images,
+    images: Any,
     predictions: PackedDetections,
     class_labels: dict[int, str],
     ground_truth: PackedDetections | None = None,
-    **kwargs,
-) -> list:
+    **kwargs: Any,
+) -> list[wandb.Image]:
     """``wandb.Image`` per image with "predictions" (and "ground_truth") box layers.
 
     Args:
@@ -378,14 +394,14 @@ def detection_images(
 
 
 def segmentation_images(
-    images,
-    predictions,
+    images: Any,
+    predictions: SegmentationMasks | np.ndarray,
     class_labels: dict[int, str],
-    ground_truth=None,
+    ground_truth: SegmentationMasks | np.ndarray | None = None,
     overlay_alpha: float | None = None,
     palette: np.ndarray | None = None,
-    **kwargs,
-) -> list:
+    **kwargs: Any,
+) -> list[wandb.Image]:
     """``wandb.Image`` per image with "predictions" (and "ground_truth") mask layers.
 
     Args:

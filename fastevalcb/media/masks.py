@@ -9,6 +9,7 @@ by :func:`fastevalcb.media.build_images`.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from fastevalcb.kernels._common import check_class_ids
 from fastevalcb.types import SegmentationMasks
@@ -28,7 +29,9 @@ def default_palette(num_classes: int) -> np.ndarray:
     return pal.astype(np.uint8)
 
 
-def as_mask_batch(masks, class_labels: dict[int, str], name: str = "masks") -> np.ndarray:
+def as_mask_batch(
+    masks: SegmentationMasks | npt.ArrayLike, class_labels: dict[int, str], name: str = "masks"
+) -> np.ndarray:
     """Validate a batch of class maps against ``class_labels`` and return uint8.
 
     Args:

@@ -16,9 +16,12 @@ import itertools
 import os
 import struct
 import zlib
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+_isal_zlib: ModuleType | None
 try:  # ISA-L's deflate: faster than zlib level 1, also releases the GIL
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - optional (pip install "fastevalcb[fast]")
@@ -30,7 +33,7 @@ _COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
 
-def as_image_array(image) -> np.ndarray:
+def as_image_array(image: Any) -> np.ndarray:
     """Normalise an image the way ``wandb.Image(ndarray)`` does, without PIL.
 
     ``.numpy()`` tensors are converted, size-1 dimensions squeezed and the values cast with

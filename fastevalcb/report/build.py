@@ -51,14 +51,14 @@ class _Media:
     """Distinct media files of the run, by resolved local path."""
 
     images: list[str] = field(default_factory=list)
-    image_ids: dict[str, int] = field(default_factory=dict)
+    image_ids: dict[str, int | None] = field(default_factory=dict)  # None: missing
     masks: list[Any] = field(default_factory=list)  # (h, w, rle) or None (missing)
     mask_ids: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     by_client_id: dict[str, LoggedArtifact] = field(default_factory=dict)
 
 
-def open_run(path: str | os.PathLike | None) -> OfflineRun:
+def open_run(path: str | os.PathLike[str] | None) -> OfflineRun:
     """An offline run from a run dir, its ``.wandb`` file, a ``wandb/`` dir or its parent.
 
     ``None`` means the latest offline run under ``./wandb``.
@@ -87,8 +87,8 @@ def open_run(path: str | os.PathLike | None) -> OfflineRun:
 
 
 def build_report(
-    run_path: str | os.PathLike | None,
-    output: str | os.PathLike = "report.html",
+    run_path: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str] = "report.html",
     *,
     embed: bool = False,
 ) -> Path:
@@ -149,7 +149,7 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
     # Prediction tables first (most versions first), then data tables.
     order = sorted(series.items(), key=lambda kv: (kv[1][0].type != "evaluation", -len(kv[1])))
     for t, ((name, path), arts) in enumerate(order):
-        table = {
+        table: dict[str, Any] = {
             "key": f"t{t}",
             "artifact": name,
             "table": path[: -len(".table.json")],
@@ -158,7 +158,7 @@ def _collect(run: OfflineRun, media: _Media, shards: dict[str, Any]) -> dict[str
         }
         for art in arts:
             shard = f"t{t}v{art.version}"
-            version = {
+            version: dict[str, Any] = {
                 "shard": shard,
                 "version": art.version,
                 "aliases": list(art.aliases),
@@ -352,9 +352,10 @@ def _local_file(
     if not path:
         raise OfflineRunError("a media cell without a path")
     entry = art.entries.get(path)
-    while entry is not None and entry.referenced_client_id is not None:
-        target = by_client_id.get(entry.referenced_client_id)
-        entry = target.entries.get(entry.referenced_path) if target else None
+    while entry is not None and (client_id := entry.referenced_client_id) is not None:
+        target = by_client_id.get(client_id)
+        ref_path = entry.referenced_path
+        entry = target.entries.get(ref_path) if target and ref_path else None
     if entry is None:
         raise OfflineRunError(
             f"{art.qualified_name}/{path}: no such entry (or a reference "
@@ -424,12 +425,13 @@ def rle_encode(mask: np.ndarray) -> list[int]:
     out = np.empty(2 * len(starts), np.int64)
     out[0::2] = flat[starts]
     out[1::2] = lengths
-    return out.tolist()
+    runs: list[int] = out.tolist()
+    return runs
 
 
 def _metrics(run: OfflineRun) -> dict[str, Any]:
     """Numeric history series ``{name: [[step, value], ...]}`` keyed by ``*/global_step``."""
-    series: dict[str, list[list[float]]] = {}
+    series: dict[str, list[list[float | None]]] = {}
     for row in run.history():
         step_keys = [k for k in row if k.endswith("/global_step")]
         for key, value in row.items():

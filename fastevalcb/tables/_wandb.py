@@ -31,7 +31,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import wandb
@@ -196,7 +196,7 @@ def media_tmp_dir() -> str:
     """wandb's media staging directory, where ``wandb.Image`` writes its temp files
     (``wandb/sdk/data_types/_private.py``: ``MEDIA_TMP``); a folder of ours without it."""
     if _MEDIA_TMP is not None:
-        return _MEDIA_TMP.name
+        return str(_MEDIA_TMP.name)
     global _OWN_TMP
     if _OWN_TMP is None:
         import tempfile
@@ -208,7 +208,7 @@ def media_tmp_dir() -> str:
 _OWN_TMP: str | None = None
 
 
-def payload_json(payload: dict) -> bytes:
+def payload_json(payload: dict[str, Any]) -> bytes:
     """The bytes ``JSONMetadata.__init__`` writes for ``payload`` (``wandb/sdk/data_types/
     base_types/json_metadata.py``: ``util.json_dump_uncompressed``, through
     ``wandb/sdk/lib/json_util.py``'s ``dumps`` and ``wandb.util.JSONEncoderUncompressed``)."""
@@ -216,15 +216,18 @@ def payload_json(payload: dict) -> bytes:
         import json
 
         return json.dumps(payload).encode("utf-8")
-    return _json_util.dumps(payload, cls=_JSONEncoderUncompressed).encode("utf-8")
+    text: str = _json_util.dumps(payload, cls=_JSONEncoderUncompressed)
+    return text.encode("utf-8")
 
 
 def media_file(media: Media) -> FileInfo | None:
     """``(path, sha256, size)`` of a file-backed media object, or None (``Media._path``,
     ``_sha256``, ``_size`` in ``wandb/sdk/data_types/base_types/media.py``)."""
-    if not media.file_is_set():
+    path, sha256, size = media._path, media._sha256, media._size
+    if path is None or sha256 is None:  # Media.file_is_set()
         return None
-    return FileInfo(media._path, media._sha256, media._size)
+    assert size is not None  # Media._set_file sets the three together
+    return FileInfo(path, sha256, size)
 
 
 def media_path(media: Media) -> str | None:
@@ -232,7 +235,9 @@ def media_path(media: Media) -> str | None:
     return getattr(media, "_path", None)
 
 
-def image_layers(image: wandb.Image) -> tuple[dict, dict]:
+def image_layers(
+    image: wandb.Image,
+) -> tuple[dict[str, BoundingBoxes2D], dict[str, ImageMask]]:
     """The ``(boxes, masks)`` layers of an image, keyed by layer name (``Image._boxes``,
     ``Image._masks`` in ``wandb/sdk/data_types/image.py``)."""
     return dict(image._boxes or {}), dict(image._masks or {})
@@ -240,7 +245,10 @@ def image_layers(image: wandb.Image) -> tuple[dict, dict]:
 
 def image_size(image: wandb.Image) -> tuple[int, int]:
     """``(width, height)`` of an image (``Image._width``, ``_height``)."""
-    return image._width, image._height
+    width, height = image._width, image._height
+    if width is None or height is None:
+        raise ValueError("a wandb.Image without pixels has no size")
+    return width, height
 
 
 def image_classes(image: wandb.Image) -> Classes | None:
@@ -263,18 +271,19 @@ def is_plain_image(value: Any) -> bool:
     return isinstance(value, wandb.Image) and not (value._boxes or value._masks or value._classes)
 
 
-def box_layer(boxes: BoundingBoxes2D) -> tuple[Any, dict]:
+def box_layer(boxes: BoundingBoxes2D) -> tuple[Any, dict[int, str]]:
     """``(box_data, class_labels)`` of a box layer (``BoundingBoxes2D._val``,
     ``_class_labels`` in ``wandb/sdk/data_types/helper_types/bounding_boxes_2d.py``)."""
     return boxes._val, boxes._class_labels
 
 
-def mask_labels(mask: ImageMask) -> dict:
+def mask_labels(mask: ImageMask) -> dict[int, str] | None:
     """A mask layer's ``class_labels`` (``ImageMask._val``)."""
-    return mask._val.get("class_labels")
+    labels: dict[int, str] | None = mask._val.get("class_labels")
+    return labels
 
 
-def class_set(classes: Classes) -> list[dict]:
+def class_set(classes: Classes) -> Sequence[dict[str, Any]]:
     """The ``[{"id", "name"}, ...]`` of a ``Classes`` (``Classes._class_set``)."""
     return classes._class_set
 
@@ -301,7 +310,7 @@ def release_pixels(cell: Any) -> None:
 # Attribute names follow ``Image._initialize_from_data`` / ``_set_initialization_meta``,
 # ``JSONMetadata``, ``ImageMask.__init__`` and ``Media._set_file``; the "tables" check
 # compares their JSON with stock-built objects'.
-def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
+def _set_file(media: Media, file: tuple[str, str, int], extension: str | None) -> None:
     """``Media._set_file(path, is_tmp=True, extension)`` with the hash already computed."""
     media._path, media._sha256, media._size = file
     media._is_tmp = True
@@ -309,7 +318,7 @@ def _set_file(media: Media, file: FileInfo, extension: str | None) -> None:
 
 
 def new_boxes2d(
-    key: str, box_data: list, class_labels: dict, file: FileInfo | None
+    key: str, box_data: list[Any], class_labels: dict[int, str], file: tuple[str, str, int] | None
 ) -> BoundingBoxes2D:
     """A ``BoundingBoxes2D`` whose JSON ``file`` was already written.
 
@@ -319,7 +328,8 @@ def new_boxes2d(
     """
     boxes = BoundingBoxes2D.__new__(BoundingBoxes2D)
     Media.__init__(boxes)
-    boxes._val = box_data
+    # JSONMetadata annotates _val as a dict, but BoundingBoxes2D keeps its box_data list there
+    boxes._val = box_data  # type: ignore[assignment]
     if file is not None:
         _set_file(boxes, file, BOXES_SUFFIX)
     boxes._key = key
@@ -328,7 +338,11 @@ def new_boxes2d(
 
 
 def new_image_mask(
-    key: str, mask: Any, class_labels: dict, file: FileInfo, keep_data: bool = True
+    key: str,
+    mask: Any,
+    class_labels: dict[int, str],
+    file: tuple[str, str, int],
+    keep_data: bool = True,
 ) -> ImageMask:
     """An ``ImageMask`` whose PNG ``file`` (mode L, pixels = ``mask``) was already written.
 
@@ -348,13 +362,13 @@ def new_image_mask(
 
 
 def new_image(
-    file: FileInfo,
+    file: tuple[str, str, int],
     width: int,
     height: int,
     boxes: dict[str, BoundingBoxes2D] | None = None,
     masks: dict[str, ImageMask] | None = None,
     caption: str | None = None,
-    classes_cache: dict | None = None,
+    classes_cache: dict[tuple[tuple[int, str], ...], Classes] | None = None,
 ) -> wandb.Image:
     """A ``wandb.Image`` backed by the PNG ``file`` we already wrote: what
     ``wandb.Image(pixels, caption=caption, boxes=boxes, masks=masks)`` makes.
@@ -374,7 +388,7 @@ def new_image(
     img._file_type = None
     img.format = "png"
     _set_file(img, file, None)
-    total: dict = {}
+    total: dict[int, str] = {}
     for b in (boxes or {}).values():
         total.update(b._class_labels)
     for m in (masks or {}).values():
@@ -415,9 +429,10 @@ def json_helper(value: Any, artifact: wandb.Artifact) -> Any:
 # ---------------------------------------------------------------------------------
 # Table column types (``wandb/sdk/data_types/_dtypes.py``)
 # ---------------------------------------------------------------------------------
-def column_type_map(table: wandb.Table) -> dict[str, Any]:
+def column_type_map(table: wandb.Table) -> dict[str | int, Any]:
     """The table's column types by name (``Table._column_types.params["type_map"]``)."""
-    return table._column_types.params["type_map"]
+    type_map: dict[str | int, Any] = table._column_types.params["type_map"]
+    return type_map
 
 
 def share_column_types(table: wandb.Table, source: wandb.Table) -> None:
@@ -467,7 +482,7 @@ def link_type(col_type: Any, link: Any) -> Any | None:
     return cast
 
 
-def linked_tables(type_map: dict[str, Any]) -> list[wandb.Table]:
+def linked_tables(type_map: Mapping[str | int, Any]) -> list[wandb.Table]:
     """The tables that columns of row indices link to: the ``table`` of every
     ``foreignIndex`` column type, alone or in a union (``_ForeignIndexType.params``), once
     each. Serializing such a type adds its table to the artifact (``Artifact.add``)."""
@@ -487,9 +502,10 @@ def linked_tables(type_map: dict[str, Any]) -> list[wandb.Table]:
     return list(found.values())
 
 
-def column_types_json(type_map: dict[str, Any], artifact: wandb.Artifact) -> dict[str, Any]:
+def column_types_json(type_map: dict[str | int, Any], artifact: wandb.Artifact) -> dict[str, Any]:
     """The ``column_types`` JSON of a table (``TypedDictType(type_map).to_json``)."""
-    return _dtypes.TypedDictType(type_map).to_json(artifact)
+    column_types: dict[str, Any] = _dtypes.TypedDictType(type_map).to_json(artifact)
+    return column_types
 
 
 # ---------------------------------------------------------------------------------
@@ -498,7 +514,7 @@ def column_types_json(type_map: dict[str, Any], artifact: wandb.Artifact) -> dic
 def staging_dir() -> str:
     """wandb's artifact staging directory (``wandb/sdk/artifacts/staging.py``:
     ``get_staging_dir``), where ``add_file`` copies files before they are logged."""
-    return _get_staging_dir()
+    return str(_get_staging_dir())
 
 
 def client_id(artifact: wandb.Artifact) -> str:
@@ -507,18 +523,18 @@ def client_id(artifact: wandb.Artifact) -> str:
     return artifact._client_id
 
 
-def added_local_paths(artifact: wandb.Artifact) -> dict:
+def added_local_paths(artifact: wandb.Artifact) -> dict[str, Any]:
     """``Artifact._added_local_paths``: local file -> its entry (``get_added_local_path_name``
     reads it)."""
     return artifact._added_local_paths
 
 
-def set_added_local_paths(artifact: wandb.Artifact, paths: dict) -> None:
+def set_added_local_paths(artifact: wandb.Artifact, paths: dict[str, Any]) -> None:
     """Replace ``Artifact._added_local_paths`` (by a dict that also resolves row files)."""
     artifact._added_local_paths = paths
 
 
-def replace_entries(artifact: wandb.Artifact, entries: dict) -> None:
+def replace_entries(artifact: wandb.Artifact, entries: dict[str, Any]) -> None:
     """Replace the artifact's ``manifest.entries`` dict, past pydantic's field validation
     (``wandb/sdk/artifacts/artifact_manifest.py``: ``ArtifactManifest.entries``)."""
     object.__setattr__(artifact.manifest, "entries", entries)
@@ -623,16 +639,16 @@ def cleanup_tmp_dir(artifact: wandb.Artifact) -> None:
         tmp.cleanup()
 
 
-def artifact_cache_by_client_id() -> dict:
+def artifact_cache_by_client_id() -> dict[str, Any]:
     """wandb's capped cache of ``Artifact`` objects by client id
     (``wandb/sdk/artifacts/artifact_instance_cache.py``:
     ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
     ``artifact_instance_cache`` keyed by client id and server id alike)."""
     module = importlib.import_module("wandb.sdk.artifacts.artifact_instance_cache")
-    return (
-        getattr(module, "artifact_instance_cache_by_client_id", None)
-        or module.artifact_instance_cache
-    )
+    cache: dict[str, Any] | None = getattr(module, "artifact_instance_cache_by_client_id", None)
+    if cache is None:  # not `or`: an empty cache is falsy, and still the one to use
+        cache = module.artifact_instance_cache
+    return cache
 
 
 def uncache(artifact: wandb.Artifact) -> None:
@@ -772,7 +788,8 @@ def scope_manifest(
             hasher = manifest_hasher(self)
             for text in self._fastevalcb_lines():
                 hasher.update(text.encode("utf-8"))
-            return hasher.hexdigest()
+            hexdigest: str = hasher.hexdigest()
+            return hexdigest
 
         def length(self: Any) -> int:
             n = len(self.entries)
@@ -797,7 +814,8 @@ def scope_manifest(
 def write_manifest_file(manifest: Any) -> str:
     """wandb's own manifest file of ``manifest`` (``InterfaceBase.
     _write_artifact_manifest_file``: gzip'd JSON lines in the staging dir); its path."""
-    return _interface.InterfaceBase._write_artifact_manifest_file(None, manifest)
+    path: str = _interface.InterfaceBase._write_artifact_manifest_file(None, manifest)
+    return path
 
 
 def manifest_file_threshold() -> int:

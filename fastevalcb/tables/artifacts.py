@@ -23,7 +23,7 @@ def log_data_artifact(
     table_name: str,
     artifact: wandb.Artifact | None = None,
     index: MediaIndex | None = None,
-) -> MediaIndex:
+) -> MediaIndex | None:
     """Log the data table as an artifact the run uses (online) or produces (offline).
 
     Online this is stock's ``use_artifact`` + ``wait``: the run is recorded as a
@@ -35,6 +35,10 @@ def log_data_artifact(
             (:class:`Stager`); default: a new one named ``name``.
         index: the index of those files (:meth:`MediaIndex.from_files`); default: one
             built from the table's cells.
+
+    Returns:
+        The index pred versions reference the data table's files through; None when the
+        "entries" fast path is off and no ``index`` was given (wandb's own references).
     """
     artifact = artifact if artifact is not None else wandb.Artifact(name, type=type)
     add_table(artifact, table, table_name)

@@ -99,7 +99,7 @@ def _cleaned(check: Callable[[], None]) -> Callable[[], None]:
 def _entry_json(entry: Any) -> dict[str, Any]:
     """An entry's JSON as wandb sends it, its local file named by its bytes' md5 (staging
     file names are random)."""
-    out = entry.to_json()
+    out: dict[str, Any] = entry.to_json()
     if out.get("local_path"):
         with open(out["local_path"], "rb") as f:
             out["local_path"] = hashlib.md5(f.read(), usedforsecurity=False).hexdigest()
@@ -147,10 +147,10 @@ def check_entries() -> None:
     for file, (subdir, suffix) in zip(
         images + masks, [(_wandb.IMAGE_DIR, ".png")] * 3 + [(_wandb.MASK_DIR, ".mask.png")]
     ):
-        name = stager.files.name_of_path(file.path)
+        name = stager.files.name_of_path(file.path) or ""  # "": not one of its files
+        _same("a staged file's entry name", name.startswith(subdir) and name.endswith(suffix), True)
         if public.manifest.get_entry_by_path(name) is None:
             public.add_file(file.path, name=name, policy="immutable")
-        _same("a staged file's entry name", name.startswith(subdir) and name.endswith(suffix), True)
     classes = Classes([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}])
     add_json(data, classes, "media/classes/check_cls")
     public.add(Classes([{"id": 0, "name": "a"}, {"id": 1, "name": "b"}]), "media/classes/check_cls")
@@ -199,7 +199,9 @@ def check_manifest() -> None:
     objects.manifest.entries.update({name: entries[name] for name in entries})
     _wandb.scope_manifest(data, entries.digest_lines)
     _same("the manifest digest", data.manifest.digest(), objects.manifest.digest())
-    _same("the manifest class", type(objects.manifest).digest is not type(data).digest, True)
+    _same(
+        "the manifest class", type(objects.manifest).digest is not type(data.manifest).digest, True
+    )
     texts = []
     for artifact in (data, objects):
         path = _wandb.write_manifest_file(artifact.manifest)
@@ -236,15 +238,18 @@ def check_tables() -> None:
         masks={"gt": {"mask_data": mask, "class_labels": labels}},
     )
     b, m = _wandb.image_layers(stock)
+    stock_file, mask_file = _wandb.media_file(stock), _wandb.media_file(m["gt"])
+    if stock_file is None or mask_file is None:
+        raise FastPathMismatch("wandb.Image from pixels: an image or mask without a file")
     ours = _wandb.new_image(
-        _wandb.media_file(stock),
+        stock_file,
         *_wandb.image_size(stock),
         boxes={
             "pred": _wandb.new_boxes2d(
                 "pred", JSONText(json.dumps(boxes, sort_keys=True)), labels, None
             )
         },
-        masks={"gt": _wandb.new_image_mask("gt", mask, labels, _wandb.media_file(m["gt"]))},
+        masks={"gt": _wandb.new_image_mask("gt", mask, labels, mask_file)},
         caption="c",
     )
     plain = wandb.Image(pixels[:2])
@@ -252,7 +257,7 @@ def check_tables() -> None:
         [1, 0.5, "x", [0.1, 0.2], stock, plain],
         [2, float("nan"), "y", [0.2, 0.3], stock, plain],
     ]
-    columns = ["id", "score", "label", "scores", "image", "plain"]
+    columns: list[str | int] = ["id", "score", "label", "scores", "image", "plain"]
     public, fast, streamed = _artifact(), _artifact(), _artifact()
     public.add(wandb.Table(columns=columns, data=rows), "t")
     from fastevalcb.tables.artifacts import add_table
@@ -286,6 +291,8 @@ def check_tables() -> None:
 
 def _table_json(artifact: wandb.Artifact) -> Any:
     entry = artifact.manifest.entries["t.table.json"]
+    if entry.local_path is None:
+        raise FastPathMismatch("the table's entry has no local file")
     with open(entry.local_path, encoding="utf-8") as f:
         out = json.load(f)
     for row in out["data"]:  # NaN != NaN: compare them as text
@@ -309,15 +316,15 @@ def check_links() -> None:
     logged = wandb.Table(columns=columns, data=rows)
     data_entry = data.add(logged, "val_data")
     data.finalize()  # as logged: wandb links a finalized artifact's table by reference
-    table = wandb.Table(columns=["epoch", "row"])  # type: ignore[arg-type]
-    for index in logged.get_index():
+    table = wandb.Table(columns=["epoch", "row"])
+    for index in logged.get_index():  # type: ignore[no-untyped-call]
         table.add_data(0, index)
     public.add(table, "t")  # the data artifact is in wandb's instance cache: a reference
     linked = wandb.Table(columns=columns, data=rows)  # ours: never added anywhere
     link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
     linked.link = link  # type: ignore[attr-defined]
     ours = ColumnarTable(["epoch", "row"])
-    ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})
+    ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})  # type: ignore[no-untyped-call]
     add_table(fast, ours, "t")
     _same("a linked table's manifest", _linked_manifest(fast), _linked_manifest(public))
     _same("a linked table's JSON", _linked_table_json(fast), _linked_table_json(public))
@@ -333,13 +340,19 @@ def _linked_manifest(artifact: wandb.Artifact) -> dict[str, Any]:
     out = _manifest(artifact)
     del out["contents"]  # the same entries, by name: in "entries"
     del out["entries"]["t.table.json"]
-    return json.loads(_TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out)))
+    same: dict[str, Any] = json.loads(
+        _TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out))
+    )
+    return same
 
 
 def _linked_table_json(artifact: wandb.Artifact) -> dict[str, Any]:
     """The table's JSON (:func:`_table_json`), the linked table's random name made one."""
     out = _table_json(artifact)
-    return json.loads(_TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out)))
+    same: dict[str, Any] = json.loads(
+        _TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out))
+    )
+    return same
 
 
 _wandb.register_check("entries", _cleaned(check_entries))

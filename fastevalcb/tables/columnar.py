@@ -7,7 +7,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ class TableSchemaError(ValueError):
     """A row or a column set does not match the table's declared columns."""
 
 
-class JSONText(list):
+class JSONText(list[Any]):
     """A JSON array kept as its text (what ``json.dumps(value, sort_keys=True)`` writes).
 
     Used as a box layer's ``box_data``: building 100 box dicts per image and encoding them
@@ -44,15 +44,16 @@ class JSONText(list):
         self.score_keys = score_keys
 
     def decoded(self) -> list[Any]:
-        return json.loads(self.text)
+        values: list[Any] = json.loads(self.text)
+        return values
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.decoded())
 
     def __len__(self) -> int:
         return len(self.decoded())
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:
         return self.decoded()[index]
 
     def __bool__(self) -> bool:
@@ -61,7 +62,7 @@ class JSONText(list):
     def __eq__(self, other: object) -> bool:
         return self.decoded() == (other.decoded() if isinstance(other, JSONText) else other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"JSONText({self.text[:60]!r}{'...' if len(self.text) > 60 else ''})"
@@ -71,28 +72,28 @@ _FRAGMENT = "\x00fastevalcb-json:{}\x00"
 _FRAGMENT_JSON = re.compile(r'"\\u0000fastevalcb-json:(\d+)\\u0000"')
 
 
-def validate_columns(columns: Any, what: str) -> list[str]:
+def validate_columns(columns: Any, what: str) -> list[str | int]:
     """Check a declared column list: a non-empty list of unique, non-blank str/int names."""
     if isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence):
         raise TableSchemaError(
             f"{what} must be a list of column names, got {type(columns).__name__}: {columns!r}"
         )
-    columns = list(columns)
-    if not columns:
+    names: list[Any] = list(columns)
+    if not names:
         raise TableSchemaError(f"{what} must name at least one column, got []")
-    bad = [c for c in columns if type(c) not in (str, int)]
+    bad = [c for c in names if type(c) not in (str, int)]
     if bad:
         raise TableSchemaError(f"{what} names must be str or int, got {bad!r}")
-    blank = [i for i, c in enumerate(columns) if type(c) is str and not c.strip()]
+    blank = [i for i, c in enumerate(names) if type(c) is str and not c.strip()]
     if blank:
         raise TableSchemaError(
-            f"{what} names must be non-empty, got {columns[blank[0]]!r} at position "
-            f"{blank[0]} of {columns}"
+            f"{what} names must be non-empty, got {names[blank[0]]!r} at position "
+            f"{blank[0]} of {names}"
         )
-    dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
+    dupes = sorted({str(c) for c in names if names.count(c) > 1})
     if dupes:
         raise TableSchemaError(f"{what} has duplicate column names: {dupes}")
-    return columns
+    return names
 
 
 class ColumnarTable(wandb.Table):
@@ -108,9 +109,10 @@ class ColumnarTable(wandb.Table):
     (``add_columns``), e.g. numpy arrays straight from a model.
     """
 
-    def __init__(self, columns: Sequence[str], allow_mixed_types: bool = False) -> None:
-        columns = validate_columns(columns, "columns")
-        super().__init__(columns=columns, allow_mixed_types=allow_mixed_types)
+    def __init__(self, columns: Sequence[str | int], allow_mixed_types: bool = False) -> None:
+        super().__init__(
+            columns=validate_columns(columns, "columns"), allow_mixed_types=allow_mixed_types
+        )
         self._allow_mixed = allow_mixed_types
         self.media_index: MediaIndex | None = None  # set when its images are references
 
@@ -127,7 +129,7 @@ class ColumnarTable(wandb.Table):
                 f"for columns {self.columns}"
             )
 
-    def add_columns(self, columns: Mapping[str, Any]) -> None:
+    def add_columns(self, columns: Mapping[Any, Any]) -> None:
         """Append rows given as whole columns: ``{name: array or list}``.
 
         Every declared column must be present, each with the same length. numpy
@@ -135,7 +137,7 @@ class ColumnarTable(wandb.Table):
         """
         self.data.extend(map(list, zip(*self._checked_columns(columns))))
 
-    def _checked_columns(self, columns: Mapping[str, Any]) -> list[list[Any]]:
+    def _checked_columns(self, columns: Mapping[Any, Any]) -> list[Sequence[Any]]:
         """The declared columns of ``columns`` as lists, in order (same lengths, none missing)."""
         given, declared = list(columns), list(self.columns)
         if set(given) != set(declared):
@@ -211,7 +213,7 @@ class ColumnarTable(wandb.Table):
     def allow_mixed_types(self) -> bool:
         return self._allow_mixed
 
-    def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
+    def _infer_column_type(self, name: str | int, column: Sequence[Any]) -> Any:
         """The column's wandb type, merged from one representative per kind of value.
 
         A column holding a table link (a ``get_index()`` value) is first cast to the link's
@@ -253,7 +255,7 @@ def _is_scalar_list(value: Any) -> bool:
     return type(value) in (list, tuple) and _SCALAR_SET.issuperset(map(type, value))
 
 
-def _scalar_list_key(value: Any) -> tuple | None:
+def _scalar_list_key(value: Any) -> tuple[Any, ...] | None:
     """What a list of JSON scalars' wandb type depends on (None: not such a list)."""
     if type(value) not in (list, tuple):
         return None
@@ -275,7 +277,7 @@ def _column_to_json(
     artifact: wandb.Artifact,
     media_index: MediaIndex | None = None,
     fragments: list[str] | None = None,
-    image_json: Callable[[wandb.Image], dict] | None = None,
+    image_json: Callable[[wandb.Image], dict[str, Any]] | None = None,
 ) -> list[Any]:
     """JSON-ready values of one column.
 
@@ -352,7 +354,7 @@ def _score_keys(box_data: Any) -> frozenset[str]:
     return frozenset(k for box in box_data for k in box.get("scores", ()))
 
 
-def _image_signature(image: wandb.Image) -> tuple:
+def _image_signature(image: wandb.Image) -> tuple[Any, ...]:
     """What an image's wandb type depends on: layer names, class maps and score keys."""
     boxes, masks = _wandb.image_layers(image)
     classes = _wandb.image_classes(image)
@@ -423,6 +425,7 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
         yield uniform[0]
         return
     seen: set[Any] = set()
+    key: Any  # a hashable summary of the value's wandb type
     for value in column:
         kind = type(value)
         if isinstance(value, wandb.Image):
@@ -441,5 +444,5 @@ def _type_representatives(column: Sequence[Any]) -> Iterable[Any]:
             yield _nan_free(value) if kind in (list, tuple) and key[3] else value
 
 
-def _nan_free(values: Sequence[Any]) -> list[Any]:
+def _nan_free(values: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
     return type(values)(0.0 if type(v) is float and v != v else v for v in values)

@@ -14,11 +14,11 @@ import secrets
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import wandb
-from wandb.data_types import Media
+from wandb.data_types import Classes, Media
 
 from fastevalcb.tables import _wandb
 from fastevalcb.tables._wandb import (
@@ -29,6 +29,7 @@ from fastevalcb.tables._wandb import (
     new_image_mask,
 )
 from fastevalcb.tables.staging import Stager, entry_rows, local_entry_name
+from fastevalcb.tables.staging import local_paths as staging_local_paths
 
 CLIENT_REF_SCHEME = "wandb-client-artifact"
 
@@ -86,7 +87,7 @@ class MediaFiles:
         self.media_subdir, self.suffix, self.stager_prefix = media_subdir, suffix, stager_prefix
         self.counter, self.sha256, self.md5 = counter, sha256, md5
         self.size, self.width, self.height = size, width, height
-        self._md5 = memoryview(np.ascontiguousarray(md5)).cast("B")  # fast reads of a row
+        self._md5 = np.ascontiguousarray(md5).data.cast("B")  # fast reads of a row
         self._row_of: np.ndarray | None = None  # counter - first counter -> row, when read
 
     @classmethod
@@ -95,7 +96,9 @@ class MediaFiles:
     ) -> MediaFiles:
         """The files of ``media`` (one batch), which ``stager`` wrote."""
         n = len(media)
-        infos = [_wandb.media_file(m) for m in media]
+        infos = [info for info in map(_wandb.media_file, media) if info is not None]
+        if len(infos) != n:
+            raise ValueError(f"MediaFiles.of: {n - len(infos)} of the {n} media have no file")
         paths = [info.path for info in infos]
         staged = stager.files
         start = len(staged.prefix)
@@ -206,7 +209,7 @@ def _hex_rows(arr: np.ndarray) -> list[str]:
     return [text[i : i + width] for i in range(0, len(text), width)]
 
 
-class ImageColumn(Sequence):
+class ImageColumn(Sequence[wandb.Image]):
     """A pred batch's plain images: rows of a data table's :class:`MediaFiles`, by reference.
 
     One value for a whole column of a :class:`StreamedTable` batch, which serializes it and
@@ -226,14 +229,21 @@ class ImageColumn(Sequence):
         files: MediaFiles,
         rows: slice,
         masks: MediaFiles | None = None,
-        mask_labels: dict | None = None,
+        mask_labels: dict[int, str] | None = None,
     ) -> None:
-        self.files, self.rows, self.masks, self.mask_labels = files, rows, masks, mask_labels
+        if masks is not None and mask_labels is None:
+            raise ValueError("ImageColumn: masks need mask_labels ({class_id: name})")
+        self.files, self.rows, self.masks = files, rows, masks
+        self.mask_labels: dict[int, str] = mask_labels or {}
 
     def __len__(self) -> int:
-        return self.rows.stop - self.rows.start
+        return int(self.rows.stop - self.rows.start)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> wandb.Image: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[wandb.Image]: ...
+    def __getitem__(self, i: int | slice) -> wandb.Image | list[wandb.Image]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if not -len(self) <= i < len(self):
@@ -276,7 +286,7 @@ _IMAGE_JSON = (
 )
 
 
-class LayeredImages(Sequence):
+class LayeredImages(Sequence[wandb.Image]):
     """A pred batch's images with this version's layers: the data table's images (and
     their ground-truth mask layer) by reference, plus mask files staged into this
     version's artifact and box layers kept as JSON text.
@@ -297,8 +307,8 @@ class LayeredImages(Sequence):
     def __init__(
         self,
         base: ImageColumn,
-        class_labels: dict,
-        masks: Mapping[str, Sequence[FileInfo]] | None = None,
+        class_labels: dict[int, str],
+        masks: Mapping[str, Sequence[tuple[str, str, int]]] | None = None,
         boxes: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         self.base, self.class_labels = base, class_labels
@@ -313,12 +323,16 @@ class LayeredImages(Sequence):
                     raise ValueError(
                         f"{kind}[{key!r}] must have {len(base)} rows, got {len(layer)}"
                     )
-        self._classes_cache: dict = {}
+        self._classes_cache: dict[tuple[tuple[int, str], ...], Classes] = {}
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> wandb.Image: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[wandb.Image]: ...
+    def __getitem__(self, i: int | slice) -> wandb.Image | list[wandb.Image]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if not -len(self) <= i < len(self):
@@ -347,21 +361,21 @@ class LayeredImages(Sequence):
         )
 
     @property
-    def classes(self):
+    def classes(self) -> Classes | None:
         """The images' shared ``Classes`` (what each image's ``to_json`` adds)."""
         return _wandb.image_classes(self[0])
 
     def json_texts(
-        self, names: list[str], mask_names: Mapping[str, list[str]], classes_json: dict
+        self, names: list[str], mask_names: Mapping[str, list[str]], classes_json: dict[str, Any]
     ) -> list[str]:
         """Each image's ``json.dumps(image.to_json(artifact), sort_keys=True)`` once its
         files are the artifact's entries: the image's ``names[i]``, each mask layer's
         ``mask_names[layer][i]`` (``"ground_truth"`` included); ``classes_json`` is the
         class-set file's JSON. Written from the parts, a format string per batch."""
         base, rows = self.base, self.base.rows
-        slots: list[list] = []  # per-row values; the template holds _SLOT markers
+        slots: list[list[Any]] = []  # per-row values; the template holds _SLOT markers
 
-        def slot(values: list, quote: bool = True) -> str:  # names, hex: no JSON escaping
+        def slot(values: list[Any], quote: bool = True) -> str:  # names, hex: no JSON escaping
             slots.append([f'"{v}"' for v in values] if quote else values)
             return _SLOT.format(len(slots) - 1)
 
@@ -444,6 +458,8 @@ class MediaIndex:
             for cell in row:
                 for media in media_files(cell):
                     path = _wandb.media_path(media)
+                    if path is None:
+                        continue
                     entry = _wandb.added_local_paths(artifact).get(path)
                     if entry is not None:
                         index[path] = (entry.path, entry.digest)
@@ -460,6 +476,8 @@ class MediaIndex:
         """A media object's file in the data artifact: ``(entry name, digest)`` (tables'
         files), ``(MediaFiles, row)`` (staged files), or None."""
         path = _wandb.media_path(media)
+        if path is None:
+            return None
         found = self._entry_by_local_path.get(path)
         if found is not None or not self._files:
             return found
@@ -493,7 +511,7 @@ class MediaIndex:
             return 0  # wandb's own serialization adds them, as copies
         added = 0
         entries = entry_rows(target)
-        local_paths = _wandb.added_local_paths(target)  # a LocalPaths
+        local_paths = staging_local_paths(target)
         cells = (
             itertools.chain.from_iterable(table.data) if isinstance(table, wandb.Table) else table
         )
@@ -502,7 +520,7 @@ class MediaIndex:
                 continue
             for media in media_files(cell):
                 path = _wandb.media_path(media)
-                if path in local_paths:
+                if path is None or path in local_paths:
                     continue
                 found = self._lookup(media)
                 if found is None:
@@ -552,7 +570,7 @@ class MediaIndex:
         references = self._sources.get(id(files))
         if references is None:
             references = self._sources[id(files)] = _References(files, self.client_id)
-        _wandb.added_local_paths(target).add_resolver(files.stager_prefix, files.name_of_path)
+        staging_local_paths(target).add_resolver(files.stager_prefix, files.name_of_path)
         return references
 
     def reference_entry(self, entry_name: str, digest: str) -> Any:
@@ -567,9 +585,11 @@ class MediaIndex:
     def image_json(self, image: wandb.Image, artifact: wandb.Artifact) -> dict[str, Any]:
         """``image.to_json(artifact)`` of a plain image whose file is already an entry of
         ``artifact`` (a reference to the data artifact), without wandb's per-image work."""
-        name = local_entry_name(artifact, _wandb.media_path(image))
+        path = _wandb.media_path(image)
+        name = None if path is None else local_entry_name(artifact, path)
         if name is None:
-            return _wandb.json_helper(image, artifact)
+            stock: dict[str, Any] = _wandb.json_helper(image, artifact)
+            return stock
         return image_file_json(image, name)
 
 
@@ -578,6 +598,7 @@ class _References:
     reference entries of a pred version (``add_reference`` of their client URI)."""
 
     local_path_prefix = None
+    json_keys: tuple[str, ...] | None = None  # see EntrySource
 
     def __init__(self, files: MediaFiles, client_id: str) -> None:
         self.files, self.client_id = files, client_id
@@ -599,7 +620,8 @@ class _References:
         return None
 
     def md5s(self, rows: np.ndarray) -> bytes:
-        return self.files.md5[rows].tobytes()
+        md5: np.ndarray = self.files.md5[rows]
+        return md5.tobytes()
 
     def sizes(self, rows: np.ndarray) -> np.ndarray:
         return np.zeros(len(rows), np.int64)
@@ -635,7 +657,7 @@ class DataTableLink:
 _TABLE_ID_CHARS = string.ascii_lowercase + string.digits
 
 
-def add_link_references(artifact: wandb.Artifact, type_map: Mapping[str, Any]) -> int:
+def add_link_references(artifact: wandb.Artifact, type_map: Mapping[str | int, Any]) -> int:
     """Give ``artifact`` a reference entry for each table a column of row indices links to
     (a ``foreignIndex`` column type, ``type_map``: the table's column types) whose ``link``
     (:class:`DataTableLink`) says where it was logged, and make that entry what
@@ -653,7 +675,7 @@ def add_link_references(artifact: wandb.Artifact, type_map: Mapping[str, Any]) -
         The number of reference entries added.
     """
     added = 0
-    for table in _wandb.linked_tables(dict(type_map)):
+    for table in _wandb.linked_tables(type_map):
         link = getattr(table, "link", None)
         if not isinstance(link, DataTableLink) or _wandb.added_entry(artifact, table) is not None:
             continue

@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -34,12 +34,16 @@ class EntrySource(Protocol):
     def ref(self, name: str) -> str | None: ...  # of the row named ``name``
     def local_path(self, row: int) -> str | None: ...
 
+    # The keys of the source's entries' JSON (the same for every row), learnt from the
+    # first real entry by EntryView.to_json; None until then.
+    json_keys: tuple[str, ...] | None
+
     def md5s(self, rows: np.ndarray) -> bytes: ...  # the rows' 16-byte entry digests (bulk)
 
     def sizes(self, rows: np.ndarray) -> np.ndarray: ...  # the rows' sizes (bulk)
 
 
-_NO_EXTRA = MappingProxyType({})
+_NO_EXTRA: MappingProxyType[str, Any] = MappingProxyType({})
 
 
 class EntryView:
@@ -76,9 +80,9 @@ class EntryView:
         row: the keys the real entry of this source's first view wrote, which are the
         same for every row of a source (wandb releases differ in which they write)."""
         source = self._source
-        keys = getattr(source, "json_keys", None)
+        keys = source.json_keys
         if keys is None:
-            real = self.entry().to_json()
+            real: dict[str, Any] = self.entry().to_json()
             source.json_keys = keys = (
                 tuple(real)
                 if set(real) <= set(_JSON_FIELDS) and real == self._json(tuple(real))
@@ -130,7 +134,7 @@ _JSON_FIELDS = {
 }
 
 
-class EntryRows(dict):
+class EntryRows(dict[str, Any]):
     """An artifact's ``manifest.entries`` (wandb-internal) whose entries of many files are
     rows of arrays: entry name -> an int (source and row) instead of an entry object.
 
@@ -147,7 +151,7 @@ class EntryRows(dict):
     _SHIFT = 40
     _ROW = (1 << _SHIFT) - 1
 
-    def __init__(self, entries: dict | None = None) -> None:
+    def __init__(self, entries: dict[str, Any] | None = None) -> None:
         super().__init__(entries or {})
         self._sources: list[EntrySource] = []
         self._base: dict[int, int] = {}  # id(source) -> its rows' first int
@@ -183,6 +187,7 @@ class EntryRows(dict):
     def pop(self, name: str, *default: Any) -> Any:
         return self._real(dict.pop(self, name, *default))
 
+    # values/items: iterators, not dict views (wandb iterates them once, when it logs)
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         return (view for _, view in self.items())
 
@@ -203,7 +208,7 @@ class EntryRows(dict):
                 ):
                     yield name, EntryView(name, source, row, digest, size)
 
-    def copy(self) -> dict:
+    def copy(self) -> dict[str, Any]:
         return {name: self[name] for name in self}
 
     def digest_lines(self, chunk: int = 4096) -> Iterator[str]:
@@ -260,18 +265,23 @@ def b64_rows(md5s: bytes) -> list[str]:
     return [flat[i : i + 24] for i in range(0, 24 * n, 24)]
 
 
-class LocalPaths(dict):
+# The entry name of a staged file's path, or None (a set of files' ``name_of_path``).
+Resolver = Callable[[str], str | None]
+
+
+class LocalPaths(dict[str, Any]):
     """An artifact's ``_added_local_paths`` (wandb-internal: local file -> its entry) that
     also finds the files of :class:`EntryRows` sources by their path, without a key per
     file: a ``resolver`` maps a path under its prefix to an entry name, which is the
     path's entry when the artifact has it."""
 
-    def __init__(self, paths: dict, entries: EntryRows) -> None:
+    def __init__(self, paths: dict[str, Any], entries: EntryRows) -> None:
         super().__init__(paths)
         self.entries = entries
-        self._resolvers: dict[tuple, tuple[str, Any]] = {}  # one per set of files
+        # one per set of files: (prefix, id of the files) -> (prefix, resolver)
+        self._resolvers: dict[tuple[str, int], tuple[str, Resolver]] = {}
 
-    def add_resolver(self, prefix: str, resolver: Any) -> None:
+    def add_resolver(self, prefix: str, resolver: Resolver) -> None:
         """``resolver(path)``: the entry name of a file under ``prefix`` (a staging folder)
         of one set of files, or None. A set's resolver is added once (several sets, such
         as a data table's images and masks, can share a folder)."""
@@ -282,7 +292,8 @@ class LocalPaths(dict):
         """The name of the entry for the local file ``path``, or None."""
         entry = dict.get(self, path)
         if entry is not None:
-            return entry.path
+            entry_path: str = entry.path
+            return entry_path
         for prefix, resolver in self._resolvers.values():
             if path.startswith(prefix):
                 name = resolver(path)
@@ -328,6 +339,14 @@ def local_entry_name(artifact: wandb.Artifact, path: str) -> str | None:
     if isinstance(paths, LocalPaths):
         return paths.entry_name(path)
     return artifact.get_added_local_path_name(path)
+
+
+def local_paths(artifact: wandb.Artifact) -> LocalPaths:
+    """The artifact's local paths as :class:`LocalPaths` (made by :func:`entry_rows`)."""
+    paths = _wandb.added_local_paths(artifact)
+    if not isinstance(paths, LocalPaths):
+        raise TypeError("the artifact's local paths are not LocalPaths: call entry_rows first")
+    return paths
 
 
 def _source_entry(source: EntrySource, row: int) -> Any:
@@ -380,9 +399,7 @@ class Stager:
         if self.rows:
             self._entries = entry_rows(artifact)
             self._base = self._entries.base(self.files)
-            _wandb.added_local_paths(artifact).add_resolver(
-                self.files.prefix, self.files.name_of_path
-            )
+            local_paths(artifact).add_resolver(self.files.prefix, self.files.name_of_path)
 
     def write(self, data: bytes, media_subdir: str, suffix: str) -> FileInfo:
         """Stage ``data`` as the entry ``<media_subdir>/<digest[:20]><suffix>``.
@@ -429,6 +446,8 @@ class StagedFiles:
     """:class:`EntrySource`: the files a :class:`Stager` wrote, one row per file (its entry
     digest, size and kind in arrays: ~25 bytes a file). File ``n`` is ``prefix + str(n)``.
     """
+
+    json_keys: tuple[str, ...] | None = None  # see EntrySource
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -67,7 +67,7 @@ class StreamedTable(ColumnarTable):
 
     def __init__(
         self,
-        columns: Sequence[str],
+        columns: Sequence[str | int],
         artifact: wandb.Artifact,
         media_index: MediaIndex | None = None,
         allow_mixed_types: bool = False,
@@ -80,10 +80,11 @@ class StreamedTable(ColumnarTable):
         self._hasher = file_hasher(artifact)  # its digest so far
         self._cleanup: Any = None  # removes the file of a table dropped unwritten
         self._closed = self._finished = False
-        self._known_kinds: dict[str, set] = {}  # per column: kinds of value already typed
+        self._known_kinds: dict[str | int, set[Any]] = {}  # per column: kinds already typed
         self._pinned: list[Any] = []  # one value per kind: what its key's ids point at
-        self._last_classes: tuple = (None, None)  # (Classes, its JSON): batches share one
-        self._class_files: dict[str, dict] = {}  # class-set digest -> JSON of its file
+        # (Classes, its JSON): the batches share one
+        self._last_classes: tuple[Classes | None, dict[str, Any]] = (None, {})
+        self._class_files: dict[str, dict[str, Any]] = {}  # class-set digest -> its file's JSON
         # Without the "tables" fast path: rows are kept in .data, for wandb to serialize.
         self.keeps_rows = not _wandb.fast("tables")
 
@@ -91,7 +92,7 @@ class StreamedTable(ColumnarTable):
         self._check_row(data)
         self.add_columns({name: [value] for name, value in zip(self.columns, data)})
 
-    def add_columns(self, columns: Mapping[str, Any]) -> None:
+    def add_columns(self, columns: Mapping[Any, Any]) -> None:
         if self._closed:
             raise TableSchemaError("this StreamedTable is written: no rows can be added")
         values = self._checked_columns(columns)
@@ -123,7 +124,11 @@ class StreamedTable(ColumnarTable):
         fragments: list[str] = []
         # Image columns are written as text, the rest by json.dumps around a marker that
         # the texts then replace (str.split/join: C speed, no dict per cell).
-        texts = [self._column_texts(col) for i, col in enumerate(values) if i in by_ref]
+        texts = [  # the by_ref columns: the others are lists now
+            self._column_texts(col)
+            for col in values
+            if isinstance(col, (ImageColumn, LayeredImages))
+        ]
         json_columns = [
             _CELL
             if i in by_ref
@@ -160,7 +165,7 @@ class StreamedTable(ColumnarTable):
         self.data.extend(map(list, zip(*values)))
         self.nrows += n
 
-    def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
+    def _infer_column_type(self, name: str | int, column: Sequence[Any]) -> Any:
         """The column's type so far, merged with this batch's (cached per kind of value:
         a batch whose values are all of a kind already merged costs no wandb type work)."""
         uniform = _uniform_representative(column)
@@ -190,14 +195,19 @@ class StreamedTable(ColumnarTable):
         boxes, masks = _wandb.image_layers(image)
         classes = _wandb.image_classes(image)
         files = [image, *masks.values()]
-        names = [local_entry_name(artifact, _wandb.media_path(m)) for m in files]
+        paths = [_wandb.media_path(m) for m in files]
+        found = [None if p is None else local_entry_name(artifact, p) for p in paths]
+        names = [name for name in found if name is not None]
+        mask_files = [_wandb.media_file(m) for m in masks.values()]
         if (
             _wandb.image_grouping(image)
-            or None in names
+            or len(names) < len(files)
             or ((boxes or masks) and classes is None)
             or any(not isinstance(b, BoundingBoxes2D) for b in boxes.values())
+            or None in mask_files
         ):
-            return _wandb.json_helper(image, artifact)  # a file wandb still has to add
+            stock: dict[str, Any] = _wandb.json_helper(image, artifact)  # a file to add
+            return stock
         out = image_file_json(image, names[0])
         if classes is not None:
             out["classes"] = self._classes_json(classes)
@@ -207,10 +217,11 @@ class StreamedTable(ColumnarTable):
             out["masks"] = {
                 key: {
                     "path": name,
-                    "sha256": _wandb.media_file(m).sha256,
+                    "sha256": file.sha256,
                     "_type": _wandb.MASK_TYPE,
                 }
-                for (key, m), name in zip(masks.items(), names[1:])
+                for key, file, name in zip(masks, mask_files, names[1:])
+                if file is not None
             }
         return out
 
@@ -245,8 +256,11 @@ class StreamedTable(ColumnarTable):
         }
         if base.masks is not None:
             mask_names["ground_truth"] = self._entry_names(base.masks, base.rows)
+        classes = column.classes
+        if classes is None:
+            raise ValueError("a LayeredImages column has no class set (empty class_labels?)")
         return column.json_texts(
-            self._entry_names(base.files, base.rows), mask_names, self._classes_json(column.classes)
+            self._entry_names(base.files, base.rows), mask_names, self._classes_json(classes)
         )
 
     def _entry_names(self, files: MediaFiles, rows: slice) -> list[str]:
@@ -279,7 +293,8 @@ class StreamedTable(ColumnarTable):
     def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
         if run_or_artifact is not self.artifact:
             raise TypeError("a StreamedTable is serialized into its own artifact only")
-        return json.loads(self.json_text())
+        table_json: dict[str, Any] = json.loads(self.json_text())
+        return table_json
 
     def json_text(self) -> str:
         """The table's JSON: as :meth:`finish` writes it (or wrote it)."""
@@ -371,7 +386,7 @@ def _fill_cells(text: str, columns: list[list[str]], n: int) -> str:
     cells = [cell for row in zip(*columns) for cell in row]
     if len(pieces) != len(cells) + 1:  # a value that is the marker itself: not ours to write
         raise ValueError("a table value equals fastevalcb's internal cell marker")
-    out = [None] * (2 * len(cells) + 1)
+    out = [""] * (2 * len(cells) + 1)
     out[::2], out[1::2] = pieces, cells
     return "".join(out)
 

@@ -447,7 +447,11 @@ class TaskEvalCallback(WandbEvalCallback):
         raise NotImplementedError
 
     def _pred_columns_for(
-        self, version: _Version, batch: PredictionBatch, labels: Any, base_images: list
+        self,
+        version: _Version,
+        batch: PredictionBatch,
+        labels: Any,
+        base_images: tables.ImageColumn,
     ) -> dict:
         """Pred-table columns (minus epoch/step/id) for one batch; updates version.state."""
         raise NotImplementedError

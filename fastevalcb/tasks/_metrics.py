@@ -61,16 +61,16 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def per_class_table(columns: Mapping[str, Sequence[Any]]) -> Any:
+def per_class_table(columns: Mapping[str, Iterable[Any]]) -> Any:
     """A ``wandb.Table`` with one row per class (NaN cells left empty)."""
     import wandb
 
-    names = list(columns)
-    rows = [[_cell(v) for v in row] for row in zip(*(columns[n] for n in names))]
+    names: list[str | int] = list(columns)
+    rows = [[_cell(v) for v in row] for row in zip(*columns.values())]
     return wandb.Table(columns=names, data=rows, allow_mixed_types=True)
 
 
-def _typed_table(columns: list[str], rows: list[list], dtypes: list[type]) -> Any:
+def _typed_table(columns: list[str | int], rows: list[list[Any]], dtypes: list[type]) -> Any:
     """A ``wandb.Table`` whose cells are all of ``dtypes`` (none empty)."""
     import wandb
 

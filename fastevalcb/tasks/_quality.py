@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fastevalcb.errors import FastEvalWarning
 from fastevalcb.kernels.boxes import DEGENERATE_BOX as DEGENERATE
 from fastevalcb.kernels.boxes import NON_FINITE_BOX as NON_FINITE
 from fastevalcb.kernels.boxes import VALID_BOX as VALID
@@ -48,7 +49,8 @@ class BoxCheck:
         self.non_finite = (code == NON_FINITE).sum(axis=1)
         self.degenerate = (code == DEGENERATE).sum(axis=1)
         self.finite = self.non_finite == 0
-        return code != VALID if self.drop_degenerate else code == NON_FINITE
+        drop: np.ndarray = code != VALID if self.drop_degenerate else code == NON_FINITE
+        return drop
 
 
 class NonFiniteCounter:
@@ -116,7 +118,8 @@ class NonFiniteCounter:
             state["degenerate_samples"] += int(hit.size)
             if hit.size and state["first_degenerate"] is None:
                 state["first_degenerate"] = int(ids[hit[0]])
-        return finite.tolist()
+        flags: list[bool] = finite.tolist()
+        return flags
 
     def finish(self, version: Any, metrics: dict[str, float]) -> dict[str, float]:
         """The version's summary metrics: all NaN when a sample was non-finite. Warns."""
@@ -158,6 +161,4 @@ class NonFiniteCounter:
         if kind in self._warned:
             return
         self._warned.add(kind)
-        from fastevalcb.callback import FastEvalWarning
-
         warnings.warn(message, FastEvalWarning, stacklevel=3)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb import tables
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     binary_probabilities,
     calibration_bins,
@@ -126,7 +127,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
         class_names: Sequence[str],
         *,
         top_k: int = 3,
-        output: str | Callable = "auto",
+        output: str | Callable[..., Any] = "auto",
         multi_label: bool = False,
         threshold: float = 0.5,
         metrics: Sequence[str] | None = None,
@@ -196,7 +197,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
         ]
 
     # -- steps ---------------------------------------------------------------------------
-    def _output_fn(self) -> Callable | None:
+    def _output_fn(self) -> Callable[..., Any] | None:
         return self.output if callable(self.output) else None
 
     def _check_outputs(self, batch: PredictionBatch) -> None:
@@ -278,23 +279,30 @@ class ClassificationEvalCallback(TaskEvalCallback):
             )
         return arr.astype(bool)
 
-    def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
+    def _data_columns_for(
+        self, index: np.ndarray, images: np.ndarray, labels: np.ndarray
+    ) -> dict[str, Any]:
         return {
             "id": index.tolist(),
             "image": build_images(images, compress_level=self.compress_level, stager=self._stager),
             "label": self._names(labels),
         }
 
-    def _names(self, labels: np.ndarray) -> list:
+    def _names(self, labels: np.ndarray) -> list[Any]:
         """Class names of ``(N,)`` ids, or lists of names of ``(N, C)`` bool sets."""
         names = np.asarray(self.class_names, dtype=object)
         if labels.ndim == 2:
             return [names[row].tolist() for row in labels]
-        return names[labels].tolist()
+        flat: list[str] = names[labels].tolist()
+        return flat
 
     def _pred_columns_for(
-        self, version: _Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
-    ) -> dict:
+        self,
+        version: _Version,
+        batch: PredictionBatch,
+        labels: np.ndarray,
+        base_images: tables.ImageColumn,
+    ) -> dict[str, Any]:
         if self.multi_label:
             return self._multi_label_columns(
                 version, batch.outputs, labels, base_images, batch.index
@@ -332,9 +340,9 @@ class ClassificationEvalCallback(TaskEvalCallback):
         version: _Version,
         outputs: np.ndarray,
         labels: np.ndarray,
-        base_images: list,
+        base_images: tables.ImageColumn,
         index: np.ndarray,
-    ) -> dict:
+    ) -> dict[str, Any]:
         probs, pred, hits, num_pred, num_true = multilabel_summary(
             outputs, labels, self.threshold, self._from_logits
         )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fastevalcb import tables
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     box_format_name,
     coco_accumulate,
@@ -73,7 +73,7 @@ class Targets(PackedDetections):
         )
 
 
-def _one_key(outputs: Mapping, keys: tuple[str, ...], what: str) -> str | None:
+def _one_key(outputs: Mapping[str, Any], keys: tuple[str, ...], what: str) -> str | None:
     """The one of ``keys`` that ``outputs`` has (None if none); two of them is an error."""
     found = [k for k in keys if k in outputs]
     if len(found) > 1:
@@ -228,7 +228,7 @@ def padded_outputs(
     adapter: Callable[[Any], Any] | None,
     num_classes: int,
     index: np.ndarray | None = None,
-) -> tuple:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """The model's outputs for ``n`` images, checked with numpy alone (no kernel: train
     begin checks the first batch with it while the worker compiles the kernels).
 
@@ -548,6 +548,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         See :func:`detections_from_outputs`.
         """
         frame = model_hw or hw
+        assert self.box_format is not None  # resolved at train begin, before any prediction
         dets = detections_from_outputs(
             outputs,
             n,
@@ -577,7 +578,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         if self.target_box_format is None:
             return None
         valid = classes >= 0
-        hw = tuple(image_shape[1:3])
+        hw = (image_shape[1], image_shape[2])
         if self.target_box_format.startswith("rel_") and np.any(valid):
             far = np.abs(boxes[valid]).max()
             if far > 2.0:
@@ -656,7 +657,7 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     def _data_columns_for(
         self, index: np.ndarray, images: np.ndarray, labels: PackedDetections
-    ) -> dict:
+    ) -> dict[str, Any]:
         names = np.asarray(self.class_names, dtype=object)
         off = labels.offsets
         return {
@@ -677,16 +678,21 @@ class DetectionEvalCallback(TaskEvalCallback):
         }
 
     def _pred_columns_for(
-        self, version: _Version, batch: PredictionBatch, labels: PackedDetections, base_images: list
-    ) -> dict:
+        self,
+        version: _Version,
+        batch: PredictionBatch,
+        labels: PackedDetections,
+        base_images: tables.ImageColumn,
+    ) -> dict[str, Any]:
         dets = self._predictions(
             batch.outputs,
             len(batch),
-            self._image_shape[:2],
+            self._hw_of(batch),
             np.asarray(batch.index),
             batch.model_hw,
         )
         check = self._box_check  # what _predictions just dropped, per sample
+        assert dets.scores is not None  # predictions always carry scores
         finite = self._quality.add(
             version, batch.index, check.finite, check.non_finite, check.degenerate
         )
@@ -741,6 +747,7 @@ class DetectionEvalCallback(TaskEvalCallback):
         """Keep what the version's metrics need of one batch: COCO's per-detection rows
         (a few bytes a kept detection), the confusion counts, and for ``"voc"`` the
         scores, classes and matches of every prediction."""
+        assert dets.scores is not None  # predictions always carry scores
         if self.metrics & {"coco", "per_class", "pr_curve"}:
             matches = coco_match(
                 dets.offsets,
@@ -779,7 +786,8 @@ class DetectionEvalCallback(TaskEvalCallback):
     def _evaluate(self, state: dict[str, Any]) -> dict[str, Any]:
         """The version's COCO evaluation and per-class results, computed once."""
         if "evaluated" in state:
-            return state["evaluated"]
+            done: dict[str, Any] = state["evaluated"]
+            return done
         matches = concat_matches(state["coco"], self.num_classes)
         result = coco_accumulate(matches)
         num_gt = matches.num_gt[:, 0]
@@ -809,8 +817,9 @@ class DetectionEvalCallback(TaskEvalCallback):
                 present = num_gt > 0
                 mean = np.nan_to_num(values[present]).mean() if present.any() else np.nan
                 means[name + suffix] = float(mean)
-        state["evaluated"] = {"result": result, "per_class": per_class, "means": means}
-        return state["evaluated"]
+        evaluated = {"result": result, "per_class": per_class, "means": means}
+        state["evaluated"] = evaluated
+        return evaluated
 
     def _voc_ap(self, state: dict[str, Any]) -> tuple[float, np.ndarray]:
         if "tp" not in state:

@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import wandb
 
 from fastevalcb import _keras, tables
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     blend_overlay,
     confusion_matrix,
@@ -23,7 +24,7 @@ from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
 OUTPUTS = ("auto", "logits", "probabilities", "labels")
 
 
-def _class_maps(output: str | Callable, num_classes: int) -> Callable:
+def _class_maps(output: str | Callable[..., Any], num_classes: int) -> Callable[[Any], Any]:
     """The step that turns the model's output into ``(B, H, W)`` uint8 class ids.
 
     Written in ``keras.ops``, so the same code runs inside the compiled predict step of
@@ -37,7 +38,7 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
         A function ``outputs -> {"class_maps": (B, H, W) uint8, "finite": (B,) bool}``.
     """
 
-    def with_finite(out):
+    def with_finite(out: Any) -> dict[str, Any]:
         if callable(output):
             out = output(out)
         ops = _keras.ops_for(out)
@@ -47,7 +48,7 @@ def _class_maps(output: str | Callable, num_classes: int) -> Callable:
         finite = ops.all(ops.reshape(ops.isfinite(out), (ops.shape(out)[0], -1)), axis=1)
         return {"class_maps": maps, "finite": finite}
 
-    def class_maps(out, ops):
+    def class_maps(out: Any, ops: Any) -> Any:
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(
                 "the model has several outputs; pass output=<function> (keras.ops) returning "
@@ -147,7 +148,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         class_names: Sequence[str],
         *,
         ignore_index: int | None = None,
-        output: str | Callable = "auto",
+        output: str | Callable[..., Any] = "auto",
         overlay_alpha: float | None = None,
         metrics: Sequence[str] | None = None,
         max_confusion_classes: int = 30,
@@ -181,7 +182,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         super().__init__(
             validation_data, class_names, return_x=overlay_alpha is not None, **options
         )
-        self.mask_labels = dict(self.class_labels)
+        self.mask_labels: dict[int, str] = dict(self.class_labels)
         if ignore_index is not None:
             self.mask_labels[ignore_index] = "ignored"
         self.palette = default_palette(256)
@@ -203,7 +204,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         ]
 
     # -- steps ---------------------------------------------------------------------------
-    def _output_fn(self) -> Callable | None:
+    def _output_fn(self) -> Callable[[Any], Any] | None:
         return _class_maps(self.output, len(self._class_names_for_columns))
 
     def _check_outputs(self, batch: PredictionBatch) -> None:
@@ -238,7 +239,9 @@ class SegmentationEvalCallback(TaskEvalCallback):
         check_class_range(ids, self.num_classes, "a mask pixel", index, allowed)
         return np.ascontiguousarray(ids, dtype=np.uint8)
 
-    def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> dict:
+    def _data_columns_for(
+        self, index: np.ndarray, images: np.ndarray, labels: np.ndarray
+    ) -> dict[str, Any]:
         counts = np.stack([np.bincount(m.reshape(-1), minlength=256) for m in labels])
         present = [
             [self.class_names[c] for c in np.flatnonzero(row[: self.num_classes])] for row in counts
@@ -257,8 +260,12 @@ class SegmentationEvalCallback(TaskEvalCallback):
         }
 
     def _pred_columns_for(
-        self, version: _Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
-    ) -> dict:
+        self,
+        version: _Version,
+        batch: PredictionBatch,
+        labels: np.ndarray,
+        base_images: tables.ImageColumn,
+    ) -> dict[str, Any]:
         pred = np.asarray(batch.outputs["class_maps"])
         finite = np.asarray(batch.outputs["finite"], bool)  # False: NaN/inf scores
         if pred.shape[1:] != labels.shape[1:]:
@@ -292,10 +299,11 @@ class SegmentationEvalCallback(TaskEvalCallback):
             )
 
         if staging is not None:  # the masks' PNGs were encoding meanwhile
-            images = tables.LayeredImages(
+            images: tables.LayeredImages | list[wandb.Image] = tables.LayeredImages(
                 base_images, self.mask_labels, masks={"predictions": staging.results()}
             )
         else:
+            assert self.overlay_alpha is not None  # the masks are staged unless overlaid
             pixels = self._display_images(batch.x)
             if pixels.ndim == 3:  # grey: blend in colour
                 pixels = np.repeat(pixels[..., None], 3, axis=-1)
