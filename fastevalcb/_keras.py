@@ -19,6 +19,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from fastevalcb.errors import FastEvalInputError
+
 TF_KERAS = "tf_keras"
 
 # The batch hooks each Keras asks about before deciding whether to call them at all.
@@ -81,8 +83,6 @@ def check_backend(backend: str, what: str) -> None:
     """
     if backend in STEP_BACKENDS:
         return
-    from fastevalcb.callback import FastEvalInputError
-
     raise FastEvalInputError(
         f"{what} runs Keras models on the TensorFlow and JAX backends; this Keras runs on "
         f"{backend!r} (KERAS_BACKEND={backend}), which its compiled predict step does not "

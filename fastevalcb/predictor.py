@@ -53,6 +53,7 @@ import numpy as np
 
 from fastevalcb import _keras, distributed
 from fastevalcb import sources as _sources
+from fastevalcb.errors import FastEvalInputError
 
 __all__ = ["BatchedPredictor", "PredictionBatch"]
 
@@ -384,8 +385,6 @@ def _jax_batch_devices() -> int:
     import jax
     import keras
 
-    from fastevalcb.callback import FastEvalInputError
-
     if jax.process_count() > 1:
         raise FastEvalInputError(
             f"the JAX backend runs {jax.process_count()} processes (jax.distributed, "
@@ -434,8 +433,6 @@ def _hw(x, path) -> tuple | None:
 
 def _image_path(x_or_spec, image_key, strict: bool):
     """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
-    from fastevalcb.callback import FastEvalInputError
-
     try:
         return _sources.image_input(x_or_spec, image_key)
     except FastEvalInputError:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastevalcb import _keras
+from fastevalcb.errors import FastEvalInputError
 
 DEFAULT_BATCH_SIZE = 32
 SELECTIONS = ("first", "random")
@@ -665,8 +666,6 @@ def image_input(x_or_spec: Any, image_key: Any = None) -> tuple:
             or no ``image_key`` and no input / more than one input is image-shaped.
             The message names every input with its shape.
     """
-    from fastevalcb.callback import FastEvalInputError
-
     paths = [(p, leaf) for p, leaf in _input_paths(x_or_spec) if not _is_string(leaf)]
     listing = _format_inputs(_input_paths(x_or_spec))
     if image_key is not None:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastevalcb.errors import FastEvalWarning
+
 logger = logging.getLogger("fastevalcb")
 
 _STOP = object()
@@ -359,8 +361,6 @@ class RunGuard:
             self._reported = len(self._lost)
         if not new:
             return
-        from fastevalcb.callback import FastEvalWarning
-
         run_id = getattr(self.run, "id", "?")
         listed = ", ".join(f"epoch {epoch} step {step} ({alias})" for alias, (epoch, step) in new)
         warnings.warn(
@@ -383,8 +383,6 @@ class RunGuard:
                 self.on_end()
             pending = self.worker.pending
             if pending and not self.worker.flush(self.timeout):
-                from fastevalcb.callback import FastEvalWarning
-
                 warnings.warn(
                     f"fastevalcb: W&B run {getattr(run, 'id', '?')} {how} while "
                     f"{self.worker.pending} logging job(s) are still running after waiting "

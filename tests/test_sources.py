@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from fastevalcb.callback import FastEvalInputError  # noqa: E402
+from fastevalcb.errors import FastEvalInputError  # noqa: E402
 from fastevalcb.sources import (  # noqa: E402
     ArraySource,
     SampleSpec,

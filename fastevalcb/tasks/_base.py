@@ -40,7 +40,8 @@ import numpy as np
 import wandb
 
 from fastevalcb import _keras, distributed, sources, tables
-from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
+from fastevalcb.callback import DataTableRef, WandbEvalCallback
+from fastevalcb.errors import FastEvalInputError, FastEvalWarning
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
 from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.types import PackedDetections
@@ -930,8 +931,6 @@ class TaskEvalCallback(WandbEvalCallback):
         lost = self._retries.take_given_up()
         if not lost:
             return
-        from fastevalcb.callback import FastEvalWarning
-
         listed = "; ".join(f"{which}: {why}" for which, why in lost)
         warnings.warn(
             f"fastevalcb: {len(lost)} table(s) not written after transient write errors: {listed}",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fastevalcb.errors import FastEvalWarning
 from fastevalcb.kernels.boxes import DEGENERATE_BOX as DEGENERATE
 from fastevalcb.kernels.boxes import NON_FINITE_BOX as NON_FINITE
 from fastevalcb.kernels.boxes import VALID_BOX as VALID
@@ -158,6 +159,4 @@ class NonFiniteCounter:
         if kind in self._warned:
             return
         self._warned.add(kind)
-        from fastevalcb.callback import FastEvalWarning
-
         warnings.warn(message, FastEvalWarning, stacklevel=3)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     binary_probabilities,
     calibration_bins,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fastevalcb import tables
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     box_format_name,
     coco_accumulate,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fastevalcb import _keras, tables
-from fastevalcb.callback import FastEvalInputError
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     blend_overlay,
     confusion_matrix,
