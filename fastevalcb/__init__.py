@@ -14,7 +14,6 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "WandbEvalCallback": "fastevalcb.callback",
-    "FastEvalCallback": "fastevalcb.callback",
     "DataTableRef": "fastevalcb.callback",
     "FastEvalWarning": "fastevalcb.errors",
     "FastEvalInputError": "fastevalcb.errors",

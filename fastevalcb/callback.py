@@ -611,6 +611,3 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         if wandb.run is None:
             raise wandb.Error("the W&B run has finished; call wandb.init() before fit()")
         return wandb.run
-
-
-FastEvalCallback = WandbEvalCallback
