@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import wandb
 
-from fastevalcb import _keras, distributed, sources, tables
+from fastevalcb import _keras, distributed, image_inputs, tables
 from fastevalcb.callback import DataTableRef, WandbEvalCallback
 from fastevalcb.errors import FastEvalInputError, FastEvalWarning
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
@@ -465,7 +465,7 @@ class TaskEvalCallback(WandbEvalCallback):
     # -- construction-time checks ---------------------------------------------------------
     def _check_table_size(self, rows: int | None = None) -> None:
         """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
-        if rows is None and type(self.predictor.source).__name__ == "ArraySource":
+        if rows is None and self.predictor.source.in_memory:
             rows = len(self.predictor.selected_indices())  # known before any model
         limit = wandb.Table.MAX_ARTIFACT_ROWS
         if rows is not None and rows > limit:
@@ -478,7 +478,7 @@ class TaskEvalCallback(WandbEvalCallback):
     def _check_array_data(self) -> None:
         """Validate labels of in-memory arrays now, not at train begin."""
         source = self.predictor.source
-        if type(source).__name__ != "ArraySource":
+        if not source.in_memory:
             return
         for host in source.batches():
             self._check_batch(host)
@@ -495,8 +495,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _image_input(self, x: Any) -> Any:
         """The batch's image input: ``image_key``, else the only image-shaped one."""
         if self._image_path is None:
-            self._image_path = sources.image_input(x, self.image_key)
-        return sources.input_at(x, self._image_path)
+            self._image_path = image_inputs.image_input(x, self.image_key)
+        return image_inputs.input_at(x, self._image_path)
 
     def _display_images(self, x: Any) -> np.ndarray:
         """The batch's image input as ``(B, H, W[, C])`` uint8 for the table."""
@@ -536,7 +536,7 @@ class TaskEvalCallback(WandbEvalCallback):
         first = self._prepare_model()
         if self._eval_set is not None:
             self._eval_set.check_same_samples(first.index, first.y)
-        elif type(self.predictor.source).__name__ != "ArraySource":
+        elif not self.predictor.source.in_memory:
             # A second pass's first batch: its labels, and that the pass gives the same.
             host = next(iter(self.predictor.source.batches()))
             self._check_batch(host)
