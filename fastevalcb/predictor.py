@@ -38,6 +38,11 @@ Example::
     for batch in predictor.iter_batches():
         rows = build_rows(batch.index, batch.outputs, batch.y)   # overlaps the next batch
     probs = predictor.predict_all()                               # outputs only
+
+One module of about 800 lines on purpose: the TensorFlow and JAX steps, the padding
+and unpadding of static batches and the streaming thread share one batch contract
+(:class:`PredictionBatch`) and are changed together; sources, model-input checks and
+image-input discovery live in their own modules.
 """
 
 from __future__ import annotations

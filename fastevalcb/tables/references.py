@@ -1,7 +1,11 @@
 """Media references: a logged data table's files as arrays (:class:`MediaFiles`), a
 batch of them as one column value (:class:`ImageColumn`; :class:`LayeredImages` with a
 version's own mask and box layers on top), and the reference entries that pred versions
-get instead of copies (:class:`MediaIndex`)."""
+get instead of copies (:class:`MediaIndex`).
+
+About 600 lines: the three column types and the reference index share one per-file
+array layout, and are changed together.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ from fastevalcb.kernels import (
 from fastevalcb.media import build_images, default_palette, stage_masks
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks import _metrics
-from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._base import TaskEvalCallback
+from fastevalcb.tasks._eval_set import check_class_range
+from fastevalcb.tasks._versions import Version
 
 OUTPUTS = ("auto", "logits", "probabilities", "labels")
 
@@ -257,7 +259,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
         }
 
     def _pred_columns_for(
-        self, version: _Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
+        self, version: Version, batch: PredictionBatch, labels: np.ndarray, base_images: list
     ) -> dict:
         pred = np.asarray(batch.outputs["class_maps"])
         finite = np.asarray(batch.outputs["finite"], bool)  # False: NaN/inf scores
