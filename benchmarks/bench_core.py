@@ -39,8 +39,10 @@ import tensorflow as tf  # noqa: E402
 import wandb  # noqa: E402
 from wandb.integration.keras import WandbEvalCallback as StockEvalCallback  # noqa: E402
 
-from fastevalcb import ColumnarTable  # noqa: E402
-from fastevalcb import WandbEvalCallback as FastEvalCallback  # noqa: E402
+from fastevalcb import (
+    ColumnarTable,  # noqa: E402
+    WandbEvalCallback,  # noqa: E402
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -180,7 +182,7 @@ def bench_epoch(images, labels, model):
             step(b).numpy()
 
     res = {"forward_s": timed(forward)}
-    for label, cls in (("stock", OfflineStock), ("ours", docs_callback(FastEvalCallback))):
+    for label, cls in (("stock", OfflineStock), ("ours", docs_callback(WandbEvalCallback))):
         cb = cls((images, labels), *cols)
         cb.set_model(model)
         start = time.perf_counter()

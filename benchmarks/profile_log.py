@@ -30,7 +30,7 @@ import bench_scale  # noqa: E402
 import wandb  # noqa: E402
 
 from fastevalcb import tables  # noqa: E402
-from fastevalcb.tasks import _base  # noqa: E402
+from fastevalcb.tasks import _versions  # noqa: E402
 
 DEFAULT_N = {"classification": 10_000, "detection": 1000, "segmentation": 300}
 
@@ -43,7 +43,7 @@ def main() -> None:
     model.fit(*setup["train"], epochs=1, verbose=0)
     run = wandb.init(project="profile-log", mode="offline", dir=tempfile.mkdtemp())
     cb = setup["callback"]()
-    cb._worker = _base._InlineWorker()  # every stage in this thread
+    cb._versions.worker = _versions.InlineWorker()  # every stage in this thread
     cb._run_guard.worker = cb._worker
     model.fit(*setup["train"], epochs=1, verbose=0, callbacks=[cb])
 
@@ -64,13 +64,13 @@ def main() -> None:
         setattr(owner, name, timed)
 
     stages = [
-        (_base.TaskEvalCallback, "_add_batch", "rows of each batch (worker)"),
+        (_versions.VersionWriter, "add_batch", "rows of each batch (worker)"),
         (task_cls, "_pred_columns_for", "  task kernels, metrics, media"),
         (tables.StreamedTable, "add_columns", "  table: serialize the batch"),
         (tables.MediaIndex, "add_column_references", "    reference entries (plain images)"),
         (tables.MediaIndex, "add_references", "    reference entries (other media)"),
         (tables.StreamedTable, "_infer_column_type", "    column types"),
-        (_base.TaskEvalCallback, "_finish_version", "finish the version (worker)"),
+        (_versions.VersionWriter, "finish_version", "finish the version (worker)"),
         (tables.artifacts, "add_table", "  write the table file"),
         (run, "log_artifact", "  wandb: run.log_artifact"),
     ]

@@ -6,6 +6,10 @@ it fills ``self.data_table`` once in ``add_ground_truth`` and ``self.pred_table`
 underneath: tables are columnar (cheap to fill), pred versions reference the data
 table's media instead of copying them, offline runs work, logging can also run every
 N batches, and a failure inside logging warns instead of killing ``model.fit``.
+
+Its size (about 600 lines) is the stock surface: ``DataTableRef`` must be a
+``wandb.Table`` that reads like stock's, and the template's hooks, failure guard and
+multi-worker agreement are one class; the task callbacks add their steps in ``tasks/``.
 """
 
 from __future__ import annotations
@@ -198,6 +202,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self.logged_versions: list[dict[str, Any]] = []
         self._dist = distributed.Session()
         self._logging_off = False
+        self._run_obj: Any = None  # the run versions go to; None: the active one
         if log_every_n_batches is not None:
             # Only now is the batch hook overridden: Keras turns off async dispatch for
             # the whole fit when any callback's on_train_batch_end is not the default.
@@ -273,7 +278,6 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         table: tables.ColumnarTable,
         context: dict[str, Any],
         *,
-        run: Any = None,
         type: str = "evaluation",
         table_name: str = "eval_data",
         aliases: list[str] | None = None,
@@ -283,13 +287,12 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         Args:
             table: the filled pred table.
             context: ``{epoch, global_step, trigger, alias}`` of the log it belongs to.
-            run: the run to log to (default: the active one).
 
         A non-chief worker of a multi-worker cluster logs nothing.
         """
         if not self._dist.is_chief:
             return
-        run = run if run is not None else self._run()
+        run = self._run_obj if self._run_obj is not None else self._run()
         if aliases is None:
             aliases = ["latest"] + ([context["alias"]] if "alias" in context else [])
         metadata = {k: v for k, v in context.items() if k != "alias"}
@@ -356,27 +359,20 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         return _keras.implements_batch_hooks(self, _keras.PREDICT_BATCH_HOOKS)
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self._start_session(self._multi_worker_mode())
-        self._global_step = self._optimizer_step()
-        with self._dist.agreed("train begin"):
-            self._begin_fit()
+        self._start_session()
+        self._agree_on_data_table(logs)  # as stock: a data table at every train begin
+
+    def _agree_on_data_table(self, logs: dict[str, float] | None) -> None:
+        """Log the data table; under multi-worker training every worker learns whether it
+        failed (then none logs pred versions this fit)."""
         with self._dist.agreed("data table") as outcome:
-            if self._needs_data_table():
-                self._log_ground_truth(logs)
+            self._log_ground_truth(logs)
             if self._data_table_failed():
                 outcome.turn_logging_off()
         self._logging_off = outcome.agreed >= distributed.LOGGING_OFF
 
-    def _multi_worker_mode(self) -> str:
-        return "sharded"
-
-    def _begin_fit(self) -> None:
-        """Checks that must pass before the data table (task callbacks: the model's)."""
-
-    def _needs_data_table(self) -> bool:
-        return True  # as stock: a data table at every train begin
-
     def _data_table_failed(self) -> bool:
+        """Whether the data table failed, so pred versions have nothing to reference."""
         return self._data_table_ref is None and "data table" in self._failures
 
     def _log_ground_truth(
@@ -457,10 +453,13 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self.log_pred_table()
 
     def _start_session(self, mode: str = "sharded") -> None:
-        """At train begin: this fit's multi-worker role, from the model's strategy."""
+        """At train begin: this fit's multi-worker role, from the model's strategy, and the
+        optimizer's step. ``mode``: how task callbacks evaluate multi-worker
+        (:data:`~fastevalcb.distributed.MODES`)."""
         if self.model is not None:  # a subclass' set_model may not call ours
             distributed.check_keras(self.model, _keras.of_model(self.model))
         self._dist = distributed.Session(self.model, mode)
+        self._global_step = self._optimizer_step()
 
     @contextmanager
     def _guard(
@@ -514,7 +513,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._failure_count += 1
         if not self._dist.is_chief:
             return
-        run = self._failure_run()
+        run = self._run_obj if self._run_obj is not None else wandb.run
         if run is None:
             return
         try:
@@ -537,10 +536,6 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                 )
         except Exception:  # reporting must never break logging or fit
             logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)
-
-    def _failure_run(self) -> Any:
-        """The run a failure is recorded in (task callbacks: the run they write to)."""
-        return wandb.run
 
     def _optimizer_step(self) -> int:
         optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
@@ -566,6 +561,3 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         if wandb.run is None:
             raise wandb.Error("the W&B run has finished; call wandb.init() before fit()")
         return wandb.run
-
-
-FastEvalCallback = WandbEvalCallback

@@ -41,18 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb.errors import FastEvalInputError
+from fastevalcb import _keras
+from fastevalcb.errors import FastEvalInputError, FastEvalWorkerError
 
 MODES = ("sharded", "chief_only")
 KERAS_ISSUE = "https://github.com/keras-team/keras/issues/20585"
 
 # How a stage ended on one worker; the agreement is the worst over all workers.
 OK, LOGGING_OFF, FAILED = 0, 1, 2
-
-
-class FastEvalWorkerError(RuntimeError):
-    """Another worker failed a stage that this one finished: raised here too, at the same
-    point, so no worker waits in a collective that will never come."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +160,6 @@ def construction_role() -> Role:
 
 
 def _keras3_refused(what: str) -> Exception:
-    from fastevalcb import _keras
-
     return FastEvalInputError(
         f"{what}: {_keras.name_of(_keras.keras3())}'s fit does not run under "
         "tf.distribute.MultiWorkerMirroredStrategy (it fails with 'Attempt to convert a value "
@@ -182,8 +176,6 @@ def check_keras(model: Any, keras_module: Any) -> None:
         FastEvalInputError: the pairing Keras 3 cannot train; raised before the first epoch
             on every worker alike.
     """
-    from fastevalcb import _keras
-
     if keras_module is not _keras.keras3():
         return
     if is_multi_worker_strategy(getattr(model, "distribute_strategy", None)):
@@ -202,8 +194,6 @@ def check_keras_at_construction(role: Role) -> None:
     Raises:
         FastEvalInputError: multi-worker, and tf_keras not loaded.
     """
-    from fastevalcb import _keras
-
     if role.multi_worker and _keras.loaded_tf_keras() is None:
         raise _keras3_refused(
             f"this process is {role.task_type}:{role.task_id} of a {role.num_workers}-worker "

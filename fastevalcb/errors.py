@@ -16,4 +16,10 @@ class FastEvalInputError(ValueError):
     """
 
 
-__all__ = ["FastEvalInputError", "FastEvalWarning"]
+class FastEvalWorkerError(RuntimeError):
+    """Another worker failed a stage that this one finished: raised here too, at the same
+    point, so no worker waits in a collective that will never come (multi-worker training,
+    see :mod:`fastevalcb.distributed`)."""
+
+
+__all__ = ["FastEvalInputError", "FastEvalWarning", "FastEvalWorkerError"]

@@ -38,6 +38,11 @@ Example::
     for batch in predictor.iter_batches():
         rows = build_rows(batch.index, batch.outputs, batch.y)   # overlaps the next batch
     probs = predictor.predict_all()                               # outputs only
+
+One module of about 800 lines on purpose: the TensorFlow and JAX steps, the padding
+and unpadding of static batches and the streaming thread share one batch contract
+(:class:`PredictionBatch`) and are changed together; sources, model-input checks and
+image-input discovery live in their own modules.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from fastevalcb import _keras, distributed
+from fastevalcb import _keras, distributed, image_inputs, model_inputs
 from fastevalcb import sources as _sources
 from fastevalcb.errors import FastEvalInputError
 
@@ -429,14 +434,13 @@ def _pack(x):
 
 
 def _hw(x: Any, path: Any) -> tuple[int, int] | None:
-    return None if path is None else _sources.image_hw(x, path)
+    return None if path is None else image_inputs.image_hw(x, path)
 
 
 def _image_path(x_or_spec, image_key, strict: bool):
     """Path of the image input, or ``None`` when there is none (``strict``: raise)."""
-
     try:
-        return _sources.image_input(x_or_spec, image_key)
+        return image_inputs.image_input(x_or_spec, image_key)
     except FastEvalInputError:
         if strict:
             raise
@@ -700,7 +704,7 @@ class BatchedPredictor:
             and _same(step.parts, _model_parts(model))
         ):
             return step
-        expected = _sources.model_input_structure(model)
+        expected = model_inputs.model_input_structure(model)
         ranks = None
         if expected is not None:
             ranks = [len(t.shape) for t in _sources.flatten(expected)]
@@ -719,7 +723,7 @@ class BatchedPredictor:
         prep = None if prep_fn is None else _Preprocess(prep_fn, x_spec, pad_to)
         data_spec = _pack(x_spec) if prep is None else prep.data_spec
         model_x_spec = _unpack_x(data_spec)
-        _sources.check_inputs(model_x_spec, model)
+        model_inputs.check_inputs(model_x_spec, model)
         self._model_image = _image_path(model_x_spec, self.image_key, strict=False)
         self.model = model
         self._step = _make_step(

@@ -16,8 +16,13 @@ Sample selection is deterministic, so the same samples are evaluated at every lo
 a fixed-seed subset of them (in increasing sample order).
 
 Everything that can be checked without a model (types, lengths, emptiness, options) is
-checked by :func:`adapt_source`. Checks against the model's inputs (:func:`check_inputs`)
-run when the predictor first meets its model, before any prediction.
+checked by :func:`adapt_source`. Checks against the model's inputs
+(:func:`fastevalcb.model_inputs.check_inputs`) run when the predictor first meets its model,
+before any prediction; :mod:`fastevalcb.image_inputs` finds the image among the inputs.
+
+The three adapters stay in one module (a little over 500 lines): they share the selection
+rules (:func:`choose_indices`) and the :class:`HostBatch` contract, and each is read
+against the others.
 """
 
 from __future__ import annotations
@@ -130,11 +135,14 @@ class Source:
             ``None`` until known for batched sources without an explicit ``batch_size``.
         num_samples: number of samples one pass yields, when known before iterating.
         has_labels: whether batches carry ``y``.
+        in_memory: whether every sample is already in host memory (numpy arrays): its
+            selection and labels can then be read whole at construction, before any model.
     """
 
     batch_size: int | None = None
     num_samples: int | None = None
     has_labels: bool = False
+    in_memory: bool = False
 
     def x_spec(self) -> Any:
         """Structure of :class:`SampleSpec`, one per ``x`` leaf (batch dim removed)."""
@@ -196,6 +204,8 @@ def choose_indices(num_total: int, max_samples, selection: str, seed: int) -> np
 
 class ArraySource(Source):
     """Numpy arrays (or nested tuples/lists/dicts of them), sliced lazily per batch."""
+
+    in_memory = True
 
     def __init__(self, data, *, batch_size, max_samples, selection, seed):
         x, y = split_xy(data)
@@ -523,193 +533,3 @@ def adapt_source(
         "source must be numpy array(s), a tf.data.Dataset or a keras.utils.PyDataset, "
         f"got {type(source).__name__}"
     )
-
-
-def model_input_structure(model) -> Any:
-    """The model's declared inputs (structure of KerasTensors), or ``None`` if undeclared."""
-    struct = getattr(model, "_inputs_struct", None)
-    if struct is None:
-        functional = getattr(model, "_functional", None)  # keras.Sequential wraps one
-        struct = getattr(functional, "_inputs_struct", None)
-    if struct is None:
-        try:
-            inputs = model.inputs
-        except (AttributeError, ValueError):
-            return None
-        if not inputs:
-            return None
-        struct = inputs[0] if len(inputs) == 1 else list(inputs)
-    if isinstance(struct, (list, tuple)) and len(struct) == 1:
-        struct = struct[0]
-    return struct
-
-
-def check_inputs(x_spec: Any, model) -> None:
-    """Check a source's per-sample input specs against the model's declared inputs.
-
-    Args:
-        x_spec: structure of :class:`SampleSpec` (from :meth:`Source.x_spec`).
-        model: a Keras model; models that do not declare inputs are not checked.
-
-    Raises:
-        ValueError: naming the input, the expected shape (batch dim ``None``) and the shape
-            the source provides.
-    """
-    expected = model_input_structure(model)
-    if expected is None:
-        return
-    got = named_leaves(x_spec, "x")
-    if isinstance(expected, dict) and isinstance(x_spec, dict):
-        missing = sorted(set(expected) - set(x_spec))
-        if missing:
-            raise ValueError(
-                f"model expects inputs {sorted(expected)}, source x has keys {sorted(x_spec)}"
-            )
-        want = [(f"x[{k!r}]", expected[k]) for k in sorted(expected)]
-        got = [(f"x[{k!r}]", x_spec[k]) for k in sorted(expected)]
-    else:
-        want = named_leaves(expected, "x")
-    if len(want) != len(got):
-        raise ValueError(f"model expects {len(want)} input(s), source x provides {len(got)}")
-    for (name, tensor), (_, spec) in zip(want, got):
-        want_shape = tuple(tensor.shape)
-        got_shape = (None,) + tuple(spec.shape)
-        same_rank = len(want_shape) == len(got_shape)
-        if not same_rank or any(
-            w is not None and g is not None and w != g for w, g in zip(want_shape, got_shape)
-        ):
-            raise ValueError(
-                f"input {name}: model expects shape {want_shape}, source provides batches of "
-                f"shape {got_shape} (rank {len(got_shape)} vs expected rank {len(want_shape)})"
-            )
-
-
-# --------------------------------------------------------------------------- image input
-
-IMAGE_CHANNELS = (1, 3, 4)
-
-
-def _input_paths(structure: Any, path: tuple = ()) -> list:
-    """``[(path, leaf), ...]`` for every leaf; a path is a tuple of dict keys / indices."""
-    if isinstance(structure, dict):
-        return [p for key in sorted(structure) for p in _input_paths(structure[key], path + (key,))]
-    if isinstance(structure, (list, tuple)):
-        return [p for i, item in enumerate(structure) for p in _input_paths(item, path + (i,))]
-    return [(path, structure)]
-
-
-def _path_name(path: tuple) -> str:
-    return "x" + "".join(f"[{key!r}]" for key in path)
-
-
-def _sample_shape(leaf) -> tuple:
-    """Per-sample shape of an input leaf: a :class:`SampleSpec`'s own shape, else the
-    leaf's shape (array, tensor, ``TensorSpec``, ``KerasTensor``) minus its batch dim."""
-    if isinstance(leaf, SampleSpec):
-        return tuple(leaf.shape)
-    shape = getattr(leaf, "shape", None)
-    if shape is None:
-        return ()
-    dims = tuple(None if d is None else int(d) for d in tuple(shape))
-    return dims[1:]
-
-
-def _is_string(leaf) -> bool:
-    dtype = getattr(leaf, "dtype", None)
-    kind = getattr(dtype, "kind", None)
-    return dtype is not None and ("str" in str(dtype) or (kind is not None and kind in "USO"))
-
-
-def is_image_shape(sample_shape: tuple) -> bool:
-    """Whether a per-sample shape looks like one image (channels last).
-
-    ``(H, W, C)`` with ``C`` in 1, 3, 4, or grey ``(H, W)``; ``H`` and ``W`` must be at
-    least 2 (``None``, i.e. variable, counts as an image size).
-    """
-    if len(sample_shape) not in (2, 3):
-        return False
-    if any(d is not None and d < 2 for d in sample_shape[:2]):
-        return False
-    return len(sample_shape) == 2 or sample_shape[2] in IMAGE_CHANNELS
-
-
-def _format_inputs(paths: list) -> str:
-    return ", ".join(
-        f"{_path_name(p)} (N, {', '.join(str(d) for d in _sample_shape(leaf))})".replace(
-            "(N, )", "(N,)"
-        )
-        for p, leaf in paths
-    )
-
-
-def image_input(x_or_spec: Any, image_key: Any = None) -> tuple:
-    """Find the image among a model's inputs: the one a table displays.
-
-    Args:
-        x_or_spec: the inputs ``x`` of a batch (numpy arrays or tensors with a leading
-            batch dim, possibly a dict / tuple / list of them), or a structure of
-            :class:`SampleSpec` (per-sample shapes, as :meth:`Source.x_spec` returns),
-            ``tf.TensorSpec`` or ``KerasTensor`` (batched shapes).
-        image_key: names the image input: a dict key (``"image"``), a tuple / list
-            index (``0``), or a full path for nested inputs (``("inputs", "image")``).
-            Default ``None``: the only image-shaped input, i.e. the only leaf whose
-            per-sample shape is ``(H, W, C)`` with ``C`` in 1, 3, 4 or ``(H, W)``, with
-            ``H, W >= 2`` (see :func:`is_image_shape`).
-
-    Returns:
-        The image input's path: a tuple of dict keys / indices, ``()`` when ``x`` is a
-        single array. :func:`input_at` reads the input at a path.
-
-    Raises:
-        FastEvalInputError: ``image_key`` names no input of ``x`` or a non-image one;
-            or no ``image_key`` and no input / more than one input is image-shaped.
-            The message names every input with its shape.
-    """
-    from fastevalcb.callback import FastEvalInputError
-
-    paths = [(p, leaf) for p, leaf in _input_paths(x_or_spec) if not _is_string(leaf)]
-    listing = _format_inputs(_input_paths(x_or_spec))
-    if image_key is not None:
-        want = tuple(image_key) if isinstance(image_key, tuple) else (image_key,)
-        found = [(p, leaf) for p, leaf in paths if p == want]
-        if not found:
-            raise FastEvalInputError(
-                f"image_key={image_key!r} names no input of x; x has {listing}. Pass "
-                "image_key= as one of those keys / indices"
-            )
-        path, leaf = found[0]
-        if not is_image_shape(_sample_shape(leaf)):
-            raise FastEvalInputError(
-                f"image_key={image_key!r} names {_path_name(path)} of shape "
-                f"(N, {', '.join(str(d) for d in _sample_shape(leaf))}), which is not an "
-                "image: expected (N, H, W, C) with C in 1, 3, 4, or grey (N, H, W)"
-            )
-        return path
-    images = [(p, leaf) for p, leaf in paths if is_image_shape(_sample_shape(leaf))]
-    if len(images) == 1:
-        return images[0][0]
-    if not images:
-        raise FastEvalInputError(
-            "no input of x looks like an image ((N, H, W, C) with C in 1, 3, 4, or grey "
-            f"(N, H, W)): x has {listing}. Pass image_key= naming the image input"
-        )
-    raise FastEvalInputError(
-        f"x has {len(images)} image-shaped inputs, cannot tell which one to show: "
-        f"{_format_inputs(images)}. Pass image_key= naming the image input "
-        f"(one of {', '.join(repr(p[-1] if len(p) == 1 else p) for p, _ in images)})"
-    )
-
-
-def input_at(x: Any, path: tuple) -> Any:
-    """The input of ``x`` at ``path`` (from :func:`image_input`): ``x[k0][k1]...``."""
-    for key in path:
-        x = x[key]
-    return x
-
-
-def image_hw(x: Any, path: tuple) -> tuple | None:
-    """``(H, W)`` of the batched image input at ``path`` (``None`` if not static)."""
-    shape = tuple(input_at(x, path).shape)
-    if len(shape) < 3 or shape[1] is None or shape[2] is None:
-        return None
-    return int(shape[1]), int(shape[2])

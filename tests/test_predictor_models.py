@@ -27,7 +27,7 @@ from real_models import (  # noqa: E402
 )
 from real_models import nms_decoder as decoder  # noqa: E402
 
-from fastevalcb.callback import FastEvalInputError  # noqa: E402
+from fastevalcb.errors import FastEvalInputError  # noqa: E402
 from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 
 keras_hub = pytest.importorskip("keras_hub")

@@ -11,17 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from fastevalcb.callback import FastEvalInputError  # noqa: E402
-from fastevalcb.sources import (  # noqa: E402
-    ArraySource,
-    SampleSpec,
-    adapt_source,
-    choose_indices,
-    image_hw,
-    image_input,
-    input_at,
-    is_image_shape,
-)
+from fastevalcb.errors import FastEvalInputError  # noqa: E402
+from fastevalcb.image_inputs import image_hw, image_input, input_at, is_image_shape  # noqa: E402
+from fastevalcb.sources import ArraySource, SampleSpec, adapt_source, choose_indices  # noqa: E402
 
 
 @settings(max_examples=50, deadline=None)
@@ -82,6 +74,22 @@ def test_adapt_source_passes_sources_through_and_rejects_unknown_types():
     assert adapt_source(source) is source
     with pytest.raises(TypeError, match="got int"):
         adapt_source(3)
+
+
+def test_sources_say_whether_they_are_in_memory():
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return np.zeros((3, 4, 4, 3), "float32"), np.zeros(3)
+
+    x, y = np.zeros((6, 4, 4, 3), "float32"), np.zeros(6)
+    assert adapt_source((x, y)).in_memory
+    assert not adapt_source(tf.data.Dataset.from_tensor_slices((x, y))).in_memory
+    assert not adapt_source(Batches()).in_memory
 
 
 # ---------------------------------------------------------------- image_input

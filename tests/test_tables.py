@@ -22,13 +22,12 @@ from wandb.sdk.lib.hashutil import md5_file_b64
 
 from fastevalcb.media import build_images
 from fastevalcb.tables import (
-    CLIENT_REF_SCHEME,
     IMAGE_DIR,
     IMAGE_SUFFIX,
     ColumnarTable,
     TableSchemaError,
 )
-from fastevalcb.tables.references import ImageColumn, MediaFiles
+from fastevalcb.tables.references import CLIENT_REF_SCHEME, ImageColumn, MediaFiles
 from fastevalcb.tables.staging import EntryRows, EntryView
 from fastevalcb.types import PackedDetections
 

@@ -105,7 +105,7 @@ def test_run_finish_waits_for_every_job_queued_before_it(wandb_env):
 
 
 def test_a_run_end_that_times_out_warns_and_later_versions_are_reported_lost(wandb_env):
-    from fastevalcb.callback import FastEvalWarning
+    from fastevalcb.errors import FastEvalWarning
     from fastevalcb.worker import RunGuard
 
     run = _run(wandb_env)

@@ -32,6 +32,10 @@ How references work, online and offline alike:
   wandb-core's ``ArtifactSaver.resolveClientIDReferences`` turns those into
   ``wandb-artifact://<server id>/<name>`` when the version is uploaded, live or by
   ``wandb sync`` of an offline run.
+
+This package exports what the rest of fastevalcb uses (``callback``, ``media``, ``tasks``,
+``worker`` and the public ``ColumnarTable`` / ``TableSchemaError``); anything else is
+imported from its module (``fastevalcb.tables.references.CLIENT_REF_SCHEME``).
 """
 
 from fastevalcb.tables import checks as _checks  # noqa: E402,F401 - registers the checks
@@ -41,7 +45,6 @@ from fastevalcb.tables._wandb import (
     IMAGE_SUFFIX,
     MASK_DIR,
     MASK_SUFFIX,
-    FileInfo,
     image_layers,
     image_size,
     media_file,
@@ -51,7 +54,6 @@ from fastevalcb.tables._wandb import (
     new_image_mask,
     payload_json,
     record_feature,
-    release_pixels,
     release_table,
     share_column_types,
 )
@@ -68,23 +70,19 @@ from fastevalcb.tables.artifacts import (
 )
 from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
 from fastevalcb.tables.references import (
-    CLIENT_REF_SCHEME,
     DataTableLink,
     ImageColumn,
     LayeredImages,
     MediaFiles,
     MediaIndex,
-    media_files,
 )
 from fastevalcb.tables.staging import Stager
 from fastevalcb.tables.streamed import StreamedTable, num_rows
 
 __all__ = [
     "BOXES_SUFFIX",
-    "CLIENT_REF_SCHEME",
     "ColumnarTable",
     "DataTableLink",
-    "FileInfo",
     "IMAGE_DIR",
     "IMAGE_SUFFIX",
     "ImageColumn",
@@ -106,7 +104,6 @@ __all__ = [
     "log_metrics",
     "log_pred_artifact",
     "media_file",
-    "media_files",
     "media_tmp_dir",
     "new_boxes2d",
     "new_image",
@@ -116,7 +113,6 @@ __all__ = [
     "payload_json",
     "pred_artifact",
     "record_feature",
-    "release_pixels",
     "release_table",
     "run_finished",
     "share_column_types",

@@ -2,7 +2,11 @@
 batch of them as one column value (:class:`ImageColumn`; :class:`LayeredImages` with a
 version's own mask and box layers on top), and the reference entries that pred versions
 get instead of copies (:class:`MediaIndex`; :func:`add_link_references` for the data
-table itself, which a column of its row indices links to)."""
+table itself, which a column of its row indices links to).
+
+About 700 lines: the three column types, the reference index and the table links share
+one per-file array layout, and are changed together.
+"""
 
 from __future__ import annotations
 

@@ -7,11 +7,12 @@ train-begin path and one version-writing path (``_write_version``); per fit:
 * **train begin** (before epoch 1, on the training thread): the model's compiled predict
   step is built and run on one batch (output shapes checked) and the first source batch's
   labels are validated (arrays: all labels, at construction). Bad inputs raise
-  :class:`~fastevalcb.callback.FastEvalInputError` here. Nothing else: ``fit`` starts.
+  :class:`~fastevalcb.errors.FastEvalInputError` here. Nothing else: ``fit`` starts.
 * **the data table** (once per W&B run, on the worker): the source is streamed batch by
   batch into the data table (labels validated, images PNG-encoded on threads, ground-truth
-  overlays) and into an :class:`EvalSet`: sample ids, validated targets and the data
-  table's image handles, which every log reads instead of re-validating.
+  overlays) and into an :class:`~fastevalcb.tasks._eval_set.EvalSet`: sample ids,
+  validated targets and the data table's image handles, which every log reads instead of
+  re-validating.
 * **every log** (epoch end, or every N batches): the training thread only runs the
   compiled forward pass (:class:`~fastevalcb.predictor.BatchedPredictor`) and hands each
   batch of host outputs to a :class:`~fastevalcb.worker.LoggingWorker`, which queues it
@@ -22,266 +23,41 @@ train-begin path and one version-writing path (``_write_version``); per fit:
 
 Subclasses define the columns and five small steps: ``_output_fn``, ``_check_outputs``,
 ``_labels``, ``_data_columns_for`` and ``_pred_columns_for`` (+ ``_summary``).
+
+The jobs are split by module: what is known at train begin (the label and image checks,
+:class:`~fastevalcb.tasks._eval_set.EvalSet`) is in :mod:`fastevalcb.tasks._eval_set`;
+version assembly, the logging worker and the retries of refused writes are the
+:class:`~fastevalcb.tasks._versions.VersionWriter` this callback composes. What stays here
+is the callback itself: its options, the train-begin checks of the model, the data table's
+streaming and the task's steps. It is one class of about 650 lines, kept whole: cutting it
+further would turn those steps back into hooks across modules.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import warnings
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import wandb
 
-from fastevalcb import _keras, distributed, sources, tables
-from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
+from fastevalcb import _keras, distributed, image_inputs, tables
+from fastevalcb.callback import DataTableRef, WandbEvalCallback
+from fastevalcb.errors import FastEvalInputError
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
+from fastevalcb.tasks._eval_set import (
+    EvalSet,
+    ImageScaler,
+    check_class_names,
+    check_resize,
+    concat_targets,
+    label_fingerprints,
+)
 from fastevalcb.tasks._quality import NonFiniteCounter
-from fastevalcb.types import PackedDetections
-from fastevalcb.worker import LoggingWorker, Retries, RunGuard, transient_cause
-
-
-def check_class_names(class_names: Any, max_classes: int | None = None) -> tuple[str, ...]:
-    """A non-empty sequence of unique, non-empty strings (at most ``max_classes``)."""
-    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
-        raise FastEvalInputError(
-            f"class_names must be a list of str, got {type(class_names).__name__}: "
-            f"{class_names!r:.80}"
-        )
-    names = tuple(class_names)
-    if not names:
-        raise FastEvalInputError("class_names must name at least one class, got []")
-    bad = [n for n in names if not isinstance(n, str) or not n]
-    if bad:
-        raise FastEvalInputError(f"class_names must be non-empty str, got {bad[:5]!r}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise FastEvalInputError(f"class_names has duplicates: {dupes}")
-    if max_classes is not None and len(names) > max_classes:
-        raise FastEvalInputError(
-            f"at most {max_classes} classes are supported here, got {len(names)}"
-        )
-    return names
-
-
-def check_class_range(
-    ids: np.ndarray, num_classes: int, what: str, index: np.ndarray, allowed: tuple[int, ...] = ()
-) -> None:
-    """Raise naming the first sample whose id is outside ``[0, num_classes)``."""
-    bad = (ids < 0) | (ids >= num_classes)
-    for value in allowed:
-        bad &= ids != value
-    if np.any(bad):
-        where = np.argwhere(bad)[0]
-        extra = f" or {list(allowed)}" if allowed else ""
-        raise FastEvalInputError(
-            f"{what} of sample {int(index[where[0]])} is {int(ids[tuple(where)])}, outside "
-            f"class_names ({num_classes} classes: ids 0..{num_classes - 1}{extra})"
-        )
-
-
-def label_fingerprints(y: Any, n: int) -> list[int]:
-    """One crc32 per sample over all label arrays' rows (to spot a reordered source)."""
-    from fastevalcb.sources import flatten
-
-    leaves = [np.ascontiguousarray(np.asarray(leaf)) for leaf in flatten(y)]
-    out = []
-    for i in range(n):
-        crc = 0
-        for leaf in leaves:
-            crc = zlib.crc32(leaf[i].tobytes(), crc)
-        out.append(crc)
-    return out
-
-
-class ImageScaler:
-    """Batches of images -> ``(B, H, W[, C])`` uint8 for display, one rule for all batches.
-
-    uint8 passes through. For other dtypes the rule is fixed by the first batch seen:
-    values within [0, 1] are scaled by 255, within [-1, 1] mapped to [0, 255], anything
-    else clipped to [0, 255]; then rounded. (``wandb.Image`` itself only casts with
-    ``astype(uint8)``, which turns [0, 1] floats black.) Pass uint8 images to decide.
-    """
-
-    def __init__(self) -> None:
-        self.scale: tuple[float, float] | None = None  # (offset, factor)
-
-    @staticmethod
-    def displayable(x: Any, what: str = "validation images") -> np.ndarray:
-        """``x`` as an array of a shape that can be shown (one channel squeezed), unscaled."""
-        arr = np.asarray(x)
-        if arr.ndim == 4 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (3, 4)):
-            raise FastEvalInputError(
-                f"{what} must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or "
-                f"(N, H, W, 4), got {tuple(arr.shape)}"
-            )
-        return arr
-
-    def __call__(self, x: Any, what: str = "validation images") -> np.ndarray:
-        arr = self.displayable(x, what)
-        if arr.dtype == np.uint8:
-            return arr
-        arr = arr.astype(np.float32, copy=False)
-        if self.scale is None:
-            low, high = float(np.min(arr)), float(np.max(arr))
-            if low >= 0 and high <= 1:
-                self.scale = (0.0, 255.0)
-            elif low >= -1 and high <= 1:
-                self.scale = (1.0, 127.5)
-            else:
-                self.scale = (0.0, 1.0)
-        offset, factor = self.scale
-        return np.clip(np.rint((arr + offset) * factor), 0, 255).astype(np.uint8)
-
-
-@dataclass
-class EvalSet:
-    """What every log reads, built once per run while the data table is written.
-
-    Attributes:
-        ids: ``(N,)`` int64 global sample ids, increasing (the source's order).
-        images: the data table's image file per sample (arrays, no object per sample):
-            pred rows show them by reference.
-        masks: the data table's ground-truth mask file per sample, for tasks whose data
-            table has a mask layer (segmentation), else None.
-        targets: the task's validated targets of all ``N`` samples, concatenated
-            (``(N,)`` class ids, packed boxes), or None when the task reads them from each
-            batch instead (segmentation masks: pixels are never held for the whole set).
-        first_ids, first_fingerprints: the first batch's ids and label crc32s, to refuse
-            a source that comes back in another order.
-    """
-
-    ids: np.ndarray
-    images: tables.MediaFiles | None
-    targets: Any
-    first_ids: np.ndarray
-    first_fingerprints: list[int]
-    masks: tables.MediaFiles | None = None
-
-    def rows(self, index: np.ndarray) -> slice:
-        """The positions of a batch's (contiguous, increasing) sample ids."""
-        start = int(np.searchsorted(self.ids, index[0])) if len(index) else 0
-        stop = start + len(index)
-        if stop > len(self.ids) or not np.array_equal(self.ids[start:stop], index):
-            raise FastEvalInputError(
-                f"predicted samples {index[:5].tolist()}... are not a run of the data table's "
-                "samples: the source gives other samples on this pass than when the data "
-                "table was built"
-            )
-        return slice(start, stop)
-
-    def check_same_samples(self, index: np.ndarray, y: Any) -> None:
-        """The first batch of a pass must be the data table's first batch, same labels.
-
-        Pred rows show the data table's image for their id: a source that comes back in
-        another order (a shuffled ``tf.data``) would pair images with other samples'
-        predictions, so it is refused.
-        """
-        index = np.asarray(index)
-        n = min(len(index), len(self.first_ids))
-        same = np.array_equal(index[:n], self.first_ids[:n]) and (
-            label_fingerprints(y, n) == self.first_fingerprints[:n]
-        )
-        if not same:
-            raise FastEvalInputError(
-                "the validation source came back with other samples or labels than when the "
-                "data table was built: it changes order or content between passes (a "
-                "shuffled or randomly augmented tf.data?). Pass a deterministic source: no "
-                ".shuffle() (or shuffle once with reshuffle_each_iteration=False) and no "
-                "random augmentation."
-            )
-
-
-def _queue_bytes(megabytes: Any) -> int:
-    if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or megabytes <= 0:
-        raise ValueError(f"max_queue_mb must be a positive number, got {megabytes!r}")
-    return max(1, int(megabytes * 2**20))
-
-
-def _nbytes(batch: PredictionBatch) -> int:
-    """Host bytes a queued batch holds (outputs, labels, inputs)."""
-
-    def size(value: Any) -> int:
-        if isinstance(value, dict):
-            return sum(map(size, value.values()))
-        if isinstance(value, (list, tuple)):
-            return sum(map(size, value))
-        return getattr(value, "nbytes", 0)
-
-    return int(batch.index.nbytes + size(batch.outputs) + size(batch.y) + size(batch.x))
-
-
-def _cause(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _concat(parts: list) -> Any:
-    if isinstance(parts[0], PackedDetections):
-        return type(parts[0]).concat(parts)  # detection's targets carry crowd flags
-    return np.concatenate(parts)
-
-
-def _take(targets: Any, rows: slice) -> Any:
-    if isinstance(targets, PackedDetections):
-        return targets.slice(rows.start, rows.stop)
-    return targets[rows]
-
-
-@dataclass
-class _Version:
-    """One pred-table version being assembled by the worker."""
-
-    epoch: int
-    global_step: int
-    trigger: str
-    alias: str
-    started: float
-    table: tables.StreamedTable | None = None  # serialized batch by batch
-    stager: tables.Stager | None = None  # its new media files, straight into staging
-    state: dict[str, Any] = field(default_factory=dict)
-    samples: int = 0
-    failed: bool = False
-    timing: dict[str, Any] = field(default_factory=dict)
-    kept: list | None = field(default_factory=list)  # its batches, for a retry (budget)
-    kept_bytes: int = 0
-    transient: BaseException | None = None  # what refused it (it is retried)
-    deferred: bool | None = None  # queued behind a retry (decided at its first job)
-    # Set once its artifact is logged: the summary run.log records (a retry logs only it).
-    metrics: dict[str, Any] | None = None
-
-    def describe(self) -> str:
-        return f"epoch {self.epoch} step {self.global_step} ({self.alias})"
-
-
-class _InlineWorker:
-    """``async_logging=False``: run jobs in the caller's thread."""
-
-    pending = 0
-    blocked_s = 0.0
-
-    def __init__(self) -> None:
-        self.errors: list[BaseException] = []
-
-    def submit(self, fn: Callable[..., Any], *args: Any, nbytes: int = 0) -> None:
-        fn(*args)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        yield
-
-    def pause_while_held(self) -> None:
-        pass
+from fastevalcb.tasks._versions import InlineWorker, Version, VersionWriter
+from fastevalcb.worker import LoggingWorker, Retries, RunGuard
 
 
 class TaskEvalCallback(WandbEvalCallback):
@@ -395,19 +171,15 @@ class TaskEvalCallback(WandbEvalCallback):
             return_x=return_x,
             image_key=image_key,
         )
-        self._worker: LoggingWorker | _InlineWorker = (
-            LoggingWorker(max_queue, max_queue_bytes=_queue_bytes(max_queue_mb))
-            if async_logging
-            else _InlineWorker()
+        self._versions = VersionWriter(  # the worker, the versions, what errors refused
+            self,
+            async_logging=async_logging,
+            max_queue=max_queue,
+            max_queue_mb=max_queue_mb,
+            run_end_timeout=self.run_end_timeout,
         )
         self._eval_set: EvalSet | None = None  # built with the data table, once per run
         self._data_table_run: str | None = None
-        self._retries = Retries(_queue_bytes(max_queue_mb))  # what transient errors refused
-        self._run_guard = RunGuard(
-            self._worker,
-            self.run_end_timeout,  # run end waits
-            on_end=self._retry_at_run_end,
-        )
         self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
@@ -416,12 +188,28 @@ class TaskEvalCallback(WandbEvalCallback):
         self._stager: tables.Stager | None = None  # while the data table is being built
         self._built_eval_set: EvalSet | None = None  # until the data table is logged
         self._image_shape: tuple[int, ...] | None = None
-        self._run_obj: Any = None
-        self._lock = threading.Lock()
-        self.timings: list[dict[str, Any]] = []
         self.data_table_seconds: float | None = None  # train begin -> data table logged
         self._check_table_size()
         self._check_array_data()
+
+    # -- the composed version writer ---------------------------------------------------------
+    @property
+    def timings(self) -> list[dict[str, Any]]:
+        """One row per pred version: epoch, global_step, trigger, samples, eval_s (the
+        forward pass), logged_s (written, from the pass's start); None until known."""
+        return self._versions.timings
+
+    @property
+    def _worker(self) -> LoggingWorker | InlineWorker:
+        return self._versions.worker
+
+    @property
+    def _retries(self) -> Retries:
+        return self._versions.retries
+
+    @property
+    def _run_guard(self) -> RunGuard:
+        return self._versions.run_guard
 
     # -- what a task defines ------------------------------------------------------------
     @classmethod
@@ -448,11 +236,11 @@ class TaskEvalCallback(WandbEvalCallback):
 
     def _pred_columns_for(
         self,
-        version: _Version,
+        version: Version,
         batch: PredictionBatch,
         labels: Any,
         base_images: tables.ImageColumn,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Pred-table columns (minus epoch/step/id) for one batch; updates version.state."""
         raise NotImplementedError
 
@@ -468,7 +256,7 @@ class TaskEvalCallback(WandbEvalCallback):
     # -- construction-time checks ---------------------------------------------------------
     def _check_table_size(self, rows: int | None = None) -> None:
         """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
-        if rows is None and type(self.predictor.source).__name__ == "ArraySource":
+        if rows is None and self.predictor.source.in_memory:
             rows = len(self.predictor.selected_indices())  # known before any model
         limit = wandb.Table.MAX_ARTIFACT_ROWS
         if rows is not None and rows > limit:
@@ -481,7 +269,7 @@ class TaskEvalCallback(WandbEvalCallback):
     def _check_array_data(self) -> None:
         """Validate labels of in-memory arrays now, not at train begin."""
         source = self.predictor.source
-        if type(source).__name__ != "ArraySource":
+        if not source.in_memory:
             return
         for host in source.batches():
             self._check_batch(host)
@@ -498,8 +286,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _image_input(self, x: Any) -> Any:
         """The batch's image input: ``image_key``, else the only image-shaped one."""
         if self._image_path is None:
-            self._image_path = sources.image_input(x, self.image_key)
-        return sources.input_at(x, self._image_path)
+            self._image_path = image_inputs.image_input(x, self.image_key)
+        return image_inputs.input_at(x, self._image_path)
 
     def _display_images(self, x: Any) -> np.ndarray:
         """The batch's image input as ``(B, H, W[, C])`` uint8 for the table."""
@@ -510,6 +298,14 @@ class TaskEvalCallback(WandbEvalCallback):
         """Refuse a model whose backend the compiled step does not run on (torch...)."""
         super().set_model(model)
         _keras.check_backend(_keras.backend_of(model), type(self).__name__)
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        """Before epoch 1: the model's checks, agreed by every worker, then the data table
+        (once per W&B run, streamed on the worker)."""
+        self._start_session(self.multi_worker_eval)
+        with self._dist.agreed("train begin"):
+            self._begin_fit()
+        self._agree_on_data_table(logs)
 
     def _begin_fit(self) -> None:
         """Before epoch 1: the model's compiled step on one batch, the first labels, metrics.
@@ -539,7 +335,7 @@ class TaskEvalCallback(WandbEvalCallback):
         first = self._prepare_model()
         if self._eval_set is not None:
             self._eval_set.check_same_samples(first.index, first.y)
-        elif type(self.predictor.source).__name__ != "ArraySource":
+        elif not self.predictor.source.in_memory:
             # A second pass's first batch: its labels, and that the pass gives the same.
             host = next(iter(self.predictor.source.batches()))
             self._check_batch(host)
@@ -548,9 +344,6 @@ class TaskEvalCallback(WandbEvalCallback):
                 index, [], None, index, label_fingerprints(host.y, len(index))
             ).check_same_samples(first.index, first.y)
         tables.define_step_metrics(run, self.metrics_prefix)
-
-    def _multi_worker_mode(self) -> str:
-        return self.multi_worker_eval
 
     def _needs_data_table(self) -> bool:
         if not self._dist.is_chief:
@@ -568,8 +361,11 @@ class TaskEvalCallback(WandbEvalCallback):
         """Stream the data table on the worker; pred versions queue behind it.
 
         In strict mode, and under multi-worker training (every worker must learn the
-        outcome at the same point), it runs here, before epoch 1.
+        outcome at the same point), it runs here, before epoch 1. Nothing is logged when
+        this run has its data table already, or on a non-chief worker.
         """
+        if not self._needs_data_table():
+            return
         self._data_table_run = self._run_obj.id
         started = time.perf_counter()
 
@@ -589,6 +385,10 @@ class TaskEvalCallback(WandbEvalCallback):
             job(())
         else:
             self._worker.submit(job, ())
+
+    def _write_data_table(self) -> None:
+        """Stream and log the data table now, in this thread (a retry, on the worker)."""
+        super()._log_ground_truth(None, ())
 
     def _forget_data_table(self) -> None:
         self._data_table_ref = None
@@ -653,7 +453,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._built_eval_set = EvalSet(
             np.concatenate(ids),
             files,
-            _concat(targets) if self.stores_targets else None,
+            concat_targets(targets) if self.stores_targets else None,
             *first,
             masks=masks,
         )
@@ -706,7 +506,7 @@ class TaskEvalCallback(WandbEvalCallback):
             "alias": f"epoch-{epoch}",
         }
         self._predict_and_queue(
-            _Version(
+            Version(
                 context["epoch"],
                 context["global_step"],
                 context["trigger"],
@@ -718,7 +518,7 @@ class TaskEvalCallback(WandbEvalCallback):
     def _make_version(self, epoch: int, logs: dict[str, float] | None) -> None:
         multi_worker = self._dist.multi_worker
         if not multi_worker:
-            self._raise_worker_errors()  # a strict error of an earlier version comes first
+            self._versions.raise_errors()  # a strict error of an earlier version comes first
         if not self._dist.is_chief:  # join the sharded step's collectives, log nothing
             if self._dist.sharded:
                 distributed.for_each(self.predictor.iter_batches(self.model), lambda b: None)
@@ -730,101 +530,23 @@ class TaskEvalCallback(WandbEvalCallback):
         if self.strict:
             self.flush()  # strict: a failure building or writing it raises here, now
         elif multi_worker:
-            self._raise_worker_errors()
+            self._versions.raise_errors()
 
-    def _predict_and_queue(self, version: _Version) -> None:
-        version.timing = {
-            "epoch": version.epoch,
-            "global_step": version.global_step,
-            "trigger": version.trigger,
-            "samples": None,
-            "eval_s": None,
-            "logged_s": None,
-        }
-        with self._lock:
-            self.timings.append(version.timing)
-        progbar = self._progbar()
-        batches = 0
-        if self._retries.waiting():
-            self._worker.submit(self._retry_job, "log")
+    def _predict_and_queue(self, version: Version) -> None:
+        """Run the compiled forward pass; the worker builds and logs the version."""
+        self._versions.predict_and_queue(version)
 
-        def queue(batch: PredictionBatch) -> None:
-            nonlocal batches
-            self._worker.submit(
-                self._job, "pred table", self._add_batch, version, batch, nbytes=_nbytes(batch)
-            )
-            batches += 1
-            if progbar is not None:
-                progbar.update(batches)
+    def _finish_version(self, version: Version) -> None:
+        """The worker's last step of a version: log its artifact, then its metrics."""
+        self._versions.finish_version(version)
 
-        # Sharded multi-worker: each batch is a collective, so a failure keeps drawing them.
-        with self._worker.hold():  # the worker waits for the pass (no GIL contention)
-            distributed.for_each(
-                self.predictor.iter_batches(self.model), queue, drain=self._dist.sharded
-            )
-        self._worker.submit(self._job, "pred table", self._finish_version, version)
-        eval_s = time.perf_counter() - version.started
-        with self._lock:
-            version.timing["eval_s"] = eval_s
-        if self._verbosity() == 2:
-            print(
-                f"fastevalcb: {self.task} eval ({version.alias}) {batches} batches "
-                f"in {eval_s:.2f} s; writing in the background"
-            )
+    def _pred_stager(self, version: Version) -> tables.Stager:
+        """Where the version's new media files (predicted masks) are written."""
+        return self._versions.stager(version)
 
-    def _job(self, stage: str, fn: Callable[..., None], version: _Version, *args: Any) -> None:
-        """A worker job. An error warns once (or, strict, is kept for the training thread)
-        and marks the version failed, so its remaining batches are skipped, not logged.
-
-        A transient OS error (:data:`~fastevalcb.worker.TRANSIENT_ERRNOS`) instead parks the
-        version with its batches (while they fit the queue's byte budget), to be written
-        again, in order; a version that comes while one waits queues behind it.
-        """
-        finishing = fn == self._finish_version
-        if fn == self._add_batch:
-            self._retries.keep(version, args[0], _nbytes(args[0]))
-        if version.deferred is None:
-            version.deferred = self._retries.waiting() and not self._dist.multi_worker
-        if self._run_guard.lost(version.epoch, version.global_step, version.alias):
-            self._retries.release(version)
-            return
-        if version.failed:
-            return
-        if version.deferred or version.transient is not None:
-            if finishing:
-                self._park(version)
-            return
-        if self._eval_set is None:  # the data table failed (warned): nothing to reference
-            version.failed = True
-            self._retries.release(version)
-            return
-        done = False
-        try:
-            with self._guard(stage, fatal=()):
-                try:
-                    fn(version, *args)
-                except Exception as exc:
-                    if not self._transient(exc):
-                        raise
-                    version.transient = exc
-                    self._drop_partial(version)
-                    if finishing:
-                        self._park(version)
-                done = True
-        finally:
-            if not done:
-                version.failed = True
-                self._retries.release(version)
-            elif finishing and version.transient is None:
-                self._retries.release(version)  # written: its batches are not needed
-
-    # -- retrying what transient errors refused ------------------------------------------
-    def _transient(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is kept for a retry (not in strict mode, not multi-worker)."""
-        return not self.strict and not self._dist.multi_worker and transient_cause(exc) is not None
-
+    # -- what transient errors refused ----------------------------------------------------
     def _retry_later(self, stage: str, exc: BaseException) -> bool:
-        if stage != "data table" or not self._transient(exc):
+        if stage != "data table" or not self._versions.transient(exc):
             return False
         self._retries.data_table = exc  # rebuilt from the source at the next attempt
         if self._stager is not None:
@@ -836,177 +558,6 @@ class TaskEvalCallback(WandbEvalCallback):
         if self._retries.data_table is not None:
             return False  # it will be rebuilt: versions queue behind it
         return self._data_table_failed_for_good()
-
-    @staticmethod
-    def _drop_partial(version: _Version) -> None:
-        """Delete what a refused attempt wrote of the version (its staged table and media
-        files: on a full disk, the space its retry needs)."""
-        if version.table is not None:
-            version.table.close()
-        if version.stager is not None:
-            version.stager.discard()
-        version.table = version.stager = None
-
-    def _park(self, version: _Version) -> None:
-        """Keep a refused (or deferred) version for a retry, or give it up."""
-        if version.kept is None:
-            cause = version.transient or self._retries.data_table
-            self._give_up(
-                version.describe(),
-                "its predictions were larger than the queue's "
-                f"byte budget (max_queue_mb) to keep for a retry; cause: "
-                f"{_cause(cause) if cause is not None else 'an earlier refusal'}",
-            )
-            return
-        self._retries.parked.append(version)
-
-    def _give_up(self, which: str, why: str) -> None:
-        self._retries.give_up(which, why)
-        self._record_failure("retry", f"{which} not written: {why}")
-
-    def _retry_job(self, when: str) -> None:
-        """Write again what transient errors refused, in order: the data table (re-streamed
-        from the source), then the parked versions. Stops at the first refusal and backs
-        off. ``when``: ``"log"`` (only once the backoff is over), ``"flush"`` (now) or
-        ``"end"`` (the run's end: now, and what is still refused is given up)."""
-        retries = self._retries
-        final = when == "end"
-        if not retries.waiting() or (when == "log" and not retries.due()):
-            return
-        if retries.data_table is not None:
-            retries.data_table = None
-            super()._log_ground_truth(None, ())  # re-streamed (still this run's)
-            if self._eval_set is not None:
-                retries.written_again.append("the data table")
-        refused = retries.data_table
-        while refused is None and retries.parked:
-            version = retries.parked[0]
-            if self._rewrite(version):
-                retries.parked.pop(0)
-                retries.release(version)
-                retries.written_again.append(version.describe())
-            else:
-                refused = version.transient
-        if refused is None:
-            retries.succeeded()
-            return
-        retries.failed_again()
-        if final:
-            self._give_up_all(f"{_cause(refused)} (still, when the run ended)")
-
-    def _rewrite(self, version: _Version) -> bool:
-        """Build and log a parked version again from its batches; False if refused again."""
-        version.transient, version.deferred, version.failed = None, False, False
-        with self._guard("pred table", fatal=()):
-            try:
-                if version.metrics is None:  # else its artifact is logged: metrics only
-                    version.samples, version.state = 0, {}
-                    for batch in version.kept:
-                        self._add_batch(version, batch)
-                self._finish_version(version)
-            except Exception as exc:
-                if not self._transient(exc):
-                    raise  # a lasting error: warned by the guard, the version is dropped
-                version.transient = exc
-                self._drop_partial(version)
-                return False
-        return True
-
-    def _give_up_all(self, why: str) -> None:
-        retries = self._retries
-        if retries.data_table is not None:
-            retries.data_table = None
-            self._give_up("the data table", why)
-        while retries.parked:
-            version = retries.parked.pop(0)
-            retries.release(version)
-            self._give_up(version.describe(), why)
-
-    def _retry_at_run_end(self) -> None:
-        """The run is ending: a last attempt at what transient errors refused, then one
-        warning naming what is lost."""
-        if self._retries.waiting():
-            self._worker.submit(self._retry_job, "end")
-        self._worker.submit(self._report_given_up)
-
-    def _report_given_up(self) -> None:
-        """One warning naming every version given up since the last report, and why."""
-        lost = self._retries.take_given_up()
-        if not lost:
-            return
-        from fastevalcb.callback import FastEvalWarning
-
-        listed = "; ".join(f"{which}: {why}" for which, why in lost)
-        warnings.warn(
-            f"fastevalcb: {len(lost)} table(s) not written after transient write errors: {listed}",
-            FastEvalWarning,
-            stacklevel=2,
-        )
-
-    def _add_batch(self, version: _Version, batch: PredictionBatch) -> None:
-        eval_set = self._eval_set
-        index = np.asarray(batch.index)
-        if version.samples == 0:  # a reordered source shows in its first batch
-            eval_set.check_same_samples(index, batch.y)
-        rows = eval_set.rows(index)
-        n = len(index)
-        labels = (
-            _take(eval_set.targets, rows)
-            if self.stores_targets
-            else self._labels(batch.y, index, (n, *self._image_shape))
-        )
-        columns = {
-            "epoch": [version.epoch] * n,
-            "step": [version.global_step] * n,
-            "id": index.tolist(),
-        }
-        columns.update(self._pred_columns_for(version, batch, labels, self._base_images(rows)))
-        self._version_table(version).add_columns(columns)
-        version.samples += n
-
-    def _version_table(self, version: _Version) -> tables.StreamedTable:
-        if version.table is None:
-            version.table = tables.StreamedTable(
-                self.pred_table_columns, tables.pred_artifact(self._run_obj), self._media_index
-            )
-        return version.table
-
-    def _pred_stager(self, version: _Version) -> tables.Stager:
-        """Writes the version's new media files (predicted masks) straight into its
-        artifact's staging, as the data table's are: no temp file for wandb to copy."""
-        if version.stager is None:
-            version.stager = tables.Stager(self._version_table(version).artifact)
-        return version.stager
-
-    def _finish_version(self, version: _Version) -> None:
-        """Log the version's artifact, then its metrics and charts (``run.log``). A write
-        refused after the artifact was logged (a chart's table file) retries the metrics
-        only: the artifact is never logged twice."""
-        if version.metrics is None:
-            table = self._version_table(version)
-            context = {
-                "epoch": version.epoch,
-                "global_step": version.global_step,
-                "trigger": version.trigger,
-                "alias": version.alias,
-            }
-            self._write_version(table, context, run=self._run_obj)
-            version.table = version.stager = None
-            metrics = self._quality.finish(version, self._summary(version.state))
-            summary = {f"{self.metrics_prefix}/{k}": v for k, v in metrics.items()}
-            summary[f"{self.metrics_prefix}/epoch"] = version.epoch
-            summary[f"{self.metrics_prefix}/global_step"] = version.global_step
-            with self._lock:
-                version.timing["samples"] = version.samples
-                version.timing["metrics"] = dict(summary)
-            version.metrics = summary
-        charts = {
-            f"{self.metrics_prefix}/{k}": v  # metric tables and plots, one log; new
-            for k, v in self._summary_charts(version.state).items()
-        }  # each attempt
-        tables.log_metrics(self._run_obj, {**version.metrics, **charts})
-        with self._lock:
-            version.timing["logged_s"] = time.perf_counter() - version.started
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
@@ -1031,24 +582,7 @@ class TaskEvalCallback(WandbEvalCallback):
         retry. Versions that came after their run had finished, or were given up, are
         warned about here.
         """
-        if self._retries.waiting():
-            self._worker.submit(self._retry_job, "flush")
-        done = self._worker.flush(timeout)
-        self._report_given_up()
-        self._run_guard.report_lost()
-        self._raise_worker_errors()
-        return done
-
-    def _failure_run(self) -> Any:
-        return self._run_obj if self._run_obj is not None else wandb.run
-
-    def _raise_worker_errors(self) -> None:
-        """In strict mode, a worker error surfaces in the training thread."""
-        errors = self._worker.errors
-        if errors and self.strict:
-            first = errors[0]
-            errors.clear()
-            raise first
+        return self._versions.flush(timeout)
 
     # -- helpers ---------------------------------------------------------------------------
     def _warm_kernels(self) -> None:
@@ -1112,35 +646,10 @@ class TaskEvalCallback(WandbEvalCallback):
         )
 
     def _check_resize(self, batch: PredictionBatch) -> None:
-        """Predictions are at the model's resolution; the tables show the user's images.
-
-        A preprocessor that resizes (KerasHub image converters) is undone by scaling boxes
-        and nearest-resizing masks, which is exact for a plain resize. One that crops or
-        pads to another aspect ratio cannot be undone that way: refused here.
-        """
-        model_hw, image_hw = batch.model_hw, batch.image_hw
-        self._model_hw = model_hw
-        if model_hw is None or image_hw is None or model_hw == image_hw:
-            return
-        same_aspect = abs(model_hw[0] * image_hw[1] - model_hw[1] * image_hw[0]) < 1e-6
-        resizing = getattr(
-            getattr(getattr(self.model, "preprocessor", None), "image_converter", None),
-            "resizing",
-            None,
-        )
-        reshapes = [
-            name
-            for name in ("crop_to_aspect_ratio", "pad_to_aspect_ratio")
-            if getattr(resizing, name, False)
-        ]
-        if not same_aspect and reshapes:
-            raise FastEvalInputError(
-                f"the model's preprocessor resizes the {image_hw[0]}x{image_hw[1]} validation "
-                f"images to {model_hw[0]}x{model_hw[1]} with {reshapes[0]}=True, so its "
-                "predictions cannot be mapped back onto the images the tables show. Pass "
-                f"validation images with the model's aspect ratio ({model_hw[0]}:"
-                f"{model_hw[1]}), or an image converter with {reshapes[0]}=False"
-            )
+        """Keep the model's resolution; refuse a preprocessor whose resize the tables cannot
+        undo (:func:`~fastevalcb.tasks._eval_set.check_resize`)."""
+        self._model_hw = batch.model_hw
+        check_resize(self.model, batch.model_hw, batch.image_hw)
 
     def _verbosity(self) -> int:
         if self.verbose != "auto":

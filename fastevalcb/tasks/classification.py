@@ -27,7 +27,9 @@ from fastevalcb.kernels.curves import PR_EDGES
 from fastevalcb.media import build_images
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks import _metrics
-from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._base import TaskEvalCallback
+from fastevalcb.tasks._eval_set import check_class_range
+from fastevalcb.tasks._versions import Version
 
 OUTPUTS = ("auto", "probabilities", "logits")
 
@@ -298,7 +300,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     def _pred_columns_for(
         self,
-        version: _Version,
+        version: Version,
         batch: PredictionBatch,
         labels: np.ndarray,
         base_images: tables.ImageColumn,
@@ -337,7 +339,7 @@ class ClassificationEvalCallback(TaskEvalCallback):
 
     def _multi_label_columns(
         self,
-        version: _Version,
+        version: Version,
         outputs: np.ndarray,
         labels: np.ndarray,
         base_images: tables.ImageColumn,

@@ -1,4 +1,9 @@
-"""``DetectionEvalCallback``: object detection tables with box overlays and COCO metrics."""
+"""``DetectionEvalCallback``: object detection tables with box overlays and COCO metrics.
+
+About 900 lines, one task: the detection callback, its box-format and KerasHub output
+adapters and the COCO / VOC metric state are read together; the kernels they call live in
+``fastevalcb.kernels``.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from fastevalcb.media import build_images
 from fastevalcb.media.boxes import box_data_json
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks import _metrics
-from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._base import TaskEvalCallback
+from fastevalcb.tasks._eval_set import check_class_range
 from fastevalcb.tasks._quality import BoxCheck
+from fastevalcb.tasks._versions import Version
 from fastevalcb.types import PackedDetections
 
 _SCORE_KEYS = ("confidence", "scores")
@@ -679,7 +686,7 @@ class DetectionEvalCallback(TaskEvalCallback):
 
     def _pred_columns_for(
         self,
-        version: _Version,
+        version: Version,
         batch: PredictionBatch,
         labels: PackedDetections,
         base_images: tables.ImageColumn,

@@ -19,7 +19,9 @@ from fastevalcb.kernels import (
 from fastevalcb.media import build_images, default_palette, stage_masks
 from fastevalcb.predictor import PredictionBatch
 from fastevalcb.tasks import _metrics
-from fastevalcb.tasks._base import TaskEvalCallback, _Version, check_class_range
+from fastevalcb.tasks._base import TaskEvalCallback
+from fastevalcb.tasks._eval_set import check_class_range
+from fastevalcb.tasks._versions import Version
 
 OUTPUTS = ("auto", "logits", "probabilities", "labels")
 
@@ -261,7 +263,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
 
     def _pred_columns_for(
         self,
-        version: _Version,
+        version: Version,
         batch: PredictionBatch,
         labels: np.ndarray,
         base_images: tables.ImageColumn,

@@ -414,7 +414,7 @@ def test_a_new_run_gets_its_own_data_table(wandb_env, shapes, classifier):
 
 
 def test_image_scaling_is_decided_once_from_the_first_batch():
-    from fastevalcb.tasks._base import ImageScaler
+    from fastevalcb.tasks._eval_set import ImageScaler
 
     scaler = ImageScaler()
     first = scaler(np.full((2, 4, 4, 3), 0.5, np.float32))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fastevalcb import FastEvalWarning
-from fastevalcb.tasks._base import _Version
 from fastevalcb.tasks._quality import (
     DEGENERATE,
     NON_FINITE,
@@ -17,6 +16,7 @@ from fastevalcb.tasks._quality import (
     NonFiniteCounter,
     box_validity,
 )
+from fastevalcb.tasks._versions import Version as _Version
 
 # One good, one inverted, one zero-area box per format, then a NaN coordinate.
 CASES = {
