@@ -42,6 +42,7 @@ import wandb
 from fastevalcb import _keras, distributed, sources, tables
 from fastevalcb.callback import DataTableRef, FastEvalInputError, WandbEvalCallback
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
+from fastevalcb.tasks._cost import CostLog, VersionCost
 from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.types import PackedDetections
 from fastevalcb.worker import LoggingWorker, Retries, RunGuard, transient_cause
@@ -256,6 +257,7 @@ class _Version:
     deferred: bool | None = None  # queued behind a retry (decided at its first job)
     # Set once its artifact is logged: the summary run.log records (a retry logs only it).
     metrics: dict[str, Any] | None = None
+    cost: VersionCost = field(default_factory=VersionCost)  # fastevalcb/<prefix>/* keys
 
     def describe(self) -> str:
         return f"epoch {self.epoch} step {self.global_step} ({self.alias})"
@@ -419,6 +421,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._run_obj: Any = None
         self._lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
+        self._cost = CostLog(self.metrics_prefix)  # what logging costs, in the run
         self.data_table_seconds: float | None = None  # train begin -> data table logged
         self._check_table_size()
         self._check_array_data()
@@ -506,6 +509,11 @@ class TaskEvalCallback(WandbEvalCallback):
         """Refuse a model whose backend the compiled step does not run on (torch...)."""
         super().set_model(model)
         _keras.check_backend(_keras.backend_of(model), type(self).__name__)
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        started = time.perf_counter()
+        super().on_train_begin(logs)
+        self._cost.begin_fit(self._run_obj, time.perf_counter() - started)
 
     def _begin_fit(self) -> None:
         """Before epoch 1: the model's compiled step on one batch, the first labels, metrics.
@@ -758,8 +766,10 @@ class TaskEvalCallback(WandbEvalCallback):
             distributed.for_each(
                 self.predictor.iter_batches(self.model), queue, drain=self._dist.sharded
             )
+        version.cost.hand_over()
         self._worker.submit(self._job, "pred table", self._finish_version, version)
         eval_s = time.perf_counter() - version.started
+        self._cost.add(eval_s)
         with self._lock:
             version.timing["eval_s"] = eval_s
         if self._verbosity() == 2:
@@ -798,7 +808,7 @@ class TaskEvalCallback(WandbEvalCallback):
         try:
             with self._guard(stage, fatal=()):
                 try:
-                    fn(version, *args)
+                    version.cost.timed(fn, version, *args)
                 except Exception as exc:
                     if not self._transient(exc):
                         raise
@@ -1000,13 +1010,16 @@ class TaskEvalCallback(WandbEvalCallback):
             f"{self.metrics_prefix}/{k}": v  # metric tables and plots, one log; new
             for k, v in self._summary_charts(version.state).items()
         }  # each attempt
-        tables.log_metrics(self._run_obj, {**version.metrics, **charts})
+        cost = self._cost.version_keys(self._run_obj, version.cost, version.samples)
+        tables.log_metrics(self._run_obj, {**version.metrics, **charts, **cost})
         with self._lock:
             version.timing["logged_s"] = time.perf_counter() - version.started
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        waited = time.perf_counter()
         self.flush()
+        self._cost.end_fit(self._run_obj, time.perf_counter() - waited)
         super().on_train_end(logs)
         done = [t for t in self.timings if t["logged_s"] is not None]
         if done and self._verbosity() >= 1 and self._dist.is_chief:
