@@ -1,11 +1,13 @@
 """``fastevalcb`` command line (also ``python -m fastevalcb``).
 
 fastevalcb report [RUN_DIR] [-o report.html] [--embed]
+fastevalcb overhead --model model.keras --data val.npz --task classification [--stock]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -36,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         "--embed", action="store_true", help="one self-contained HTML file: data and images inlined"
     )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_overhead(commands)
     args = parser.parse_args(argv)
+    if args.command == "overhead":
+        return _overhead(args)
     from fastevalcb.report import ReportError, build_report
 
     try:
@@ -54,6 +59,78 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     print(f"wrote {out}")
+    return 0
+
+
+def _add_overhead(commands: argparse._SubParsersAction) -> None:
+    overhead = commands.add_parser(
+        "overhead",
+        help="measure what logging costs on your own model and data, without training",
+        description="Time, on the same samples and without training: the model's compiled "
+        "forward pass alone, fastevalcb's log (training thread and until written, on a "
+        "throwaway offline W&B run) and, with --stock, W&B's documented WandbEvalCallback "
+        "subclass. Prints a table; --out writes JSON.",
+    )
+    overhead.add_argument("--model", required=True, help="a saved .keras model")
+    overhead.add_argument(
+        "--data",
+        required=True,
+        help="an .npz with x (images) and y (classification: (N,) class ids; segmentation: "
+        "(N, H, W) masks), or boxes (N, M, 4) and labels (N, M) padded with -1 (detection)",
+    )
+    overhead.add_argument(
+        "--task", required=True, choices=["classification", "detection", "segmentation"]
+    )
+    overhead.add_argument(
+        "--class-names", default=None, help="comma-separated (default: class_0, class_1, ...)"
+    )
+    overhead.add_argument("--batch-size", type=int, default=32)
+    overhead.add_argument("--max-samples", type=int, default=None, help="the first N samples")
+    overhead.add_argument("--repeats", type=int, default=3, help="logs per side; the best counts")
+    overhead.add_argument("--stock", action="store_true", help="also time stock's subclass")
+    overhead.add_argument("--jit-compile", action="store_true", help="XLA-compile the step")
+    overhead.add_argument(
+        "--box-format", default=None, help="detection: the boxes' format (default: the model's)"
+    )
+    overhead.add_argument("--out", default=None, help="write the result as JSON here")
+    overhead.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _overhead(args: argparse.Namespace) -> int:
+    from fastevalcb import overhead
+
+    names = args.class_names.split(",") if args.class_names else None
+    options = {"box_format": args.box_format} if args.box_format else {}
+    try:
+        result = overhead.measure(
+            args.model,
+            args.data,
+            args.task,
+            class_names=names,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            repeats=args.repeats,
+            stock=args.stock,
+            jit_compile=args.jit_compile,
+            callback_options=options,
+        )
+    except overhead.OverheadError as exc:
+        print(f"fastevalcb overhead: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"fastevalcb overhead: failed: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    print(overhead.table(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.out}")
     return 0
 
 
