@@ -98,6 +98,7 @@ def _add_overhead(commands: argparse._SubParsersAction) -> None:
 
 def _overhead(args: argparse.Namespace) -> int:
     from fastevalcb import overhead
+    from fastevalcb.errors import FastEvalInputError
 
     names = args.class_names.split(",") if args.class_names else None
     options = {"box_format": args.box_format} if args.box_format else {}
@@ -114,7 +115,7 @@ def _overhead(args: argparse.Namespace) -> int:
             jit_compile=args.jit_compile,
             callback_options=options,
         )
-    except overhead.OverheadError as exc:
+    except (overhead.OverheadError, FastEvalInputError) as exc:  # bad input: no traceback
         print(f"fastevalcb overhead: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
