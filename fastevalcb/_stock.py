@@ -101,6 +101,14 @@ def box_dicts(boxes, classes, class_labels, scores=None):
     return out
 
 
+def _concat(parts: list) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], (list, tuple)):
+        return type(parts[0])(np.concatenate(leaves) for leaves in zip(*parts))
+    return np.concatenate(parts)
+
+
 def _xyxy(boxes: Any, box_format: str) -> np.ndarray:
     """What a user's subclass does first: boxes to ``xyxy`` pixels for ``box_dicts``."""
     boxes = np.asarray(boxes, np.float32)
@@ -132,6 +140,27 @@ class StockDetection(OfflineStock):
         self.class_labels = class_labels
         self.score_threshold = score_threshold
         self.boxes_logged = []
+
+    def predict_all(self):
+        """``model.predict(self.x)``; for a KerasHub detector in static batches of 32, as
+        a user must: its NMS needs a static batch dim, which ``predict`` on arrays does
+        not give ("Expected int32, but got None"). The rest runs as one batch of its own."""
+        if getattr(self.model, "prediction_decoder", None) is None:
+            return super().predict_all()
+        import tensorflow as tf
+
+        start, x, size = time.perf_counter(), self.x, 32
+        full = len(x) // size * size
+        parts = []
+        if full:
+            data = tf.data.Dataset.from_tensor_slices(x[:full]).batch(size, drop_remainder=True)
+            parts.append(self.model.predict(data, verbose=0))
+        if full < len(x):
+            self.model.make_predict_function(force=True)  # a static shape of its own
+            parts.append(self.model.predict(tf.data.Dataset.from_tensors(x[full:]), verbose=0))
+        preds = _concat(parts)
+        self.predict_s = [*(self.predict_s or []), time.perf_counter() - start]
+        return preds
 
     def gt_box_data(self, idx):
         valid = self.gt_classes[idx] >= 0
