@@ -54,28 +54,31 @@ MODELS = {
 
 
 # -- models: KerasHub classes from configs, random weights ------------------------------------
+RESNET = {  # ResNetBackbone configs: ResNet-50 (v1, as its preset's), and a tiny one
+    "resnet50": {
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 128, 256, 512],
+        "stackwise_num_blocks": [3, 4, 6, 3],
+        "block_type": "bottleneck_block",
+    },
+    "tiny": {  # ResNetBackbone insists on 64 filters for the stem and the first stack
+        "input_conv_kernel_sizes": [3],
+        "stackwise_num_filters": [64, 8, 8, 8],
+        "stackwise_num_blocks": [1, 1, 1, 1],
+        "block_type": "basic_block",
+    },
+}
+
+
 def resnet(quick: bool):
     import keras_hub
 
-    if quick:  # ResNetBackbone insists on 64 filters for the stem and the first stack
-        return keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64],
-            input_conv_kernel_sizes=[3],
-            stackwise_num_filters=[64, 8, 8, 8],
-            stackwise_num_blocks=[1, 1, 1, 1],
-            stackwise_num_strides=[1, 2, 2, 2],
-            block_type="basic_block",
-            image_shape=(None, None, 3),
-        )
-    return keras_hub.models.ResNetBackbone(  # ResNet-50 (v1), as its preset's config
+    return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],
-        input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks=[3, 4, 6, 3],
         stackwise_num_strides=[1, 2, 2, 2],
-        block_type="bottleneck_block",
         use_pre_activation=False,
         image_shape=(None, None, 3),
+        **RESNET["tiny" if quick else "resnet50"],
     )
 
 

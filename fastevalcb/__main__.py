@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,25 +45,33 @@ def main(argv: list[str] | None = None) -> int:
         return _overhead(args)
     from fastevalcb.report import ReportError, build_report
 
+    def report_command() -> int:
+        print(f"wrote {build_report(args.run_dir, args.output, embed=args.embed)}")
+        return 0
+
+    return _guarded("report", args.debug, ReportError, report_command)
+
+
+def _guarded(command: str, debug: bool, expected: Any, fn: Any) -> int:
+    """``fn()``'s exit status; an ``expected`` error (bad input) prints its message and
+    exits 2, any other one line (1), or its traceback with ``--debug``."""
     try:
-        out = build_report(args.run_dir, args.output, embed=args.embed)
-    except ReportError as exc:
-        print(f"fastevalcb report: {exc}", file=sys.stderr)
+        return fn()
+    except expected as exc:
+        print(f"fastevalcb {command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if args.debug:
+        if debug:
             raise
         print(
-            f"fastevalcb report: failed: {type(exc).__name__}: {exc} "
+            f"fastevalcb {command}: failed: {type(exc).__name__}: {exc} "
             "(run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
-    print(f"wrote {out}")
-    return 0
 
 
-def _add_overhead(commands: argparse._SubParsersAction) -> None:
+def _add_overhead(commands: Any) -> None:
     overhead = commands.add_parser(
         "overhead",
         help="measure what logging costs on your own model and data, without training",
@@ -102,7 +111,8 @@ def _overhead(args: argparse.Namespace) -> int:
 
     names = args.class_names.split(",") if args.class_names else None
     options = {"box_format": args.box_format} if args.box_format else {}
-    try:
+
+    def overhead_command() -> int:
         result = overhead.measure(
             args.model,
             args.data,
@@ -115,24 +125,17 @@ def _overhead(args: argparse.Namespace) -> int:
             jit_compile=args.jit_compile,
             callback_options=options,
         )
-    except (overhead.OverheadError, FastEvalInputError) as exc:  # bad input: no traceback
-        print(f"fastevalcb overhead: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(
-            f"fastevalcb overhead: failed: {type(exc).__name__}: {exc} "
-            "(run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
-    print(overhead.table(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.out}")
-    return 0
+        print(overhead.table(result))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=2)
+            print(f"wrote {args.out}")
+        return 0
+
+    # bad input (a missing key, labels the task refuses): its message, no traceback
+    return _guarded(
+        "overhead", args.debug, (overhead.OverheadError, FastEvalInputError), overhead_command
+    )
 
 
 if __name__ == "__main__":

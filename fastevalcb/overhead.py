@@ -332,7 +332,15 @@ def _default_names(model: Any, task: str, y: Any) -> list[str]:
 
 @contextlib.contextmanager
 def _throwaway_wandb() -> Iterator[None]:
-    """Offline, silent W&B writing only into a temporary folder, removed afterwards."""
+    """Offline, silent W&B writing only into a temporary folder, removed afterwards.
+
+    wandb's service process, started here if it was not running, keeps its log in that
+    folder: it is shut down (``wandb.teardown()``) before the folder goes, so a later
+    ``wandb.init`` starts a new one with the caller's settings (else later runs' log
+    links would point into the removed folder).
+    """
+    import wandb
+
     saved = {k: os.environ.get(k) for k in (*_WANDB_DIRS, "WANDB_MODE", "WANDB_SILENT")}
     with tempfile.TemporaryDirectory(prefix="fastevalcb-overhead-") as folder:
         os.environ.update(dict.fromkeys(_WANDB_DIRS, folder))
@@ -340,6 +348,7 @@ def _throwaway_wandb() -> Iterator[None]:
         try:
             yield
         finally:
+            wandb.teardown()
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)

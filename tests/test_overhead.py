@@ -118,6 +118,12 @@ def test_measure_segmentation_in_process(wandb_env):
     _check_side(result["fastevalcb"], 1)
     _check_side(result["stock"], 1)
     assert os.environ["WANDB_DIR"] == str(wandb_env / "run")  # the caller's env, restored
+    # A later run of the caller's links no log into the removed throwaway folder.
+    import wandb
+
+    wandb.init(project="after", dir=str(wandb_env / "run")).finish()
+    links = [p for p in (wandb_env / "run").rglob("*") if p.is_symlink()]
+    assert all(p.exists() for p in links), [str(p) for p in links if not p.exists()]
     assert "µs/sample" in overhead.table(result)
 
 
