@@ -26,6 +26,7 @@ Keys (``P`` is the callback's ``metrics_prefix``):
   over the run: train begin, every log, and the wait for the queue at train end.
 
 With ``async_logging=False`` the worker's jobs run on the training thread, after the pass.
+In ``strict`` mode each log also waits for its version (``flush``): not counted here.
 """
 
 from __future__ import annotations
