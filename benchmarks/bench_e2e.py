@@ -103,8 +103,13 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import wandb  # noqa: E402
 from _machine import cpu_name  # noqa: E402
-from wandb.integration.keras import WandbEvalCallback as StockEvalCallback  # noqa: E402
 
+from fastevalcb._stock import (  # noqa: E402
+    SCORE_THRESHOLD,
+    StockClassification,
+    StockDetection,
+    StockSegmentation,
+)
 from fastevalcb.synthetic import CLASS_NAMES, make_shapes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,7 +117,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
 BATCH = 32
 EPOCHS = 2
-SCORE_THRESHOLD = 0.05
 MAX_BOXES = 100
 GT_SLOTS = 4
 SEG_CLASSES = 21
@@ -123,163 +127,6 @@ SIZES = {
     "detection": ((2_000, 128, 512), (100, 128, 128)),
     "segmentation": ((500, 256, 128), (32, 256, 32)),
 }
-
-
-# -- stock side: W&B's documented subclass pattern ------------------------------------------
-class OfflineStock(StockEvalCallback):
-    """Stock base, with ``log_data_table`` made to run offline (see the module docstring)."""
-
-    def log_data_table(self, name="val", type="dataset", table_name="val_data"):
-        data_artifact = wandb.Artifact(name, type=type)
-        data_artifact.add(self.data_table, table_name)
-        # stock: wandb.run.use_artifact(data_artifact); data_artifact.wait()
-        wandb.run.log_artifact(data_artifact)
-        # stock: self.data_table_ref = data_artifact.get(table_name)
-        self.data_table_ref = self.data_table
-
-    predict_s = None
-
-    def predict_all(self):
-        """``self.model.predict(self.x, verbose=0)``, timed (where stock's time goes)."""
-        start = time.perf_counter()
-        preds = self.model.predict(self.x, verbose=0)
-        self.predict_s = [*(self.predict_s or []), time.perf_counter() - start]
-        return preds
-
-
-class StockClassification(OfflineStock):
-    """W&B's docstring example verbatim, but ``add_ground_truth`` accepts ``logs``."""
-
-    def __init__(self, validation_data, data_table_columns, pred_table_columns):
-        super().__init__(data_table_columns, pred_table_columns)
-        self.x = validation_data[0]
-        self.y = validation_data[1]
-
-    def add_ground_truth(self, logs=None):
-        for idx, (image, label) in enumerate(zip(self.x, self.y)):
-            self.data_table.add_data(idx, wandb.Image(image), label)
-
-    def add_model_predictions(self, epoch, logs=None):
-        preds = self.predict_all()
-        preds = tf.argmax(preds, axis=-1)
-        data_table_ref = self.data_table_ref
-        table_idxs = data_table_ref.get_index()
-        for idx in table_idxs:
-            pred = preds[idx]
-            self.pred_table.add_data(
-                epoch,
-                data_table_ref.data[idx][0],
-                data_table_ref.data[idx][1],
-                data_table_ref.data[idx][2],
-                pred,
-            )
-
-
-def box_dicts(boxes, classes, class_labels, scores=None):
-    """The documented per-box dict format, pixel domain."""
-    out = []
-    for i, (box, cls) in enumerate(zip(boxes, classes)):
-        entry = {
-            "position": {
-                "minX": float(box[0]),
-                "minY": float(box[1]),
-                "maxX": float(box[2]),
-                "maxY": float(box[3]),
-            },
-            "domain": "pixel",
-            "class_id": int(cls),
-            "box_caption": class_labels[int(cls)],
-        }
-        if scores is not None:
-            entry["scores"] = {"score": float(scores[i])}
-            entry["box_caption"] = f"{class_labels[int(cls)]} {float(scores[i]):.2f}"
-        out.append(entry)
-    return out
-
-
-class StockDetection(OfflineStock):
-    def __init__(self, validation_data, class_labels, score_threshold=SCORE_THRESHOLD):
-        super().__init__(
-            ["id", "image", "num_objects"], ["epoch", "id", "image", "num_predictions"]
-        )
-        self.x, y = validation_data
-        self.gt_boxes, self.gt_classes = y["boxes"], y["classes"]
-        self.class_labels = class_labels
-        self.score_threshold = score_threshold
-        self.boxes_logged = []
-
-    def gt_box_data(self, idx):
-        valid = self.gt_classes[idx] >= 0
-        return box_dicts(self.gt_boxes[idx][valid], self.gt_classes[idx][valid], self.class_labels)
-
-    def add_ground_truth(self, logs=None):
-        for idx, image in enumerate(self.x):
-            box_data = self.gt_box_data(idx)
-            self.data_table.add_data(
-                idx,
-                wandb.Image(
-                    image,
-                    boxes={
-                        "ground_truth": {"box_data": box_data, "class_labels": self.class_labels}
-                    },
-                ),
-                len(box_data),
-            )
-
-    def add_model_predictions(self, epoch, logs=None):
-        preds = self.predict_all()
-        boxes, scores, classes = preds["boxes"], preds["scores"], preds["classes"]
-        data_table_ref = self.data_table_ref
-        total = 0
-        for idx in data_table_ref.get_index():
-            keep = scores[idx] >= self.score_threshold
-            box_data = box_dicts(
-                boxes[idx][keep], classes[idx][keep], self.class_labels, scores[idx][keep]
-            )
-            total += len(box_data)
-            image = wandb.Image(
-                data_table_ref.data[idx][1],
-                boxes={
-                    "predictions": {"box_data": box_data, "class_labels": self.class_labels},
-                    "ground_truth": {
-                        "box_data": self.gt_box_data(idx),
-                        "class_labels": self.class_labels,
-                    },
-                },
-            )
-            self.pred_table.add_data(epoch, data_table_ref.data[idx][0], image, len(box_data))
-        self.boxes_logged.append(total / max(len(data_table_ref.get_index()), 1))
-
-
-class StockSegmentation(OfflineStock):
-    def __init__(self, validation_data, class_labels):
-        super().__init__(["id", "image"], ["epoch", "id", "image"])
-        self.x, self.y = validation_data
-        self.class_labels = class_labels
-
-    def add_ground_truth(self, logs=None):
-        for idx, (image, mask) in enumerate(zip(self.x, self.y)):
-            self.data_table.add_data(
-                idx,
-                wandb.Image(
-                    image,
-                    masks={"ground_truth": {"mask_data": mask, "class_labels": self.class_labels}},
-                ),
-            )
-
-    def add_model_predictions(self, epoch, logs=None):
-        preds = self.predict_all()
-        preds = np.argmax(preds, axis=-1)
-        data_table_ref = self.data_table_ref
-        for idx in data_table_ref.get_index():
-            image = wandb.Image(
-                data_table_ref.data[idx][1],
-                masks={
-                    "predictions": {"mask_data": preds[idx], "class_labels": self.class_labels},
-                    "ground_truth": {"mask_data": self.y[idx], "class_labels": self.class_labels},
-                },
-            )
-            self.pred_table.add_data(epoch, data_table_ref.data[idx][0], image)
 
 
 # -- tasks: data, model, both callbacks ----------------------------------------------------

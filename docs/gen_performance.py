@@ -93,6 +93,16 @@ BENCHMARKS = [
         "until-logged time, with a near-free model for the host cost.",
     ),
     (
+        "gpu",
+        "On a GPU: real models at realistic sizes",
+        "python benchmarks/gpu_suite.py            # --quick: CPU, small sizes",
+        "KerasHub's ResNet-50 classifier at 224², RetinaNet and DeepLabV3 (ResNet-50) at 512², "
+        "random weights, built from their classes' configs; `jit_compile` off and on, float32 "
+        "and `mixed_float16`. Each row is `fastevalcb overhead` on the same samples: the "
+        "compiled forward alone, our log on the training thread and until written, the "
+        "worker's CPU per sample, and stock's documented subclass at float32.",
+    ),
+    (
         "multiworker",
         "Multi-worker training",
         "python benchmarks/bench_multiworker.py",
@@ -203,6 +213,26 @@ def page(e2e: dict) -> str:
         if (RESULTS / f"{stem}.png").exists():
             parts += [f"![{stem} benchmark plot](img/perf/{stem}.png)", ""]
     parts += [
+        "## Your own model: `fastevalcb overhead`",
+        "",
+        "The numbers above are for our models and machines. On yours, offline and without "
+        "training, from a saved model and an `.npz` of validation samples (`x`, and `y`; "
+        "detection: `boxes` and `labels` padded with -1):",
+        "",
+        "```bash",
+        "fastevalcb overhead --model model.keras --data val.npz --task classification "
+        "--stock --out overhead.json",
+        "```",
+        "",
+        "It prints, and writes as JSON, the forward pass alone (the compiled predict step), "
+        "a log with fastevalcb (training-thread seconds and seconds until written, on a "
+        "throwaway offline run) and, with `--stock`, W&B's documented `WandbEvalCallback` "
+        "subclass on the same samples; best of `--repeats` logs. From Python: "
+        "`fastevalcb.overhead.measure(model, (x, y), 'classification', stock=True)`. During "
+        "training, every version records the same costs in your run "
+        "(`fastevalcb/eval/train_thread_s`, `worker_cpu_us_per_sample`, `queue_s`, ...; see "
+        "[the options page](tasks/options.md#the-logging-cost-in-your-run)).",
+        "",
         "## Profiling tools",
         "",
         "These print what they measure rather than writing `benchmarks/results`:",

@@ -302,10 +302,12 @@ class TaskEvalCallback(WandbEvalCallback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         """Before epoch 1: the model's checks, agreed by every worker, then the data table
         (once per W&B run, streamed on the worker)."""
+        started = time.perf_counter()
         self._start_session(self.multi_worker_eval)
         with self._dist.agreed("train begin"):
             self._begin_fit()
         self._agree_on_data_table(logs)
+        self._versions.cost.begin_fit(self._run_obj, time.perf_counter() - started)
 
     def _begin_fit(self) -> None:
         """Before epoch 1: the model's compiled step on one batch, the first labels, metrics.
@@ -561,7 +563,9 @@ class TaskEvalCallback(WandbEvalCallback):
 
     # -- flushing and errors --------------------------------------------------------------
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        waited = time.perf_counter()
         self.flush()
+        self._versions.cost.end_fit(self._run_obj, time.perf_counter() - waited)
         super().on_train_end(logs)
         done = [t for t in self.timings if t["logged_s"] is not None]
         if done and self._verbosity() >= 1 and self._dist.is_chief:

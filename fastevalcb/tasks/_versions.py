@@ -14,7 +14,8 @@ again in order at the next log, at ``flush()`` and at the run's end, and what is
 is named in one warning and the run's summary.
 
 What the writer needs of its callback (the task's steps, the failure guard, the run) is
-the :class:`TaskSteps` protocol: the writer holds no task logic of its own.
+the :class:`TaskSteps` protocol: the writer holds no task logic of its own. About 520
+lines: the retry path shares each step of the first write, and reads best beside it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from fastevalcb import distributed, tables
 from fastevalcb.errors import FastEvalWarning
 from fastevalcb.predictor import BatchedPredictor, PredictionBatch
+from fastevalcb.tasks._cost import CostLog, VersionCost
 from fastevalcb.tasks._eval_set import EvalSet, take_targets
 from fastevalcb.tasks._quality import NonFiniteCounter
 from fastevalcb.worker import LoggingWorker, Retries, RunGuard, transient_cause
@@ -101,6 +103,7 @@ class Version:
     transient: BaseException | None = None
     deferred: bool | None = None
     metrics: dict[str, Any] | None = None
+    cost: VersionCost = field(default_factory=VersionCost)  # fastevalcb/<prefix>/* keys
 
     def describe(self) -> str:
         return f"epoch {self.epoch} step {self.global_step} ({self.alias})"
@@ -215,6 +218,7 @@ class VersionWriter:
         self.retries = Retries(queue_bytes(max_queue_mb))
         self.run_guard = RunGuard(self.worker, run_end_timeout, on_end=self.retry_at_run_end)
         self.timings: list[dict[str, Any]] = []
+        self.cost = CostLog(steps.metrics_prefix)  # what logging costs, in the run
         self._lock = threading.Lock()
 
     # -- the training thread ----------------------------------------------------------------
@@ -250,8 +254,10 @@ class VersionWriter:
             distributed.for_each(
                 steps.predictor.iter_batches(steps.model), queue, drain=steps._dist.sharded
             )
+        version.cost.hand_over()
         self.worker.submit(self.job, "pred table", steps._finish_version, version)
         eval_s = time.perf_counter() - version.started
+        self.cost.add(eval_s)
         with self._lock:
             version.timing["eval_s"] = eval_s
         if steps._verbosity() == 2:
@@ -313,7 +319,7 @@ class VersionWriter:
         try:
             with steps._guard(stage, ()):
                 try:
-                    fn(version, *args)
+                    version.cost.timed(fn, version, *args)
                 except Exception as exc:
                     if not self.transient(exc):
                         raise
@@ -397,7 +403,8 @@ class VersionWriter:
             f"{prefix}/{k}": v  # metric tables and plots, one log; new each attempt
             for k, v in steps._summary_charts(version.state).items()
         }
-        tables.log_metrics(steps._run_obj, {**version.metrics, **charts})
+        cost = self.cost.version_keys(steps._run_obj, version.cost, version.samples)
+        tables.log_metrics(steps._run_obj, {**version.metrics, **charts, **cost})
         with self._lock:
             version.timing["logged_s"] = time.perf_counter() - version.started
 

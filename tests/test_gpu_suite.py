@@ -1,0 +1,50 @@
+"""``benchmarks/gpu_suite.py --quick`` starts, measures and writes both of its files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_json_and_markdown(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "gpu_suite.py",
+            "--quick",
+            "--tasks",
+            "classification,segmentation",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suite = json.loads((tmp_path / "gpu.json").read_text())
+    assert (
+        suite["quick"]
+        and [r["task"] for r in suite["rows"]] == ["classification"] * 4 + ["segmentation"] * 4
+    )
+    base = suite["rows"][0]
+    assert (base["jit_compile"], base["mixed"]) == (False, False)
+    result = base["result"]  # the base variant must run on any machine
+    assert result["samples"] == 64 and result["forward"]["us_per_sample"] > 0
+    assert result["fastevalcb"]["until_written_s"] >= result["fastevalcb"]["train_thread_s"] > 0
+    assert result["stock"]["until_written_s"] > 0
+    assert all("result" in r or "error" in r or "skipped" in r for r in suite["rows"])
+    md = (tmp_path / "gpu.md").read_text()
+    assert md.startswith("# GPU suite") and md.count("| ResNet-50 ImageClassifier |") == 4
