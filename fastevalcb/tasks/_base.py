@@ -35,6 +35,9 @@ further would turn those steps back into hooks across modules.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +111,39 @@ class TaskEvalCallback(WandbEvalCallback):
     mask_labels: dict[int, str] | None = None  # segmentation: the mask layers' class labels
     run_end_timeout: float = 300.0  # seconds the run's end waits for queued versions
     progress_every_s: float = 10.0  # a data-table progress line this often (verbose >= 1)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A task callback whose constructor passes ``**options`` on to this one shows every
+        keyword in its signature (``help()``, ``inspect.signature``), and refuses an unknown
+        keyword naming the closest valid one, before anything is built."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = inspect.signature(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
+            return
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in params}
+        base = inspect.signature(cls.__mro__[1].__init__).parameters.values()  # its parent's
+        params += [p for p in base if p.kind is p.KEYWORD_ONLY and p.name not in names]
+        signature = own.replace(parameters=params)
+        valid = [p.name for p in params[1:]]
+
+        @functools.wraps(init)
+        def checked_init(self: Any, *args: Any, **kw: Any) -> None:
+            for name in kw:
+                if name not in valid:
+                    close = difflib.get_close_matches(name, valid, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise TypeError(
+                        f"{cls.__name__} got an unexpected keyword argument {name!r}{hint} "
+                        f"(valid: {', '.join(valid)})"
+                    )
+            init(self, *args, **kw)
+
+        checked_init.__signature__ = signature  # type: ignore[attr-defined]
+        setattr(cls, "__init__", checked_init)  # noqa: B010 - mypy: no method assignment
 
     def __init__(
         self,
