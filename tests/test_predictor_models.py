@@ -15,7 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from real_models import (  # noqa: E402
+
+from fastevalcb.callback import FastEvalInputError  # noqa: E402
+from fastevalcb.predictor import BatchedPredictor  # noqa: E402
+from tests.helpers.real_models import (  # noqa: E402
     Calibrated,
     deeplab,
     images,
@@ -25,10 +28,7 @@ from real_models import (  # noqa: E402
     tiny_resnet,
     two_input_model,
 )
-from real_models import nms_decoder as decoder  # noqa: E402
-
-from fastevalcb.callback import FastEvalInputError  # noqa: E402
-from fastevalcb.predictor import BatchedPredictor  # noqa: E402
+from tests.helpers.real_models import nms_decoder as decoder  # noqa: E402
 
 keras_hub = pytest.importorskip("keras_hub")
 

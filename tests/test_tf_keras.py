@@ -18,12 +18,11 @@ import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 
-from test_callback import DocsClfCallback, LogsClfCallback  # noqa: E402
-from tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
-
 from fastevalcb import ClassificationEvalCallback  # noqa: E402
 from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 from fastevalcb.synthetic import make_shapes  # noqa: E402
+from tests.helpers.callbacks import DocsClfCallback, LogsClfCallback  # noqa: E402
+from tests.helpers.tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
 
 pytestmark = pytest.mark.tf_keras
 

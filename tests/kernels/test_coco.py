@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
-from coco_oracle import cocoeval, generated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastevalcb import kernels
 from fastevalcb.kernels import coco
+from tests.helpers import reference
+from tests.helpers.coco_oracle import cocoeval, generated
 
 TOL = 1e-6
 

@@ -5,12 +5,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=60, deadline=None)
 NAN, INF = float("nan"), float("inf")

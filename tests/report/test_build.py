@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_helpers import make_run, open_report
 
 from fastevalcb.__main__ import main
 from fastevalcb.report import ReportError, build_report
 from fastevalcb.report.build import rle_encode
+from tests.helpers.report import make_run, open_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

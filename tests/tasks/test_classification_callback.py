@@ -13,17 +13,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from task_helpers import (
+from wandb.sdk.lib.hashutil import md5_file_b64
+
+from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
+from fastevalcb.offline import OfflineRun
+from tests.helpers.tasks import (
     Diverge,
     EpochRecorder,
     fast_eval_warnings,
     metric_definitions,
     pred_versions,
 )
-from wandb.sdk.lib.hashutil import md5_file_b64
-
-from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
-from fastevalcb.offline import OfflineRun
 
 
 def _softmax(z):

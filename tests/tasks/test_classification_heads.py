@@ -7,9 +7,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, SegmentationEvalCallback
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 SIZE = 16
 

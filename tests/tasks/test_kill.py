@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from run_consistency import sync_problems
 
 from fastevalcb.offline import OfflineRun, find_runs
+from tests.helpers.run_consistency import sync_problems
 
 _CHILD = textwrap.dedent("""
     import os, sys, time

@@ -8,18 +8,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from coco_oracle import cocoeval, generated
 from keras import ops
-from metrics_helpers import (
-    chart_panels,
-    confusion_from_chart,
-    has_table,
-    logged_table,
-    metric_rows,
-    nan_to_none,
-)
 from sklearn import metrics as skm
-from test_detection_callback import (
+
+from fastevalcb import DetectionEvalCallback
+from fastevalcb.kernels.coco import STAT_NAMES
+from tests.helpers.coco_oracle import cocoeval, generated
+from tests.helpers.detection import (
     EXPECTED_MAP50,
     GT_BOXES,
     GT_CLASSES,
@@ -31,9 +26,14 @@ from test_detection_callback import (
     fixed_detector,
     val_images,
 )
-
-from fastevalcb import DetectionEvalCallback
-from fastevalcb.kernels.coco import STAT_NAMES
+from tests.helpers.metrics import (
+    chart_panels,
+    confusion_from_chart,
+    has_table,
+    logged_table,
+    metric_rows,
+    nan_to_none,
+)
 
 SIZE = 32
 

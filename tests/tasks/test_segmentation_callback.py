@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image as PILImage
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import FastEvalInputError, SegmentationEvalCallback
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 NAMES = ["background", "rectangle", "ellipse", "triangle"]
 
@@ -183,7 +183,7 @@ def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(
 ):
     import warnings
 
-    from task_helpers import Diverge, fast_eval_warnings
+    from tests.helpers.tasks import Diverge, fast_eval_warnings
 
     run, read = offline_run
     cb = SegmentationEvalCallback((shapes.images[:6], shapes.masks[:6]), NAMES, verbose=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
-from task_helpers import run_on_small_tmpfs
+from tests.helpers.tasks import run_on_small_tmpfs
 
 _SCRIPT = textwrap.dedent("""
     import json, os, sys, time, warnings
