@@ -534,10 +534,8 @@ def artifact_cache_by_client_id() -> dict:
     ``artifact_instance_cache_by_client_id`` since wandb 0.21; before, one
     ``artifact_instance_cache`` keyed by client id and server id alike)."""
     module = importlib.import_module("wandb.sdk.artifacts.artifact_instance_cache")
-    return (
-        getattr(module, "artifact_instance_cache_by_client_id", None)
-        or module.artifact_instance_cache
-    )
+    cache = getattr(module, "artifact_instance_cache_by_client_id", None)
+    return cache if cache is not None else module.artifact_instance_cache  # empty is falsy
 
 
 def uncache(artifact: wandb.Artifact) -> None:
