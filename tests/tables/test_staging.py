@@ -95,7 +95,7 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
     the same entries as objects make (wandb-internal: interface._make_artifact_manifest)."""
     from wandb.sdk.interface.interface import InterfaceBase
 
-    from fastevalcb.tables import MediaIndex, Stager
+    from fastevalcb.tables import MediaIndex, Stager, _wandb
     from fastevalcb.tables.staging import entry_rows
 
     rng = np.random.default_rng(1)
@@ -133,6 +133,8 @@ def test_entry_rows_log_as_the_entries_they_stand_for(wandb_env):
             if name != "notes.txt":
                 _assert_view_reads_as(view, rows[name])
         _assert_bulk_manifest_is_wandbs(artifact.manifest, objects.manifest)
+    for artifact in (data, pred):  # new_file's temp dirs: removed now, not by the collector
+        _wandb.cleanup_tmp_dir(artifact)
 
 
 def _assert_bulk_manifest_is_wandbs(rows, objects):
