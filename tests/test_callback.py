@@ -23,6 +23,7 @@ def _fit(model, x, y, callback, epochs=2, batch_size=32):
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[callback])
 
 
+@pytest.mark.slow
 def test_documented_stock_example_runs_unchanged_offline(offline_run, tiny_classifier):
     run, read = offline_run
     model, x, y = tiny_classifier
@@ -55,6 +56,7 @@ def test_documented_stock_example_runs_unchanged_offline(offline_run, tiny_class
     assert last.column("image") == data.column("image")  # same files, same sha256
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_pred_image_cells_are_references_into_the_data_artifact(offline_run, tiny_classifier):
     run, read = offline_run
@@ -79,6 +81,7 @@ def test_pred_image_cells_are_references_into_the_data_artifact(offline_run, tin
         assert stored_paths == ["eval_data.table.json"]
 
 
+@pytest.mark.slow
 def test_logs_signatures_receive_logs_and_ref_indexing_by_column(offline_run, tiny_classifier):
     run, read = offline_run
     model, x, y = tiny_classifier
@@ -91,6 +94,7 @@ def test_logs_signatures_receive_logs_and_ref_indexing_by_column(offline_run, ti
     assert table.column("id") == list(range(20)) and table.column("label") == y.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_pred_version_bytes_do_not_grow_with_image_size(offline_run):
     """N=1,000 images: a pred version costs the same bytes at 8x8 and at 64x64."""
@@ -140,6 +144,7 @@ class _ManualCallback(WandbEvalCallback):
         )
 
 
+@pytest.mark.slow
 def test_log_every_n_batches_versions_and_async_dispatch(offline_run, tiny_classifier):
     run, read = offline_run
     model, x, y = tiny_classifier
@@ -163,6 +168,7 @@ def test_log_every_n_batches_versions_and_async_dispatch(offline_run, tiny_class
     ]
 
 
+@pytest.mark.slow
 def test_batch_logging_counts_steps_with_steps_per_execution(offline_run, tiny_classifier):
     model, x, y = tiny_classifier
     model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=2)

@@ -18,6 +18,8 @@ from wandb.sdk.data_types.table import _TableIndex
 
 from fastevalcb import DataTableRef, WandbEvalCallback
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 COLUMNS = ["id", "image", "label", "score"]
 
 

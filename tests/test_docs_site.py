@@ -70,6 +70,7 @@ def browser():
         b.close()
 
 
+@pytest.mark.slow
 def test_site_has_every_page(site: Path):
     for page in PAGES:
         assert (site / page).is_file(), page

@@ -111,6 +111,7 @@ def _read(run):
     return OfflineRun(Path(run.dir).parent).wait_complete()
 
 
+@pytest.mark.slow
 def test_run_finish_waits_for_every_job_queued_before_it(wandb_env):
     from fastevalcb.worker import RunGuard
 
@@ -173,6 +174,7 @@ def test_a_guard_on_a_live_run_refuses_nothing(wandb_env):
     assert guard.ended
 
 
+@pytest.mark.slow
 def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
     """atexit is last in, first out: attach() re-registers ours after wandb's service hook."""
     import subprocess

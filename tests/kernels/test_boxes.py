@@ -20,6 +20,7 @@ def boxes_strategy(max_n=20):
 FORMATS_AND_ALIAS = (*reference.FORMATS, "cxcywh")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(boxes_strategy(), st.sampled_from(FORMATS_AND_ALIAS), st.sampled_from(FORMATS_AND_ALIAS))
 def test_convert_matches_reference(boxes, fin, fout):
@@ -125,6 +126,7 @@ def test_errors():
         kernels.convert_boxes(np.zeros((1, 4)), "rel_xyxy")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     st.integers(0, 3),

@@ -10,6 +10,8 @@ import pytest
 from fastevalcb.report import build_report
 from tests.helpers.report import open_report
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 
 def _latest_tables(run) -> dict[str, dict]:
     """``{key: {"columns", "data"}}``: the last metric table of each key in the history."""

@@ -16,6 +16,8 @@ import pytest
 from fastevalcb.report import build_report
 from tests.helpers.report import open_report, ready, rendered
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 
 def _cells(page, key: str) -> list[str]:
     return page.eval_on_selector_all(f'td[data-key="{key}"]', "els => els.map(e => e.textContent)")

@@ -38,6 +38,7 @@ def _nan_to_none(values):
     return [None if v is None or np.isnan(v) else v for v in values]
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run):
     run, read = offline_run
@@ -87,6 +88,7 @@ def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run)
     assert row["eval/recall"] == pytest.approx((1 / 3 + 1) / 2)
 
 
+@pytest.mark.slow
 def test_deprecated_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
     run, read = offline_run
     xyxy = GT_BOXES / SIZE
@@ -168,6 +170,7 @@ def test_predicted_classes_outside_class_names_fail_at_train_begin(offline_run):
     assert epochs.epochs == []
 
 
+@pytest.mark.slow
 def test_adapter_failing_mid_training_warns_once_and_fit_goes_on(offline_run):
     run, read = offline_run
     calls = {"n": 0}
@@ -202,6 +205,7 @@ def test_ragged_targets_ask_for_padding(offline_run):
         fit(fixed_detector(), [cb])
 
 
+@pytest.mark.slow
 def test_rows_past_num_detections_are_padding(offline_run):
     run, read = offline_run
 
@@ -222,6 +226,7 @@ def test_rows_past_num_detections_are_padding(offline_run):
     assert table.column("tp") == [1, 0, 0, 0]  # P0 matches A's box only
 
 
+@pytest.mark.slow
 def test_nan_inf_inverted_and_zero_area_boxes_are_counted_dropped_and_warned_once(offline_run):
     run, read = offline_run
     calls = {"n": 0}
@@ -349,6 +354,7 @@ def _check_hand_case(table, size=SIZE):
     }
 
 
+@pytest.mark.slow
 def test_keras_hub_layout_in_the_model_s_yxyx_by_default(offline_run):
     """A model speaking KerasHub: dict outputs and targets, -1 padded, its own "yxyx"."""
     run, read = offline_run
@@ -365,6 +371,7 @@ def test_keras_hub_layout_in_the_model_s_yxyx_by_default(offline_run):
     assert row["eval/mAP50"] == pytest.approx(EXPECTED_MAP50)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt",
     [
@@ -406,6 +413,7 @@ def test_a_box_format_contradicting_the_model_s_fails_before_epoch_1(offline_run
     assert epochs.epochs == []
 
 
+@pytest.mark.slow
 def test_targets_in_another_format_than_the_model_s(offline_run):
     run, read = offline_run
     cb = DetectionEvalCallback(
@@ -437,6 +445,7 @@ def test_targets_with_both_labels_and_classes_are_ambiguous(offline_run):
         DetectionEvalCallback((val_images(), targets), NAMES)
 
 
+@pytest.mark.slow
 def test_default_keeps_every_prediction_and_score_threshold_is_opt_in(offline_run):
     run, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
@@ -460,6 +469,7 @@ def test_default_keeps_every_prediction_and_score_threshold_is_opt_in(offline_ru
     assert counts == [(2, 2, 2, 2), (4, 4, 4, 4)]  # P3 (.01) kept by default
 
 
+@pytest.mark.slow
 def test_detections_from_a_real_retinanet_predict():
     """The dict a KerasHub RetinaNetObjectDetector's predict returns (random weights, no
     download) is read as KerasHub means it: its bounding_box_format, -1 slots dropped."""
@@ -518,6 +528,7 @@ def test_detections_from_a_real_retinanet_predict():
         np.testing.assert_array_equal(dets.class_id, out["labels"][valid])
 
 
+@pytest.mark.slow
 def test_d_fine_predicts_yxyx_whatever_its_bounding_box_format_says():
     """keras_hub 0.32's D-FINE builds yxyx boxes in predict even when set to "xyxy" (and
     reads rel_center_xywh targets): model_box_formats says so, and the boxes read back

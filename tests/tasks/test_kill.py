@@ -23,6 +23,8 @@ import pytest
 from fastevalcb.offline import OfflineRun, find_runs
 from tests.helpers.run_consistency import sync_problems
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 _CHILD = textwrap.dedent("""
     import os, sys, time
     point, marker = sys.argv[1], sys.argv[2]

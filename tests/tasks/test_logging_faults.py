@@ -25,6 +25,8 @@ from fastevalcb import ClassificationEvalCallback, FastEvalWarning
 from fastevalcb.offline import OfflineRun
 from tests.helpers.tasks import EpochRecorder, pred_versions, tmpfs_unavailable
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 
 class Slow(ClassificationEvalCallback):
     """Takes a second to write each version: the worker is busy when the run ends."""

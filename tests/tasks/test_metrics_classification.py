@@ -22,6 +22,8 @@ from tests.helpers.metrics import (
     nan_to_none,
 )
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 SIZE = 16
 
 

@@ -21,6 +21,8 @@ from tests.helpers.metrics import (
     nan_to_none,
 )
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 NAMES = ["background", "rectangle", "ellipse", "triangle", "never"]  # "never": in no mask
 
 

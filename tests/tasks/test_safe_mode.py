@@ -21,6 +21,8 @@ from fastevalcb.offline import OfflineRun
 from fastevalcb.tables import _wandb
 from tests.helpers.tasks import pred_versions
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 
 def _frozen(model):
     """The model compiled afresh with a zero learning rate: both runs predict the same, at

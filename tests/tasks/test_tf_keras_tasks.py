@@ -33,7 +33,7 @@ from tests.helpers.detection import (  # noqa: E402
 from tests.helpers.detection import SIZE as DET_SIZE  # noqa: E402
 from tests.helpers.tf_keras_twins import RTOL, assert_same_runs, cnn, record, twins  # noqa: E402
 
-pytestmark = pytest.mark.tf_keras
+pytestmark = [pytest.mark.tf_keras, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("log_every_n_batches", [None, 2])
