@@ -160,7 +160,7 @@ def classification(n: int) -> dict:
         "train": (x[:256], y[:256]),
         "batch_size": 256,
         "callback": lambda: ClassificationEvalCallback(
-            (x, y), [f"c{i}" for i in range(10)], batch_size=256, verbose=0
+            (x, y), [f"c{i}" for i in range(10)], batch_size=256, verbose=0, metrics=METRICS
         ),
     }
 
@@ -211,7 +211,12 @@ def detection(n: int, size: int = 128, boxes: int = 100) -> dict:
         "train": (val.images[:64], train_y),
         "batch_size": 32,
         "callback": lambda: DetectionEvalCallback(
-            (val.images, gt), list(CLASS_NAMES), box_format="xyxy", batch_size=32, verbose=0
+            (val.images, gt),
+            list(CLASS_NAMES),
+            box_format="xyxy",
+            batch_size=32,
+            verbose=0,
+            metrics=METRICS,
         ),
     }
 
@@ -239,7 +244,12 @@ def segmentation(n: int, size: int = 256, classes: int = 21) -> dict:
         "train": (val.images[:16], val.masks[:16]),
         "batch_size": 16,
         "callback": lambda: SegmentationEvalCallback(
-            (val.images, val.masks), names, output="logits", batch_size=16, verbose=0
+            (val.images, val.masks),
+            names,
+            output="logits",
+            batch_size=16,
+            verbose=0,
+            metrics=METRICS,
         ),
     }
 
@@ -556,6 +566,11 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+# BENCH_METRICS=off: every metric group off (metrics=[]), to measure what the metrics cost
+# (the rows are otherwise the callbacks' defaults: every group on).
+METRICS: list[str] | None = [] if os.environ.get("BENCH_METRICS") == "off" else None
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -24,6 +23,7 @@ import wandb
 
 from fastevalcb import _keras, distributed, tables
 from fastevalcb.errors import FastEvalInputError, FastEvalWarning
+from fastevalcb.tables import DataTableLink
 
 logger = logging.getLogger("fastevalcb")
 
@@ -56,42 +56,33 @@ class RefRow(Sequence):
         return f"RefRow({dict(zip(self._columns, self._values))!r})"
 
 
-@dataclass(frozen=True)
-class DataTableLink:
-    """Where the logged data table is, for a pred table whose cells are its row indices.
-
-    Stock records a ``get_index()`` value put in a pred table as a ``foreignIndex`` column
-    whose ``table`` is a reference entry (``media/tables/t_<id>.table.json``) to the data
-    artifact's table file; this is what that entry needs.
-
-    Attributes:
-        client_id: the data artifact's client id (``wandb-client-artifact://<client_id>/``).
-        path: the data table's entry, e.g. ``val_data.table.json``.
-        digest: that entry's digest (a reference entry carries its target's).
-    """
-
-    client_id: str
-    path: str
-    digest: str
-
-
 class DataTableRef(wandb.Table):
     """The logged data table, as pred tables see it: a ``wandb.Table`` for reading.
 
     Stock's ``data_table_ref`` is ``data_artifact.get(table_name)``; this is the same
     table without reading it back: ``data``, ``columns``, ``get_index()``,
     ``get_column(name, convert_to=None | "numpy")``, ``iterrows()``, ``get_dataframe()``
-    (pandas only if installed), ``index_ref()`` and ``cast()`` behave as ``wandb.Table``'s.
-    It adds ``ref[idx][column]`` indexing, ``len(ref)`` and row iteration. Media cells are
-    the logged objects themselves: putting one in a pred table stores a reference to the
-    data artifact's file, not a copy. Index values (``get_index()``, ``iterrows()``,
-    ``index_ref()``) are plain ints for now, not stock's ``_TableIndex`` linked to the table
-    (see ``linked_index``); ``link`` says where the logged table is (None before it is
-    logged, and on non-chief workers).
+    (pandas only if installed), ``index_ref()`` and ``cast()`` are ``wandb.Table``'s.
+    It adds ``ref[idx][column]`` indexing, ``len(ref)`` and row iteration.
+
+    What a pred table records of its cells is what stock records, without copying the data
+    table into every version:
+
+    * a media cell is the logged object itself: the pred version gets a reference entry to
+      the data artifact's file, not a copy;
+    * an index value (``get_index()``, ``iterrows()``, ``index_ref()``: wandb's
+      ``_TableIndex``, an int linked to this table) makes its column a ``foreignIndex``
+      column whose table is a reference entry to the data artifact's table file (``link``).
+
+    Without fastevalcb's fast paths (``FASTEVALCB_SAFE=1``), wandb's public API records
+    both as copies: it can link the data table only by adding it to each version (a
+    ``media/tables/<digest>.table.json`` of the same rows, its media copied too), as it
+    does for a linked table it has no artifact for.
 
     Args:
         table: the data table (its rows are shared, not copied).
-        link: where the data table was logged.
+        link: where the data table was logged, for index columns to reference (None before
+            it is logged, on non-chief workers, and without the "links" fast path).
     """
 
     def __init__(self, table: wandb.Table, link: DataTableLink | None = None) -> None:
@@ -99,30 +90,6 @@ class DataTableRef(wandb.Table):
         self.data: list[list[Any]] = table.data  # shared: no row is copied
         tables.share_column_types(self, table)
         self.link = link
-
-    # Stock's index values are wandb's ``_TableIndex`` ints linked to the table; put in a
-    # pred table, wandb serializes that link by adding the linked table to the pred
-    # artifact, which for this table means copying it (or failing on its media's client-id
-    # references). Until fastevalcb.tables writes the link as a reference entry (``link``),
-    # the index values are plain ints: the same numbers, no link.
-    linked_index = False
-
-    def get_index(self) -> list[int]:
-        if self.linked_index:
-            return super().get_index()
-        return list(range(len(self.data)))
-
-    def index_ref(self, index: int) -> int:
-        if self.linked_index:
-            return super().index_ref(index)
-        assert index < len(self.data)  # as stock
-        return int(index)
-
-    def iterrows(self) -> Iterator[tuple[int, list[Any]]]:
-        if self.linked_index:
-            yield from super().iterrows()
-            return
-        yield from enumerate(self.data)
 
     def __getitem__(self, idx: int) -> RefRow:
         return RefRow(self.data[idx], self.columns)
@@ -132,16 +99,6 @@ class DataTableRef(wandb.Table):
 
     def __iter__(self) -> Iterator[RefRow]:
         return (RefRow(row, self.columns) for row in self.data)
-
-
-def _link_of(artifact: wandb.Artifact, index: Any, table_name: str) -> DataTableLink | None:
-    """Where ``table_name`` was logged in ``artifact`` (None: its entry is not found)."""
-    path = wandb.Table.with_suffix(table_name)
-    entry = artifact.manifest.entries.get(path)
-    client_id = getattr(index, "client_id", None)
-    if entry is None or client_id is None:
-        return None
-    return DataTableLink(client_id, path, entry.digest)
 
 
 def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
@@ -289,9 +246,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         self._media_index = tables.log_data_artifact(
             run, table, name, type, table_name, artifact, index
         )
-        self._data_table_ref = DataTableRef(
-            table, _link_of(artifact, self._media_index, table_name)
-        )
+        self._data_table_ref = DataTableRef(table, tables.data_table_link(artifact, table_name))
 
     def log_pred_table(
         self,

@@ -9,6 +9,7 @@ compared with what stock records for the same table, read from the offline run.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ import pytest
 import wandb
 from wandb.sdk.data_types.table import _TableIndex
 
-from fastevalcb import DataTableRef, WandbEvalCallback
+from fastevalcb import DataTableRef, FastEvalWarning, WandbEvalCallback
+from fastevalcb.tables import _wandb
 
 pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
@@ -75,16 +77,6 @@ def test_get_index_iterrows_and_index_ref_give_stocks_indices(logged):
         stock.index_ref(6)
 
 
-_LINK_NEEDS_TABLES = (
-    "needs fastevalcb/tables (see /work/notes/reliability.md, 'foreignIndex'): a linked "
-    "_TableIndex put in a pred table makes wandb add the linked table to the pred artifact "
-    "(a copy of the data table, or a TypeError from the wandb-client-artifact handler once "
-    "the data artifact left wandb's cache); stock records a reference entry to "
-    "val_data.table.json. DataTableRef.linked_index stays False until then"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_LINK_NEEDS_TABLES)
 def test_index_values_are_stocks_linked_table_index(logged):
     _, _, ref, stock = logged
     assert all(type(i) is _TableIndex and i._table is ref for i in ref.get_index())
@@ -135,18 +127,19 @@ def test_ndarray_where_stock_has_it(logged):
 
 
 def _pred_table_links(log, version):
-    """``{column: (wb_type, the entry its table param names)}`` of a pred version."""
+    """``{column: (its wb_type, the entry its table param names)}`` of a pred version's
+    ``foreignIndex`` columns (alone or in a union)."""
     table = log.load_table(version, "eval_data")
     out = {}
     for column, wb_type in table.column_types["params"]["type_map"].items():
         options = [wb_type] + wb_type.get("params", {}).get("allowed_types", [])
-        for option in options:  # ours is optional (a union with none), stock's is not
+        for option in options:
             if option.get("wb_type") == "foreignIndex":
-                out[column] = ("foreignIndex", version.entries[option["params"]["table"]])
+                out[column] = (wb_type, version.entries[option["params"]["table"]])
     return out, table
 
 
-@pytest.mark.xfail(strict=True, reason=_LINK_NEEDS_TABLES)
+@pytest.mark.fast_path
 def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table(logged):
     run, read, ref, stock = logged
     # Stock in the same run: its table logged in a data artifact, its index values in a pred
@@ -164,7 +157,8 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
 
     theirs, their_table = _pred_table_links(log, log.artifact("stock_pred"))
     assert set(theirs) == {"row"}
-    _kind, entry = theirs["row"]
+    their_type, entry = theirs["row"]
+    assert their_type == {"wb_type": "foreignIndex", "params": {"table": entry.path}}
     assert entry.ref == (
         f"wandb-client-artifact://{log.artifact('stock_val').client_id}/val_data.table.json"
     )
@@ -173,7 +167,9 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
     ours_version = log.artifact(f"run_{run.id}_pred")
     ours, our_table = _pred_table_links(log, ours_version)
     assert set(ours) == {"row"}, our_table.column_types
-    _kind, entry = ours["row"]
+    our_type, entry = ours["row"]
+    assert our_type == {"wb_type": "foreignIndex", "params": {"table": entry.path}}  # as stock
+    assert entry.path.startswith("media/tables/t_") and entry.path.endswith(".table.json")
     val = log.artifact("val")
     assert entry.ref == f"wandb-client-artifact://{val.client_id}/val_data.table.json"
     assert entry.digest == val.entries["val_data.table.json"].digest
@@ -182,6 +178,7 @@ def test_a_get_index_value_in_a_pred_table_records_stocks_link_to_the_data_table
     assert ref.link is not None and ref.link.client_id == val.client_id
 
 
+@pytest.mark.fast_path
 def test_media_cells_stay_references_not_copies(logged):
     run, read, _ref, _ = logged
     log = read()
@@ -193,3 +190,83 @@ def test_media_cells_stay_references_not_copies(logged):
     stored = {e.path for e in version.entries.values() if not e.is_reference}
     assert not any(p.startswith("media/images") for p in stored), stored
     assert json.dumps(table.column("image")[0])  # cells are the image JSON stock writes
+
+
+def _fit_two_epochs(offline_run, tiny_classifier):
+    run, read = offline_run
+    model, x, y = tiny_classifier
+    cb = Recorder(x[:6], y[:6])
+    model.fit(x[:6], y[:6], epochs=2, batch_size=6, callbacks=[cb], verbose=0)
+    log = read()
+    versions = log.artifacts(f"run_{run.id}_pred")
+    assert len(versions) == 2 == len(cb.logged_versions)
+    return log, log.artifact("val"), versions
+
+
+@pytest.mark.fast_path
+def test_every_version_links_the_logged_data_table_and_stores_no_copy(offline_run, tiny_classifier):
+    log, val, versions = _fit_two_epochs(offline_run, tiny_classifier)
+    data = log.read_json(val, "val_data.table.json")
+    for version in versions:
+        links, table = _pred_table_links(log, version)
+        _type, entry = links["row"]
+        assert entry.referenced_client_id == val.client_id
+        assert entry.referenced_path == "val_data.table.json" and entry.size == 0
+        assert log.read_json(version, entry.path) == data  # resolves to the data table
+        assert table.column("row") == list(range(6))
+        stored = [e.path for e in version.entries.values() if not e.is_reference]
+        assert stored == ["eval_data.table.json"]  # no copy of the data table, nor of media
+
+
+def _assert_links_a_copy(log, val, versions, media_copied):
+    """Each version's ``row`` column names a copy of the data table stored in the version
+    (wandb's path), its images copies too (``media_copied``) or references to the data
+    artifact's files."""
+    data = log.read_json(val, "val_data.table.json")
+    for version in versions:
+        links, table = _pred_table_links(log, version)
+        wb_type, entry = links["row"]
+        assert wb_type == {"wb_type": "foreignIndex", "params": {"table": entry.path}}
+        assert not entry.is_reference and entry.path.startswith("media/tables/")
+        copy = log.read_json(version, entry.path)
+        assert copy["columns"] == data["columns"] == COLUMNS
+        assert [row[0] for row in copy["data"]] == [row[0] for row in data["data"]]
+        assert [row[2:] for row in copy["data"]] == [row[2:] for row in data["data"]]
+        for row in copy["data"]:  # its images are the data table's files
+            image = version.entries[row[1]["path"]]
+            assert image.is_reference != media_copied
+            assert log.resolve(version, image.path)[1].digest == val.entries[image.path].digest
+        assert table.column("row") == list(range(6))
+
+
+def test_wandbs_public_path_links_the_data_table_by_a_copy_in_every_version(
+    offline_run, tiny_classifier, monkeypatch
+):
+    """FASTEVALCB_SAFE=1: ``Artifact.add(table)`` links a table it has no logged artifact
+    for only by adding it, so every version holds a copy of the data table; the second
+    version writes its own copy instead of referencing the first (out of wandb's cache)."""
+    monkeypatch.setenv("FASTEVALCB_SAFE", "1")
+    _assert_links_a_copy(*_fit_two_epochs(offline_run, tiny_classifier), media_copied=True)
+
+
+@pytest.fixture
+def fresh_checks():
+    _wandb.reset_checks()
+    yield
+    _wandb.reset_checks()
+
+
+@pytest.mark.fast_path
+def test_without_the_links_internals_wandb_copies_the_data_table_and_warns_once(
+    fresh_checks, offline_run, tiny_classifier, monkeypatch
+):
+    def gone(*args, **kwargs):
+        raise AttributeError("simulated: this wandb has no internal behind set_added_entry()")
+
+    monkeypatch.setattr(_wandb, "set_added_entry", gone)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log, val, versions = _fit_two_epochs(offline_run, tiny_classifier)
+    ours = [str(w.message) for w in caught if issubclass(w.category, FastEvalWarning)]
+    assert len(ours) == 1 and "fast path 'links'" in ours[0] and "set_added_entry" in ours[0]
+    _assert_links_a_copy(log, val, versions, media_copied=False)  # media: still references

@@ -14,7 +14,8 @@ One stage per module, each depending only on those above it:
   kept as rows (an int per file, not an entry object; wandb reads them as views).
 * ``references``: a data table's files as arrays (:class:`MediaFiles`, :class:`ImageColumn`,
   :class:`LayeredImages`)
-  and the reference entries pred versions get (:class:`MediaIndex`).
+  and the reference entries pred versions get (:class:`MediaIndex`; a column of the data
+  table's row indices: :class:`DataTableLink`).
 * ``columnar``: :class:`ColumnarTable` and the JSON / type helpers every table shares.
 * ``streamed``: :class:`StreamedTable`, serialized into its artifact batch by batch.
 * ``artifacts``: logging the data and pred artifacts, summary metrics, the run's lifetime.
@@ -56,6 +57,7 @@ from fastevalcb.tables._wandb import (
 )
 from fastevalcb.tables.artifacts import (
     add_table,
+    data_table_link,
     define_step_metrics,
     log_data_artifact,
     log_metrics,
@@ -67,6 +69,7 @@ from fastevalcb.tables.artifacts import (
 from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
 from fastevalcb.tables.references import (
     CLIENT_REF_SCHEME,
+    DataTableLink,
     ImageColumn,
     LayeredImages,
     MediaFiles,
@@ -80,6 +83,7 @@ __all__ = [
     "BOXES_SUFFIX",
     "CLIENT_REF_SCHEME",
     "ColumnarTable",
+    "DataTableLink",
     "FileInfo",
     "IMAGE_DIR",
     "IMAGE_SUFFIX",
@@ -94,6 +98,7 @@ __all__ = [
     "StreamedTable",
     "TableSchemaError",
     "add_table",
+    "data_table_link",
     "define_step_metrics",
     "image_layers",
     "image_size",

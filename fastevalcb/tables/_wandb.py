@@ -48,6 +48,10 @@ FAST_PATHS = {
     "add_reference, one entry object per file)",
     "tables": "table and media JSON written column by column from arrays (wandb: "
     "Artifact.add(wandb.Table), wandb.Image.to_json per cell)",
+    "links": "a pred table's column of a logged data table's row indices (get_index()) "
+    "recorded as a reference entry to that table's file in the data artifact (wandb: "
+    "Artifact.add of the linked table, which copies it once the data artifact left "
+    "wandb's instance cache)",
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -164,6 +168,8 @@ _JSONEncoderUncompressed = _optional("wandb.util", "JSONEncoderUncompressed")
 _interface = _optional("wandb.sdk.interface", "interface")
 _telemetry = _optional("wandb.sdk.lib", "telemetry")
 _xxh128 = _optional("wandb.sdk.lib.hashutil", "_xxh128")
+_ForeignIndexType = _optional("wandb.sdk.data_types.table", "_ForeignIndexType")
+_TableLinkMixin = _optional("wandb.sdk.data_types.table", "_TableLinkMixin")
 
 
 # ---------------------------------------------------------------------------------
@@ -433,6 +439,54 @@ def merge_type(col_type: Any, value: Any, allow_mixed: bool) -> Any | None:
     return merged
 
 
+def is_table_link(value: Any) -> bool:
+    """Whether ``value`` is a link into a table: a ``Table.get_index()`` /
+    ``iterrows()`` / ``index_ref()`` value (``_TableIndex``) or a key (``_TableKey``), both
+    ``_TableLinkMixin`` (``wandb/sdk/data_types/table.py``)."""
+    return _TableLinkMixin is not None and isinstance(value, _TableLinkMixin)
+
+
+def link_type(col_type: Any, link: Any) -> Any | None:
+    """The type ``Table.add_data`` casts a column to when a row puts ``link`` in it: the
+    link's own type (``foreignIndex`` of its table for a ``_TableIndex``), not optional
+    (``Table.cast(column, type_of(link), optional=False)``), provided what the column held
+    so far (``col_type``: numbers, before the first link) fits it; None when it does not.
+
+    A union's ``none`` option is the table's starting type (every column is optional
+    until typed), not a value seen, and is not held against the cast.
+    """
+    cast = _dtypes.TypeRegistry.type_of(link)
+    options = (
+        col_type.params["allowed_types"] if isinstance(col_type, _dtypes.UnionType) else [col_type]
+    )
+    for option in options:
+        if isinstance(option, (_dtypes.NoneType, _dtypes.UnknownType)):
+            continue
+        if isinstance(cast.assign_type(option), _dtypes.InvalidType):
+            return None
+    return cast
+
+
+def linked_tables(type_map: dict[str, Any]) -> list[wandb.Table]:
+    """The tables that columns of row indices link to: the ``table`` of every
+    ``foreignIndex`` column type, alone or in a union (``_ForeignIndexType.params``), once
+    each. Serializing such a type adds its table to the artifact (``Artifact.add``)."""
+    if _ForeignIndexType is None:
+        return []
+    found: dict[int, wandb.Table] = {}
+    for col_type in type_map.values():
+        options = (
+            col_type.params["allowed_types"]
+            if isinstance(col_type, _dtypes.UnionType)
+            else [col_type]
+        )
+        for option in options:
+            if isinstance(option, _ForeignIndexType):
+                table = option.params["table"]
+                found.setdefault(id(table), table)
+    return list(found.values())
+
+
 def column_types_json(type_map: dict[str, Any], artifact: wandb.Artifact) -> dict[str, Any]:
     """The ``column_types`` JSON of a table (``TypedDictType(type_map).to_json``)."""
     return _dtypes.TypedDictType(type_map).to_json(artifact)
@@ -495,9 +549,39 @@ def add_staged(artifact: wandb.Artifact, obj: Any, path: str, staged: str, diges
     return entry
 
 
-def clear_added_objs(artifact: wandb.Artifact) -> None:
+def added_entry(artifact: wandb.Artifact, obj: Any) -> Any | None:
+    """The entry ``Artifact.add`` made for ``obj`` in ``artifact`` (``Artifact._added_objs``),
+    or None."""
+    found = artifact._added_objs.get(id(obj))
+    return None if found is None else found[1]
+
+
+def set_added_entry(artifact: wandb.Artifact, obj: Any, entry: Any) -> None:
+    """Make ``entry`` (already in the manifest) what ``Artifact.add(obj, ...)`` returns in
+    ``artifact``: ``Artifact.add`` looks an object up in ``Artifact._added_objs`` before it
+    serializes it, as for an object it added itself (``obj`` is kept there, as wandb keeps
+    it, until :func:`clear_added_objs`). ``obj`` is not pointed at the entry
+    (``_artifact_target``): another artifact adding it does not reference this one."""
+    artifact._added_objs[id(obj)] = (obj, entry)
+
+
+def clear_added_objs(artifact: wandb.Artifact, release_targets: bool = False) -> None:
     """Drop the objects a logged artifact keeps (``Artifact._added_objs``: its table and
-    media objects)."""
+    media objects).
+
+    ``release_targets``: each of them that ``Artifact.add`` pointed at ``artifact``
+    (``WBValue._artifact_target``) points nowhere again. Added to another artifact later,
+    wandb would store it as a ``wandb-client-artifact://`` reference to ``artifact``, which
+    ``add_reference`` resolves through wandb's instance cache and refuses (``TypeError``)
+    once ``artifact`` left it (:func:`uncache`): a data table that every pred version's
+    index column links to, copied into the first by wandb's own path, would fail every
+    later version. Released, each version writes its own copy.
+    """
+    if release_targets:
+        for obj, _entry in artifact._added_objs.values():
+            target = getattr(obj, "_artifact_target", None)
+            if target is not None and target.artifact is artifact:
+                obj._artifact_target = None
     artifact._added_objs.clear()
 
 
@@ -507,6 +591,17 @@ def release_table(table: wandb.Table) -> None:
     and the artifact's manifest wait for a full garbage collection."""
     if hasattr(table, "_artifact_target"):
         table._artifact_target = None
+
+
+def logged_table_artifact(value: Any) -> wandb.Artifact | None:
+    """The artifact ``run.log`` wrote a table into (``WBValue._artifact_target``; wandb's
+    ``run_table`` artifact of ``data_types/utils.py: _log_table_artifact``): ``value`` is a
+    ``wandb.Table`` or a chart holding one (``CustomChart.table``); None for anything else."""
+    table = getattr(value, "table", value)
+    if not isinstance(table, wandb.Table):
+        return None
+    target = getattr(table, "_artifact_target", None)
+    return getattr(target, "artifact", None)
 
 
 def keeps_own_files(artifact: wandb.Artifact) -> bool:

@@ -10,7 +10,7 @@ import wandb
 from fastevalcb.tables import _wandb
 from fastevalcb.tables._wandb import release_pixels, release_table
 from fastevalcb.tables.columnar import ColumnarTable
-from fastevalcb.tables.references import MediaIndex
+from fastevalcb.tables.references import DataTableLink, MediaIndex
 from fastevalcb.tables.staging import EntryRows, add_json, add_staged, wandb_adds
 from fastevalcb.tables.streamed import StreamedTable
 
@@ -52,6 +52,17 @@ def log_data_artifact(
     release_table(table)
     _uncache(artifact)
     return index
+
+
+def data_table_link(artifact: wandb.Artifact, table_name: str) -> DataTableLink | None:
+    """Where ``table_name`` was logged in ``artifact`` (:func:`log_data_artifact`), for a pred
+    table's column of its row indices to reference; None when the artifact has no such
+    table entry, or without the "links" fast path (wandb's path copies the table)."""
+    path = wandb.Table.with_suffix(table_name)
+    entry = artifact.manifest.get_entry_by_path(path)
+    if entry is None or not _wandb.fast("links"):
+        return None
+    return DataTableLink(_wandb.client_id(artifact), path, entry.digest)
 
 
 def _scope_manifest(artifact: wandb.Artifact) -> None:
@@ -97,12 +108,17 @@ def add_table(artifact: wandb.Artifact, table: wandb.Table, name: str) -> Any:
 def _uncache(artifact: wandb.Artifact) -> None:
     """Drop a logged artifact's objects and its place in wandb's instance cache: cached, the
     data table stayed in memory for the whole fit and every pred version added a few KB per
-    sample. We add no client-id reference through wandb (:class:`MediaIndex` writes the
-    entries; wandb-core resolves them from the records)."""
+    sample. We add no client-id reference through wandb (:class:`MediaIndex` and
+    :func:`~fastevalcb.tables.references.add_link_references` write the entries; wandb-core
+    resolves them from the records), and an object wandb added to it forgets it (a data
+    table copied into a version by wandb's own path is copied again into the next, not
+    referenced through this one: see :func:`_wandb.clear_added_objs`)."""
     try:
-        _wandb.clear_added_objs(artifact)
-        if _wandb.keeps_own_files(artifact):
-            return  # wandb < 0.21 deletes its new_file()s with the artifact: keep it
+        if _wandb.keeps_own_files(artifact):  # wandb < 0.21 deletes its new_file()s with
+            _wandb.clear_added_objs(artifact)  # the artifact: it stays cached
+            return
+        # What it holds must not be referenced through it once it is out of the cache.
+        _wandb.clear_added_objs(artifact, release_targets=True)
         _wandb.cleanup_tmp_dir(artifact)
         _wandb.uncache(artifact)
     except (AttributeError, ImportError, KeyError, OSError, TypeError):
@@ -126,8 +142,18 @@ def define_step_metrics(run: Any, prefix: str) -> str:
 
 
 def log_metrics(run: Any, metrics: Mapping[str, Any]) -> None:
-    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`)."""
+    """``run.log(metrics)`` with no explicit step (see :func:`define_step_metrics`).
+
+    wandb writes each table (a chart's too) into an artifact of its own whose temp dir is
+    otherwise left to the garbage collector: it is removed here, once the file is staged."""
     run.log(dict(metrics))
+    for value in metrics.values():
+        try:
+            artifact = _wandb.logged_table_artifact(value)
+            if artifact is not None and not _wandb.keeps_own_files(artifact):
+                _wandb.cleanup_tmp_dir(artifact)
+        except (AttributeError, OSError, TypeError):
+            continue  # a wandb without these internals: the collector removes it
 
 
 def pred_artifact(

@@ -8,11 +8,14 @@ path, and falls back to the public API for the whole process when it raises.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ from wandb.data_types import Classes
 
 from fastevalcb.tables import _wandb
 from fastevalcb.tables.columnar import ColumnarTable, JSONText
-from fastevalcb.tables.references import MediaFiles, MediaIndex
+from fastevalcb.tables.references import DataTableLink, MediaFiles, MediaIndex
 from fastevalcb.tables.staging import Stager, add_json, entry_rows
 from fastevalcb.tables.streamed import StreamedTable
 
@@ -65,7 +68,32 @@ def _png(seed: int, shape: tuple[int, ...] = (3, 4, 3)) -> bytes:
 
 
 def _artifact(kind: str = "fastevalcb-check") -> wandb.Artifact:
-    return wandb.Artifact(f"fastevalcb-check-{os.urandom(4).hex()}", type=kind)
+    artifact = wandb.Artifact(f"fastevalcb-check-{os.urandom(4).hex()}", type=kind)
+    _made.append(artifact)
+    return artifact
+
+
+_made: list[wandb.Artifact] = []  # the artifacts of the check running now
+
+
+def _cleaned(check: Callable[[], None]) -> Callable[[], None]:
+    """``check``, leaving no artifact of its own behind: each one's temp dir removed and its
+    place in wandb's instance cache given up when it ends (left to the garbage collector,
+    a temp dir is removed with a ``ResourceWarning`` whenever wandb's capped cache drops
+    the artifact, in the middle of whatever runs then)."""
+
+    @functools.wraps(check)
+    def run() -> None:
+        start = len(_made)
+        try:
+            check()
+        finally:
+            made, _made[start:] = _made[start:], []
+            for artifact in made:
+                _wandb.cleanup_tmp_dir(artifact)
+                _wandb.uncache(artifact)
+
+    return run
 
 
 def _entry_json(entry: Any) -> dict[str, Any]:
@@ -265,6 +293,56 @@ def _table_json(artifact: wandb.Artifact) -> Any:
     return out
 
 
-_wandb.register_check("entries", check_entries)
-_wandb.register_check("manifest", check_manifest)
-_wandb.register_check("tables", check_tables)
+# ---------------------------------------------------------------------------------
+# "links": a column of a logged data table's row indices
+# ---------------------------------------------------------------------------------
+def check_links() -> None:
+    """A pred table whose column holds a logged data table's ``get_index()`` values records
+    the ``foreignIndex`` column type and the reference entry to the data table's file that
+    ``Artifact.add`` records while the data artifact is in wandb's instance cache (its
+    ``add_reference`` of the table's ``wandb-client-artifact://`` URI)."""
+    from fastevalcb.tables.artifacts import add_table
+
+    columns: list[str | int] = ["id", "label"]
+    rows: list[list[Any]] = [[0, "a"], [1, "b"], [2, "a"]]
+    data, public, fast = _artifact("dataset"), _artifact("evaluation"), _artifact("evaluation")
+    logged = wandb.Table(columns=columns, data=rows)
+    data_entry = data.add(logged, "val_data")
+    data.finalize()  # as logged: wandb links a finalized artifact's table by reference
+    table = wandb.Table(columns=["epoch", "row"])  # type: ignore[arg-type]
+    for index in logged.get_index():
+        table.add_data(0, index)
+    public.add(table, "t")  # the data artifact is in wandb's instance cache: a reference
+    linked = wandb.Table(columns=columns, data=rows)  # ours: never added anywhere
+    link = DataTableLink(_wandb.client_id(data), data_entry.path, data_entry.digest)
+    linked.link = link  # type: ignore[attr-defined]
+    ours = ColumnarTable(["epoch", "row"])
+    ours.add_columns({"epoch": [0, 0, 0], "row": linked.get_index()})
+    add_table(fast, ours, "t")
+    _same("a linked table's manifest", _linked_manifest(fast), _linked_manifest(public))
+    _same("a linked table's JSON", _linked_table_json(fast), _linked_table_json(public))
+
+
+_TABLE_TOKEN = re.compile(r"media/tables/t_[a-z0-9]+\.table\.json")
+
+
+def _linked_manifest(artifact: wandb.Artifact) -> dict[str, Any]:
+    """The manifest (:func:`_manifest`) with the random name of a linked table's entry
+    (``media/tables/t_<random>``) made one, the table file set aside: its bytes differ (ours
+    writes ``"data"`` first), what it holds is compared by :func:`_linked_table_json`."""
+    out = _manifest(artifact)
+    del out["contents"]  # the same entries, by name: in "entries"
+    del out["entries"]["t.table.json"]
+    return json.loads(_TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out)))
+
+
+def _linked_table_json(artifact: wandb.Artifact) -> dict[str, Any]:
+    """The table's JSON (:func:`_table_json`), the linked table's random name made one."""
+    out = _table_json(artifact)
+    return json.loads(_TABLE_TOKEN.sub("media/tables/t_<id>.table.json", json.dumps(out)))
+
+
+_wandb.register_check("entries", _cleaned(check_entries))
+_wandb.register_check("manifest", _cleaned(check_manifest))
+_wandb.register_check("tables", _cleaned(check_tables))
+_wandb.register_check("links", _cleaned(check_links))

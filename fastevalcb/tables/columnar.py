@@ -212,9 +212,18 @@ class ColumnarTable(wandb.Table):
         return self._allow_mixed
 
     def _infer_column_type(self, name: str, column: Sequence[Any]) -> Any:
-        """The column's wandb type, merged from one representative per kind of value."""
+        """The column's wandb type, merged from one representative per kind of value.
+
+        A column holding a table link (a ``get_index()`` value) is first cast to the link's
+        type, not optional, as ``wandb.Table.add_data`` casts it: ``foreignIndex`` of the
+        linked table, which plain ints then fit.
+        """
         col_type = _wandb.column_type_map(self)[name]
-        for value in _type_representatives(column):
+        representatives = list(_type_representatives(column))
+        link = next(filter(_wandb.is_table_link, representatives), None)
+        if link is not None:
+            col_type = _wandb.link_type(col_type, link) or col_type
+        for value in representatives:
             merged = _wandb.merge_type(col_type, value, self._allow_mixed)
             if merged is None:
                 raise TypeError(
@@ -282,6 +291,8 @@ def _column_to_json(
         if float in kinds and _holds_nan(column, kinds):
             return _nan_to_null(column)
         return list(column)
+    if bool not in kinds and all(issubclass(kind, int) for kind in kinds):
+        return list(map(int, column))  # ints and table links (get_index() values): numbers
     if kinds == {list} and _SCALAR_SET.issuperset(
         items := set(map(type, itertools.chain.from_iterable(column)))
     ):

@@ -1,7 +1,8 @@
 """Media references: a logged data table's files as arrays (:class:`MediaFiles`), a
 batch of them as one column value (:class:`ImageColumn`; :class:`LayeredImages` with a
 version's own mask and box layers on top), and the reference entries that pred versions
-get instead of copies (:class:`MediaIndex`)."""
+get instead of copies (:class:`MediaIndex`; :func:`add_link_references` for the data
+table itself, which a column of its row indices links to)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import binascii
 import itertools
 import json
 import re
+import secrets
+import string
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -599,6 +603,68 @@ class _References:
 
     def sizes(self, rows: np.ndarray) -> np.ndarray:
         return np.zeros(len(rows), np.int64)
+
+
+# ---------------------------------------------------------------------------------
+# Links to the data table: columns of its row indices
+# ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataTableLink:
+    """Where a logged data table is, for a pred table whose cells are its row indices.
+
+    wandb records a ``Table.get_index()`` value put in a pred table as a ``foreignIndex``
+    column whose ``table`` is an entry of the pred artifact, ``media/tables/t_<id>.table.json``:
+    a reference to the data artifact's table file when that table was logged in another
+    artifact. This is what that entry needs.
+
+    Attributes:
+        client_id: the data artifact's client id (``wandb-client-artifact://<client_id>/``).
+        path: the data table's entry, e.g. ``val_data.table.json``.
+        digest: that entry's digest (a reference entry carries its target's).
+    """
+
+    client_id: str
+    path: str
+    digest: str
+
+    @property
+    def reference_uri(self) -> str:
+        return f"{CLIENT_REF_SCHEME}://{self.client_id}/{self.path}"
+
+
+_TABLE_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def add_link_references(artifact: wandb.Artifact, type_map: Mapping[str, Any]) -> int:
+    """Give ``artifact`` a reference entry for each table a column of row indices links to
+    (a ``foreignIndex`` column type, ``type_map``: the table's column types) whose ``link``
+    (:class:`DataTableLink`) says where it was logged, and make that entry what
+    serializing the column type writes as its ``table``.
+
+    What wandb records when the linked table was logged in another artifact still in its
+    instance cache: ``media/tables/t_<8 random chars>.table.json`` (``_ForeignIndexType.
+    to_json``) as ``add_reference`` of ``wandb-client-artifact://<client id>/<path>`` (size
+    0, the data table entry's digest). wandb's own path would instead write a copy of the
+    data table, its media and all, into every version: the data artifact is out of the
+    cache once logged (see :func:`~fastevalcb.tables.artifacts.log_data_artifact`). A
+    linked table without a link (not logged by fastevalcb) is left to wandb.
+
+    Returns:
+        The number of reference entries added.
+    """
+    added = 0
+    for table in _wandb.linked_tables(dict(type_map)):
+        link = getattr(table, "link", None)
+        if not isinstance(link, DataTableLink) or _wandb.added_entry(artifact, table) is not None:
+            continue
+        token = "".join(secrets.choice(_TABLE_ID_CHARS) for _ in range(8))
+        entry = _wandb.validated_entry(
+            f"media/tables/t_{token}.table.json", link.digest, 0, ref=link.reference_uri
+        )
+        artifact.manifest.add_entry(entry)
+        _wandb.set_added_entry(artifact, table, entry)
+        added += 1
+    return added
 
 
 def _width_height(media: Media) -> tuple[int, int]:

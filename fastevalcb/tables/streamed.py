@@ -27,7 +27,13 @@ from fastevalcb.tables.columnar import (
     _uniform_representative,
     _value_key,
 )
-from fastevalcb.tables.references import ImageColumn, LayeredImages, MediaFiles, MediaIndex
+from fastevalcb.tables.references import (
+    ImageColumn,
+    LayeredImages,
+    MediaFiles,
+    MediaIndex,
+    add_link_references,
+)
 from fastevalcb.tables.staging import add_json, local_entry_name
 
 
@@ -42,6 +48,10 @@ class StreamedTable(ColumnarTable):
     never copied or read back. Its JSON is what :func:`add_table` writes for a
     :class:`ColumnarTable` with the same rows, with ``"data"`` first (the other keys,
     column types among them, are known only after the last row).
+
+    A column of a logged data table's row indices (``data_table_ref.get_index()`` values)
+    is recorded as wandb records it, a ``foreignIndex`` column naming the data table, here
+    by a reference entry to it (:func:`~fastevalcb.tables.references.add_link_references`).
 
     Without the "tables" fast path (:func:`_wandb.fast`), the rows are kept as wandb
     values instead, and :func:`add_table` adds them as a ``wandb.Table`` (wandb writes its
@@ -298,13 +308,21 @@ class StreamedTable(ColumnarTable):
         return self._file.name, b64_digest(self._hasher)
 
     def _tail(self) -> str:
-        """What follows the rows: ``], <the other keys>}``, as ``json.dumps`` sorts them."""
+        """What follows the rows: ``], <the other keys>}``, as ``json.dumps`` sorts them.
+
+        A column of a logged data table's row indices (``get_index()`` values) names the
+        data table by a reference entry (:func:`add_link_references`); without the "links"
+        fast path, wandb adds the data table itself, a copy.
+        """
+        type_map = _wandb.column_type_map(self)
+        if _wandb.fast("links"):
+            add_link_references(self.artifact, type_map)
         head = {
             "_type": _wandb.TABLE_TYPE,
             "columns": self.columns,
             "ncols": len(self.columns),
             "nrows": self.nrows,
-            "column_types": _wandb.column_types_json(_wandb.column_type_map(self), self.artifact),
+            "column_types": _wandb.column_types_json(type_map, self.artifact),
             "log_mode": self.log_mode,
         }
         return "], " + json.dumps(head, sort_keys=True)[1:]

@@ -116,3 +116,26 @@ def test_lists_of_numbers_with_nans_keep_their_number_type(wandb_env):
         json.loads(open(add_table(art, streamed, "t").local_path).read())["column_types"]
         == expected
     )
+
+
+# -- a column of a logged data table's row indices (get_index() values) ------------------
+def test_a_column_of_table_links_is_typed_as_wandb_types_it(wandb_env):
+    """wandb.Table.add_data casts a column to the links' ``foreignIndex`` type, not optional,
+    plain ints before the first link included (wandb-internal: _TableLinkMixin,
+    _ForeignIndexType.params["table"]); ours types it the same at serialization."""
+    from fastevalcb.tables import _wandb
+    from fastevalcb.tables.columnar import _column_to_json
+
+    data = wandb.Table(columns=["a"], data=[[1], [2], [3]])
+    values = [0, *data.get_index()[1:]]  # a plain int first, then links
+    ours, theirs = ColumnarTable(["i"]), wandb.Table(columns=["i"])
+    for value in values:
+        ours.add_data(value)
+        theirs.add_data(value)
+    assert [_wandb.is_table_link(v) for v in values] == [False, True, True]
+    our_type = ours._infer_column_type("i", values)
+    their_type = _wandb.column_type_map(theirs)["i"]
+    assert repr(our_type) == repr(their_type) and "none" not in repr(our_type).lower()
+    assert _wandb.linked_tables({"i": our_type, "j": their_type}) == [data]
+    assert _column_to_json(values, wandb.Artifact("x", "y")) == [0, 1, 2]
+    assert [type(v) for v in _column_to_json(values, None)] == [int] * 3
