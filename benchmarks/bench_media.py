@@ -55,8 +55,8 @@ from fastevalcb.media import (  # noqa: E402
 from fastevalcb.media.png import default_backend  # noqa: E402
 from fastevalcb.types import PackedDetections, SegmentationMasks  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import reference  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers: the numpy twins
+from tests.helpers import reference  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SIZE = 256

@@ -100,8 +100,7 @@ def make_run(root: Path, rows: int, versions: int) -> Path:
 def measure_page(html: Path, repeat: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
-    from report_helpers import find_chromium
+    from tests.helpers.report import find_chromium  # the checkout's root is on sys.path
 
     out: dict[str, list[float]] = {}
     with sync_playwright() as p:

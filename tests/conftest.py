@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(__file__))  # shared helpers (real_models) for every folder
 
 import numpy as np
 import pytest

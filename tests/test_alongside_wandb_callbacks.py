@@ -21,6 +21,8 @@ from fastevalcb import ClassificationEvalCallback, WandbEvalCallback
 from fastevalcb.offline import OfflineRun
 from fastevalcb.synthetic import make_shapes
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 EPOCHS, BATCH = 3, 8
 
 

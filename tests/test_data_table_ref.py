@@ -20,6 +20,8 @@ from wandb.sdk.data_types.table import _TableIndex
 from fastevalcb import DataTableRef, FastEvalWarning, WandbEvalCallback
 from fastevalcb.tables import _wandb
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 COLUMNS = ["id", "image", "label", "score"]
 
 

@@ -1,6 +1,6 @@
 """Multi-worker training: two tf_keras workers on 127.0.0.1, chief-only W&B I/O.
 
-The cluster tests start real worker processes (tests/multiworker_worker.py), each with its
+The cluster tests start real worker processes (tests/helpers/multiworker_worker.py), each with its
 ``TF_CONFIG``, under ``MultiWorkerMirroredStrategy`` on free loopback ports, all writing to
 one shared W&B folder; a one-process reference run trains the same model on the same data
 (learning rate 0, so the same weights) next to them. They assert what the runs recorded:
@@ -28,7 +28,7 @@ from fastevalcb import ClassificationEvalCallback, FastEvalInputError, distribut
 from fastevalcb.offline import find_runs
 
 HERE = Path(__file__).resolve().parent
-WORKER = HERE / "multiworker_worker.py"
+WORKER = "tests.helpers.multiworker_worker"  # run as a module from the repository root
 TIMEOUT_S = 200  # the whole cluster; the pytest-timeout mark is a backstop above it
 
 
@@ -166,7 +166,7 @@ def _launch(folder: Path, name: str, config: dict, tf_config: str | None, wandb_
     log = open(folder / f"{name}.log", "w")
     env = _env(wandb_dir, tf_config, keras3=config.get("keras") == "keras3")
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(folder / f"{name}.config.json")],
+        [sys.executable, "-m", WORKER, str(folder / f"{name}.config.json")],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -289,7 +289,7 @@ def cluster_test(fn):
 
 def _same_as_reference(run, tmp_path):
     """The cluster's run logged the one-process run's tables, versions and metrics."""
-    from tf_keras_twins import assert_same, assert_same_runs
+    from tests.helpers.tf_keras_twins import assert_same, assert_same_runs
 
     reference = _one_run(tmp_path / "single")
     last = assert_same_runs(reference, run)

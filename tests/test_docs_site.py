@@ -70,6 +70,7 @@ def browser():
         b.close()
 
 
+@pytest.mark.slow
 def test_site_has_every_page(site: Path):
     for page in PAGES:
         assert (site / page).is_file(), page
@@ -79,6 +80,7 @@ def test_site_has_every_page(site: Path):
     assert "top_k" in api and ":::" not in api
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", list(PAGES))
 def test_page_renders_in_chromium(site: Path, browser, page: str):
     context = browser.new_context(viewport={"width": 1200, "height": 900})

@@ -65,6 +65,7 @@ print("HEAVY", heavy)
 """
 
 
+@pytest.mark.slow
 def test_import_under_jax_loads_neither_tensorflow_nor_numba():
     pytest.importorskip("jax")
     proc = subprocess.run(
@@ -99,6 +100,7 @@ run.finish()
 """
 
 
+@pytest.mark.slow
 def test_a_jax_fit_on_arrays_never_imports_tensorflow(wandb_env):
     """Array sources, no KerasHub preprocessor: the whole fit, logging included, runs
     without TensorFlow (numba, the host kernels, is loaded by the task callback)."""

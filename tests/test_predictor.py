@@ -43,6 +43,7 @@ def model():
 # ---------------------------------------------------------------- equals model.predict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("n", [1, 7, 33])
 def test_matches_predict_on_ragged_sizes(model, n, jit_compile):
@@ -58,6 +59,7 @@ def test_matches_predict_on_ragged_sizes(model, n, jit_compile):
     assert outputs.dtype == np.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_one_trace_over_several_epochs_of_a_ragged_set(model, jit_compile):
     x, _ = data(37)
@@ -91,6 +93,7 @@ class SubclassedModel(keras.Model):
         return {"logits": self.dense(x)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_unbuilt_models_without_declared_inputs_trace_once(jit_compile):
     x, _ = data(10)
@@ -163,6 +166,7 @@ def mixed_float16():
         keras.mixed_precision.set_global_policy(previous)
 
 
+@pytest.mark.slow
 def test_mixed_precision_outputs_come_back_float32(mixed_float16):
     m = dense_model()
     assert m.layers[-1].compute_dtype == "float16"
@@ -255,6 +259,7 @@ def test_tf_data_unbatched_with_and_without_labels(model):
             assert all(b.y is None for b in batches)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_tf_data_batched_keeps_or_rebatches(model, jit_compile):
     x, y = data(23)
@@ -302,6 +307,7 @@ def test_pydataset_source(model):
 # ---------------------------------------------------------------- selection
 
 
+@pytest.mark.slow
 def test_max_samples_first_and_fixed_seed_subset(model):
     x, y = data(50)
     want = model.predict(x, verbose=0)
@@ -334,6 +340,7 @@ def test_max_samples_first_and_fixed_seed_subset(model):
     )
 
 
+@pytest.mark.slow
 def test_max_samples_on_tf_data_and_pydataset(model):
     x, y = data(30)
     want = model.predict(x, verbose=0)
@@ -512,6 +519,7 @@ DISTRIBUTED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_logical_cpus_in_sample_order():
     proc = subprocess.run(
         [sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True, timeout=300

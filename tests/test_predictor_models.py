@@ -15,7 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from real_models import (  # noqa: E402
+
+from fastevalcb.errors import FastEvalInputError  # noqa: E402
+from fastevalcb.predictor import BatchedPredictor  # noqa: E402
+from tests.helpers.real_models import (  # noqa: E402
     Calibrated,
     deeplab,
     images,
@@ -25,10 +28,7 @@ from real_models import (  # noqa: E402
     tiny_resnet,
     two_input_model,
 )
-from real_models import nms_decoder as decoder  # noqa: E402
-
-from fastevalcb.errors import FastEvalInputError  # noqa: E402
-from fastevalcb.predictor import BatchedPredictor  # noqa: E402
+from tests.helpers.real_models import nms_decoder as decoder  # noqa: E402
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -61,6 +61,7 @@ def outputs_of(batches):
 # ---------------------------------------------------------------- KerasHub detection
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bounding_box_format", ["yxyx", "xyxy"])
 def test_retinanet_detections_equal_predict(bounding_box_format):
     model = retinanet(bounding_box_format)
@@ -80,6 +81,7 @@ def test_retinanet_detections_equal_predict(bounding_box_format):
     assert all(b.image_hw == (48, 48) and b.model_hw == (32, 32) for b in batches)
 
 
+@pytest.mark.slow
 def test_retinanet_new_prediction_decoder_rebuilds_the_step():
     model = retinanet()
     x = images(5, (32, 32))
@@ -104,6 +106,7 @@ def test_retinanet_new_prediction_decoder_rebuilds_the_step():
 # The converters rescale [0, 255] -> [-1, 1] (scale 1/127.5, offset -1), as presets do.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", [deeplab, segformer])
 @pytest.mark.parametrize("raw_hw", [(32, 32), (48, 48)], ids=["rescale", "resize"])
 def test_segmenters_with_preprocessors_equal_predict(family, raw_hw):
@@ -125,6 +128,7 @@ def test_segmenters_with_preprocessors_equal_predict(family, raw_hw):
 # ---------------------------------------------------------------- classifiers
 
 
+@pytest.mark.slow
 def test_resnet_image_classifier_with_preprocessor_equals_predict():
     keras.utils.set_random_seed(0)
     converter = keras_hub.layers.ResNetImageConverter(image_size=(24, 24), scale=1 / 255)
@@ -141,6 +145,7 @@ def test_resnet_image_classifier_with_preprocessor_equals_predict():
     assert batches[0].model_hw == (24, 24) and batches[0].image_hw == (40, 40)
 
 
+@pytest.mark.slow
 def test_keras_applications_classifier_equals_predict():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV3Small(
@@ -156,6 +161,7 @@ def test_keras_applications_classifier_equals_predict():
 # ---------------------------------------------------------------- custom predict_step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_custom_predict_step_is_what_the_callback_gets(jit_compile):
     keras.utils.set_random_seed(0)
@@ -179,6 +185,7 @@ class EchoesData(keras.Model):
         return {"out": out, "wrapped": keras.ops.ones_like(out[:, :1]) * float(wrapped)}
 
 
+@pytest.mark.slow
 def test_predict_step_gets_bare_x_or_x_wrapped_in_a_tuple_like_predict():
     keras.utils.set_random_seed(0)
     a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
@@ -204,6 +211,7 @@ def test_predict_step_gets_bare_x_or_x_wrapped_in_a_tuple_like_predict():
 # ---------------------------------------------------------------- multi-input
 
 
+@pytest.mark.slow
 def test_two_input_model_with_a_dict_x():
     model = two_input_model()
     rng = np.random.default_rng(0)

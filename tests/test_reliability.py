@@ -14,6 +14,8 @@ import wandb
 
 from fastevalcb import FastEvalWarning, WandbEvalCallback
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 
 class BuggyPredictions(WandbEvalCallback):
     """A stock-style subclass whose ``add_model_predictions`` uses an undefined name, as one

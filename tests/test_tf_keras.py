@@ -18,12 +18,11 @@ import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 
-from test_callback import DocsClfCallback, LogsClfCallback  # noqa: E402
-from tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
-
 from fastevalcb import ClassificationEvalCallback  # noqa: E402
 from fastevalcb.predictor import BatchedPredictor  # noqa: E402
 from fastevalcb.synthetic import make_shapes  # noqa: E402
+from tests.helpers.callbacks import DocsClfCallback, LogsClfCallback  # noqa: E402
+from tests.helpers.tf_keras_twins import SIZE, assert_same_runs, cnn, record, twins  # noqa: E402
 
 pytestmark = pytest.mark.tf_keras
 
@@ -36,6 +35,7 @@ def shapes():
 # ------------------------------------------------------------------------- drop-in base
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("callback", ["docs", "per_n_batches"])
 def test_stock_subclasses_record_the_keras3_tables(wandb_env, shapes, callback):
     x, y = shapes.images[:12], shapes.labels[:12]
@@ -66,6 +66,7 @@ def test_stock_subclasses_record_the_keras3_tables(wandb_env, shapes, callback):
         assert aliases == [["epoch-0", "latest"], ["epoch-1", "latest"]]
 
 
+@pytest.mark.slow
 def test_batch_logging_counts_steps_with_steps_per_execution(offline_run, shapes):
     """tf_keras passes an execution's last step, as Keras >= 3.11 does: same steps logged."""
     _, model = twins(lambda k: cnn(k, 3, True))
@@ -144,6 +145,7 @@ def test_tf_keras_under_legacy_keras_is_tf_keras(offline_run, shapes):
 # ---------------------------------------------------------------------------- predictor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("n", [1, 7, 19])
 def test_batched_predictor_matches_tf_keras_predict(n, jit_compile):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb.types import ClassPredictions, Detections, PackedDetections, SegmentationMasks
+from tests.helpers import reference
 
 
 def test_messages_state_expected_and_got():

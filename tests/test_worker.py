@@ -11,6 +11,26 @@ import pytest
 from fastevalcb.worker import LoggingWorker
 
 
+class _WaitWatch(threading.Condition):
+    """A worker's condition that tells the test when a thread waits on it: a submit with no
+    room, or a held worker, waits there and stays until the worker's state changes. Waiting
+    for this event, not for time to pass, shows that something has not happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout=None):
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def _watch_waits(worker: LoggingWorker) -> threading.Event:
+    """Set whenever a thread starts to wait on ``worker``'s condition (clear it to rearm)."""
+    worker._room = _WaitWatch()
+    return worker._room.waiting
+
+
 def test_jobs_run_in_order_on_one_background_thread():
     worker = LoggingWorker(max_queue=4)
     seen = []
@@ -24,16 +44,19 @@ def test_jobs_run_in_order_on_one_background_thread():
 
 def test_a_full_queue_blocks_the_submitter_until_the_worker_catches_up():
     worker = LoggingWorker(max_queue=1)
-    release = threading.Event()
-    worker.submit(release.wait)  # running: holds the worker
-    time.sleep(0.05)
+    waits = _watch_waits(worker)
+    release, started = threading.Event(), threading.Event()
+    worker.submit(lambda: (started.set(), release.wait()))  # running: holds the worker
+    assert started.wait(5)
     worker.submit(lambda: None)  # queued: the queue is now full
     submitted = threading.Event()
     blocked = threading.Thread(target=lambda: (worker.submit(lambda: None), submitted.set()))
     blocked.start()
-    assert not submitted.wait(0.3), "submit returned although the queue was full"
+    assert waits.wait(5), "the third submit never waited for room"
+    assert not submitted.is_set(), "submit returned although the queue was full"
     assert worker.pending == 2  # one running, one queued; the third is not in yet
     assert not worker.flush(timeout=0.1)
+    time.sleep(0.25)  # the third submit stays blocked meanwhile: blocked_s counts it
     release.set()
     assert submitted.wait(5)
     blocked.join(5)
@@ -88,6 +111,7 @@ def _read(run):
     return OfflineRun(Path(run.dir).parent).wait_complete()
 
 
+@pytest.mark.slow
 def test_run_finish_waits_for_every_job_queued_before_it(wandb_env):
     from fastevalcb.worker import RunGuard
 
@@ -150,6 +174,7 @@ def test_a_guard_on_a_live_run_refuses_nothing(wandb_env):
     assert guard.ended
 
 
+@pytest.mark.slow
 def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
     """atexit is last in, first out: attach() re-registers ours after wandb's service hook."""
     import subprocess
@@ -180,6 +205,7 @@ def test_the_exit_hook_moves_last_so_it_runs_before_hooks_registered_since():
 def test_a_byte_budget_blocks_submit_until_the_worker_takes_data():
     """max_queue_bytes bounds the data waiting, whatever the job count."""
     worker = LoggingWorker(max_queue=None, max_queue_bytes=100)
+    waits = _watch_waits(worker)
     gate, started, order = threading.Event(), threading.Event(), []
 
     def hold():
@@ -193,7 +219,7 @@ def test_a_byte_budget_blocks_submit_until_the_worker_takes_data():
             worker.submit(order.append, i, nbytes=40)
     blocked = threading.Thread(target=worker.submit, args=(order.append, 2), kwargs={"nbytes": 40})
     blocked.start()
-    blocked.join(0.3)
+    assert waits.wait(5), "the third submit never waited for room"
     assert blocked.is_alive()  # 80 + 40 > 100: waits
     gate.set()
     blocked.join(5)
@@ -207,19 +233,18 @@ def test_a_byte_budget_blocks_submit_until_the_worker_takes_data():
 
 def test_a_hold_defers_new_jobs_until_it_ends_or_the_queue_is_over_half_full():
     worker = LoggingWorker(max_queue=4)
+    held = _watch_waits(worker)
     seen = []
     worker.submit(lambda: None)
     assert worker.flush(timeout=5)  # the thread is up and idle
     with worker.hold():
         worker.submit(lambda: seen.append(1))
         worker.submit(lambda: seen.append(2))
-        time.sleep(0.2)
+        assert held.wait(5), "the worker never stopped for the hold"
         assert seen == []  # two of four slots: not over half, so nothing started
+        held.clear()
         worker.submit(lambda: seen.append(3))  # three of four: worked down to half
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
+        assert held.wait(5), "the worker did not stop again at half"
         assert seen == [1]  # two left: half full, held again
     assert worker.flush(timeout=5) and seen == [1, 2, 3]
     worker.close()
@@ -227,6 +252,7 @@ def test_a_hold_defers_new_jobs_until_it_ends_or_the_queue_is_over_half_full():
 
 def test_a_long_job_pauses_at_its_steps_while_a_hold_is_on():
     worker = LoggingWorker(max_queue=8)
+    paused = _watch_waits(worker)
     steps, started = [], threading.Event()
 
     def long_job():
@@ -241,9 +267,10 @@ def test_a_long_job_pauses_at_its_steps_while_a_hold_is_on():
     worker.flush(timeout=5)
     worker.submit(long_job)
     assert started.wait(5)
+    paused.clear()
     with worker.hold():
         done = len(steps)
-        time.sleep(0.3)
+        assert paused.wait(5), "the long job did not pause for the hold"
         assert len(steps) <= done + 1  # at most the step it was in finishes
     assert worker.flush(timeout=5) and steps == [0, 1, 2]
     worker.close()
@@ -292,17 +319,33 @@ def test_retries_keep_within_the_byte_budget_and_give_up_past_it():
     assert a.kept is None and retries.kept_bytes == 0
 
 
-def test_retries_back_off_doubling_and_reset_on_success():
+class _Clock:
+    """``time`` as fastevalcb.worker sees it, with a monotonic clock the test moves."""
+
+    def __init__(self):
+        self.now = time.monotonic()
+
+    def monotonic(self):
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_retries_back_off_doubling_and_reset_on_success(monkeypatch):
+    from fastevalcb import worker as worker_module
     from fastevalcb.worker import Retries
 
+    clock = _Clock()  # the delays are read off a clock that moves only when told
+    monkeypatch.setattr(worker_module, "time", clock)
     retries = Retries(None, first_delay=0.2, max_delay=0.4)
     assert retries.due()
     retries.failed_again()
     assert not retries.due()
-    time.sleep(0.25)
+    clock.now += 0.25
     assert retries.due()
     retries.failed_again()  # now 0.4 s
-    time.sleep(0.25)
+    clock.now += 0.25
     assert not retries.due()
     retries.succeeded()
     assert retries.due()

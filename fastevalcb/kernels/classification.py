@@ -5,7 +5,7 @@ Three heads: a softmax head ``(B, C)`` (one class per sample), a one-unit sigmoi
 ``(B, C)`` (one independent probability per class, a set of classes per sample). Class ids
 are int32: any number of classes.
 
-Conventions (shared with the numpy twins in ``tests/reference.py``):
+Conventions (shared with the numpy twins in ``tests/helpers/reference.py``):
 
 * ``softmax`` subtracts the row maximum before exponentiating. A row containing NaN
   becomes all-NaN; a row containing ``+inf`` yields NaN where ``inf - inf`` occurs, exactly

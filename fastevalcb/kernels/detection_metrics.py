@@ -3,7 +3,7 @@
 Layout: image ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of the flat prediction and
 ground-truth arrays (see :class:`fastevalcb.types.PackedDetections`).
 
-Rules (the numpy twins in ``tests/reference.py`` follow the same ones):
+Rules (the numpy twins in ``tests/helpers/reference.py`` follow the same ones):
 
 * **Ranking.** Predictions are ranked by descending score, ties by lower index (a stable
   sort); NaN scores rank last (still in index order) and still count as predictions.

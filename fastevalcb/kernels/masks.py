@@ -1,6 +1,6 @@
 """Segmentation post-processing: argmax, nearest resize, per-class IoU, palettes, overlays.
 
-Conventions (shared with the numpy twins in ``tests/reference.py``):
+Conventions (shared with the numpy twins in ``tests/helpers/reference.py``):
 
 * ``logits_argmax`` follows ``np.argmax``: first maximum wins, a NaN counts as the maximum.
 * ``resize_nearest`` samples pixel centres: ``src = ((2 * dst + 1) * in) // (2 * out)``

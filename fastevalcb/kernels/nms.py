@@ -1,6 +1,6 @@
 """Score filtering, class-wise non-maximum suppression and top-k, per image or per batch.
 
-Rules (the numpy twins in ``tests/reference.py`` follow the same ones):
+Rules (the numpy twins in ``tests/helpers/reference.py`` follow the same ones):
 
 * A box is a candidate when its score is not NaN, ``score >= score_threshold`` and its four
   coordinates are finite. NaN scores and non-finite boxes are dropped; ``+inf`` scores are

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastevalcb.kernels import box_json
+from tests.helpers import reference
 
 LABELS = {0: "cat", 1: 'say "hi"', 2: "naïve \\ tab\t", 4: "four"}
 

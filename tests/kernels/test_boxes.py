@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=80, deadline=None)
 coord = st.floats(-100, 400, width=32)
@@ -20,6 +20,7 @@ def boxes_strategy(max_n=20):
 FORMATS_AND_ALIAS = (*reference.FORMATS, "cxcywh")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(boxes_strategy(), st.sampled_from(FORMATS_AND_ALIAS), st.sampled_from(FORMATS_AND_ALIAS))
 def test_convert_matches_reference(boxes, fin, fout):
@@ -125,6 +126,7 @@ def test_errors():
         kernels.convert_boxes(np.zeros((1, 4)), "rel_xyxy")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     st.integers(0, 3),

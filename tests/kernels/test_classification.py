@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=80, deadline=None)
 finite = st.floats(-50, 50, width=32)
@@ -32,6 +32,7 @@ def test_softmax_rows_sum_to_one(x):
     np.testing.assert_allclose(kernels.softmax(x).sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(logits_strategy(st.one_of(st.sampled_from([0.0, 1.0, np.nan]), finite)), st.integers(1, 12))
 def test_topk_matches_reference_with_ties_and_nan(x, k):
@@ -42,6 +43,7 @@ def test_topk_matches_reference_with_ties_and_nan(x, k):
     np.testing.assert_array_equal(vals, rvals)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(logits_strategy(), st.data())
 def test_classification_summary_matches_reference(x, data):
@@ -117,6 +119,7 @@ def test_one_unit_head_ties_predict_class_zero_like_keras_binary_accuracy():
     )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     logits_strategy(st.one_of(finite, st.sampled_from([0.0, np.nan]))),

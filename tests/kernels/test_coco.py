@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
-from coco_oracle import cocoeval, generated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastevalcb import kernels
 from fastevalcb.kernels import coco
+from tests.helpers import reference
+from tests.helpers.coco_oracle import cocoeval, generated
 
 TOL = 1e-6
 
@@ -35,6 +35,7 @@ def assert_same_as_cocoeval(d: dict, num_classes: int) -> coco.CocoResult:
 
 
 # ---------------------------------------------------------------- the oracle, generated sets
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(24))
 def test_generated_sets_equal_cocoeval(seed):
     d = generated(
@@ -96,6 +97,7 @@ def test_batches_concatenate_to_the_whole_set(split):
         np.testing.assert_array_equal(getattr(split_result, name), getattr(whole, name))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from([None, np.linspace(0, 1, 11)]))
 def test_f1_sweep_matches_the_twin(seed, grid):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
-from coco_oracle import generated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from fastevalcb.kernels import confusion
+from tests.helpers import reference
+from tests.helpers.coco_oracle import generated
 
 
 @settings(max_examples=60, deadline=None)

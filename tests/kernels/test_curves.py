@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve
 
 from fastevalcb.kernels import curves
+from tests.helpers import reference
 
 
 def probabilities(seed: int, n: int = 200, c: int = 4):

@@ -5,12 +5,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=60, deadline=None)
 NAN, INF = float("nan"), float("inf")
@@ -140,6 +140,7 @@ def known_case():
     )
 
 
+@pytest.mark.slow
 def test_known_case_by_hand():
     d = known_case()
     tp, counts = kernels.match_detections(**d, num_classes=3)
@@ -181,6 +182,7 @@ def test_known_case_by_hand():
 
 
 # ---------------------------------------------------------------- kernels vs numpy twins
+@pytest.mark.slow
 @SETTINGS
 @given(packed_batch(), thresholds)
 def test_match_matches_reference(d, thr):
@@ -195,6 +197,7 @@ def test_match_matches_reference(d, thr):
     assert counts[:, 0].sum() == tp.sum()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     st.integers(0, 20).flatmap(
@@ -214,6 +217,7 @@ def test_average_precision_matches_reference_and_brute_force(case, extra_gt):
     assert got == pytest.approx(brute_force_ap(scores, tp, num_gt), abs=1e-12)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(packed_batch(), thresholds)
 def test_per_image_ap_matches_reference(d, thr):
@@ -226,6 +230,7 @@ def test_per_image_ap_matches_reference(d, thr):
     np.testing.assert_array_equal(np.isnan(got), np.diff(d["gt_offsets"]) == 0)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(packed_batch(), thresholds)
 def test_mean_average_precision_matches_reference(d, thr):
@@ -249,6 +254,7 @@ def test_precision_recall_matches_reference(counts):
     assert got_p.dtype == got_r.dtype == np.float32
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(packed_batch(boxes=good_box))
 def test_perfect_predictions_score_one(d):
@@ -388,6 +394,7 @@ def test_empty_batch():
     assert p.shape == r.shape == (0,)
 
 
+@pytest.mark.slow
 def test_warmup_covers_detection_metrics():
     assert "detection_metrics" in kernels.warmup()
 

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=60, deadline=None)
 dims = st.tuples(st.integers(0, 3), st.integers(1, 9), st.integers(1, 9))

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastevalcb import kernels
+from tests.helpers import reference
 
 SETTINGS = settings(max_examples=100, deadline=None)
 # Coarse grid coordinates make identical boxes, ties and exact-threshold IoUs likely.

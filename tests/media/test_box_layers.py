@@ -54,6 +54,7 @@ def test_non_finite_boxes_are_refused():
         box_data_json(dets, LABELS)
 
 
+@pytest.mark.slow
 def test_table_with_text_layers_writes_what_wandb_writes_from_dicts(wandb_offline):
     rng = np.random.default_rng(0)
     base = build_images(rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8))

@@ -21,8 +21,6 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "jax":
     pytest.skip("run with KERAS_BACKEND=jax (tests/test_jax.py does)", allow_module_level=True)
 
-import real_models as rm
-
 from fastevalcb import (
     BatchedPredictor,
     ClassificationEvalCallback,
@@ -31,9 +29,9 @@ from fastevalcb import (
     SegmentationEvalCallback,
     WandbEvalCallback,
 )
+from tests.helpers import real_models as rm
 
 NAMES3 = ["a", "b", "c"]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -229,7 +227,8 @@ def test_a_tensorflow_output_function_fails_naming_the_backend(offline_run):
 # ------------------------------------------------------------------- segmentation
 def test_keras_hub_deeplab_masks_are_predicts_argmax(offline_run):
     from PIL import Image as PILImage
-    from reference import resize_nearest
+
+    from tests.helpers.reference import resize_nearest
 
     run, read = offline_run
     model = rm.deeplab(image_size=(32, 32), num_classes=3)
@@ -376,7 +375,6 @@ DATA_PARALLEL = textwrap.dedent("""
     import keras, jax
     assert keras.backend.backend() == "jax" and len(jax.devices()) == 2, jax.devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel())
-    sys.path.insert(0, {tests!r})
     from fastevalcb import BatchedPredictor, ClassificationEvalCallback
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
@@ -406,7 +404,7 @@ def test_data_parallel_distribution_on_two_devices(wandb_env):
     env = dict(
         os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
     )
-    script = DATA_PARALLEL.format(tests=os.path.dirname(HERE))
+    script = DATA_PARALLEL
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=500, env=env
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from report_helpers import find_chromium, make_run
+
+from tests.helpers.report import find_chromium, make_run
 
 
 @pytest.fixture(scope="session")

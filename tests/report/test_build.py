@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_helpers import make_run, open_report
 
 from fastevalcb.__main__ import main
 from fastevalcb.report import ReportError, build_report
 from fastevalcb.report.build import rle_encode
+from tests.helpers.report import make_run, open_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,7 @@ def test_rle_encode_round_trips(mask):
         assert all(a != b for a, b in zip(rle[0:-2:2], rle[2::2]))  # runs are maximal
 
 
+@pytest.mark.slow
 def test_shards_hold_what_the_run_recorded(task_runs, tmp_path):
     run = task_runs["detection"]
     html = build_report(run.run_dir, tmp_path / "r.html")
@@ -90,6 +91,7 @@ def test_shards_hold_what_the_run_recorded(task_runs, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_masks_are_decoded_and_shared_across_versions(task_runs, tmp_path):
     from PIL import Image
 
@@ -109,6 +111,7 @@ def test_masks_are_decoded_and_shared_across_versions(task_runs, tmp_path):
     assert np.array_equal(_rle_decode(stored["rle"], (stored["h"], stored["w"])), want)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report(task_runs, tmp_path, capsys):
     run = task_runs["classification"]
     assert main(["report", str(run.run_dir), "-o", str(tmp_path / "x" / "page.html")]) == 0
@@ -123,6 +126,7 @@ def test_cli_writes_the_report(task_runs, tmp_path, capsys):
     assert run.run_id in (tmp_path / "z.html").read_text()
 
 
+@pytest.mark.slow
 def test_python_m_fastevalcb_report(task_runs, tmp_path):
     run = task_runs["classification"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -169,6 +173,7 @@ def test_no_offline_run_is_a_clear_message(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_damaged_transaction_log_is_a_clear_message(task_runs, tmp_path, capsys):
     src = task_runs["classification"].run_dir
     run_dir = tmp_path / src.name
@@ -183,6 +188,7 @@ def test_damaged_transaction_log_is_a_clear_message(task_runs, tmp_path, capsys)
     assert "is not a W&B transaction log" in _cli_error(capsys, run_dir)
 
 
+@pytest.mark.slow
 def test_a_run_cut_short_still_gives_a_page_that_says_so(task_runs, tmp_path):
     src = task_runs["classification"].run_dir
     run_dir = tmp_path / src.name
@@ -196,6 +202,7 @@ def test_a_run_cut_short_still_gives_a_page_that_says_so(task_runs, tmp_path):
     assert any("no exit record" in p for p in meta["problems"])
 
 
+@pytest.mark.slow
 def test_deleted_media_and_tables_give_a_page_that_says_what_is_missing(wandb_env, page):
     run = make_run("classification", wandb_env / "own")
     first, latest = run.artifacts(type="evaluation")  # (the metric tables: run_table)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_helpers import open_report
 
 from fastevalcb.report import build_report
+from tests.helpers.report import open_report
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 
 def _latest_tables(run) -> dict[str, dict]:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_helpers import open_report, ready, rendered
 
 from fastevalcb.report import build_report
+from tests.helpers.report import open_report, ready, rendered
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 
 def _cells(page, key: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import wandb
 
 from fastevalcb import ClassificationEvalCallback, WandbEvalCallback
@@ -39,6 +40,7 @@ def test_the_drop_in_records_the_eval_callback_telemetry_feature(offline_run, ti
     assert "keras_wandb_eval_callback" in _features(read())
 
 
+@pytest.mark.slow
 def test_a_task_callback_records_it_too(offline_run, tiny_classifier):
     run, read = offline_run
     model, x, y = tiny_classifier
@@ -47,6 +49,7 @@ def test_a_task_callback_records_it_too(offline_run, tiny_classifier):
     assert "keras_wandb_eval_callback" in _features(read())
 
 
+@pytest.mark.slow
 def test_a_run_without_it_records_no_such_feature(offline_run, tiny_classifier):
     """The reader sees features, not everything: a plain fit records none of ours."""
     run, read = offline_run

@@ -18,6 +18,8 @@ import wandb
 from fastevalcb import ClassificationEvalCallback, FastEvalWarning
 from fastevalcb.tables import _wandb
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 # accessor in _wandb -> the fast path whose check must then fail
 GONE = [
     ("client_id", "entries"),

@@ -18,6 +18,8 @@ import wandb
 
 from fastevalcb.offline import OfflineRun
 
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
+
 USER_FILES = 1_200  # past wandb's file threshold for our manifests, below its own
 
 WRITE_USER_FILES = textwrap.dedent("""

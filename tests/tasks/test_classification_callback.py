@@ -13,17 +13,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from task_helpers import (
+from wandb.sdk.lib.hashutil import md5_file_b64
+
+from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
+from fastevalcb.offline import OfflineRun
+from tests.helpers.tasks import (
     Diverge,
     EpochRecorder,
     fast_eval_warnings,
     metric_definitions,
     pred_versions,
 )
-from wandb.sdk.lib.hashutil import md5_file_b64
-
-from fastevalcb import ClassificationEvalCallback, FastEvalInputError, FastEvalWarning
-from fastevalcb.offline import OfflineRun
 
 
 def _softmax(z):
@@ -31,6 +31,7 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_tables_references_and_metrics(offline_run, shapes, classifier):
     run, read = offline_run
@@ -103,6 +104,7 @@ def test_tables_references_and_metrics(offline_run, shapes, classifier):
     assert cb.timings[-1]["samples"] == 20 and cb.timings[-1]["logged_s"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classifier, monkeypatch):
     """Past MANIFEST_FILE_ENTRIES, the data and pred manifests are wandb's manifest file
@@ -138,6 +140,7 @@ def test_large_manifests_go_as_wandbs_manifest_file(offline_run, shapes, classif
         assert log.resolve(versions[-1], cell["path"])[1] == data.entries[cell["path"]]
 
 
+@pytest.mark.slow
 def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
     run, read = offline_run
     one_hot = np.eye(3, dtype=np.float32)[shapes.labels]
@@ -161,6 +164,7 @@ def test_tf_data_one_hot_and_random_subset(offline_run, shapes, classifier):
     assert labels == [shapes.class_names[shapes.labels[i]] for i in ids]
 
 
+@pytest.mark.slow
 def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
     offline_run, shapes, classifier
 ):
@@ -198,6 +202,7 @@ def test_logging_runs_on_the_worker_and_everything_is_flushed_at_train_end(
     ]
 
 
+@pytest.mark.slow
 def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier):
     run, read = offline_run
 
@@ -218,6 +223,7 @@ def test_interrupted_fit_loses_no_queued_version(offline_run, shapes, classifier
     assert len(log.load_table(versions[0], "eval_data").rows) == 48
 
 
+@pytest.mark.slow
 def test_queued_versions_are_written_at_interpreter_exit(tmp_path):
     """A script that exits right after queueing (no flush, no finish) still logs it, the
     data table included: built at exit, when the encoder pool takes no more futures."""
@@ -334,6 +340,7 @@ def test_bad_options_fail_at_construction(offline_run, shapes, kwargs, match):
         ClassificationEvalCallback((shapes.images, shapes.labels), **args)
 
 
+@pytest.mark.slow
 def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, classifier):
     run, read = offline_run
 
@@ -355,6 +362,7 @@ def test_failure_inside_logging_warns_once_and_fit_goes_on(offline_run, shapes, 
     assert [v.metadata["epoch"] for v in pred_versions(log, run.id)] == [0]
 
 
+@pytest.mark.slow
 def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, shapes, classifier):
     class Broken(ClassificationEvalCallback):
         def _pred_columns_for(self, *args):
@@ -365,6 +373,7 @@ def test_strict_mode_raises_worker_errors_in_the_training_thread(offline_run, sh
         classifier.fit(shapes.images, shapes.labels, epochs=2, callbacks=[cb], verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "verbose, expected",
     [(0, None), (2, "classification eval (epoch-0)"), (1, "fastevalcb: classification eval")],
@@ -393,6 +402,7 @@ def test_a_reshuffling_dataset_is_refused_before_epoch_1(offline_run, shapes, cl
     assert epochs.epochs == []
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_a_new_run_gets_its_own_data_table(wandb_env, shapes, classifier):
     import wandb
@@ -428,6 +438,7 @@ def test_image_scaling_is_decided_once_from_the_first_batch():
     assert ImageScaler()(np.zeros((1, 2, 2, 1), np.uint8)).shape == (1, 2, 2)
 
 
+@pytest.mark.slow
 def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     """The data table streams on the worker: epoch 0 begins while the worker is still busy
     (here: held by a job queued first), and the table and every version follow in order."""
@@ -450,6 +461,7 @@ def test_fit_does_not_wait_for_the_data_table(offline_run, shapes, classifier):
     assert len(log.artifacts("val")) == 1
 
 
+@pytest.mark.slow
 def test_kernels_compile_on_the_worker_first_for_the_task_only(offline_run, shapes, classifier):
     """A cold numba cache compiles for seconds: that runs as the worker's first job, for
     this task's kernel groups, not in train begin."""
@@ -483,6 +495,7 @@ def test_each_task_names_kernel_groups_warmup_knows(task):
     assert groups and set(kernels.warmup(groups)) == set(groups)
 
 
+@pytest.mark.slow
 def test_nan_predictions_are_flagged_warned_once_and_their_summary_is_nan(
     offline_run, shapes, classifier
 ):
@@ -538,6 +551,7 @@ def test_more_rows_than_a_wandb_artifact_table_holds_are_refused_at_construction
     assert len(cb.predictor.selected_indices()) == limit
 
 
+@pytest.mark.slow
 def test_a_long_data_table_build_reports_progress(offline_run, shapes, classifier, capsys):
     """Progress lines while the data table streams (every progress_every_s), then its total."""
     cb = ClassificationEvalCallback(
@@ -602,6 +616,7 @@ def test_a_version_with_some_nan_rows_is_logged_with_them_flagged(offline_run, s
     assert [m for m in fast_eval_warnings(caught) if "non-finite" in m]
 
 
+@pytest.mark.slow
 def test_fit_s_default_verbose_logs_every_version(offline_run, shapes, classifier):
     """``fit()`` without ``verbose=`` passes Keras 3's ``"auto"`` to the callbacks' params:
     the task callback's progress output reads it as 1, and every version is logged."""

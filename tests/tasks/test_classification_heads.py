@@ -7,9 +7,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, SegmentationEvalCallback
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 SIZE = 16
 
@@ -40,6 +40,7 @@ def _last_metrics(log, key):
     return [r for r in log.history() if key in r][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation, output", [(None, "logits"), ("sigmoid", "auto")])
 def test_one_unit_sigmoid_head(offline_run, shapes, activation, output):
     run, read = offline_run
@@ -92,6 +93,7 @@ def _multi_hot(shapes, n):
     return y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", [None, "sigmoid"])
 def test_multi_label_sigmoid_head(offline_run, shapes, activation):
     run, read = offline_run
@@ -176,6 +178,7 @@ def test_multi_hot_labels_without_multi_label_say_so(offline_run, shapes):
         )
 
 
+@pytest.mark.slow
 def test_thousand_class_classifier(offline_run, shapes):
     """ImageNet-sized heads: class ids past 255 are names and metrics like any other."""
     run, read = offline_run

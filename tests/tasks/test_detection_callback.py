@@ -14,91 +14,31 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import DetectionEvalCallback, FastEvalInputError, FastEvalWarning
-
-SIZE = 32
-NAMES = ["a", "b"]
-# Fixed predictions (xyxy pixels): P0 a .9, P1 a .8 (P0's duplicate), P2 b .7, P3 b .01.
-PRED_BOXES = np.array(
-    [[2, 2, 12, 12], [2, 2, 12, 11], [20, 20, 30, 30], [0, 20, 8, 30]], np.float32
+from tests.helpers.detection import (
+    EXPECTED,
+    EXPECTED_MAP50,
+    GT_BOXES,
+    GT_CLASSES,
+    NAMES,
+    PRED_BOXES,
+    PRED_CLASSES,
+    PRED_SCORES,
+    SIZE,
+    Fixed,
+    fit,
+    fixed_detector,
+    val_images,
 )
-PRED_SCORES = np.array([0.9, 0.8, 0.7, 0.01], np.float32)
-PRED_CLASSES = np.array([0, 0, 1, 1], np.float32)
-# Ground truth per image, padded with class -1.
-GT_BOXES = np.zeros((4, 2, 4), np.float32)
-GT_CLASSES = np.full((4, 2), -1)
-GT_BOXES[0] = [[2, 2, 12, 12], [20, 20, 30, 30]]  # A: P0 tp, P1 fp (dup), P2 tp
-GT_CLASSES[0] = [0, 1]
-GT_BOXES[1, 0] = [20, 20, 30, 30]  # B: one "a" where only a "b" is predicted: all fp
-GT_CLASSES[1, 0] = 0
-# C: no objects at all
-GT_BOXES[3] = [[7, 7, 17, 17], [20, 20, 30, 30]]  # D: "a" at IoU 25/175 with P0; "b" tp
-GT_CLASSES[3] = [0, 1]
-
-EXPECTED = {  # P3 (score .01) falls under score_threshold=0.05 everywhere
-    "num_predictions": [3, 3, 3, 3],
-    "tp": [2, 0, 0, 1],
-    "fp": [1, 3, 3, 2],
-    "fn": [0, 1, 0, 1],
-    "precision": [2 / 3, 0.0, 0.0, 1 / 3],
-    "recall": [1.0, 0.0, None, 0.5],  # None: NaN (no ground truth)
-    "ap50": [1.0, 0.0, None, 0.5],  # D: mean(AP a = 0, AP b = 1)
-}
-# Dataset AP, predictions ranked A > B > C > D (brighter images score higher):
-# a: tp at rank 1 of 8, 3 GT -> AP 1/3.  b: A tp, B fp, C fp, D tp of 2 GT ->
-# precision envelope 1 up to recall .5, then 2/4 -> AP .5 * 1 + .5 * .5 = .75.
-EXPECTED_MAP50 = (1 / 3 + 0.75) / 2
-
-
-class Fixed(keras.layers.Layer):
-    """Broadcasts a constant to the batch, plus ``brightness * nudge``."""
-
-    def __init__(self, value, nudge=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.value = np.asarray(value, np.float32)
-        self.nudge = nudge
-
-    def call(self, images, aux):
-        brightness = ops.mean(ops.cast(images, "float32"), axis=(1, 2, 3)) / 255.0
-        shape = (ops.shape(images)[0],) + self.value.shape
-        value = ops.broadcast_to(ops.convert_to_tensor(self.value)[None], shape)
-        per_image = (-1,) + (1,) * self.value.ndim
-        extra = ops.reshape(brightness, per_image) * self.nudge
-        return value + extra + 0.0 * ops.reshape(aux[:, 0], per_image)
-
-
-def fixed_detector():
-    images = keras.Input((SIZE, SIZE, 3))
-    aux = keras.layers.Dense(1, name="aux")(keras.layers.Flatten()(images))
-    outputs = {
-        "aux": aux,
-        "boxes": Fixed(PRED_BOXES, name="boxes")(images, aux),
-        "scores": Fixed(PRED_SCORES, nudge=0.01, name="scores")(images, aux),
-        "classes": Fixed(PRED_CLASSES, name="classes")(images, aux),
-    }
-    model = keras.Model(images, outputs)
-    model.compile("sgd", loss={"aux": "mse"})
-    return model
-
-
-def val_images():
-    # A, B, C, D from brightest to darkest.
-    return np.stack([np.full((SIZE, SIZE, 3), v, np.uint8) for v in (200, 150, 100, 50)])
-
-
-def fit(model, callbacks, epochs=1):
-    x = val_images()
-    return model.fit(
-        x, {"aux": np.zeros((4, 1))}, epochs=epochs, batch_size=2, callbacks=callbacks, verbose=0
-    )
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 
 def _nan_to_none(values):
     return [None if v is None or np.isnan(v) else v for v in values]
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run):
     run, read = offline_run
@@ -148,6 +88,7 @@ def test_per_image_and_summary_metrics_match_the_hand_computed_case(offline_run)
     assert row["eval/recall"] == pytest.approx((1 / 3 + 1) / 2)
 
 
+@pytest.mark.slow
 def test_deprecated_normalized_cxcywh_targets_and_tuple_outputs_via_adapter(offline_run):
     run, read = offline_run
     xyxy = GT_BOXES / SIZE
@@ -229,6 +170,7 @@ def test_predicted_classes_outside_class_names_fail_at_train_begin(offline_run):
     assert epochs.epochs == []
 
 
+@pytest.mark.slow
 def test_adapter_failing_mid_training_warns_once_and_fit_goes_on(offline_run):
     run, read = offline_run
     calls = {"n": 0}
@@ -263,6 +205,7 @@ def test_ragged_targets_ask_for_padding(offline_run):
         fit(fixed_detector(), [cb])
 
 
+@pytest.mark.slow
 def test_rows_past_num_detections_are_padding(offline_run):
     run, read = offline_run
 
@@ -283,6 +226,7 @@ def test_rows_past_num_detections_are_padding(offline_run):
     assert table.column("tp") == [1, 0, 0, 0]  # P0 matches A's box only
 
 
+@pytest.mark.slow
 def test_nan_inf_inverted_and_zero_area_boxes_are_counted_dropped_and_warned_once(offline_run):
     run, read = offline_run
     calls = {"n": 0}
@@ -344,7 +288,9 @@ K = 5  # output slots: P0, P1, P2 then two -1 padding slots, like KerasHub's pre
 def _to_format(xyxy, fmt, size=SIZE):
     name = "center_xywh" if fmt == "cxcywh" else fmt
     if not hasattr(keras.utils, "bounding_boxes"):  # Keras < 3.8: our numpy twin, which
-        import reference  # tests/kernels/test_boxes.py checks against Keras' where it exists
+        from tests.helpers import (
+            reference,  # tests/kernels/test_boxes.py checks against Keras' where it exists
+        )
 
         return reference.convert_boxes(xyxy, "xyxy", name, (size, size)).astype(np.float32)
     return keras.ops.convert_to_numpy(
@@ -408,6 +354,7 @@ def _check_hand_case(table, size=SIZE):
     }
 
 
+@pytest.mark.slow
 def test_keras_hub_layout_in_the_model_s_yxyx_by_default(offline_run):
     """A model speaking KerasHub: dict outputs and targets, -1 padded, its own "yxyx"."""
     run, read = offline_run
@@ -424,6 +371,7 @@ def test_keras_hub_layout_in_the_model_s_yxyx_by_default(offline_run):
     assert row["eval/mAP50"] == pytest.approx(EXPECTED_MAP50)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt",
     [
@@ -465,6 +413,7 @@ def test_a_box_format_contradicting_the_model_s_fails_before_epoch_1(offline_run
     assert epochs.epochs == []
 
 
+@pytest.mark.slow
 def test_targets_in_another_format_than_the_model_s(offline_run):
     run, read = offline_run
     cb = DetectionEvalCallback(
@@ -496,6 +445,7 @@ def test_targets_with_both_labels_and_classes_are_ambiguous(offline_run):
         DetectionEvalCallback((val_images(), targets), NAMES)
 
 
+@pytest.mark.slow
 def test_default_keeps_every_prediction_and_score_threshold_is_opt_in(offline_run):
     run, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
@@ -519,6 +469,7 @@ def test_default_keeps_every_prediction_and_score_threshold_is_opt_in(offline_ru
     assert counts == [(2, 2, 2, 2), (4, 4, 4, 4)]  # P3 (.01) kept by default
 
 
+@pytest.mark.slow
 def test_detections_from_a_real_retinanet_predict():
     """The dict a KerasHub RetinaNetObjectDetector's predict returns (random weights, no
     download) is read as KerasHub means it: its bounding_box_format, -1 slots dropped."""
@@ -577,6 +528,7 @@ def test_detections_from_a_real_retinanet_predict():
         np.testing.assert_array_equal(dets.class_id, out["labels"][valid])
 
 
+@pytest.mark.slow
 def test_d_fine_predicts_yxyx_whatever_its_bounding_box_format_says():
     """keras_hub 0.32's D-FINE builds yxyx boxes in predict even when set to "xyxy" (and
     reads rel_center_xywh targets): model_box_formats says so, and the boxes read back

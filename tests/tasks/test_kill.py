@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-from run_consistency import sync_problems
 
 from fastevalcb.offline import OfflineRun, find_runs
+from tests.helpers.run_consistency import sync_problems
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 _CHILD = textwrap.dedent("""
     import os, sys, time

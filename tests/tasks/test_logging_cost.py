@@ -6,9 +6,9 @@ import time
 
 import keras
 import pytest
-from task_helpers import metric_definitions
 
 from fastevalcb import ClassificationEvalCallback
+from tests.helpers.tasks import metric_definitions
 
 KEYS = (
     "train_thread_s",

@@ -20,10 +20,12 @@ from pathlib import Path
 import keras
 import pytest
 import wandb
-from task_helpers import EpochRecorder, pred_versions, tmpfs_unavailable
 
 from fastevalcb import ClassificationEvalCallback, FastEvalWarning
 from fastevalcb.offline import OfflineRun
+from tests.helpers.tasks import EpochRecorder, pred_versions, tmpfs_unavailable
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 
 class Slow(ClassificationEvalCallback):

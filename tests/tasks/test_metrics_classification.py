@@ -7,7 +7,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from metrics_helpers import (
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from fastevalcb import ClassificationEvalCallback
+from fastevalcb.kernels import softmax
+from fastevalcb.kernels.curves import PR_EDGES
+from tests.helpers.metrics import (
     chart_panels,
     confusion_from_chart,
     has_table,
@@ -15,12 +21,8 @@ from metrics_helpers import (
     metric_rows,
     nan_to_none,
 )
-from sklearn import metrics as skm
-from sklearn.calibration import calibration_curve
 
-from fastevalcb import ClassificationEvalCallback
-from fastevalcb.kernels import softmax
-from fastevalcb.kernels.curves import PR_EDGES
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 SIZE = 16
 

@@ -8,18 +8,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from coco_oracle import cocoeval, generated
 from keras import ops
-from metrics_helpers import (
-    chart_panels,
-    confusion_from_chart,
-    has_table,
-    logged_table,
-    metric_rows,
-    nan_to_none,
-)
 from sklearn import metrics as skm
-from test_detection_callback import (
+
+from fastevalcb import DetectionEvalCallback
+from fastevalcb.kernels.coco import STAT_NAMES
+from tests.helpers.coco_oracle import cocoeval, generated
+from tests.helpers.detection import (
     EXPECTED_MAP50,
     GT_BOXES,
     GT_CLASSES,
@@ -31,9 +26,14 @@ from test_detection_callback import (
     fixed_detector,
     val_images,
 )
-
-from fastevalcb import DetectionEvalCallback
-from fastevalcb.kernels.coco import STAT_NAMES
+from tests.helpers.metrics import (
+    chart_panels,
+    confusion_from_chart,
+    has_table,
+    logged_table,
+    metric_rows,
+    nan_to_none,
+)
 
 SIZE = 32
 
@@ -72,6 +72,7 @@ def assert_stats_equal_cocoeval(row: dict, ev, prefix: str = "eval") -> None:
             assert got == pytest.approx(want, abs=1e-6), name
 
 
+@pytest.mark.slow
 def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_run):
     _, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
@@ -133,6 +134,7 @@ def test_hand_case_logs_cocoeval_s_numbers_per_class_results_and_charts(offline_
     assert panels["eval/pr_curve"] == "wandb/area-under-curve/v0"
 
 
+@pytest.mark.slow
 def test_voc_convention_keeps_the_all_point_map50(offline_run):
     _, read = offline_run
     cb = DetectionEvalCallback(
@@ -152,6 +154,7 @@ def test_voc_convention_keeps_the_all_point_map50(offline_run):
     assert logged_table(read(), row, "eval/per_class")["AP50"] == pytest.approx([1 / 3, 0.75])
 
 
+@pytest.mark.slow
 def test_metric_groups_switch_off(offline_run):
     _, read = offline_run
     targets = {"boxes": GT_BOXES, "classes": GT_CLASSES}
@@ -215,6 +218,7 @@ def padded(offsets, *arrays, fill=-1):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed, crowd", [(0, 0.0), (1, 0.0), (2, 0.25)])
 def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd):
     """Zero-area and out-of-image predictions, > 100 per image, tied scores, images
@@ -257,6 +261,7 @@ def test_a_generated_set_logs_exactly_cocoeval_s_stats(offline_run, seed, crowd)
     assert nan_to_none(table["AP"]) == pytest.approx(want)
 
 
+@pytest.mark.slow
 def test_no_ground_truth_and_no_predictions_give_defined_values(offline_run):
     _, read = offline_run
     empty = {"boxes": np.zeros((4, 1, 4), np.float32), "classes": np.full((4, 1), -1)}

@@ -9,7 +9,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from metrics_helpers import (
+from sklearn import metrics as skm
+
+from fastevalcb import SegmentationEvalCallback
+from tests.helpers.metrics import (
     chart_panels,
     confusion_from_chart,
     has_table,
@@ -17,9 +20,8 @@ from metrics_helpers import (
     metric_rows,
     nan_to_none,
 )
-from sklearn import metrics as skm
 
-from fastevalcb import SegmentationEvalCallback
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 NAMES = ["background", "rectangle", "ellipse", "triangle", "never"]  # "never": in no mask
 

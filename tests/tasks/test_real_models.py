@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import real_models as rm
 import tensorflow as tf
 from PIL import Image as PILImage
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import (
     ClassificationEvalCallback,
@@ -22,6 +20,8 @@ from fastevalcb import (
     FastEvalInputError,
     SegmentationEvalCallback,
 )
+from tests.helpers import real_models as rm
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 keras_hub = pytest.importorskip("keras_hub")
 pytestmark = pytest.mark.slow
@@ -135,7 +135,7 @@ def keras_loss():
 # ------------------------------------------------------------------- segmentation
 def segmentation_truth(logits, masks, num_classes):
     """model.predict's class maps, nearest-resized to the masks, and their metrics."""
-    from reference import resize_nearest
+    from tests.helpers.reference import resize_nearest
 
     pred = resize_nearest(logits.argmax(-1), masks.shape[1:])
     iou = np.full((len(masks), num_classes), np.nan)

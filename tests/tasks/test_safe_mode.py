@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 import wandb
-from task_helpers import pred_versions
 
 from fastevalcb import (
     ClassificationEvalCallback,
@@ -20,6 +19,9 @@ from fastevalcb import (
 )
 from fastevalcb.offline import OfflineRun
 from fastevalcb.tables import _wandb
+from tests.helpers.tasks import pred_versions
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 
 def _frozen(model):

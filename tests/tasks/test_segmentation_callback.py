@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image as PILImage
-from task_helpers import EpochRecorder, pred_versions
 
 from fastevalcb import FastEvalInputError, SegmentationEvalCallback
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 NAMES = ["background", "rectangle", "ellipse", "triangle"]
 
@@ -27,6 +27,7 @@ def iou_by_hand(pred, target, num_classes, ignore=None):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.fast_path
 def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     run, read = offline_run
@@ -80,6 +81,7 @@ def test_tables_metrics_and_mask_references(offline_run, shapes, segmenter):
     assert row["eval/pixel_accuracy"] == pytest.approx((pred == masks).mean())
 
 
+@pytest.mark.slow
 def test_ignore_index_pixels_count_nowhere(offline_run, shapes, segmenter):
     run, read = offline_run
     x, masks = shapes.images[:8], shapes.masks[:8].copy()
@@ -100,6 +102,7 @@ def test_ignore_index_pixels_count_nowhere(offline_run, shapes, segmenter):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grey", [False, True])
 def test_overlay_alpha_renders_a_new_image(offline_run, shapes, grey):
     run, read = offline_run
@@ -120,6 +123,7 @@ def test_overlay_alpha_renders_a_new_image(offline_run, shapes, grey):
     assert shown.shape == (16, 16, 3) and not np.array_equal(shown, shapes.images[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation, output", [("sigmoid", "auto"), (None, "auto"), ("sigmoid", "probabilities")]
 )
@@ -178,12 +182,13 @@ def test_ignore_index_must_not_be_a_class_id(offline_run, shapes):
         SegmentationEvalCallback((shapes.images, shapes.masks), NAMES, ignore_index=2)
 
 
+@pytest.mark.slow
 def test_nan_scores_are_flagged_warned_once_and_their_metrics_are_nan(
     offline_run, shapes, segmenter
 ):
     import warnings
 
-    from task_helpers import Diverge, fast_eval_warnings
+    from tests.helpers.tasks import Diverge, fast_eval_warnings
 
     run, read = offline_run
     cb = SegmentationEvalCallback((shapes.images[:6], shapes.masks[:6]), NAMES, verbose=0)

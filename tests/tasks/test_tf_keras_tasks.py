@@ -14,7 +14,12 @@ import tensorflow as tf
 
 tf_keras = pytest.importorskip("tf_keras")
 
-from test_detection_callback import (  # noqa: E402
+from fastevalcb import (  # noqa: E402
+    ClassificationEvalCallback,
+    DetectionEvalCallback,
+    SegmentationEvalCallback,
+)
+from tests.helpers.detection import (  # noqa: E402
     EXPECTED,
     GT_BOXES,
     GT_CLASSES,
@@ -25,16 +30,10 @@ from test_detection_callback import (  # noqa: E402
     fixed_detector,
     val_images,
 )
-from test_detection_callback import SIZE as DET_SIZE  # noqa: E402
-from tf_keras_twins import RTOL, assert_same_runs, cnn, record, twins  # noqa: E402
+from tests.helpers.detection import SIZE as DET_SIZE  # noqa: E402
+from tests.helpers.tf_keras_twins import RTOL, assert_same_runs, cnn, record, twins  # noqa: E402
 
-from fastevalcb import (  # noqa: E402
-    ClassificationEvalCallback,
-    DetectionEvalCallback,
-    SegmentationEvalCallback,
-)
-
-pytestmark = pytest.mark.tf_keras
+pytestmark = [pytest.mark.tf_keras, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("log_every_n_batches", [None, 2])

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import textwrap
 
-from task_helpers import run_on_small_tmpfs
+import pytest
+
+from tests.helpers.tasks import run_on_small_tmpfs
+
+pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
 _SCRIPT = textwrap.dedent("""
     import json, os, sys, time, warnings

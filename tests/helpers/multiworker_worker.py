@@ -1,7 +1,8 @@
 """One worker of the loopback multi-worker tests (tests/test_distributed.py); a script.
 
-``python tests/multiworker_worker.py CONFIG.json``: trains a tiny tf_keras CNN for 2 epochs
-with one fastevalcb callback and writes what it saw to ``config["out"]`` (JSON). With
+``python -m tests.helpers.multiworker_worker CONFIG.json``, from the repository root: trains
+a tiny tf_keras CNN for 2 epochs with one fastevalcb callback and writes what it saw to
+``config["out"]`` (JSON). With
 ``TF_CONFIG`` set it trains under ``MultiWorkerMirroredStrategy`` and only the chief calls
 ``wandb.init()``, as a user would; without it, the same fit runs in one process (the
 reference run). A hang dumps every thread's stack (faulthandler) and exits.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import faulthandler
 import json
-import os
 import signal
 import sys
 import traceback
@@ -117,8 +117,7 @@ def _train(config: dict, result: dict) -> None:
 
     def make():
         if config["callback"] == "stock":
-            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            from test_callback import DocsClfCallback
+            from tests.helpers.callbacks import DocsClfCallback
 
             return DocsClfCallback(
                 (x_val, y_val),
