@@ -143,6 +143,11 @@ def test_a_clean_fit_records_no_failure(offline_run, tiny_classifier):
     assert wandb.run is None
 
 
+@pytest.mark.skipif(
+    tuple(int(x) for x in wandb.__version__.split(".")[:2]) < (0, 21),
+    reason="wandb < 0.21 keeps new_file()s in the artifact's temp dir until the artifact "
+    "is collected (its own design): it cannot be removed earlier",
+)
 def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifier):
     import gc
 

@@ -34,7 +34,9 @@ def test_pr_curves_equal_sklearn_at_every_edge(seed):
     for k in range(p.shape[1]):
         sk_p, sk_r, sk_t = precision_recall_curve(targets[:, k], p[:, k])
         for j, edge in enumerate(curves.PR_EDGES):
-            at = np.flatnonzero(sk_t >= edge)
+            at = np.flatnonzero(
+                sk_t.astype(np.float64) >= edge
+            )  # as the kernel: in float64 (numpy 1 would compare in float32)
             if len(at) == 0:
                 assert np.isnan(precision[k, j])
                 continue
