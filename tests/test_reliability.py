@@ -16,6 +16,12 @@ from fastevalcb import FastEvalWarning, WandbEvalCallback
 
 pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
+wandb_removes_temp_dirs_early = pytest.mark.skipif(
+    tuple(int(x) for x in wandb.__version__.split(".")[:2]) < (0, 21),
+    reason="wandb < 0.21 keeps new_file()s in the artifact's temp dir until the artifact "
+    "is collected (its own design): it cannot be removed earlier",
+)
+
 
 class BuggyPredictions(WandbEvalCallback):
     """A stock-style subclass whose ``add_model_predictions`` uses an undefined name, as one
@@ -143,11 +149,7 @@ def test_a_clean_fit_records_no_failure(offline_run, tiny_classifier):
     assert wandb.run is None
 
 
-@pytest.mark.skipif(
-    tuple(int(x) for x in wandb.__version__.split(".")[:2]) < (0, 21),
-    reason="wandb < 0.21 keeps new_file()s in the artifact's temp dir until the artifact "
-    "is collected (its own design): it cannot be removed earlier",
-)
+@wandb_removes_temp_dirs_early
 def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifier):
     import gc
 
@@ -179,6 +181,7 @@ def test_no_temp_dir_is_left_to_the_garbage_collector(offline_run, tiny_classifi
     assert leaks == []
 
 
+@wandb_removes_temp_dirs_early
 def test_a_task_callbacks_chart_tables_leave_no_temp_dir(offline_run, tiny_classifier):
     """wandb writes each table run.log records (the metric charts') through a run_table
     artifact with a temp dir of its own, kept in wandb's instance cache: removed once
