@@ -79,3 +79,31 @@ def tiny_classifier():
     )
     model.compile("adam", "sparse_categorical_crossentropy")
     return model, x, y
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless system Chromium under Playwright, one for the session (the report's and
+    the docs site's tests): Playwright's sync API refuses a second one while the first
+    runs. Skip (fail under CI) without one."""
+    from tests.helpers.report import find_chromium
+
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    executable = find_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if executable is None or sync_playwright is None:
+        missing = (
+            "playwright (pip install playwright)"
+            if sync_playwright is None
+            else "a Chromium (apt-get install chromium)"
+        )
+        if in_ci:
+            pytest.fail(f"the browser tests need {missing}; .ci/run installs it")
+        pytest.skip(f"no browser: install {missing}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield b
+        b.close()
