@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.mark.fast_path
 def test_the_links_check_passes_and_finds_a_copied_data_table(wandb_env, monkeypatch):
     """The "links" fast path's check (a reference entry to the data table, as wandb's
     ``add_reference`` records it) passes on this wandb, and fails when our writer leaves
