@@ -28,8 +28,8 @@ class TableSchemaError(ValueError):
 class JSONText(list[Any]):
     """A JSON array kept as its text (what ``json.dumps(value, sort_keys=True)`` writes).
 
-    Used as a box layer's ``box_data``: building 100 box dicts per image and encoding them
-    again in the table costs ~1 ms an image; the text is built once, straight from the
+    Used as a box layer's ``box_data``: building a box dict per box and encoding them
+    again in the table would repeat the work per image; the text is built once, straight from the
     arrays, and :func:`add_table` splices it into the table's JSON. Anything else that
     reads it as a list (wandb's type inference) gets the decoded elements.
 
