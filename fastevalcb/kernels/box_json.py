@@ -5,9 +5,9 @@ A W&B table inlines every image's box layer: ``[{"box_caption": ..., "class_id":
 sorted, ``json.dumps`` separators). Formatting those floats in Python is a per-box
 cost (figures: benchmarks/results/media.md). This kernel writes the same text with the
 numbers rounded to fixed decimals (positions to ``decimals`` places, scores to
-``score_decimals``), the way ``json.dumps(float(round_half_even(v * 10**d)) / 10**d)`` would write them: shortest
-form, at least one decimal (``12.0``). The caption's score keeps exactly 2 decimals, like
-``f"{score:.2f}"`` (rounded the same way).
+``score_decimals``), the way ``json.dumps(float(round_half_even(v * 10**d)) / 10**d)``
+would write them: shortest form, at least one decimal (``12.0``). The caption's score
+keeps exactly 2 decimals, like ``f"{score:.2f}"`` (rounded the same way).
 """
 
 from __future__ import annotations
