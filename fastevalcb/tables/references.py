@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -268,6 +268,11 @@ class ImageColumn(Sequence[wandb.Image]):
     def plain(self) -> bool:
         return self.masks is None
 
+    def type_sample(self) -> list[wandb.Image]:
+        """What a table's type check reads of the column: its first image (all share a
+        type; see :meth:`LayeredImages.type_sample`)."""
+        return self[:1]
+
     def json_texts(self, names: list[str]) -> list[str]:
         """The JSON text of each image once its file is the artifact's entry ``names[i]``:
         ``json.dumps(image.to_json(artifact), sort_keys=True)`` (``MediaIndex.image_json``),
@@ -341,7 +346,17 @@ class LayeredImages(Sequence[wandb.Image]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        i %= len(self)
+        return self._row_image(i % len(self), _plain)
+
+    def type_sample(self) -> list[wandb.Image]:
+        """``self[:1]`` as wandb types it, cheaply: the first image with each box layer cut
+        to its first box. An image's wandb type reads its layers' class maps and the score
+        keys of their boxes, which every box of a layer shares (:class:`JSONText`'s
+        ``score_keys``), not the boxes themselves; decoding a hundred boxes and having
+        wandb validate them for each batch's type check cost more than the batch's JSON."""
+        return [self._row_image(0, _first_box)] if len(self) else []
+
+    def _row_image(self, i: int, box_data: Callable[[Any], Any]) -> wandb.Image:
         base, row = self.base, self.base.rows.start + i
         masks = {
             key: new_image_mask(key, None, self.class_labels, files[i], keep_data=False)
@@ -352,7 +367,7 @@ class LayeredImages(Sequence[wandb.Image]):
                 "ground_truth", None, base.mask_labels, base.masks.file(row), keep_data=False
             )
         boxes = {
-            key: new_boxes2d(key, _plain(data[i]), self.class_labels, None)
+            key: new_boxes2d(key, box_data(data[i]), self.class_labels, None)
             for key, data in self.boxes.items()
         }
         return new_image(
@@ -367,7 +382,7 @@ class LayeredImages(Sequence[wandb.Image]):
     @property
     def classes(self) -> Classes | None:
         """The images' shared ``Classes`` (what each image's ``to_json`` adds)."""
-        return _wandb.image_classes(self[0])
+        return _wandb.image_classes(self.type_sample()[0])
 
     def json_texts(
         self, names: list[str], mask_names: Mapping[str, list[str]], classes_json: dict[str, Any]
@@ -702,3 +717,19 @@ def _plain(box_data: Any) -> Any:
     """A box layer's ``box_data`` as a list (a ``JSONText`` layer decoded)."""
     decoded = getattr(box_data, "decoded", None)
     return decoded() if decoded is not None else box_data
+
+
+def _first_box(box_data: Any) -> list[Any]:
+    """A ``JSONText`` box layer's first box, as a list of at most one (decoded alone:
+    ``[{...}, ...]``'s first element starts at index 1); any other layer whole (its boxes
+    may differ in score keys)."""
+    text = getattr(box_data, "text", None)
+    if text is None:
+        return list(box_data)
+    if text == "[]":
+        return []
+    first, _ = _DECODER.raw_decode(text, 1)
+    return [first]
+
+
+_DECODER = json.JSONDecoder()

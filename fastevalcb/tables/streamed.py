@@ -119,8 +119,9 @@ class StreamedTable(ColumnarTable):
             self._keep_rows(values, by_ref, n)
             return
         type_map = _wandb.column_type_map(self)
-        for i, (name, col) in enumerate(zip(self.columns, values)):
-            type_map[name] = self._infer_column_type(name, col[:1] if i in by_ref else col)
+        for name, col in zip(self.columns, values):  # image columns: by their first image
+            sample = col.type_sample() if isinstance(col, (ImageColumn, LayeredImages)) else col
+            type_map[name] = self._infer_column_type(name, sample)
         fragments: list[str] = []
         # Image columns are written as text, the rest by json.dumps around a marker that
         # the texts then replace (str.split/join: C speed, no dict per cell).

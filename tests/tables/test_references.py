@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import wandb
 from wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler import WBLocalArtifactHandler
+from wandb.sdk.data_types._dtypes import TypeRegistry
 
 from fastevalcb.media import build_images
 from fastevalcb.tables import IMAGE_DIR, IMAGE_SUFFIX, ColumnarTable
 from fastevalcb.tables.references import CLIENT_REF_SCHEME, ImageColumn
 from fastevalcb.types import PackedDetections
+
+type_of = TypeRegistry.type_of
 
 
 def test_client_reference_entries_resolve_locally(wandb_env):
@@ -216,6 +219,8 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
                 "boxed": boxed,
                 "n": list(range(r.start, r.stop)),
             }
+        for col in (boxed, predicted):  # what the type check reads: the first image's type
+            assert type_of(col.type_sample()[0]) == type_of(col[0])
         assert (
             predicted[1]._masks["predictions"]._sha256
             == cells["p1"]["predicted"][1]._masks["predictions"]._sha256
@@ -224,6 +229,19 @@ def test_image_column_pred_rows_are_wandbs_references(wandb_env):
             {key: value if key == "n" else list(value) for key, value in cells["p1"].items()}
         )
         streamed.add_columns(cells["p2"])
+    # A first image without boxes has no score keys: its one-box sample has none either.
+    no_boxes_first = PackedDetections(
+        np.array([0, 0, 3]), rng.uniform(0, 5, (3, 4)).cumsum(1), np.array([0, 1, 1]), rng.random(3)
+    )
+    boxes = box_data_json(no_boxes_first, labels, "pixel", 2)
+    for first in (0, 1):
+        sample = LayeredImages(
+            ImageColumn(files, slice(0, 2 - first)), labels, boxes={"p": boxes[first:]}
+        )
+        expected = type_of(sample[0])
+        assert type_of(sample.type_sample()[0]) == expected
+        score_keys = expected.to_json()["params"]["box_score_keys"]["params"]["val"]
+        assert list(score_keys) == (["score"] if first == 1 else [])
     index.add_references(objects_art, whole)
     whole.media_index = index
     by_objects = add_table(objects_art, whole, "eval")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import wandb
 
 from fastevalcb.tasks import _metrics
 
@@ -45,3 +46,47 @@ def test_chart_tables_leave_out_undefined_points_and_cells():
 def test_macro_counts_undefined_as_zero_over_the_classes_asked():
     assert _metrics.macro(np.array([1.0, np.nan, 0.5]), np.array([True, True, False])) == 0.5
     assert np.isnan(_metrics.macro(np.array([1.0]), np.array([False])))
+
+
+def test_chart_tables_are_the_tables_wandb_builds_row_by_row():
+    """The oracle: ``wandb.Table(data=rows, ...)``, whose ``add_data`` types every row; ours
+    set the rows at once, so the JSON wandb writes (column types included) must match."""
+    rng = np.random.default_rng(1)
+    precision = rng.random((3, 101))
+    precision[1, 7] = np.nan
+    charts = [
+        _metrics.pr_chart(np.linspace(0, 1, 101), precision, ["a", "b", "mean"], "t"),
+        _metrics.confusion_chart(rng.integers(0, 50, (4, 4)), list("wxyz"), "t"),
+        _metrics.line_chart(np.arange(5.0), rng.random((2, 5)), ["p", "q"], "t", "step"),
+    ]
+    dtypes = {
+        "wandb/area-under-curve/v0": [str, float, float],
+        "wandb/confusion_matrix/v1": [str, str, int],
+        "wandb/lineseries/v0": [float, str, float],
+    }
+    per_class = _metrics.per_class_table(
+        {"class": ["a", "b"], "ap": np.array([np.nan, 0.25]), "n": np.array([0, 3])}
+    )
+    pairs = [
+        (
+            chart.table,
+            wandb.Table(
+                columns=chart.table.columns,
+                data=chart.table.data,
+                dtype=dtypes[chart.spec.spec_name],
+                optional=False,
+            ),
+        )
+        for chart in charts
+    ]
+    pairs.append(
+        (per_class, wandb.Table(per_class.columns, data=per_class.data, allow_mixed_types=True))
+    )
+    for ours, stock in pairs:
+        assert len(ours.data) > 0
+        artifact = wandb.Artifact("charts", "run_table")
+        assert ours.to_json(artifact) == stock.to_json(artifact)
+        assert ours._column_types == stock._column_types  # what a later add_data merges into
+    for chart, _ in pairs[:3]:  # the typed tables still refuse a wrong cell, as stock does
+        with pytest.raises(TypeError, match="incompatible types"):
+            chart.add_data(*([None] * len(chart.columns)))
