@@ -33,10 +33,11 @@ from fastevalcb import tables  # noqa: E402
 from fastevalcb.tasks import _versions  # noqa: E402
 
 DEFAULT_N = {"classification": 10_000, "detection": 1000, "segmentation": 300}
+DEFAULT_N["segmentation-trained"] = 300
 
 
 def main() -> None:
-    task = sys.argv[1] if len(sys.argv) > 1 else "classification"
+    task = sys.argv[1] if len(sys.argv) > 1 else "classification"  # or a bench_scale.TASKS key
     n = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_N[task]
     setup = bench_scale.TASKS[task][0](n)
     model = setup["model"]
