@@ -12,8 +12,11 @@ code for both since ours are ordinary ``wandb.Image`` objects; it is timed too, 
 2. **Segmentation**: 500 images 256x256, 21 classes, logits in batches of 50.
    Stock: ``np.argmax`` + ``wandb.Image(img, masks={"predictions", "ground_truth"})``.
    Ours: ``SegmentationMasks.from_logits`` (numba) + ``segmentation_images``.
-3. Where the stock time goes (PNG encode vs box dicts vs validation vs JSON).
-4. Kernels: cold compile vs cache load per kernel group, a fresh subprocess importing +
+3. Issue 30's cases (detection: 300 images 128x128, 50 boxes each; segmentation: 100
+   images 256x256, 21 classes), best of 3 interleaved runs, alone and beside a busy
+   process per core.
+4. Where the stock time goes (PNG encode vs box dicts vs validation vs JSON).
+5. Kernels: cold compile vs cache load per kernel group, a fresh subprocess importing +
    warming up with a warm cache, and throughput vs the numpy twins.
 
 Synthetic images: smooth colour gradients plus uniform noise in [0, 8) (sensor-like noise
@@ -28,6 +31,7 @@ Writes benchmarks/results/media.json and media.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -72,18 +76,18 @@ def clock(fn):
 
 
 # -- data ---------------------------------------------------------------------------------
-def make_images(n, rng):
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
+def make_images(n, rng, size=SIZE):
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         base = (xx * (i % 7 + 1) + yy * (i % 5 + 2)) % 256
         images[i] = np.stack([base, (base * 2) % 256, 255 - base], -1)
-        images[i] += rng.integers(0, 8, (SIZE, SIZE, 3), dtype=np.uint8)
+        images[i] += rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
     return images
 
 
-def make_detections(n, m, rng):
-    xy = rng.uniform(0, SIZE - 40, (n, m, 2))
+def make_detections(n, m, rng, size=SIZE):
+    xy = rng.uniform(0, size - 40, (n, m, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(4, 40, (n, m, 2))], -1).astype(np.float32)
     scores = rng.uniform(0, 1, (n, m)).astype(np.float32)
     cls = rng.integers(0, NUM_DET_CLASSES, (n, m)).astype(np.int32)
@@ -91,8 +95,8 @@ def make_detections(n, m, rng):
     return boxes, scores, cls, counts
 
 
-def seg_logits(batch, rng):
-    low = rng.standard_normal((batch, SIZE // 16, SIZE // 16, NUM_SEG_CLASSES), dtype=np.float32)
+def seg_logits(batch, rng, size=SIZE):
+    low = rng.standard_normal((batch, size // 16, size // 16, NUM_SEG_CLASSES), dtype=np.float32)
     logits = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)
     logits += 0.3 * rng.standard_normal(logits.shape, dtype=np.float32)
     return logits
@@ -153,9 +157,9 @@ def stock_segmentation(images, logits_batches, gt, labels):
 
 
 # -- ours ---------------------------------------------------------------------------------
-def fast_detection(images, boxes, scores, cls, counts, labels):
+def fast_detection(images, boxes, scores, cls, counts, labels, size=SIZE):
     packed = PackedDetections.from_padded(
-        boxes, cls, scores, counts, image_size=(SIZE, SIZE), clip=False, num_classes=NUM_DET_CLASSES
+        boxes, cls, scores, counts, image_size=(size, size), clip=False, num_classes=NUM_DET_CLASSES
     )
     return detection_images(images, packed, labels)
 
@@ -189,6 +193,73 @@ def serialize(images_list, tag):
         table.add_data(img)
     run = wandb.run
     return clock(lambda: run.log({tag: table}))[0]
+
+
+# -- issue 30's cases: alone, and beside a busy process per core -------------------------
+ISSUE_DETECTION = (300, 128, 50)  # images, side, boxes each
+ISSUE_SEGMENTATION = (100, 256)  # images, side (NUM_SEG_CLASSES classes)
+
+
+@contextlib.contextmanager
+def busy_cores(n):
+    """``n`` processes spinning on the CPU while the block runs (another job sharing the
+    cores: our thread pools lose more to it than stock's single thread)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(1.0)  # running before the clock starts
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def issue_cases(repeats):
+    """Stock vs ours on issue 30's two cases, best of ``repeats`` interleaved runs each,
+    with the machine to themselves and beside a busy process per core."""
+    rng = np.random.default_rng(30)
+    n, side, m = ISSUE_DETECTION
+    det_images = make_images(n, rng, side)
+    det = make_detections(n, m, rng, side)
+    det_labels = {i: f"class_{i}" for i in range(NUM_DET_CLASSES)}
+    n_seg, seg_side = ISSUE_SEGMENTATION
+    seg_images = make_images(n_seg, rng, seg_side)
+    logits = [
+        seg_logits(min(SEG_BATCH, n_seg - s), rng, seg_side) for s in range(0, n_seg, SEG_BATCH)
+    ]
+    gt = np.concatenate([np.argmax(seg_logits(len(b), rng, seg_side), -1) for b in logits])
+    gt = gt.astype(np.uint8)
+    seg_labels = {i: f"class_{i}" for i in range(NUM_SEG_CLASSES)}
+    cases = {
+        f"detection, {n} imgs {side}x{side} x {m} boxes": (
+            lambda: stock_detection(det_images, *det, det_labels),
+            lambda: fast_detection(det_images, *det, det_labels, size=side),
+        ),
+        f"segmentation, {n_seg} imgs {seg_side}x{seg_side}, {NUM_SEG_CLASSES} classes": (
+            lambda: stock_segmentation(seg_images, logits, gt, seg_labels),
+            lambda: fast_segmentation(seg_images, logits, gt, seg_labels),
+        ),
+    }
+    out = []
+    for load in ("alone", "busy"):
+        spinners = os.cpu_count() or 1
+        with busy_cores(spinners) if load == "busy" else contextlib.nullcontext():
+            for name, (stock, fast) in cases.items():
+                fast()  # warm
+                stock_s, fast_s = [], []
+                for _ in range(repeats):
+                    stock_s.append(clock(stock)[0])
+                    fast_s.append(clock(fast)[0])
+                out.append(
+                    {
+                        "case": name,
+                        "load": load if load == "alone" else f"{spinners} busy processes",
+                        "stock_s": min(stock_s),
+                        "fast_s": min(fast_s),
+                    }
+                )
+                print(json.dumps(out[-1]), flush=True)
+    return out
 
 
 # -- stock breakdown ----------------------------------------------------------------------
@@ -338,6 +409,18 @@ def write_markdown(r, path):
             s["fast_serialize_s"],
         ),
         "",
+        "**Issue 30's cases**, best of "
+        f"{r['issue_cases_repeats']} interleaved runs, with the machine to themselves and "
+        "beside a busy process per core (`while True: pass`):",
+        "",
+        "| case | load | stock | fastevalcb | ratio |",
+        "|---|---|---:|---:|---:|",
+        *(
+            f"| {c['case']} | {c['load']} | {c['stock_s']:.2f} s | {c['fast_s']:.2f} s | "
+            f"**{c['stock_s'] / c['fast_s']:.1f}x** |"
+            for c in r["issue_cases"]
+        ),
+        "",
         f"Image PNG bytes: stock {d['stock_png_kb']:.0f} KB/image (PIL level 6), ours "
         f"{d['fast_png_kb']:.0f} KB/image ({m['png_backend']} level 1, Sub filter).",
         "",
@@ -441,6 +524,10 @@ def main():
     seg["fast_serialize_s"] = serialize(sfast, "seg_fast")
     run.finish()
     results["detection"], results["segmentation"] = det, seg
+
+    print("issue 30's cases ...", flush=True)
+    results["issue_cases_repeats"] = 1 if args.quick else 3
+    results["issue_cases"] = issue_cases(results["issue_cases_repeats"])
 
     print("stock breakdown and kernels ...", flush=True)
     results["stock_breakdown_per_image"] = stock_breakdown(

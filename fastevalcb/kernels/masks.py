@@ -79,9 +79,11 @@ def _pixel_kind(pv: int, tv: int, num_classes: int, ignore_index: int) -> int:
 
 @njit(cache=True, nogil=True)
 def _class_counts(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int, confusion: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per image per class ``(tp, pred_count, target_count)``, each ``(B, C)`` int64.
+    """Per image per class ``(tp, pred_count, target_count)``, each ``(B, C)`` int64, and
+    the pixels' ``[true, predicted]`` counts added to ``confusion`` (``(C, C)`` int64; a
+    ``(0, 0)`` array skips them).
 
     Returns them with the flat index of the first pixel whose id is outside
     ``[0, num_classes)`` (pred, or target unless it is ``ignore_index``), or -1; the counts
@@ -119,6 +121,8 @@ def _class_counts(
                 tc[i, tv] += 1
                 if pv == tv:
                     tp[i, pv] += 1
+                if confusion.shape[0]:
+                    confusion[tv, pv] += 1
         if not joint:
             continue
         for pv in range(c):
@@ -129,6 +133,8 @@ def _class_counts(
                 tc[i, tv] += v
                 if pv == tv:
                     tp[i, pv] += v
+                if confusion.shape[0]:
+                    confusion[tv, pv] += v
     return tp, pc, tc, -1
 
 
@@ -259,7 +265,11 @@ def segmentation_metrics(
 
 
 def segmentation_counts(
-    pred: npt.ArrayLike, target: npt.ArrayLike, num_classes: int, ignore_index: int | None = None
+    pred: npt.ArrayLike,
+    target: npt.ArrayLike,
+    num_classes: int,
+    ignore_index: int | None = None,
+    confusion: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image per-class pixel counts, the sums behind IoU and pixel accuracy.
 
@@ -270,6 +280,10 @@ def segmentation_counts(
         target: ``(B, H, W)`` integer true class ids in ``[0, num_classes)`` or ``ignore_index``.
         num_classes: number of classes ``C``.
         ignore_index: target value to skip (e.g. 255), or None.
+        confusion: a ``(C, C)`` int64 array to add the pixels' confusion matrix to, in
+            place, from the same pass over the pixels (what ``confusion_matrix(target,
+            pred, C, ignore_index, out=confusion)`` would add in a second pass); left
+            unchanged when an id is out of range.
 
     Returns:
         ``(tp, pred_count, target_count)``, each ``(B, C)`` int64, over non-ignored pixels.
@@ -282,10 +296,18 @@ def segmentation_counts(
     if p.shape != t.shape:
         raise ValueError(f"target must have the shape of pred {p.shape}, got {t.shape}")
     ignore = NO_IGNORE if ignore_index is None else int(ignore_index)
-    tp, pc, tc, bad = _class_counts(p, t, int(num_classes), ignore)
+    c = int(num_classes)
+    if confusion is not None and (confusion.shape != (c, c) or confusion.dtype != np.int64):
+        raise ValueError(
+            f"confusion must be a ({c}, {c}) int64 array, got {confusion.shape} {confusion.dtype}"
+        )
+    added = np.zeros((c, c) if confusion is not None else (0, 0), np.int64)
+    tp, pc, tc, bad = _class_counts(p, t, c, ignore, added)
     if bad >= 0:  # the kernel checked the range as it counted; the checks name the id
         check_class_ids(p, num_classes, "pred")
         check_class_ids(t, num_classes, "target", ignore=ignore)
+    if confusion is not None:
+        confusion += added
     return tp, pc, tc
 
 

@@ -12,7 +12,6 @@ from fastevalcb import _keras, tables
 from fastevalcb.errors import FastEvalInputError
 from fastevalcb.kernels import (
     blend_overlay,
-    confusion_matrix,
     resize_nearest,
     segmentation_counts,
 )
@@ -140,7 +139,7 @@ class SegmentationEvalCallback(TaskEvalCallback):
     """
 
     task = "segmentation"
-    kernel_groups = ("masks", "confusion")
+    kernel_groups = ("masks",)
     stores_targets = False  # masks are pixels: read from each batch, never held
     max_classes = 256  # class maps are uint8
 
@@ -279,8 +278,14 @@ class SegmentationEvalCallback(TaskEvalCallback):
                 pred, self.mask_labels, self._pred_stager(version), self.compress_level
             )
         )
+        state = version.state
+        confusion = None  # the pixels' confusion matrix: from the same pass as the counts
+        if "confusion_matrix" in self.metrics:
+            confusion = state.setdefault(
+                "confusion", np.zeros((self.num_classes, self.num_classes), np.int64)
+            )
         tp, pred_count, target_count = segmentation_counts(
-            pred, labels, self.num_classes, self.ignore_index
+            pred, labels, self.num_classes, self.ignore_index, confusion
         )
         union = pred_count + target_count - tp
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -292,13 +297,8 @@ class SegmentationEvalCallback(TaskEvalCallback):
             mean_iou = np.where(seen.any(1), np.nansum(iou, 1) / np.maximum(seen.sum(1), 1), np.nan)
             pixel_acc, mean_iou = (np.where(finite, v, np.nan) for v in (pixel_acc, mean_iou))
             iou = np.where(finite[:, None], iou, np.nan)
-        state = version.state
         for key, value in (("tp", tp), ("union", union), ("target", target_count)):
             state[key] = state.get(key, 0) + value.sum(axis=0)
-        if "confusion_matrix" in self.metrics:  # one more pass over the pixels
-            state["confusion"] = confusion_matrix(
-                labels, pred, self.num_classes, self.ignore_index, state.get("confusion")
-            )
 
         if staging is not None:  # the masks' PNGs were encoding meanwhile
             images: tables.LayeredImages | list[wandb.Image] = tables.LayeredImages(

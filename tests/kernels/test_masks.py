@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from fastevalcb import kernels
 from tests.helpers import reference
@@ -105,9 +106,18 @@ def test_segmentation_counts_match_reference(b, side, c, use_ignore, seed):
     if use_ignore:
         target[rng.random(target.shape) < 0.2] = 255
     ignore = 255 if use_ignore else None
-    got = kernels.segmentation_counts(pred, target, c, ignore)
+    confusion = np.ones((c, c), np.int64)  # added to, not overwritten
+    got = kernels.segmentation_counts(pred, target, c, ignore, confusion)
     for g, r in zip(got, reference.segmentation_counts(pred, target, c, ignore)):
         np.testing.assert_array_equal(g, r)
+    # The same pass's confusion matrix is scikit-learn's over the non-ignored pixels.
+    keep = target != 255 if use_ignore else np.ones(target.shape, bool)
+    expected = (
+        sk_confusion_matrix(target[keep], pred[keep], labels=range(c))
+        if keep.any()  # scikit-learn refuses no samples at all
+        else np.zeros((c, c), np.int64)
+    )
+    np.testing.assert_array_equal(confusion, 1 + expected)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64])
@@ -123,8 +133,12 @@ def test_segmentation_counts_name_the_first_unknown_id(dtype, side):
         rf"{side * side + (side - 1) * side}; .*\[0, 3\)",
     ):
         kernels.segmentation_counts(m, bad, 3, ignore_index=255)
+    confusion = np.zeros((3, 3), np.int64)
     with pytest.raises(ValueError, match="pred contains unknown class id 9"):
-        kernels.segmentation_counts(bad, m, 3, ignore_index=9)  # ignore is for targets only
+        kernels.segmentation_counts(bad, m, 3, ignore_index=9, confusion=confusion)
+    assert not confusion.any()  # a refused batch adds nothing, not its first image
+    with pytest.raises(ValueError, match=r"confusion must be a \(3, 3\) int64 array"):
+        kernels.segmentation_counts(m, m, 3, confusion=np.zeros((3, 3)))
     if dtype is not np.uint8:
         with pytest.raises(ValueError, match="target contains unknown class id -1"):
             kernels.segmentation_counts(m, np.full_like(m, -1), 3)
