@@ -47,7 +47,22 @@ BENCHMARKS = [
         "Near-free models (global average pool + dense; a 1x1 convolution for segmentation), "
         'one fresh process per row, offline W&B. "file creation" is what the disk charges to '
         "create that many files (a W&B artifact needs one file per image), so PNG encode + "
-        "file creation is the floor of the data table.",
+        "file creation is the floor of the data table. The near-free segmentation model "
+        "predicts per-pixel noise, the dearest mask to encode; the *trained-like* row's "
+        "model predicts blocks of a few classes, as a trained model's blobs. The targets "
+        "in brackets are issue 30's.",
+    ),
+    (
+        "profile",
+        "Where a log's host time goes: fastevalcb's part and wandb's",
+        "python benchmarks/profile_log.py --all",
+        "One log's thread CPU per sample, stage by stage, with every stage inline on one "
+        "thread (the same near-free models). `wandb:` rows are wandb's own code: "
+        "`run.log_artifact` writes the manifest entry by entry (one reference entry per "
+        "image: the pred table's images are the data table's), and `run.log` writes each "
+        "chart's `wandb.Table` into an artifact of its own. What is left is ours: the "
+        "kernels and metrics, and the table's JSON text, which is written once and hashed "
+        "once (MD5, the digest wandb's manifest needs).",
     ),
     (
         "scale-safe",
@@ -238,8 +253,7 @@ def page(e2e: dict) -> str:
         "These print what they measure rather than writing `benchmarks/results`:",
         "",
         "- `python benchmarks/profile_log.py classification 10000` (or `detection 1000`, "
-        "...): one log's host time per sample, by stage (kernels, table text, reference "
-        "entries, `log_artifact`), with the worker inline.",
+        "...): the *profile* table above for one task and size.",
         "- `python benchmarks/thread_cpu.py`: each thread's CPU per log during real async logs.",
         "- `python benchmarks/mask_cost.py`: the predicted-mask PNG and per-class counts cost "
         "for noise masks (what the near-free segmentation model of the *scale* benchmark "

@@ -324,7 +324,7 @@ def _column_to_json(
     return out
 
 
-def _holds_nan(values: Iterable[Any], kinds: set[type]) -> bool:
+def _holds_nan(values: Iterable[Any], kinds: set[type] | frozenset[type]) -> bool:
     """Whether ``values`` (of Python types ``kinds``) hold a NaN float (summed at C speed
     when all are floats: a NaN, or inf - inf, makes the sum NaN)."""
     total = sum(values) if kinds == {float} else sum(v for v in values if type(v) is float)

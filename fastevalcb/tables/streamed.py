@@ -23,6 +23,7 @@ from fastevalcb.tables.columnar import (
     ColumnarTable,
     TableSchemaError,
     _column_to_json,
+    _holds_nan,
     _image_signature,
     _uniform_representative,
     _value_key,
@@ -169,6 +170,10 @@ class StreamedTable(ColumnarTable):
     def _infer_column_type(self, name: str | int, column: Sequence[Any]) -> Any:
         """The column's type so far, merged with this batch's (cached per kind of value:
         a batch whose values are all of a kind already merged costs no wandb type work)."""
+        known = self._known_kinds.setdefault(name, set())
+        scalars = _scalars_key(column)
+        if scalars is not None and scalars in known:  # the common case, at C speed
+            return _wandb.column_type_map(self)[name]
         uniform = _uniform_representative(column)
         key = None if uniform is None else _value_key(uniform[0])
         if uniform is not None:
@@ -179,13 +184,14 @@ class StreamedTable(ColumnarTable):
                 key, column = ("image", signatures.pop()), column[:1]
         elif _SCALAR_SET.issuperset(kinds := set(map(type, column))):  # NaNs among numbers
             key = ("scalars", frozenset(kinds), any(v != v for v in column))
-        known = self._known_kinds.setdefault(name, set())
         if key is not None and key in known:
             return _wandb.column_type_map(self)[name]
         merged = super()._infer_column_type(name, column)
         if key is not None:
             known.add(key)
             self._pinned.append(column[0])  # keeps the ids in its signature from reuse
+        if scalars is not None:
+            known.add(scalars)
         return merged
 
     def _image_json(self, image: wandb.Image) -> dict[str, Any]:
@@ -363,6 +369,20 @@ class StreamedTable(ColumnarTable):
         if not self._closed and self._cleanup is not None:
             self._cleanup()
         self._closed = True
+
+
+def _scalars_key(column: Sequence[Any]) -> tuple[Any, ...] | None:
+    """What the wandb type of a batch of JSON scalars depends on: their Python types, and
+    whether a float among them is NaN (None: not all scalars)."""
+    kinds = frozenset(map(type, column))
+    if not kinds or not _SCALAR_SET.issuperset(kinds):
+        return None
+    nan = (
+        float in kinds
+        and _holds_nan(column, kinds)  # at C speed; also true for inf and -inf, hence:
+        and any(type(v) is float and v != v for v in column)
+    )
+    return ("scalars", kinds, nan)
 
 
 def _remove(f: Any) -> None:

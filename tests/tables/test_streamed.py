@@ -84,3 +84,44 @@ def test_streamed_table_writes_what_a_columnar_table_writes(wandb_env):
         streamed.add_column("more", [1] * 6)
     with pytest.raises(ValueError, match="artifact it was serialized into"):
         add_table(wandb.Artifact("d", "dataset"), streamed, "t")
+
+
+@pytest.mark.fast_path
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[float("inf"), -float("inf")], [1.5, float("nan")], [2.0, 3.0]],  # inf - inf is NaN
+        [[1.5, 2.5], [float("nan"), 1.0], [None, 2.0], [1, 2]],
+        [["a", "b"], ["c", None], ["d", "e"]],
+        [[True, False], [True, True]],
+    ],
+)
+def test_streamed_column_types_are_wandbs_batch_after_batch(wandb_env, batches):
+    """A batch of scalars whose kinds were typed before skips wandb's type work (its key:
+    the Python types and whether a float is NaN); the column types must still be what
+    wandb's own ``add_data`` makes of the same rows, in the same order."""
+    from fastevalcb.tables import StreamedTable
+
+    ours = StreamedTable(["x"], wandb.Artifact("a", "dataset"))
+    for batch in batches:
+        ours.add_columns({"x": batch})
+    stock = wandb.Table(columns=["x"], data=[[v] for batch in batches for v in batch])
+    written = wandb.Artifact("b", "dataset").add(stock, "t").local_path
+    expected = json.loads(open(written).read())["column_types"]
+    assert json.loads(ours.json_text())["column_types"] == expected
+
+
+@pytest.mark.fast_path
+@pytest.mark.parametrize("first, later", [(["a", "b"], [1, 2]), ([1.5, 2.0], [True, False])])
+def test_a_later_batch_of_another_kind_is_still_checked(wandb_env, first, later):
+    """The per-kind cache skips only kinds already typed: a new kind is merged, and one
+    wandb cannot merge is refused as wandb refuses it."""
+    from fastevalcb.tables import StreamedTable
+
+    ours = StreamedTable(["x"], wandb.Artifact("a", "dataset"))
+    ours.add_columns({"x": first})
+    ours.add_columns({"x": first[::-1]})  # a known kind: from the cache
+    with pytest.raises(TypeError):
+        wandb.Table(columns=["x"], data=[[v] for v in first + later])
+    with pytest.raises(TypeError, match="column 'x' mixes incompatible types"):
+        ours.add_columns({"x": later})
