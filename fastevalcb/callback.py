@@ -34,12 +34,12 @@ logger = logging.getLogger("fastevalcb")
 _HOOK_ATTR = "_fastevalcb_user_hook"  # set on an exception raised by a user's hook
 
 
-class RefRow(Sequence):
+class RefRow(Sequence[Any]):
     """One data-table row, indexable by position or by column name."""
 
     __slots__ = ("_values", "_columns")
 
-    def __init__(self, values: list[Any], columns: list[str]) -> None:
+    def __init__(self, values: list[Any], columns: list[str | int]) -> None:
         self._values = values
         self._columns = columns
 
@@ -114,7 +114,7 @@ def _accepts_positional(method: Callable[..., Any], count: int) -> bool:
     return len(positional) >= count
 
 
-class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
+class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):  # type: ignore[misc]  # Keras is untyped
     """Abstract Keras callback that logs a data table once and a pred table per log.
 
     Works with Keras 3 and Keras 2 (``tf_keras``) models alike: the Keras is the model's,
@@ -206,7 +206,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         if log_every_n_batches is not None:
             # Only now is the batch hook overridden: Keras turns off async dispatch for
             # the whole fit when any callback's on_train_batch_end is not the default.
-            self.on_train_batch_end = self._on_train_batch_end  # type: ignore[method-assign]
+            self.on_train_batch_end = self._on_train_batch_end
 
     # -- stock public surface -----------------------------------------------------
     @abc.abstractmethod
@@ -219,11 +219,11 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
         """Fill ``self.pred_table`` (called at every log)."""
         raise NotImplementedError(f"{type(self).__name__}.add_model_predictions")
 
-    def init_data_table(self, column_names: list[str]) -> None:
+    def init_data_table(self, column_names: list[str | int]) -> None:
         """Start a new data table with these columns."""
         self._data_table = tables.ColumnarTable(column_names, allow_mixed_types=True)
 
-    def init_pred_table(self, column_names: list[str]) -> None:
+    def init_pred_table(self, column_names: list[str | int]) -> None:
         """Start a new pred table with these columns."""
         self._pred_table = tables.ColumnarTable(column_names)
 
@@ -532,7 +532,7 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):
                         f"{stage}; fix the hook (or pass strict=True to stop fit at the "
                         "first error)."
                     ),
-                    level=wandb.AlertLevel.WARN,
+                    level="WARN",  # wandb.AlertLevel.WARN, which wandb's stubs omit
                 )
         except Exception:  # reporting must never break logging or fit
             logger.debug("fastevalcb: recording a failure in the run failed", exc_info=True)

@@ -13,7 +13,7 @@ from typing import Any
 from fastevalcb.sources import named_leaves
 
 
-def model_input_structure(model) -> Any:
+def model_input_structure(model: Any) -> Any:
     """The model's declared inputs (structure of KerasTensors), or ``None`` if undeclared."""
     struct = getattr(model, "_inputs_struct", None)
     if struct is None:
@@ -32,7 +32,7 @@ def model_input_structure(model) -> Any:
     return struct
 
 
-def check_inputs(x_spec: Any, model) -> None:
+def check_inputs(x_spec: Any, model: Any) -> None:
     """Check a source's per-sample input specs against the model's declared inputs.
 
     Args:
