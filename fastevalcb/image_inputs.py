@@ -16,9 +16,10 @@ from fastevalcb.errors import FastEvalInputError
 from fastevalcb.sources import SampleSpec
 
 IMAGE_CHANNELS = (1, 3, 4)
+Path = tuple[Any, ...]  # dict keys / indices from the structure's root to a leaf
 
 
-def _input_paths(structure: Any, path: tuple = ()) -> list:
+def _input_paths(structure: Any, path: Path = ()) -> list[tuple[Path, Any]]:
     """``[(path, leaf), ...]`` for every leaf; a path is a tuple of dict keys / indices."""
     if isinstance(structure, dict):
         return [p for key in sorted(structure) for p in _input_paths(structure[key], path + (key,))]
@@ -27,11 +28,11 @@ def _input_paths(structure: Any, path: tuple = ()) -> list:
     return [(path, structure)]
 
 
-def _path_name(path: tuple) -> str:
+def _path_name(path: Path) -> str:
     return "x" + "".join(f"[{key!r}]" for key in path)
 
 
-def _sample_shape(leaf) -> tuple:
+def _sample_shape(leaf: Any) -> tuple[int | None, ...]:
     """Per-sample shape of an input leaf: a :class:`SampleSpec`'s own shape, else the
     leaf's shape (array, tensor, ``TensorSpec``, ``KerasTensor``) minus its batch dim."""
     if isinstance(leaf, SampleSpec):
@@ -43,13 +44,13 @@ def _sample_shape(leaf) -> tuple:
     return dims[1:]
 
 
-def _is_string(leaf) -> bool:
+def _is_string(leaf: Any) -> bool:
     dtype = getattr(leaf, "dtype", None)
     kind = getattr(dtype, "kind", None)
     return dtype is not None and ("str" in str(dtype) or (kind is not None and kind in "USO"))
 
 
-def is_image_shape(sample_shape: tuple) -> bool:
+def is_image_shape(sample_shape: tuple[int | None, ...]) -> bool:
     """Whether a per-sample shape looks like one image (channels last).
 
     ``(H, W, C)`` with ``C`` in 1, 3, 4, or grey ``(H, W)``; ``H`` and ``W`` must be at
@@ -62,7 +63,7 @@ def is_image_shape(sample_shape: tuple) -> bool:
     return len(sample_shape) == 2 or sample_shape[2] in IMAGE_CHANNELS
 
 
-def _format_inputs(paths: list) -> str:
+def _format_inputs(paths: list[tuple[Path, Any]]) -> str:
     return ", ".join(
         f"{_path_name(p)} (N, {', '.join(str(d) for d in _sample_shape(leaf))})".replace(
             "(N, )", "(N,)"
@@ -71,7 +72,7 @@ def _format_inputs(paths: list) -> str:
     )
 
 
-def image_input(x_or_spec: Any, image_key: Any = None) -> tuple:
+def image_input(x_or_spec: Any, image_key: Any = None) -> Path:
     """Find the image among a model's inputs: the one a table displays.
 
     Args:
@@ -127,14 +128,14 @@ def image_input(x_or_spec: Any, image_key: Any = None) -> tuple:
     )
 
 
-def input_at(x: Any, path: tuple) -> Any:
+def input_at(x: Any, path: Path) -> Any:
     """The input of ``x`` at ``path`` (from :func:`image_input`): ``x[k0][k1]...``."""
     for key in path:
         x = x[key]
     return x
 
 
-def image_hw(x: Any, path: tuple) -> tuple | None:
+def image_hw(x: Any, path: Path) -> tuple[int, int] | None:
     """``(H, W)`` of the batched image input at ``path`` (``None`` if not static)."""
     shape = tuple(input_at(x, path).shape)
     if len(shape) < 3 or shape[1] is None or shape[2] is None:
