@@ -125,7 +125,8 @@ class TaskEvalCallback(WandbEvalCallback):
             return
         params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in params}
-        base = inspect.signature(cls.__mro__[1].__init__).parameters.values()  # its parent's
+        parent_init = cls.__mro__[1].__init__  # type: ignore[misc]  # a class's, not an instance's
+        base = inspect.signature(parent_init).parameters.values()  # its parent's
         params += [p for p in base if p.kind is p.KEYWORD_ONLY and p.name not in names]
         signature = own.replace(parameters=params)
         valid = [p.name for p in params[1:]]
@@ -219,7 +220,7 @@ class TaskEvalCallback(WandbEvalCallback):
         self._quality = NonFiniteCounter(self.task)  # NaN/inf predictions: flagged, warned
         self._to_uint8 = ImageScaler()
         self.image_key = image_key
-        self._image_path: tuple | None = None  # where the image is among the inputs
+        self._image_path: tuple[Any, ...] | None = None  # where the image is among the inputs
         self._model_hw: tuple[int, int] | None = None  # the image size the model sees
         self._stager: tables.Stager | None = None  # while the data table is being built
         self._built_eval_set: EvalSet | None = None  # until the data table is logged
@@ -255,7 +256,7 @@ class TaskEvalCallback(WandbEvalCallback):
     def pred_columns(self) -> list[str]:
         raise NotImplementedError
 
-    def _output_fn(self) -> Callable | None:
+    def _output_fn(self) -> Callable[..., Any] | None:
         """TensorFlow post-processing fused into the compiled step (or None)."""
         return None
 
@@ -266,7 +267,9 @@ class TaskEvalCallback(WandbEvalCallback):
         """Validated ground truth of one batch, in the form the task's steps use."""
         raise NotImplementedError
 
-    def _data_columns_for(self, index: np.ndarray, images: np.ndarray, labels: Any) -> dict:
+    def _data_columns_for(
+        self, index: np.ndarray, images: np.ndarray, labels: Any
+    ) -> dict[str, Any]:
         """Data-table columns for one batch of samples."""
         raise NotImplementedError
 
@@ -293,7 +296,8 @@ class TaskEvalCallback(WandbEvalCallback):
     def _check_table_size(self, rows: int | None = None) -> None:
         """A W&B artifact table holds at most ``wandb.Table.MAX_ARTIFACT_ROWS`` rows."""
         if rows is None and self.predictor.source.in_memory:
-            rows = len(self.predictor.selected_indices())  # known before any model
+            selected = self.predictor.selected_indices()  # known before any model
+            rows = None if selected is None else len(selected)
         limit = wandb.Table.MAX_ARTIFACT_ROWS
         if rows is not None and rows > limit:
             raise FastEvalInputError(
@@ -379,14 +383,14 @@ class TaskEvalCallback(WandbEvalCallback):
             self._check_batch(host)
             index = np.asarray(host.index)
             EvalSet(
-                index, [], None, index, label_fingerprints(host.y, len(index))
+                index, None, None, index, label_fingerprints(host.y, len(index))
             ).check_same_samples(first.index, first.y)
         tables.define_step_metrics(run, self.metrics_prefix)
 
     def _needs_data_table(self) -> bool:
         if not self._dist.is_chief:
             return False  # chief-only I/O: the others build no table
-        return self._data_table_run != self._run_obj.id  # once per W&B run
+        return bool(self._data_table_run != self._run_obj.id)  # once per W&B run
 
     def _data_table_failed_for_good(self) -> bool:
         # Multi-worker builds it inline (the workers agree on the outcome before epoch 1);
@@ -444,7 +448,11 @@ class TaskEvalCallback(WandbEvalCallback):
         artifact = wandb.Artifact(self.data_artifact_name, type="dataset")
         self._staged_artifact, self._stager = artifact, tables.Stager(artifact)
         self.data_table = tables.StreamedTable(self.data_table_columns, artifact)
-        ids, images, masks, targets, first = [], [], [], [], None
+        ids: list[np.ndarray] = []
+        images: list[tables.MediaFiles] = []
+        masks: list[tables.MediaFiles] = []
+        targets: list[Any] = []
+        first: tuple[np.ndarray, Any] | None = None
         progress, rows = self._data_table_progress(), 0
         for host in self.predictor.source.batches():
             self._worker.pause_while_held()  # an eval pass runs: leave it the GIL
@@ -487,15 +495,17 @@ class TaskEvalCallback(WandbEvalCallback):
         if first is None:
             raise FastEvalInputError("validation_data is empty")
         files = tables.MediaFiles.concat(images)
-        masks = tables.MediaFiles.concat(masks) if masks else None
+        mask_files = tables.MediaFiles.concat(masks) if masks else None
         self._built_eval_set = EvalSet(
             np.concatenate(ids),
             files,
             concat_targets(targets) if self.stores_targets else None,
             *first,
-            masks=masks,
+            masks=mask_files,
         )
-        self._staged_index = tables.MediaIndex.from_files(artifact, [files, masks])
+        self._staged_index = tables.MediaIndex.from_files(
+            artifact, [files] if mask_files is None else [files, mask_files]
+        )
         self._stager = None
 
     def _data_table_progress(self) -> Callable[[int], None]:
@@ -522,16 +532,19 @@ class TaskEvalCallback(WandbEvalCallback):
         """Log the data table, then keep only its arrays (:class:`EvalSet`): no row, image
         object or per-file dict stays in memory for the rest of the fit."""
         super().log_data_table(name or self.data_artifact_name, type, table_name)
-        tables.release_table(self._data_table)
+        logged, ref = self._data_table, self._data_table_ref
+        assert logged is not None and ref is not None  # the base just logged and linked it
+        tables.release_table(logged)
         self._eval_set, self._built_eval_set = self._built_eval_set, None  # logged: usable
         self._data_table = tables.ColumnarTable(self.data_table_columns)
-        self._data_table_ref = DataTableRef(self._data_table, self._data_table_ref.link)
+        self._data_table_ref = DataTableRef(self._data_table, ref.link)
 
     def _base_images(self, rows: slice) -> tables.ImageColumn:
         """The data table's images of ``rows`` (with their ground-truth mask layer) for one
         pred batch: by reference, as arrays; read as a sequence, media objects sharing
         the data table's files."""
         eval_set = self._eval_set
+        assert eval_set is not None and eval_set.images is not None  # logged at train begin
         return tables.ImageColumn(eval_set.images, rows, eval_set.masks, self.mask_labels)
 
     # -- predictions (every log) -----------------------------------------------------------
