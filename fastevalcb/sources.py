@@ -31,9 +31,11 @@ import dataclasses
 import math
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fastevalcb import _keras
 
@@ -52,7 +54,7 @@ class HostBatch:
         y: labels with leading dim ``n`` (same kinds as ``x``), or ``None``.
     """
 
-    index: np.ndarray
+    index: npt.NDArray[np.int64]
     x: Any
     y: Any = None
 
@@ -69,22 +71,22 @@ class SampleSpec:
         dtype: numpy-compatible dtype name, e.g. ``"float32"``.
     """
 
-    shape: tuple
+    shape: tuple[int | None, ...]
     dtype: str
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _tree():
+def _tree() -> ModuleType:
     return _keras.tree()
 
 
-def _leaf_paths(structure: Any) -> list:
+def _leaf_paths(structure: Any) -> list[str]:
     """Readable names for every leaf of ``structure``: ``x``, ``x['a']``, ``x[1]``."""
-    names = []
+    names: list[str] = []
 
-    def walk(node, name):
+    def walk(node: Any, name: str) -> None:
         if isinstance(node, dict):
             for key in sorted(node):
                 walk(node[key], f"{name}[{key!r}]")
@@ -98,29 +100,30 @@ def _leaf_paths(structure: Any) -> list:
     return names
 
 
-def flatten(structure: Any) -> list:
+def flatten(structure: Any) -> list[Any]:
     """Leaves of ``structure`` in ``keras.tree.flatten`` order (dict keys sorted)."""
-    return _tree().flatten(structure)
+    leaves: list[Any] = _tree().flatten(structure)
+    return leaves
 
 
-def named_leaves(structure: Any, prefix: str) -> list:
+def named_leaves(structure: Any, prefix: str) -> list[tuple[str, Any]]:
     """``[(name, leaf), ...]`` in ``keras.tree.flatten`` order (dict keys sorted)."""
     leaves = _tree().flatten(structure)
     names = [prefix + n for n in _leaf_paths(structure)]
     return list(zip(names, leaves))
 
 
-def split_xy(data: Any) -> tuple:
+def split_xy(data: Any) -> tuple[Any, Any]:
     """Split a source element into ``(x, y)`` with Keras' rules; sample weights dropped."""
     x, y, _ = _keras.unpack_x_y_sample_weight(data)
     return x, y
 
 
-def _slice(structure: Any, key) -> Any:
+def _slice(structure: Any, key: slice | npt.NDArray[np.int64]) -> Any:
     return _tree().map_structure(lambda a: a[key], structure)
 
 
-def _num_rows(leaf) -> int:
+def _num_rows(leaf: Any) -> int:
     return int(leaf.shape[0])
 
 
@@ -148,7 +151,7 @@ class Source:
         """Structure of :class:`SampleSpec`, one per ``x`` leaf (batch dim removed)."""
         raise NotImplementedError
 
-    def resolve(self, model_ranks: list | None) -> None:
+    def resolve(self, model_ranks: list[int] | None) -> None:
         """Fix what depends on the model (batched-ness of datasets). Default: nothing.
 
         Args:
@@ -160,12 +163,15 @@ class Source:
         """One deterministic pass over the selected samples."""
         raise NotImplementedError
 
-    def selected_indices(self) -> np.ndarray | None:
+    def selected_indices(self) -> npt.NDArray[np.int64] | None:
         """`(N,)` int64 global sample ids one pass yields, if known without iterating."""
         return None
 
 
-def _check_options(max_samples, selection, seed, batch_size):
+def _check_options(
+    max_samples: object, selection: object, seed: object, batch_size: object
+) -> None:
+    """Refuse bad options before any source is read (typed ``object``: they come from users)."""
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if max_samples is not None and (
@@ -180,7 +186,9 @@ def _check_options(max_samples, selection, seed, batch_size):
         raise ValueError(f"seed must be an int, got {seed!r}")
 
 
-def choose_indices(num_total: int, max_samples, selection: str, seed: int) -> np.ndarray:
+def choose_indices(
+    num_total: int, max_samples: int | None, selection: str, seed: int
+) -> npt.NDArray[np.int64]:
     """Deterministic sample selection.
 
     Args:
@@ -206,8 +214,19 @@ class ArraySource(Source):
     """Numpy arrays (or nested tuples/lists/dicts of them), sliced lazily per batch."""
 
     in_memory = True
+    # Always known (narrower than Source's): set in __init__ from the arrays and options.
+    batch_size: int
+    num_samples: int
 
-    def __init__(self, data, *, batch_size, max_samples, selection, seed):
+    def __init__(
+        self,
+        data: Any,
+        *,
+        batch_size: int | None,
+        max_samples: int | None,
+        selection: str,
+        seed: int,
+    ) -> None:
         x, y = split_xy(data)
         if x is None:
             raise ValueError("source has no inputs: got x=None")
@@ -233,15 +252,15 @@ class ArraySource(Source):
         self._contiguous = bool(self._index[-1] == len(self._index) - 1)
         self.num_samples = len(self._index)
 
-    def x_spec(self):
+    def x_spec(self) -> Any:
         return _tree().map_structure(
             lambda a: SampleSpec(tuple(a.shape[1:]), np.dtype(a.dtype).name), self._x
         )
 
-    def selected_indices(self):
+    def selected_indices(self) -> npt.NDArray[np.int64]:
         return self._index
 
-    def batches(self):
+    def batches(self) -> Iterator[HostBatch]:
         b = self.batch_size
         for start in range(0, self.num_samples, b):
             index = self._index[start : start + b]
@@ -261,7 +280,16 @@ class DatasetSource(Source):
     the model's input rank at first use, else from a leading ``None`` dim in its spec.
     """
 
-    def __init__(self, dataset, *, batch_size, max_samples, selection, seed, batched=None):
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        batch_size: int | None,
+        max_samples: int | None,
+        selection: str,
+        seed: int,
+        batched: bool | None = None,
+    ) -> None:
         import tensorflow as tf
 
         self._ds = dataset
@@ -292,10 +320,14 @@ class DatasetSource(Source):
                 "(use selection='first', or "
                 "dataset.apply(tf.data.experimental.assert_cardinality(n)))"
             )
-        self._pipeline = None
+        # Set by _build_pipeline, once resolve() knows whether elements are batched.
+        self._pipeline: Any | None = None  # the tf.data pipeline one pass iterates
+        self._per_sample_spec: Any = None  # structure of SampleSpec, one per x leaf
+        self._index: npt.NDArray[np.int64] | None = None
+        self._host_count = False  # ids from a running count (the dataset's own batches)
 
     # -- model-dependent resolution
-    def resolve(self, model_ranks):
+    def resolve(self, model_ranks: list[int] | None) -> None:
         if self._pipeline is not None:
             return
         first_x = _tree().flatten(self._x_elem_spec)[0]
@@ -316,7 +348,7 @@ class DatasetSource(Source):
                 self._batched = rank is not None and rank > 0 and first_x.shape[0] is None
         self._build_pipeline()
 
-    def _build_pipeline(self):
+    def _build_pipeline(self) -> None:
         import tensorflow as tf
 
         ds = self._ds
@@ -366,31 +398,33 @@ class DatasetSource(Source):
             self._index = np.arange(total, dtype=np.int64)
         self.num_samples = None if self._index is None else len(self._index)
 
-        def to_triple(i, elem):
+        def to_triple(i: Any, elem: Any) -> tuple[Any, ...]:
             x, y = split_xy(elem)
             return (i, x) if y is None else (i, x, y)
 
         self._pipeline = ds.map(to_triple).batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
         self._host_count = False
 
-    def x_spec(self):
+    def x_spec(self) -> Any:
         if self._pipeline is None:
             self.resolve(None)
         return self._per_sample_spec
 
-    def selected_indices(self):
+    def selected_indices(self) -> npt.NDArray[np.int64] | None:
         return self._index
 
-    def batches(self):
+    def batches(self) -> Iterator[HostBatch]:
         if self._pipeline is None:
             self.resolve(None)
+        pipeline = self._pipeline
+        assert pipeline is not None  # resolve() always ends in _build_pipeline, which sets it
         if not self._host_count:
-            for elem in self._pipeline:
+            for elem in pipeline:
                 index = elem[0].numpy()
                 yield HostBatch(index=index, x=elem[1], y=elem[2] if len(elem) == 3 else None)
             return
         seen, limit = 0, self._max_samples
-        for elem in self._pipeline:
+        for elem in pipeline:
             x, y = split_xy(elem)
             n = _num_rows(_tree().flatten(x)[0])
             if limit is not None and seen + n > limit:
@@ -417,7 +451,15 @@ class PyDatasetSource(Source):
     ``max_samples`` samples are collected.
     """
 
-    def __init__(self, pydataset, *, batch_size, max_samples, selection, seed):
+    def __init__(
+        self,
+        pydataset: Any,
+        *,
+        batch_size: int | None,
+        max_samples: int | None,
+        selection: str,
+        seed: int,
+    ) -> None:
         try:
             self._num_batches = len(pydataset)
         except TypeError as err:
@@ -428,9 +470,10 @@ class PyDatasetSource(Source):
         self._max_samples = max_samples
         self._selection, self._seed = selection, seed
         self.batch_size = batch_size
-        self._first = None  # (x, y) of batch 0, read once for specs and ids
+        # (x, y) of batch 0, read once for specs and ids
+        self._first: tuple[Any, Any] | None = None
 
-    def _first_batch(self):
+    def _first_batch(self) -> tuple[Any, Any]:
         if self._first is None:
             x, y = split_xy(self._pyds[0])
             for name, leaf in named_leaves(x, "x"):
@@ -444,28 +487,28 @@ class PyDatasetSource(Source):
                 self.batch_size = _num_rows(_tree().flatten(x)[0])
         return self._first
 
-    def resolve(self, model_ranks):
+    def resolve(self, model_ranks: list[int] | None) -> None:
         self._first_batch()
 
-    def x_spec(self):
+    def x_spec(self) -> Any:
         x, _ = self._first_batch()
         return _tree().map_structure(
             lambda a: SampleSpec(tuple(a.shape[1:]), np.dtype(_np_dtype(a)).name), x
         )
 
-    def _batch_order(self):
+    def _batch_order(self) -> npt.NDArray[np.int64] | range:
         if self._selection == "random":
             rng = np.random.default_rng(self._seed)
             return np.sort(rng.permutation(self._num_batches)[: self._batches_needed()])
         return range(self._num_batches)
 
-    def _batches_needed(self):
+    def _batches_needed(self) -> int:
         per = _num_rows(_tree().flatten(self._first_batch()[0])[0])
         if self._max_samples is None:
             return self._num_batches
         return math.ceil(self._max_samples / per)
 
-    def batches(self):
+    def batches(self) -> Iterator[HostBatch]:
         first_x, _ = self._first_batch()
         per = _num_rows(_tree().flatten(first_x)[0])
         seen, limit = 0, self._max_samples
@@ -481,9 +524,11 @@ class PyDatasetSource(Source):
                 return
 
 
-def _np_dtype(a):
+def _np_dtype(a: Any) -> Any:
     dtype = getattr(a, "dtype", None)
-    return dtype.as_numpy_dtype if hasattr(dtype, "as_numpy_dtype") else dtype
+    if dtype is not None and hasattr(dtype, "as_numpy_dtype"):  # a tf.DType
+        return dtype.as_numpy_dtype
+    return dtype
 
 
 # --------------------------------------------------------------------------- entry points
@@ -521,14 +566,24 @@ def adapt_source(
     _check_options(max_samples, selection, seed, batch_size)
     if isinstance(source, Source):
         return source
-    kwargs = dict(batch_size=batch_size, max_samples=max_samples, selection=selection, seed=seed)
     tf = sys.modules.get("tensorflow")  # a tf.data.Dataset exists only once it is imported
     if tf is not None and isinstance(source, tf.data.Dataset):
-        return DatasetSource(source, batched=batched, **kwargs)
+        return DatasetSource(
+            source,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            selection=selection,
+            seed=seed,
+            batched=batched,
+        )
     if isinstance(source, _keras.sequence_types()):
-        return PyDatasetSource(source, **kwargs)
+        return PyDatasetSource(
+            source, batch_size=batch_size, max_samples=max_samples, selection=selection, seed=seed
+        )
     if isinstance(source, (np.ndarray, tuple, list, dict)):
-        return ArraySource(source, **kwargs)
+        return ArraySource(
+            source, batch_size=batch_size, max_samples=max_samples, selection=selection, seed=seed
+        )
     raise TypeError(
         "source must be numpy array(s), a tf.data.Dataset or a keras.utils.PyDataset, "
         f"got {type(source).__name__}"
