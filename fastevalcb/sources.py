@@ -368,7 +368,7 @@ class DatasetSource(Source):
             self._host_count = True
             self._index = None
             if self._max_samples is not None:
-                self.num_samples = None  # known once a batch size is seen
+                self.num_samples = None  # at most max_samples: a short dataset holds fewer
             return
         if rebatch:
             ds = ds.unbatch()
@@ -499,7 +499,14 @@ class PyDatasetSource(Source):
     def _batch_order(self) -> npt.NDArray[np.int64] | range:
         if self._selection == "random":
             rng = np.random.default_rng(self._seed)
-            return np.sort(rng.permutation(self._num_batches)[: self._batches_needed()])
+            order = rng.permutation(self._num_batches)
+            needed = self._batches_needed()
+            # The last batch may be short (a PyDataset's last batch holds the remainder):
+            # one more batch makes up for it, so that a pass reads max_samples samples
+            # whenever the source holds that many (batches() stops at max_samples).
+            if self._num_batches - 1 in order[:needed]:
+                needed += 1
+            return np.sort(order[:needed])
         return range(self._num_batches)
 
     def _batches_needed(self) -> int:

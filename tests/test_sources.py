@@ -92,6 +92,29 @@ def test_sources_say_whether_they_are_in_memory():
     assert not adapt_source(Batches()).in_memory
 
 
+def test_a_random_pydataset_selection_holds_max_samples_with_a_short_last_batch():
+    """Ten batches of 4 and a last one of 2: whichever batches a seed draws, a pass reads
+    ``max_samples`` samples, each once (seed 3 drew the short batch and read 6 of 8)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            n = 2 if i == 9 else 4
+            ids = np.arange(i * 4, i * 4 + n)
+            return ids[:, None].astype("float32"), ids
+
+    for seed in range(12):
+        source = adapt_source(Batches(), max_samples=8, selection="random", seed=seed)
+        batches = list(source.batches())
+        index = np.concatenate([b.index for b in batches])
+        labels = np.concatenate([b.y for b in batches])
+        assert len(index) == 8 and len(set(index.tolist())) == 8, seed
+        np.testing.assert_array_equal(index, labels)  # the ids are the samples read
+
+
 # ---------------------------------------------------------------- image_input
 
 
