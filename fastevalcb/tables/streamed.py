@@ -169,29 +169,27 @@ class StreamedTable(ColumnarTable):
 
     def _infer_column_type(self, name: str | int, column: Sequence[Any]) -> Any:
         """The column's type so far, merged with this batch's (cached per kind of value:
-        a batch whose values are all of a kind already merged costs no wandb type work)."""
+        a batch whose values are all of a kind already merged costs no wandb type work).
+
+        The kinds: JSON scalars by their Python types and whether a float is NaN (found at
+        C speed); uniform lists of scalars; images of one layer and class-map signature.
+        """
         known = self._known_kinds.setdefault(name, set())
-        scalars = _scalars_key(column)
-        if scalars is not None and scalars in known:  # the common case, at C speed
-            return _wandb.column_type_map(self)[name]
-        uniform = _uniform_representative(column)
-        key = None if uniform is None else _value_key(uniform[0])
-        if uniform is not None:
-            column = uniform  # all values have its type: one representative is enough
-        elif column and all(isinstance(v, wandb.Image) for v in column):
-            signatures = set(map(_image_signature, column))  # all one type when one signature
-            if len(signatures) == 1:
-                key, column = ("image", signatures.pop()), column[:1]
-        elif _SCALAR_SET.issuperset(kinds := set(map(type, column))):  # NaNs among numbers
-            key = ("scalars", frozenset(kinds), any(v != v for v in column))
+        key = _scalars_key(column)
+        if key is None:
+            uniform = _uniform_representative(column)
+            if uniform is not None:  # all values have its type: one representative is enough
+                key, column = _value_key(uniform[0]), uniform
+            elif column and all(isinstance(v, wandb.Image) for v in column):
+                signatures = set(map(_image_signature, column))  # one type: one signature
+                if len(signatures) == 1:
+                    key, column = ("image", signatures.pop()), column[:1]
         if key is not None and key in known:
             return _wandb.column_type_map(self)[name]
         merged = super()._infer_column_type(name, column)
         if key is not None:
             known.add(key)
             self._pinned.append(column[0])  # keeps the ids in its signature from reuse
-        if scalars is not None:
-            known.add(scalars)
         return merged
 
     def _image_json(self, image: wandb.Image) -> dict[str, Any]:
