@@ -349,11 +349,11 @@ class LayeredImages(Sequence[wandb.Image]):
         return self._row_image(i % len(self), _plain)
 
     def type_sample(self) -> list[wandb.Image]:
-        """``self[:1]`` as wandb types it, cheaply: the first image with each box layer cut
-        to its first box. An image's wandb type reads its layers' class maps and the score
-        keys of their boxes, which every box of a layer shares (:class:`JSONText`'s
-        ``score_keys``), not the boxes themselves; decoding a hundred boxes and having
-        wandb validate them for each batch's type check cost more than the batch's JSON."""
+        """``self[:1]`` as wandb types it: the first image with each box layer cut to its
+        first box. An image's wandb type reads its layers' class maps and the score keys of
+        their boxes, which every box of a :class:`JSONText` layer shares (its
+        ``score_keys``), not the boxes themselves: no batch's type check decodes all of a
+        layer's boxes for wandb to read every box's score keys."""
         return [self._row_image(0, _first_box)] if len(self) else []
 
     def _row_image(self, i: int, box_data: Callable[[Any], Any]) -> wandb.Image:

@@ -171,8 +171,8 @@ class StreamedTable(ColumnarTable):
         """The column's type so far, merged with this batch's (cached per kind of value:
         a batch whose values are all of a kind already merged costs no wandb type work).
 
-        The kinds: JSON scalars by their Python types and whether a float is NaN (found at
-        C speed); uniform lists of scalars; images of one layer and class-map signature.
+        The kinds: JSON scalars by their Python types and whether a float is NaN; uniform
+        lists of scalars; images of one layer and class-map signature.
         """
         known = self._known_kinds.setdefault(name, set())
         key = _scalars_key(column)
@@ -377,7 +377,7 @@ def _scalars_key(column: Sequence[Any]) -> tuple[Any, ...] | None:
         return None
     nan = (
         float in kinds
-        and _holds_nan(column, kinds)  # at C speed; also true for inf and -inf, hence:
+        and _holds_nan(column, kinds)  # one sum; also true for inf beside -inf, hence:
         and any(type(v) is float and v != v for v in column)
     )
     return ("scalars", kinds, nan)

@@ -12,8 +12,8 @@ Tables state their column types (``dtype=``, ``optional=False``) where no cell i
 and skip the type inference elsewhere (``allow_mixed_types=True``): wandb's per-cell
 inference would cost more than all of a version's metrics. Their rows are set as the
 table's ``data`` (:func:`_filled_table`), not added one by one: with the types fixed up
-front, ``add_data``'s per-row type merge (~8 µs a row, a PR chart has ~1,200) could only
-return the same types.
+front, ``add_data``'s per-row type merge (a PR chart has ~1,200 rows) could only return
+the same types.
 Sizes are bounded whatever the number of classes: a per-class table has one row a class;
 a confusion chart shows at most ``max_classes`` classes (the rest summed into
 ``"(other)"``); PR curves show the ``top_k`` classes by support and their mean, each at
