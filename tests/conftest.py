@@ -24,18 +24,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch):
     """Offline, silent wandb whose every folder lives under tmp_path."""
-    for var, sub in [
-        ("WANDB_DIR", "run"),
-        ("WANDB_DATA_DIR", "data"),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_ARTIFACT_DIR", "artifacts"),
-    ]:
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    from tests.helpers.wandb_env import offline_wandb_env
+
+    for var, value in offline_wandb_env(tmp_path).items():
+        monkeypatch.setenv(var, value)
     return tmp_path
 
 

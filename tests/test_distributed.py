@@ -26,6 +26,7 @@ import wandb
 
 from fastevalcb import ClassificationEvalCallback, FastEvalInputError, distributed
 from fastevalcb.offline import find_runs
+from tests.helpers.wandb_env import offline_wandb_env
 
 HERE = Path(__file__).resolve().parent
 WORKER = "tests.helpers.multiworker_worker"  # run as a module from the repository root
@@ -136,20 +137,9 @@ def _env(wandb_dir: Path, tf_config: str | None, keras3: bool) -> dict:
         env["TF_USE_LEGACY_KERAS"] = "1"
     env.update(
         TF_CPP_MIN_LOG_LEVEL="3",
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        WANDB_CONSOLE="off",
         PYTHONPATH=str(HERE.parent),
+        **offline_wandb_env(wandb_dir),
     )
-    for var, sub in [
-        ("WANDB_DIR", "run"),
-        ("WANDB_DATA_DIR", "data"),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_ARTIFACT_DIR", "artifacts"),
-    ]:
-        (wandb_dir / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(wandb_dir / sub)
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
     return env

@@ -1,6 +1,6 @@
 """Tables, artifacts and media references: the one package that talks to wandb.
 
-Every private wandb name and ``wandb.sdk`` import lives in :mod:`~fastevalcb.tables._wandb`,
+Every private wandb name and internal import lives in :mod:`~fastevalcb.tables._wandb`,
 a named function each, and every fast path it enables is checked once per process against
 wandb's own public-API result, falling back to wandb's path with one warning when they
 differ (``FASTEVALCB_SAFE=1`` forces the public path everywhere).
@@ -28,7 +28,7 @@ How references work, online and offline alike:
 * A pred-table artifact never copies those files. For every media cell whose file is
   already an entry of the data artifact, the pred artifact gets a *reference* entry
   with the same name whose ``ref`` is ``wandb-client-artifact://<data client id>/<name>``
-  (what ``wandb.sdk.artifacts.storage_handlers.wb_local_artifact_handler`` produces).
+  (what wandb's local-artifact storage handler produces).
   wandb-core's ``ArtifactSaver.resolveClientIDReferences`` turns those into
   ``wandb-artifact://<server id>/<name>`` when the version is uploaded, live or by
   ``wandb sync`` of an offline run.

@@ -7,22 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.wandb_env import offline_wandb_env
+
 SIZE = 32
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def _wandb_env(root: Path) -> dict[str, str]:
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-    for var, sub in [
-        ("WANDB_DIR", "run"),
-        ("WANDB_DATA_DIR", "data"),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_ARTIFACT_DIR", "artifacts"),
-    ]:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        env[var] = str(root / sub)
-    return env
 
 
 def _callback(task: str):
@@ -83,7 +71,7 @@ def make_run(task: str, root: Path):
     from fastevalcb.offline import OfflineRun
 
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in _wandb_env(root).items():
+        for key, value in offline_wandb_env(root).items():
             mp.setenv(key, value)
         run = wandb.init(
             project="fastevalcb-report-tests", dir=str(root / "run"), reinit="finish_previous"

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from fastevalcb import DetectionEvalCallback, FastEvalInputError, FastEvalWarning
+from tests.helpers import reference
 from tests.helpers.detection import (
     EXPECTED,
     EXPECTED_MAP50,
@@ -374,18 +375,7 @@ def test_keras_hub_layout_in_the_model_s_yxyx_by_default(offline_run):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt",
-    [
-        "xyxy",
-        "yxyx",
-        "xywh",
-        "center_xywh",
-        "center_yxhw",
-        "rel_xyxy",
-        "rel_yxyx",
-        "rel_xywh",
-        "rel_center_xywh",
-        "cxcywh",
-    ],
+    [*reference.FORMATS, "cxcywh"],
 )
 def test_every_keras_box_format_round_trips(offline_run, fmt):
     run, read = offline_run
