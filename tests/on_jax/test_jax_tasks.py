@@ -30,23 +30,9 @@ from fastevalcb import (
     WandbEvalCallback,
 )
 from tests.helpers import real_models as rm
+from tests.helpers.tasks import EpochRecorder, pred_versions
 
 NAMES3 = ["a", "b", "c"]
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """Records which epochs began, to prove an error came before epoch 1."""
-
-    def __init__(self):
-        super().__init__()
-        self.epochs: list[int] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
-def pred_versions(run_log, run_id):
-    return run_log.artifacts(f"run_{run_id}_pred")
 
 
 def softmax(z):
