@@ -7,11 +7,7 @@ the race is there on every run, not by chance.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -24,7 +20,7 @@ import wandb
 
 from fastevalcb import ClassificationEvalCallback, FastEvalWarning
 from fastevalcb.offline import OfflineRun
-from tests.helpers.tasks import EpochRecorder, pred_versions, tmpfs_unavailable
+from tests.helpers.tasks import EpochRecorder, pred_versions, run_on_small_tmpfs
 
 pytestmark = pytest.mark.slow  # seconds a test: out of the fast loop (-m "not slow")
 
@@ -219,28 +215,10 @@ _DISK_FULL_SCRIPT = textwrap.dedent("""
 
 def test_a_full_disk_during_the_workers_write_warns_once_and_fit_completes(tmp_path):
     """Never freed: the versions are retried until the run ends, then named in a warning."""
-    why = tmpfs_unavailable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the disk-full test as root: {why}")
-        pytest.skip(why)
-    small, runs = tmp_path / "small", tmp_path / "runs"
-    small.mkdir()
+    runs = tmp_path / "runs"
     runs.mkdir()
-    script = tmp_path / "disk_full.py"
-    script.write_text(_DISK_FULL_SCRIPT)
     # A fresh wandb service (not this pytest process's), on a 16 MiB disk of its own.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
-    command = (
-        f"mount -t tmpfs -o size=16m fastevalcb-small {small} && "
-        f"exec {sys.executable} {script} {small} {runs}"
-    )
-    proc = subprocess.run(
-        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    result = run_on_small_tmpfs(tmp_path, _DISK_FULL_SCRIPT, str(runs), size="16m")
 
     assert result["epochs"] == 3 and result["pending"] == 0  # fit completed, nothing hangs
     assert result["data_rows"] == 48  # logged before the disk filled up
