@@ -19,6 +19,7 @@ after ``--budget-s`` seconds is recorded as skipped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -34,6 +35,10 @@ from _machine import cpu_name  # noqa: E402
 from fastevalcb import overhead  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: KerasHub's ``predict`` maps its preprocessor with tf.data (or grain), and stock's callback
+#: subclasses ``tf.keras``: on a machine without TensorFlow (Keras 3 on JAX), the models run
+#: without their preprocessor (inputs fed already scaled) and stock is not timed.
+HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 VARIANTS = [  # (jit_compile, mixed precision)
     (False, False),
     (True, False),
@@ -83,6 +88,13 @@ def resnet(quick: bool):
 
 
 def build(task: str, size: int, classes: int, quick: bool):
+    model = _build(task, size, classes, quick)
+    if not HAVE_TF:
+        model.preprocessor = None
+    return model
+
+
+def _build(task: str, size: int, classes: int, quick: bool):
     import keras_hub
 
     keras.utils.set_random_seed(0)
@@ -152,6 +164,8 @@ def run_variant(task, quick, jit, mixed, stock, repeats) -> dict:
     finally:
         keras.config.set_dtype_policy("float32")
     x, y = data(task, size, n, classes)
+    if not HAVE_TF:  # no preprocessor: scale as the converter would
+        x = x / 255.0
     options = {"top_k": 5} if task == "classification" else {}
     result = overhead.measure(
         model,
@@ -170,14 +184,17 @@ def run_variant(task, quick, jit, mixed, stock, repeats) -> dict:
 def run_suite(quick: bool, repeats: int, budget_s: float, tasks: list[str]) -> dict:
     started = time.perf_counter()
     rows = []
-    for task in tasks:
-        for jit, mixed in VARIANTS:
+    # On JAX the step is always a jax.jit: jit_compile off would time the same thing twice.
+    variants = [v for v in VARIANTS if v[0]] if keras.backend.backend() == "jax" else VARIANTS
+    # Precision-major, so a spent budget skips the later variants of every task, not a task.
+    for jit, mixed in variants:
+        for task in tasks:
             row = {"task": task, "model": MODELS[task], "jit_compile": jit, "mixed": mixed}
             elapsed = time.perf_counter() - started
             if elapsed > budget_s:
                 row["skipped"] = f"time budget ({budget_s:.0f} s) spent"
             else:
-                stock = not jit and not mixed
+                stock = not jit and not mixed and HAVE_TF
                 try:
                     row["result"] = run_variant(task, quick, jit, mixed, stock, repeats)
                 except Exception as exc:  # recorded; the suite goes on
@@ -185,6 +202,7 @@ def run_suite(quick: bool, repeats: int, budget_s: float, tasks: list[str]) -> d
             row["wall_s"] = time.perf_counter() - started - elapsed
             print(describe(row), flush=True)
             rows.append(row)
+    rows.sort(key=lambda r: tasks.index(r["task"]))  # stable: each task's variants in order
     return {
         "quick": quick,
         "repeats": repeats,
@@ -221,6 +239,14 @@ def describe(row: dict) -> str:
 
 def machine() -> dict:
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    info["backend"] = keras.backend.backend()
+    if info["backend"] == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+        info["gpus"] = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    if not HAVE_TF:
+        return _versions(info)
     try:
         import tensorflow as tf
 
@@ -231,6 +257,10 @@ def machine() -> dict:
         ]
     except Exception as exc:  # a machine line must not stop the suite
         info["gpus"] = f"unknown ({type(exc).__name__})"
+    return _versions(info)
+
+
+def _versions(info: dict) -> dict:
     import wandb
 
     info["keras"], info["wandb"] = keras.__version__, wandb.__version__
@@ -244,7 +274,8 @@ def markdown(suite: dict) -> str:
         "# GPU suite",
         "",
         f"Machine: {gpus}; {m['cores']} CPU cores ({m['cpu']}); Python {m['python']}, "
-        f"TF {m.get('tensorflow', '?')}, Keras {m['keras']}, wandb {m['wandb']}. "
+        f"Keras {m['keras']} on {_backend(m)}, wandb {m['wandb']}. "
+        f"{'' if m.get('tensorflow') else NO_TF}"
         f"{'`--quick` (small models and sizes). ' if suite['quick'] else ''}"
         f"Best of {suite['repeats']} logs; offline W&B; the whole suite took "
         f"{suite['total_s']:.0f} s.",
@@ -275,11 +306,26 @@ def markdown(suite: dict) -> str:
         )
     lines += [
         "",
-        "(x): times the compiled forward pass over the same samples. Stock is W&B's documented "
+        "(x): times the compiled forward pass over the same samples (segmentation: with the "
+        "argmax to class maps, as any mask logger needs). On JAX the step is always a "
+        "`jax.jit`, so only `jit` on is run. Stock is W&B's documented "
         "`WandbEvalCallback` subclass (`model.predict` + a `wandb.Image` per row), run at "
         "float32 with `jit_compile` off.",
     ]
     return "\n".join(lines) + "\n"
+
+
+NO_TF = (
+    "No TensorFlow on this machine: the models ran without their KerasHub preprocessor "
+    "(inputs fed scaled; `predict` maps a preprocessor with tf.data or grain) and stock, "
+    "whose callback subclasses `tf.keras`, was not timed. "
+)
+
+
+def _backend(m: dict) -> str:
+    backend = m.get("backend", "tensorflow")
+    version = m.get("jax") if backend == "jax" else m.get("tensorflow")
+    return f"{'JAX' if backend == 'jax' else 'TensorFlow'} {version or '?'}"
 
 
 def main(argv: list[str] | None = None) -> int:

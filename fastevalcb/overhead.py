@@ -5,7 +5,9 @@
 
 1. **forward alone**: the model's compiled predict step
    (:class:`~fastevalcb.predictor.BatchedPredictor`, outputs copied to host arrays), warm;
-   no callback can log predictions faster than it computes them.
+   no callback can log predictions faster than it computes them. For segmentation the step
+   also takes the argmax to ``(B, H, W)`` class maps, as any mask logger must (float scores
+   copied to the host would time a transfer, not the forward).
 2. **fastevalcb**: the task callback's log, as ``fit`` calls it at an epoch end, on a
    throwaway offline W&B run in a temporary folder: the training thread's seconds (what
    ``fit`` waits) and the seconds until the version is written. The worker's CPU µs a
@@ -135,7 +137,7 @@ def measure(
         raise OverheadError("the data holds no samples")
     options = dict(callback_options or {})
     names = list(class_names) if class_names is not None else _default_names(model, task, y)
-    forward = _forward(model, x, batch_size, repeats, jit_compile)
+    forward = _forward(model, x, batch_size, repeats, jit_compile, _floor_fn(task, names, options))
     with _throwaway_wandb():
         ours = _ours(model, x, y, task, names, batch_size, repeats, jit_compile, options)
         theirs = _stock(model, x, y, task, names, repeats, jit_compile, options) if stock else None
@@ -163,7 +165,8 @@ def table(result: dict[str, Any]) -> str:
     """The result as a small plain-text table (seconds a log, µs a sample, x forward)."""
     n = result["samples"]
     forward = result["forward"]["s"]
-    rows = [("forward alone (compiled step)", forward)]
+    label = "forward + argmax" if result["task"] == "segmentation" else "forward alone"
+    rows = [(f"{label} (compiled step)", forward)]
     ours = result["fastevalcb"]
     rows.append(("fastevalcb: training thread", ours["train_thread_s"]))
     rows.append(("fastevalcb: until written", ours["until_written_s"]))
@@ -188,10 +191,28 @@ def table(result: dict[str, Any]) -> str:
 
 
 # -- the three sides ------------------------------------------------------------------------
-def _forward(model: Any, x: Any, batch_size: int, repeats: int, jit: bool) -> dict[str, Any]:
+def _floor_fn(task: str, names: list[str], options: dict[str, Any]) -> Any:
+    """What the forward floor brings to the host besides the model: segmentation's masks.
+
+    A segmentation eval must turn ``(B, H, W, C)`` scores into class maps; copying float
+    scores to the host instead (84 bytes a pixel at 21 classes, not one) would make the
+    floor a transfer, not the forward. Classification and detection bring the outputs.
+    """
+    if task != "segmentation":
+        return None
+    from fastevalcb.tasks.segmentation import _class_maps
+
+    return _class_maps(options.get("output", "auto"), len(names))
+
+
+def _forward(
+    model: Any, x: Any, batch_size: int, repeats: int, jit: bool, output_fn: Any = None
+) -> dict[str, Any]:
     from fastevalcb.predictor import BatchedPredictor
 
-    predictor = BatchedPredictor(model, x, batch_size=batch_size, jit_compile=jit)
+    predictor = BatchedPredictor(
+        model, x, batch_size=batch_size, jit_compile=jit, output_fn=output_fn
+    )
     first = _pass_s(predictor, model)  # traces the step
     runs = [_pass_s(predictor, model) for _ in range(repeats)]
     best = min(runs)
