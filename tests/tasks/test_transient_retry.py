@@ -55,6 +55,12 @@ _SCRIPT = textwrap.dedent("""
         def on_epoch_end(self, epoch, logs=None):
             if str(epoch) == fill_at:
                 cb.flush()  # the earlier versions written: this log is the one refused
+            if str(epoch) == free_at and fill_at == "begin":
+                # Free only once the worker has met the full disk: a fit this short can
+                # reach the free before the worker first tries to write the data table.
+                deadline = time.monotonic() + 60
+                while not cb._retries.waiting() and time.monotonic() < deadline:
+                    time.sleep(0.01)
             self.before = time.perf_counter()
             if str(epoch) == free_at:
                 os.remove(filler)
