@@ -387,8 +387,11 @@ DATA_PARALLEL = textwrap.dedent("""
 
 
 def test_data_parallel_distribution_on_two_devices(wandb_env):
-    env = dict(
-        os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    env = dict(  # two CPU devices, also on a machine with one GPU (jax would pick the GPU)
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
     script = DATA_PARALLEL
     proc = subprocess.run(
