@@ -16,7 +16,8 @@ One stage per module, each depending only on those above it:
   :class:`LayeredImages`)
   and the reference entries pred versions get (:class:`MediaIndex`; a column of the data
   table's row indices: :class:`DataTableLink`).
-* ``columnar``: :class:`ColumnarTable` and the JSON / type helpers every table shares.
+* ``columnar``: :class:`ColumnarTable`, :class:`ScalarTable` (charts' tables) and the JSON /
+  type helpers every table shares.
 * ``streamed``: :class:`StreamedTable`, serialized into its artifact batch by batch.
 * ``artifacts``: logging the data and pred artifacts, summary metrics, the run's lifetime.
 
@@ -68,7 +69,13 @@ from fastevalcb.tables.artifacts import (
     pred_artifact,
     run_finished,
 )
-from fastevalcb.tables.columnar import ColumnarTable, JSONText, TableSchemaError, validate_columns
+from fastevalcb.tables.columnar import (
+    ColumnarTable,
+    JSONText,
+    ScalarTable,
+    TableSchemaError,
+    validate_columns,
+)
 from fastevalcb.tables.references import (
     DataTableLink,
     ImageColumn,
@@ -82,6 +89,7 @@ from fastevalcb.tables.streamed import StreamedTable, num_rows
 __all__ = [
     "BOXES_SUFFIX",
     "ColumnarTable",
+    "ScalarTable",
     "DataTableLink",
     "IMAGE_DIR",
     "IMAGE_SUFFIX",

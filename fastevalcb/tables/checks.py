@@ -23,7 +23,7 @@ import wandb
 from wandb.data_types import Classes
 
 from fastevalcb.tables import _wandb
-from fastevalcb.tables.columnar import ColumnarTable, JSONText
+from fastevalcb.tables.columnar import ColumnarTable, JSONText, ScalarTable
 from fastevalcb.tables.references import DataTableLink, MediaFiles, MediaIndex
 from fastevalcb.tables.staging import Stager, add_json, entry_rows
 from fastevalcb.tables.streamed import StreamedTable
@@ -281,11 +281,29 @@ def check_tables() -> None:
     expected = _table_json(public)
     _same("a table's JSON", _table_json(fast), expected)
     _same("a streamed table's JSON", _table_json(streamed), expected)
+    _check_scalar_tables()
     for artifact in (fast, streamed):
         _same(
             "a table's media entries",
             sorted(n for n in artifact.manifest.entries if n.startswith("media/")),
             sorted(n for n in public.manifest.entries if n.startswith("media/")),
+        )
+
+
+def _check_scalar_tables() -> None:
+    """A chart's table (:class:`ScalarTable`), typed and of mixed types, writes the JSON
+    ``wandb.Table.to_json`` writes for the same rows."""
+    rows = [["a", 1, 0.5, True, None], ["b", 2, float("nan"), False, "x"]]
+    columns: list[str | int] = ["s", "i", "f", "b", "mixed"]
+    artifact = _artifact()
+    for types in ({"allow_mixed_types": True}, {"dtype": [str, int, float, bool, str]}):
+        picked = rows if "allow_mixed_types" in types else [r[:4] + ["y"] for r in rows]
+        ours = ScalarTable(columns=columns, data=picked, **types).to_json(artifact)
+        stock = wandb.Table(columns=columns, data=picked, **types).to_json(artifact)
+        _same(
+            "a chart table's JSON",
+            json.dumps(ours, sort_keys=True),
+            json.dumps(stock, sort_keys=True),
         )
 
 

@@ -1,5 +1,6 @@
-""":class:`ColumnarTable`, a ``wandb.Table`` filled and serialized column by column, and
-the JSON and type-inference helpers every table here shares."""
+""":class:`ColumnarTable`, a ``wandb.Table`` filled and serialized column by column,
+:class:`ScalarTable` (a chart's table of plain cells), and the JSON and type-inference
+helpers every table here shares."""
 
 from __future__ import annotations
 
@@ -234,6 +235,44 @@ class ColumnarTable(wandb.Table):
                 )
             col_type = merged
         return col_type
+
+
+class ScalarTable(wandb.Table):
+    """A ``wandb.Table`` of plain cells (``str``, ``int``, ``float``, ``bool``, ``None``:
+    a chart's rows) whose artifact JSON is built a column at a time.
+
+    Everything but the rows comes from wandb's own ``to_json``, run on the table with its
+    rows set aside: the keys, ``_type`` and the column types (fixed by the constructor's
+    ``dtype``, or ``allow_mixed_types``). The rows are the JSON wandb writes for those
+    cells (a NaN as null), without its per-cell ``_json_helper``. With any other cell, for
+    a run, with more rows than wandb writes to an artifact, or with the ``tables`` fast
+    path off, it is wandb's ``to_json`` as it is.
+    """
+
+    def to_json(self, run_or_artifact: Any) -> dict[str, Any]:
+        rows = self.data
+        if (
+            not isinstance(run_or_artifact, wandb.Artifact)
+            or not rows
+            or len(rows) > getattr(wandb.Table, "MAX_ARTIFACT_ROWS", 200_000)
+            or getattr(self, "log_mode", None) == "INCREMENTAL"
+            or not _wandb.fast("tables")
+        ):
+            return dict(super().to_json(run_or_artifact))
+        columns = list(zip(*rows))
+        if len(columns) != len(self.columns) or not all(
+            _SCALAR_SET.issuperset(map(type, column)) for column in columns
+        ):
+            return dict(super().to_json(run_or_artifact))
+        self.data = []
+        try:
+            json_dict = dict(super().to_json(run_or_artifact))
+        finally:
+            self.data = rows
+        cells = [_column_to_json(column, run_or_artifact) for column in columns]
+        json_dict["data"] = [list(row) for row in zip(*cells)]
+        json_dict["nrows"] = len(rows)
+        return json_dict
 
 
 def _column_to_list(data: Any) -> Any:

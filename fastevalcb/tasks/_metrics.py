@@ -2,11 +2,12 @@
 
 Every group is computed on the logging worker from arrays the version's batches already
 produced (no second forward pass) and logged in the same ``run.log`` call as the version's
-summary metrics (``<prefix>/<key>``). Charts use wandb's public API only: ``wandb.Table``
-and ``wandb.plot_table`` with wandb's own presets (``wandb/confusion_matrix/v1`` is what
-``wandb.plot.confusion_matrix`` logs, ``wandb/lineseries/v0`` what
-``wandb.plot.line_series`` logs), built from counts: ``wandb.plot.confusion_matrix`` wants
-one list entry per sample (per pixel, for segmentation).
+summary metrics (``<prefix>/<key>``). Charts are ``wandb.plot_table`` with wandb's own
+presets (``wandb/confusion_matrix/v1`` is what ``wandb.plot.confusion_matrix`` logs,
+``wandb/lineseries/v0`` what ``wandb.plot.line_series`` logs), built from counts:
+``wandb.plot.confusion_matrix`` wants one list entry per sample (per pixel, for
+segmentation). Their tables are ScalarTables (:class:`~fastevalcb.tables.ScalarTable`), plain
+``wandb.Table`` objects written to their artifacts a column at a time.
 
 Tables state their column types (``dtype=``, ``optional=False``) where no cell is empty,
 and skip the type inference elsewhere (``allow_mixed_types=True``): wandb's per-cell
@@ -81,10 +82,11 @@ def _filled_table(columns: list[str | int], rows: list[list[Any]], **types: Any)
     column's type (a ``dtype`` per column, not optional, or ``allow_mixed_types``): the
     same table, its rows set as its documented ``data`` attribute instead of added one by
     one. The callers build every cell of its column's type (``_cell``, ``float``, ``str``),
-    so ``add_data``'s per-row type check could not fail."""
-    import wandb
+    so ``add_data``'s per-row type check could not fail. A
+    :class:`~fastevalcb.tables.ScalarTable`: written to its artifact a column at a time."""
+    from fastevalcb.tables import ScalarTable
 
-    table = wandb.Table(columns=columns, **types)
+    table = ScalarTable(columns=columns, **types)
     table.data = rows
     return table
 

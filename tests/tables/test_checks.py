@@ -18,3 +18,16 @@ def test_the_links_check_passes_and_finds_a_copied_data_table(wandb_env, monkeyp
     monkeypatch.setattr(streamed, "add_link_references", lambda artifact, type_map: 0)
     with pytest.raises(checks.FastPathMismatch, match="linked table's manifest"):
         check()
+
+
+@pytest.mark.fast_path
+def test_the_tables_check_passes_and_finds_a_chart_table_written_otherwise(wandb_env, monkeypatch):
+    """The "tables" check compares a chart's :class:`ScalarTable` with ``wandb.Table``'s
+    JSON too: a writer that drops wandb's NaN-as-null fails it."""
+    from fastevalcb.tables import _wandb, checks, columnar
+
+    check = _wandb._checks["tables"]
+    check()
+    monkeypatch.setattr(columnar, "_column_to_json", lambda column, artifact: list(column))
+    with pytest.raises(checks.FastPathMismatch, match="a chart table's JSON"):
+        check()

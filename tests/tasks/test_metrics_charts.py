@@ -90,3 +90,47 @@ def test_chart_tables_are_the_tables_wandb_builds_row_by_row():
     for chart, _ in pairs[:3]:  # the typed tables still refuse a wrong cell, as stock does
         with pytest.raises(TypeError, match="incompatible types"):
             chart.add_data(*([None] * len(chart.columns)))
+
+
+def test_a_scalar_table_writes_wandb_s_json_a_column_at_a_time(monkeypatch):
+    """Every kind of plain cell (NaN as null, inf kept), typed and mixed: the JSON
+    ``wandb.Table.to_json`` writes for the same rows; a numpy cell falls back to it."""
+    from fastevalcb.tables import ScalarTable
+
+    rows = [
+        ["a", 1, 0.5, True, None],
+        ["b", 2, float("nan"), False, "x"],
+        ["c", 3, float("inf"), True, 2.5],
+    ]
+    columns = ["s", "i", "f", "b", "mixed"]
+    artifact = wandb.Artifact("charts", "run_table")
+    ours = ScalarTable(columns=columns, data=rows, allow_mixed_types=True)
+    stock = wandb.Table(columns=columns, data=rows, allow_mixed_types=True)
+    assert ours.to_json(artifact) == stock.to_json(artifact)
+    typed = [row[:4] for row in rows]
+    ours = ScalarTable(columns=columns[:4], data=typed, dtype=[str, int, float, bool])
+    stock = wandb.Table(columns=columns[:4], data=typed, dtype=[str, int, float, bool])
+    assert ours.to_json(artifact) == stock.to_json(artifact)
+    numpy_cell = [["a", np.float32(0.5)]]
+    ours = ScalarTable(columns=["s", "f"], data=numpy_cell)
+    assert ours.to_json(artifact) == wandb.Table(["s", "f"], data=numpy_cell).to_json(artifact)
+
+
+@pytest.mark.fast_path
+def test_a_scalar_table_hands_wandb_no_rows_to_serialize(monkeypatch):
+    """The fast path: wandb's ``to_json`` writes the keys and column types of a table
+    with its rows set aside; the rows are ours."""
+    from fastevalcb.tables import ScalarTable
+
+    seen = []
+    original = wandb.Table.to_json
+
+    def spy(self, target):
+        seen.append(len(self.data))
+        return original(self, target)
+
+    monkeypatch.setattr(wandb.Table, "to_json", spy)
+    table = ScalarTable(columns=["s", "f"], data=[["a", 0.5], ["b", 1.5]], dtype=[str, float])
+    out = table.to_json(wandb.Artifact("charts", "run_table"))
+    assert seen == [0] and out["data"] == [["a", 0.5], ["b", 1.5]] and out["nrows"] == 2
+    assert len(table.data) == 2  # its rows are back
