@@ -250,13 +250,15 @@ def machine() -> dict:
     try:
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
         info["tensorflow"] = tf.__version__
-        info["gpus"] = [
-            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
-        ]
+        if info["backend"] != "jax":  # on JAX the GPUs are jax's, whatever TF sees
+            gpus = tf.config.list_physical_devices("GPU")
+            info["gpus"] = [
+                tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                for g in gpus
+            ]
     except Exception as exc:  # a machine line must not stop the suite
-        info["gpus"] = f"unknown ({type(exc).__name__})"
+        info.setdefault("gpus", f"unknown ({type(exc).__name__})")
     return _versions(info)
 
 
@@ -308,7 +310,8 @@ def markdown(suite: dict) -> str:
         "",
         "(x): times the compiled forward pass over the same samples (segmentation: with the "
         "argmax to class maps, as any mask logger needs). On JAX the step is always a "
-        "`jax.jit`, so only `jit` on is run. Stock is W&B's documented "
+        "`jax.jit`, so only `jit` on is run, and stock's variant (`jit` off) is not. "
+        "Stock is W&B's documented "
         "`WandbEvalCallback` subclass (`model.predict` + a `wandb.Image` per row), run at "
         "float32 with `jit_compile` off.",
     ]

@@ -280,21 +280,24 @@ def page(e2e: dict) -> str:
 
 
 def gpu_line(gpu: dict) -> str:
-    """One README sentence from the GPU suite: the ranges over its measured rows."""
-    rows = [r["result"]["fastevalcb"] for r in gpu["rows"] if "result" in r]
-    if not rows:
+    """One README sentence from the GPU suite: the ranges over its measured rows; nothing
+    for a ``--quick`` run or one that saw no GPU."""
+    measured = [r for r in gpu["rows"] if "result" in r]
+    gpus = gpu["machine"].get("gpus")
+    if gpu.get("quick") or not measured or not isinstance(gpus, list) or not gpus:
         return ""
-    m = gpu["machine"]
-    backend = "JAX" if m.get("backend") == "jax" else "TensorFlow"
+    backend = "JAX" if gpu["machine"].get("backend") == "jax" else "TensorFlow"
+    models = {r["model"]: r["result"]["size"] for r in measured}  # in the suite's order
+    rows = [r["result"]["fastevalcb"] for r in measured]
 
     def span(key: str) -> str:
         values = [r[key] for r in rows]
         return f"{min(values):.2f}–{max(values):.2f}x"
 
     return (
-        f"\n\nOn a GPU ({', '.join(m['gpus']) or '?'}, Keras 3 on {backend}; KerasHub's "
-        "ResNet-50 classifier at 224², RetinaNet and DeepLabV3 at 512²; "
-        "`python benchmarks/gpu_suite.py`), a log holds the training thread for "
+        f"\n\nOn a GPU ({', '.join(sorted(set(gpus)))}, Keras 3 on {backend}; KerasHub's "
+        + ", ".join(f"{name} at {size}²" for name, size in models.items())
+        + "; `python benchmarks/gpu_suite.py`), a log holds the training thread for "
         f"{span('train_thread_over_forward')} the time of the compiled forward pass over the "
         f"same samples, and its version is written within {span('until_written_over_forward')}."
     )

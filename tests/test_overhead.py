@@ -132,3 +132,16 @@ def test_measure_refuses_an_active_run(offline_run):
         overhead.measure(
             _classifier(), (np.zeros((2, SIZE, SIZE, 3)), np.zeros(2)), "classification"
         )
+
+
+def test_the_segmentation_floor_brings_class_maps_not_scores():
+    """The forward floor of segmentation takes the argmax the callback's step takes: one
+    uint8 a pixel reaches the host (the float scores would time a transfer)."""
+    assert overhead._floor_fn("classification", ["a", "b"], {}) is None
+    assert overhead._floor_fn("detection", ["a", "b"], {}) is None
+    floor = overhead._floor_fn("segmentation", ["a", "b", "c"], {})
+    scores = np.random.default_rng(0).normal(size=(2, 4, 5, 3)).astype("float32")
+    out = floor(keras.ops.convert_to_tensor(scores))
+    maps = keras.ops.convert_to_numpy(out["class_maps"])
+    assert maps.dtype == np.uint8 and maps.shape == (2, 4, 5)
+    np.testing.assert_array_equal(maps, scores.argmax(-1))

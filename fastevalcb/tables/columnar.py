@@ -253,15 +253,19 @@ class ScalarTable(wandb.Table):
         rows = self.data
         if (
             not isinstance(run_or_artifact, wandb.Artifact)
-            or not rows
+            or type(rows) is not list
+            or len(rows) == 0
             or len(rows) > getattr(wandb.Table, "MAX_ARTIFACT_ROWS", 200_000)
             or getattr(self, "log_mode", None) == "INCREMENTAL"
             or not _wandb.fast("tables")
         ):
             return dict(super().to_json(run_or_artifact))
+        width = len(self.columns)
         columns = list(zip(*rows))
-        if len(columns) != len(self.columns) or not all(
-            _SCALAR_SET.issuperset(map(type, column)) for column in columns
+        if (
+            len(columns) != width
+            or not all(len(row) == width for row in rows)  # zip cuts longer rows
+            or not all(_SCALAR_SET.issuperset(map(type, column)) for column in columns)
         ):
             return dict(super().to_json(run_or_artifact))
         self.data = []

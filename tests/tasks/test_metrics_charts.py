@@ -92,9 +92,11 @@ def test_chart_tables_are_the_tables_wandb_builds_row_by_row():
             chart.add_data(*([None] * len(chart.columns)))
 
 
-def test_a_scalar_table_writes_wandb_s_json_a_column_at_a_time(monkeypatch):
+@pytest.mark.fast_path
+def test_a_scalar_table_writes_wandb_s_json_a_column_at_a_time(wandb_env):
     """Every kind of plain cell (NaN as null, inf kept), typed and mixed: the JSON
-    ``wandb.Table.to_json`` writes for the same rows; a numpy cell falls back to it."""
+    ``wandb.Table.to_json`` writes for the same rows; a numpy cell, a row longer than the
+    columns and rows given as an array fall back to it."""
     from fastevalcb.tables import ScalarTable
 
     rows = [
@@ -114,10 +116,14 @@ def test_a_scalar_table_writes_wandb_s_json_a_column_at_a_time(monkeypatch):
     numpy_cell = [["a", np.float32(0.5)]]
     ours = ScalarTable(columns=["s", "f"], data=numpy_cell)
     assert ours.to_json(artifact) == wandb.Table(["s", "f"], data=numpy_cell).to_json(artifact)
+    for data in ([["a", 0.5, "extra"], ["b", 1.5]], np.array([[1.0, 2.0], [3.0, 4.0]])):
+        ours, stock = ScalarTable(columns=["s", "f"]), wandb.Table(columns=["s", "f"])
+        ours.data = stock.data = data
+        assert ours.to_json(artifact) == stock.to_json(artifact)
 
 
 @pytest.mark.fast_path
-def test_a_scalar_table_hands_wandb_no_rows_to_serialize(monkeypatch):
+def test_a_scalar_table_hands_wandb_no_rows_to_serialize(wandb_env, monkeypatch):
     """The fast path: wandb's ``to_json`` writes the keys and column types of a table
     with its rows set aside; the rows are ours."""
     from fastevalcb.tables import ScalarTable
