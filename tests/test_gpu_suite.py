@@ -51,34 +51,6 @@ def test_quick_suite_writes_json_and_markdown(tmp_path):
     assert md.startswith("# GPU suite") and md.count("| ResNet-50 ImageClassifier |") == 4
 
 
-def _run_quick(tmp_path, env_extra, tasks="classification"):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    env.update(env_extra)
-    proc = subprocess.run(
-        [sys.executable, "gpu_suite.py", "--quick", "--tasks", tasks, "--out-dir", str(tmp_path)],
-        cwd=ROOT / "benchmarks",
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((tmp_path / "gpu.json").read_text()), (tmp_path / "gpu.md").read_text()
-
-
-@pytest.mark.slow
-def test_on_jax_only_the_compiled_variants_run(tmp_path):
-    """On JAX the step is always a jax.jit: jit_compile off would time the same thing."""
-    pytest.importorskip("keras_hub")
-    pytest.importorskip("jax")
-    suite, md = _run_quick(tmp_path, {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
-    assert suite["machine"]["backend"] == "jax"
-    assert [(r["jit_compile"], r["mixed"]) for r in suite["rows"]] == [(True, False), (True, True)]
-    assert all(r["result"]["fastevalcb"]["until_written_s"] > 0 for r in suite["rows"])
-    assert " on JAX " in md
-
-
 @pytest.mark.slow
 def test_without_tensorflow_the_models_drop_their_preprocessor_and_stock_is_not_timed(
     wandb_env, monkeypatch

@@ -9,6 +9,7 @@ from the backend's name, tested here without it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -197,3 +198,28 @@ def test_is_float_dtype_reads_numpy_tensorflow_and_jax_dtypes():
         pass
     assert [_keras.is_float_dtype(d) for d in floating] == [True] * len(floating)
     assert [_keras.is_float_dtype(d) for d in other] == [False] * len(other)
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_on_jax_runs_only_the_compiled_variants(tmp_path):
+    """``benchmarks/gpu_suite.py`` on JAX: the step is always a jax.jit, so ``jit_compile``
+    off would time the same thing; the page names the backend."""
+    pytest.importorskip("jax")
+    pytest.importorskip("keras_hub")
+    env = {k: v for k, v in jax_env(JAX_PLATFORMS="cpu").items() if not k.startswith("WANDB_")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "gpu_suite.py", "--quick", "--tasks", "classification"]
+        + ["--out-dir", str(tmp_path)],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suite = json.loads((tmp_path / "gpu.json").read_text())
+    assert suite["machine"]["backend"] == "jax"
+    assert [(r["jit_compile"], r["mixed"]) for r in suite["rows"]] == [(True, False), (True, True)]
+    assert all(r["result"]["fastevalcb"]["until_written_s"] > 0 for r in suite["rows"])
+    assert " on JAX " in (tmp_path / "gpu.md").read_text()
