@@ -48,7 +48,7 @@ def test_macro_counts_undefined_as_zero_over_the_classes_asked():
     assert np.isnan(_metrics.macro(np.array([1.0]), np.array([False])))
 
 
-def test_chart_tables_are_the_tables_wandb_builds_row_by_row():
+def test_chart_tables_are_the_tables_wandb_builds_row_by_row(wandb_env):
     """The oracle: ``wandb.Table(data=rows, ...)``, whose ``add_data`` types every row; ours
     set the rows at once, so the JSON wandb writes (column types included) must match."""
     rng = np.random.default_rng(1)
@@ -123,20 +123,37 @@ def test_a_scalar_table_writes_wandb_s_json_a_column_at_a_time(wandb_env):
 
 
 @pytest.mark.fast_path
-def test_a_scalar_table_hands_wandb_no_rows_to_serialize(wandb_env, monkeypatch):
-    """The fast path: wandb's ``to_json`` writes the keys and column types of a table
-    with its rows set aside; the rows are ours."""
-    from fastevalcb.tables import ScalarTable
+def test_a_logged_chart_records_the_table_stock_records_written_by_columns(
+    offline_run, monkeypatch
+):
+    """The run records the same chart table for a ScalarTable as for a stock ``wandb.Table``
+    of the same rows, and ours was written by the column writer (counted, not replaced)."""
+    from fastevalcb.tables import columnar
 
-    seen = []
-    original = wandb.Table.to_json
+    calls = []
+    column_to_json = columnar._column_to_json
 
-    def spy(self, target):
-        seen.append(len(self.data))
-        return original(self, target)
+    def counted(column, artifact, *args, **kwargs):
+        calls.append(len(column))
+        return column_to_json(column, artifact, *args, **kwargs)
 
-    monkeypatch.setattr(wandb.Table, "to_json", spy)
-    table = ScalarTable(columns=["s", "f"], data=[["a", 0.5], ["b", 1.5]], dtype=[str, float])
-    out = table.to_json(wandb.Artifact("charts", "run_table"))
-    assert seen == [0] and out["data"] == [["a", 0.5], ["b", 1.5]] and out["nrows"] == 2
-    assert len(table.data) == 2  # its rows are back
+    monkeypatch.setattr(columnar, "_column_to_json", counted)
+    run, read = offline_run
+    precision = np.random.default_rng(2).random((2, 101))
+    precision[0, 3] = np.nan
+    chart = _metrics.pr_chart(np.linspace(0, 1, 101), precision, ["a", "b"], "t")
+    stock = wandb.Table(
+        columns=chart.table.columns,
+        data=chart.table.data,
+        dtype=[str, float, float],
+        optional=False,
+    )
+    run.log({"ours": chart, "stock": wandb.plot_table(chart.spec.spec_name, stock, {})})
+    log = read()
+    recorded = {}
+    for art in log.artifacts(type="run_table"):
+        [path] = [p for p in art.entries if p.endswith(".table.json")]
+        recorded[path.split("_table")[0]] = log.read_json(art, path)
+    assert set(recorded) == {"ours", "stock"}
+    assert recorded["ours"] == recorded["stock"] and recorded["ours"]["nrows"] == 201
+    assert calls.count(201) == 3  # one call a column (the rest: the one-time check)
